@@ -1,0 +1,300 @@
+"""The cohort: patient index x modalities, a presence mask per modality, the target,
+and attributes (sex, age band, site ...) kept apart from features.
+
+Loading reports every patient excluded and why (``cohort.excluded``); nothing
+disappears silently. Patients lacking one modality stay in, with ``present=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from holomed.errors import CohortError
+from holomed.modalities import ModalityData, get_modality
+from holomed.spec import Spec, SplitSpec
+
+
+@dataclass
+class Cohort:
+    """``ids`` (n,) strings; ``modalities`` {name: ModalityData}; ``y`` (n,) class index
+    (classification) or float (regression); ``attributes`` DataFrame indexed by id."""
+
+    ids: np.ndarray
+    modalities: dict[str, ModalityData]
+    y: np.ndarray | None = None
+    task: str = "binary"
+    classes: list[str] | None = None
+    attributes: pd.DataFrame | None = None
+    split: np.ndarray | None = None
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    name: str = "cohort"
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids, dtype=str)
+        for name, m in self.modalities.items():
+            if len(m) != len(self.ids):
+                raise CohortError(
+                    f"modality {name!r} has {len(m)} rows; the cohort has {len(self.ids)} patients"
+                )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+    def presence(self) -> dict[str, np.ndarray]:
+        return {k: m.present for k, m in self.modalities.items()}
+
+    def index_of(self, ids: Any) -> np.ndarray:
+        pos = {p: i for i, p in enumerate(self.ids)}
+        try:
+            return np.array([pos[str(p)] for p in ids], dtype=int)
+        except KeyError as err:
+            raise CohortError(f"patient {err.args[0]!r} is not in cohort {self.name!r}") from None
+
+    def subset(self, idx: Any) -> Cohort:
+        """Rows by position (int array) or by id (strings)."""
+        idx = np.asarray(idx)
+        if idx.dtype.kind in "US O":
+            idx = self.index_of(idx)
+        return Cohort(
+            ids=self.ids[idx],
+            modalities={k: m.subset(idx) for k, m in self.modalities.items()},
+            y=None if self.y is None else self.y[idx],
+            task=self.task,
+            classes=self.classes,
+            attributes=None if self.attributes is None else self.attributes.iloc[idx],
+            split=None if self.split is None else self.split[idx],
+            excluded=[],
+            name=self.name,
+        )
+
+    def with_presence(self, present: dict[str, np.ndarray]) -> Cohort:
+        """A shallow copy whose masks are replaced (simulated missingness)."""
+        mods = {k: (m.masked(present[k]) if k in present else m) for k, m in self.modalities.items()}
+        return Cohort(self.ids, mods, self.y, self.task, self.classes, self.attributes,
+                      self.split, self.excluded, self.name)
+
+    def select_modalities(self, names: list[str]) -> Cohort:
+        mods = {k: self.modalities[k] for k in names}
+        return Cohort(self.ids, mods, self.y, self.task, self.classes, self.attributes,
+                      self.split, self.excluded, self.name)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "patients": int(len(self)),
+            "task": self.task,
+            "modalities": {
+                k: {"kind": m.kind, "present": int(m.present.sum()),
+                    "coverage": round(float(m.present.mean()) if len(m) else 0.0, 4),
+                    "features": len(m.feature_names)}
+                for k, m in self.modalities.items()
+            },
+            "excluded": len(self.excluded),
+        }
+        if self.y is not None and self.classes is not None:
+            counts = np.bincount(self.y.astype(int), minlength=len(self.classes))
+            out["classes"] = {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+        return out
+
+
+# -- building a cohort from a spec ---------------------------------------------------
+
+
+def _encode_target(
+    labels: pd.Series, task: str, classes: list[str] | None, where: str
+) -> tuple[np.ndarray, list[str] | None]:
+    if task == "regression":
+        num = pd.to_numeric(labels, errors="coerce")
+        bad = num.isna()
+        if bad.any():
+            pid = labels.index[bad.to_numpy().nonzero()[0][0]]
+            raise CohortError(f"{where}: target of patient {pid!r} is not a number: {labels[pid]!r}")
+        return num.to_numpy(dtype=np.float32), None
+
+    def norm(v: Any) -> str:
+        if isinstance(v, float | np.floating) and float(v).is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    text = labels.map(norm)
+    if classes is None:
+        values = labels.unique()
+        try:
+            order = sorted(values, key=float)
+        except (TypeError, ValueError):
+            order = sorted(values, key=str)
+        classes = list(dict.fromkeys(norm(v) for v in order))
+    unknown = sorted(set(text) - set(classes))
+    if unknown:
+        raise CohortError(f"{where}: target values {unknown} are not among classes {classes}")
+    if task == "binary" and len(classes) != 2:
+        raise CohortError(f"{where}: a binary task needs 2 classes; found {classes}")
+    if task == "multiclass" and len(classes) < 2:
+        raise CohortError(f"{where}: a multiclass task needs >= 2 classes; found {classes}")
+    lookup = {c: i for i, c in enumerate(classes)}
+    return text.map(lookup).to_numpy(dtype=np.int64), list(classes)
+
+
+def build_cohort(
+    spec: Spec,
+    frames: dict[str, pd.DataFrame] | None = None,
+    target: pd.DataFrame | None = None,
+) -> Cohort:
+    """A cohort from a spec: modality files through their kinds' readers, or frames a
+    dataset loader provides (``frames`` by modality name, ``target`` indexed by id).
+
+    Raises :class:`CohortError` for unusable input (missing file, duplicate ids, text in
+    a numeric column, empty modality); reports excluded patients in ``cohort.excluded``.
+    """
+    excluded: list[dict[str, Any]] = []
+    raw: dict[str, pd.DataFrame] = {}
+    for m in spec.modalities:
+        kind = get_modality(m.kind)
+        if frames is not None and m.name in frames and not m.source:
+            df, where = frames[m.name], f"dataset {spec.dataset!r} modality {m.name!r}"
+        else:
+            df = kind.read(m, spec)
+            where = ", ".join(str(spec.resolve(s)) for s in m.source)
+        if df.shape[0] == 0:
+            raise CohortError(f"{where}: modality {m.name!r} is empty (no patients)")
+        df, problems = kind.check(df, m, where)
+        excluded += [{**p, "scope": "modality"} for p in problems]
+        raw[m.name] = df
+
+    t = spec.target
+    if target is None:
+        if not t.source:
+            raise CohortError("target.source: no label table given")
+        from holomed.io.tables import read_table
+
+        tpaths = [spec.resolve(s) for s in t.source]
+        target = read_table(tpaths, t.id_column, {})
+        twhere = ", ".join(map(str, tpaths))
+    else:
+        twhere = f"dataset {spec.dataset!r} labels"
+    if t.column not in target.columns:
+        raise CohortError(f"{twhere}: target column {t.column!r} not found; "
+                          f"columns are {list(target.columns)[:10]}")
+    for a in spec.attributes:
+        if a not in target.columns:
+            raise CohortError(f"{twhere}: attribute column {a!r} not found")
+
+    in_any = set().union(*(set(df.index) for df in raw.values())) if raw else set()
+    dropped_any = {p["id"] for p in excluded}
+    labelled = target.index[target[t.column].notna()]
+    for pid in target.index[target[t.column].isna()]:
+        excluded.append({"id": str(pid), "reason": f"missing label in column {t.column!r}",
+                         "scope": "patient"})
+    for pid in sorted(in_any - set(target.index)):
+        excluded.append({"id": str(pid), "reason": "not in the label table", "scope": "patient"})
+    ids = [p for p in labelled if p in in_any]
+    for pid in labelled:
+        if pid not in in_any:
+            why = ("all of its modality rows were unusable (see modality exclusions)"
+                   if pid in dropped_any else "no data in any modality")
+            excluded.append({"id": str(pid), "reason": why, "scope": "patient"})
+    if not ids:
+        raise CohortError(f"{twhere}: no patient has both a label and data in any modality")
+
+    y, classes = _encode_target(target.loc[ids, t.column], t.task, t.classes, twhere)
+    modalities = {}
+    for m in spec.modalities:
+        df = raw[m.name]
+        present = np.isin(ids, df.index)
+        if not present.any():
+            raise CohortError(f"modality {m.name!r}: none of its ids match a labelled patient")
+        modalities[m.name] = ModalityData(
+            kind=m.kind, values=df.reindex(ids), present=present,
+            feature_names=[str(c) for c in df.columns],
+        )
+    split = None
+    if spec.split.method == "predefined":
+        col = spec.split.column
+        if not col or col not in target.columns:
+            raise CohortError(f"{twhere}: split.column {col!r} not found for a predefined split")
+        split = target.loc[ids, col].astype(str).str.strip().str.lower().to_numpy()
+        bad = sorted(set(split) - {"train", "val", "test"})
+        if bad:
+            raise CohortError(f"{twhere}: split column {col!r} has values {bad}; "
+                              "expected train, val or test")
+    attributes = target.loc[ids, list(spec.attributes)] if spec.attributes else None
+    return Cohort(ids=np.asarray(ids, dtype=str), modalities=modalities, y=y, task=t.task,
+                  classes=classes, attributes=attributes, split=split, excluded=excluded,
+                  name=spec.dataset)
+
+
+def load_cohort(spec: Spec) -> Cohort:
+    """The cohort a spec describes: a registered dataset's frames when ``spec.dataset``
+    names one and modalities have no ``source``, else the files the spec names."""
+    from holomed.datasets import DATASETS
+
+    if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
+        frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
+        return build_cohort(spec, frames, target)
+    return build_cohort(spec)
+
+
+# -- patient-level splits -------------------------------------------------------------
+
+
+def _stratify(cohort: Cohort) -> np.ndarray | None:
+    if cohort.task == "regression" or cohort.y is None:
+        return None
+    return cohort.y
+
+
+def patient_splits(cohort: Cohort, split: SplitSpec, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, test_idx) pairs; one row is one patient, so no patient is ever on
+    both sides. ``predefined`` -> 1 pair ('val' rows count as training patients)."""
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+    n = len(cohort)
+    if split.method == "predefined":
+        if cohort.split is None:
+            raise CohortError("split.method is 'predefined' but the cohort has no split column")
+        tr, te = np.nonzero(cohort.split != "test")[0], np.nonzero(cohort.split == "test")[0]
+        if not len(tr) or not len(te):
+            raise CohortError("predefined split needs both train and test patients")
+        return [(tr, te)]
+    strat = _stratify(cohort)
+    if split.method == "holdout":
+        tr, te = train_test_split(np.arange(n), test_size=split.test_size, random_state=seed,
+                                  stratify=strat)
+        return [(np.sort(tr), np.sort(te))]
+    kf = (StratifiedKFold(split.n_folds, shuffle=True, random_state=seed) if strat is not None
+          else KFold(split.n_folds, shuffle=True, random_state=seed))
+    return [(tr, te) for tr, te in kf.split(np.zeros(n), strat)]
+
+
+def inner_folds(y: np.ndarray | None, n_folds: int, seed: int, task: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds over positions 0..len(y)-1, stratified for classification."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(y)
+    if task == "regression":
+        return list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
+    return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), y))
+
+
+def carve_validation(y: np.ndarray, frac: float, seed: int, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions of training patients into (fit, validation), stratified."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    idx = np.arange(n)
+    if frac <= 0 or n < 10:
+        return idx, np.array([], dtype=int)
+    strat = None if task == "regression" else y
+    try:
+        a, b = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
+    except ValueError:  # a class too small to stratify
+        a, b = train_test_split(idx, test_size=frac, random_state=seed)
+    return np.sort(a), np.sort(b)

@@ -1,0 +1,21 @@
+"""Error types. Messages name the file, patient or field concerned."""
+
+
+class HolomedError(Exception):
+    """Base class of holomed's errors."""
+
+
+class CohortError(HolomedError, ValueError):
+    """Data that cannot become a cohort, e.g. ``patient 'P0042' has 3 rows in labs.csv;
+    expected 1``."""
+
+
+class RegistryError(HolomedError, KeyError):
+    """An unknown name asked of a registry (fusion, encoder, modality kind, dataset)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class BundleError(HolomedError, ValueError):
+    """A saved model directory that cannot be loaded."""

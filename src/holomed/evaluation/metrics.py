@@ -1,0 +1,186 @@
+"""Metrics per task, bootstrap confidence intervals and seed aggregation.
+
+Classification metrics take probabilities ``(n, K)``; the predicted class is the
+argmax (0.5 threshold for binary). ``ece`` is the expected calibration error of the
+top-class probability over 10 equal-width bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+CLASSIFICATION = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_weighted", "auroc",
+                  "auprc", "brier", "ece")
+REGRESSION = ("mae", "rmse", "r2")
+LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss"}
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    return REGRESSION if task == "regression" else CLASSIFICATION
+
+
+def ece(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n1, n0 = pos.sum(), (~pos).sum()
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """Same definition as scikit-learn's ``average_precision_score`` (step-wise, ties
+    grouped), vectorised for the bootstrap."""
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[last]
+    if tps[-1] == 0:
+        return float("nan")
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+
+
+def _binary(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    p = out[:, 1]
+    pred = (out.argmax(1) == 1).astype(int)
+    tp = float(((pred == 1) & (y == 1)).sum())
+    fp = float(((pred == 1) & (y == 0)).sum())
+    fn = float(((pred == 0) & (y == 1)).sum())
+    tn = float(((pred == 0) & (y == 0)).sum())
+    f1_pos = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    f1_neg = 2 * tn / (2 * tn + fn + fp) if tn + fn + fp else 0.0
+    n1, n0 = tp + fn, tn + fp
+    w1 = n1 / len(y)
+    one_class = n1 == 0 or n0 == 0
+    return {
+        "accuracy": (tp + tn) / len(y),
+        "balanced_accuracy": float("nan") if one_class else 0.5 * (tp / n1 + tn / n0),
+        "f1": f1_pos,
+        "f1_macro": 0.5 * (f1_pos + f1_neg),
+        "f1_weighted": w1 * f1_pos + (1 - w1) * f1_neg,
+        "auroc": _auroc(y, p),
+        "auprc": _average_precision(y, p),
+        "brier": float(((p - y) ** 2).mean()),
+        "ece": ece(y, out),
+    }
+
+
+def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """All metrics of ``task``; a metric undefined on this sample (one class only) is NaN."""
+    y = np.asarray(y)
+    if task != "regression" and out.shape[1] == 2:
+        return _binary(y.astype(int), np.asarray(out, dtype=float))
+    if task == "regression":
+        err = out - y
+        r2 = skm.r2_score(y, out) if len(y) > 1 else np.nan
+        return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+                "r2": float(r2)}
+    k = out.shape[1]
+    pred = out.argmax(1)
+    one_class = len(np.unique(y)) < 2
+    res = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "balanced_accuracy": np.nan if one_class else skm.balanced_accuracy_score(y, pred),
+        "f1_macro": skm.f1_score(y, pred, average="macro", labels=range(k), zero_division=0),
+        "f1_weighted": skm.f1_score(y, pred, average="weighted", labels=range(k), zero_division=0),
+        "ece": ece(y, out),
+    }
+    onehot = np.eye(k)[y.astype(int)]
+    res["brier"] = float(((out - onehot) ** 2).sum(1).mean()) if k > 2 else float(
+        ((out[:, 1] - y) ** 2).mean())
+    if k == 2:
+        res["f1"] = skm.f1_score(y, pred, zero_division=0)
+        res["auroc"] = np.nan if one_class else skm.roc_auc_score(y, out[:, 1])
+        res["auprc"] = np.nan if one_class else skm.average_precision_score(y, out[:, 1])
+    else:
+        res["f1"] = res["f1_macro"]
+        present = np.unique(y)
+        if len(present) == k:
+            res["auroc"] = skm.roc_auc_score(y, out, multi_class="ovr", labels=range(k))
+        else:
+            res["auroc"] = np.nan
+        res["auprc"] = (np.nan if one_class else
+                        float(np.mean([skm.average_precision_score(onehot[:, c], out[:, c])
+                                       for c in present])))
+    return {m: float(res[m]) for m in CLASSIFICATION}
+
+
+def bootstrap_ci(
+    fn: Callable[[np.ndarray], float], n: int, n_boot: int = 1000, seed: int = 0,
+    alpha: float = 0.05, strata: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """Percentile CI of ``fn(idx)`` over ``n_boot`` resamples of 0..n-1 (stratified by
+    ``strata`` if given, so each resample keeps the class balance)."""
+    if n_boot <= 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if strata is None else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    vals = []
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+        v = fn(idx)
+        if np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return (float("nan"), float("nan"))
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def summarise(task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int = 1000,
+              seed: int = 0) -> dict[str, dict[str, float | list[float]]]:
+    """Per metric: mean and sd over seeds (one output per seed, same patients) and a
+    bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class)."""
+    per_seed = [compute_metrics(task, y, o) for o in outputs]
+    strata = None if task == "regression" else np.asarray(y)
+    names = metric_names(task)
+    boots = bootstrap_metrics(task, y, outputs, n_boot, seed, strata)
+    out: dict[str, dict[str, float | list[float]]] = {}
+    for m in names:
+        vals = np.array([s[m] for s in per_seed], dtype=float)
+        b = boots[m][np.isfinite(boots[m])] if n_boot else np.array([])
+        lo, hi = (np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [np.nan, np.nan])
+        out[m] = {"mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
+                  "sd": float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan"),
+                  "ci": [float(lo), float(hi)], "per_seed": vals.tolist()}
+    return out
+
+
+def bootstrap_metrics(task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int,
+                      seed: int = 0, strata: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Seed-mean of every metric on ``n_boot`` resamples of the patients: {metric: (n_boot,)}."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    groups = [np.arange(n)] if strata is None else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    names = metric_names(task)
+    res = {m: np.full(n_boot, np.nan) for m in names}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for b in range(n_boot):
+            idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+            per = [compute_metrics(task, y[idx], o[idx]) for o in outputs]
+            for m in names:
+                res[m][b] = np.nanmean([p[m] for p in per])
+    return res

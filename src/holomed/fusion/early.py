@@ -1,0 +1,26 @@
+"""``early``: preprocessed inputs (+ missing indicators) joined before one model."""
+
+from __future__ import annotations
+
+import torch
+
+from holomed.encoders.base import mlp
+from holomed.fusion.base import Fusion, Imputer, presence_matrix, register_fusion
+
+
+@register_fusion("early")
+class EarlyFusion(Fusion):
+    raw_inputs = True
+
+    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
+                 layers: int = 2, input_dropout: float = 0.0):
+        super().__init__(dims, n_outputs, hidden, dropout, imputation)
+        self.imputer = Imputer(dims, imputation, hidden)
+        self.input_dropout = torch.nn.Dropout(input_dropout)
+        self.net = mlp([sum(dims.values()) + len(dims)] + [hidden] * layers, dropout)
+
+    def forward(self, encoded, present):
+        self.reset_outputs()
+        x, self.aux_loss = self.imputer({n: encoded[n].embedding for n in self.names}, present)
+        joined = torch.cat([x[n] for n in self.names] + [presence_matrix(self.names, present)], 1)
+        return self.net(self.input_dropout(joined))

@@ -1,0 +1,177 @@
+"""What every modality kind shares: the per-patient data container with its presence
+mask, the preprocessor contract, and the kind registry.
+
+Adding a kind (``timeseries``, ``signal``, ``image``, ``text``) is one module that
+builds a :class:`ModalityKind` and calls :func:`register_modality`; nothing else
+changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from holomed.errors import CohortError
+from holomed.registry import Registry
+
+if TYPE_CHECKING:
+    from holomed.spec import ModalitySpec, Spec
+
+
+@dataclass
+class ModalityData:
+    """One modality over a cohort's patients, row ``i`` = patient ``ids[i]``.
+
+    ``values`` holds what the kind's reader produced, aligned to the cohort's ids: a
+    DataFrame (tables, omics), or for lazy kinds a list of per-patient paths. ``present``
+    is ``(n,)`` bool; a row with ``present[i] == False`` is never read downstream.
+    """
+
+    kind: str
+    values: Any
+    present: np.ndarray
+    feature_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.present = np.asarray(self.present, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+    def subset(self, idx: np.ndarray) -> ModalityData:
+        idx = np.asarray(idx)
+        if isinstance(self.values, pd.DataFrame):
+            vals: Any = self.values.iloc[idx]
+        elif isinstance(self.values, np.ndarray):
+            vals = self.values[idx]
+        else:
+            vals = [self.values[i] for i in idx]
+        return ModalityData(self.kind, vals, self.present[idx].copy(), list(self.feature_names))
+
+    def masked(self, present: np.ndarray) -> ModalityData:
+        """The same data with another presence mask (used to simulate missingness)."""
+        return ModalityData(self.kind, self.values, np.asarray(present, bool), self.feature_names)
+
+
+class Preprocessor:
+    """scikit-learn style: ``fit(data) -> self`` on training patients (present rows
+    only), ``transform(data) -> (n, out_dim) float32`` with NaN rows where the modality
+    is absent. Fitted state saves as JSON + arrays, never pickle."""
+
+    kind: str = ""
+
+    def fit(self, data: ModalityData) -> Preprocessor:
+        raise NotImplementedError
+
+    def transform(self, data: ModalityData) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit_transform(self, data: ModalityData) -> np.ndarray:
+        return self.fit(data).transform(data)
+
+    @property
+    def out_dim(self) -> int:
+        return len(self.feature_names_out_)
+
+    feature_names_out_: list[str]
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Preprocessor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ModalityKind:
+    """A kind bundles a reader, a default preprocessor, a default encoder."""
+
+    name: str
+    read: Callable[[ModalitySpec, Spec], pd.DataFrame]
+    check: Callable[[pd.DataFrame, ModalitySpec, str], tuple[pd.DataFrame, list[dict]]]
+    preprocessor: type[Preprocessor]
+    default_encoder: str = "mlp"
+
+
+MODALITIES: Registry[ModalityKind] = Registry("modality kind")
+
+
+def register_modality(kind: ModalityKind) -> ModalityKind:
+    MODALITIES.register(kind.name)(kind)
+    return kind
+
+
+def get_modality(name: str) -> ModalityKind:
+    return MODALITIES.get(name)
+
+
+def modality_names() -> list[str]:
+    return MODALITIES.names()
+
+
+# -- helpers shared by table-like kinds ---------------------------------------------
+
+
+def read_sources(mspec: ModalitySpec, spec: Spec) -> pd.DataFrame:
+    """Read a modality's source files (tables) into a frame indexed by patient id."""
+    from holomed.io.tables import read_table
+
+    if not mspec.source:
+        raise CohortError(f"modality {mspec.name!r}: no source file given (field 'source')")
+    paths = [spec.resolve(s) for s in mspec.source]
+    df = read_table(paths, mspec.id_column, mspec.options)
+    if mspec.columns is not None:
+        missing = [c for c in mspec.columns if c not in df.columns]
+        if missing:
+            raise CohortError(f"{paths[0]}: modality {mspec.name!r}: columns not found: {missing}")
+        df = df[list(mspec.columns)]
+    return df
+
+
+def to_numeric(df: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
+    """Columns as float; text in a numeric column raises an error naming the file,
+    column, patient and the offending value."""
+    out = df.copy()
+    for col in columns:
+        s = df[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            out[col] = s.astype(float)
+            continue
+        num = pd.to_numeric(s, errors="coerce")
+        bad = num.isna() & s.notna() & (s.astype(str).str.strip() != "")
+        if bad.any():
+            pid = bad.index[bad.to_numpy().nonzero()[0][0]]
+            raise CohortError(
+                f"{where}: column {col!r} is numeric but patient {pid!r} has text "
+                f"{s[pid]!r} ({int(bad.sum())} such value(s)); declare it in 'categorical' "
+                "if it is a category"
+            )
+        out[col] = num.astype(float)
+    return out
+
+
+def drop_nonfinite_rows(
+    values: pd.DataFrame, numeric: list[str], modality: str, where: str
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Rows with +/-inf, or with no value at all, lose this modality; each is reported."""
+    problems: list[dict] = []
+    if not len(values):
+        return values, problems
+    num = values[numeric].to_numpy(dtype=float) if numeric else np.zeros((len(values), 0))
+    inf_rows = np.isinf(num).any(axis=1)
+    empty_rows = values.isna().all(axis=1).to_numpy()
+    for i in np.nonzero(inf_rows | empty_rows)[0]:
+        pid = values.index[i]
+        if inf_rows[i]:
+            col = numeric[int(np.nonzero(np.isinf(num[i]))[0][0])]
+            reason = f"non-finite value (inf) in column {col!r} of {where}"
+        else:
+            reason = f"no value at all in {where}"
+        problems.append({"id": str(pid), "modality": modality, "reason": reason})
+    keep = ~(inf_rows | empty_rows)
+    return values.loc[keep], problems

@@ -1,0 +1,166 @@
+"""``tabular``: clinical tables (labs, demographics, lifestyle) from CSV/Parquet.
+
+Numeric columns: median (or mean) imputation with missing-indicator columns, then
+standard (or min-max) scaling. Categorical columns: one-hot, unseen categories map to
+all zeros. Everything is fitted on the training patients' present rows only.
+
+The fitted state is a handful of arrays, so it is written by hand on numpy rather than
+pickled scikit-learn objects: the bundle must load without executing code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from holomed.modalities.base import (
+    ModalityData,
+    ModalityKind,
+    Preprocessor,
+    drop_nonfinite_rows,
+    read_sources,
+    register_modality,
+    to_numeric,
+)
+
+
+def _split_columns(df: pd.DataFrame, categorical: list[str]) -> tuple[list[str], list[str]]:
+    """Numeric vs categorical: declared categoricals, plus text columns in which no
+    value parses as a number (a column mixing numbers and text is an error later)."""
+    cat = [c for c in df.columns if c in set(categorical)]
+    num = []
+    for c in df.columns:
+        if c in cat:
+            continue
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            num.append(c)
+        elif pd.to_numeric(s.dropna(), errors="coerce").notna().any() or s.dropna().empty:
+            num.append(c)
+        else:
+            cat.append(c)
+    return num, cat
+
+
+def check_tabular(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame, list[dict]]:
+    if df.shape[1] == 0:
+        from holomed.errors import CohortError
+
+        raise CohortError(f"{where}: modality {mspec.name!r} has no feature columns")
+    num, cat = _split_columns(df, list(mspec.categorical))
+    df = to_numeric(df, num, where)
+    for c in cat:
+        df[c] = df[c].astype("string")
+    return drop_nonfinite_rows(df, num, mspec.name, where)
+
+
+class TabularPreprocessor(Preprocessor):
+    kind = "tabular"
+
+    def __init__(
+        self,
+        impute: str = "median",
+        scale: str = "standard",
+        indicators: bool = True,
+        max_categories: int = 50,
+        categorical: list[str] | None = None,
+    ) -> None:
+        self.impute = impute
+        self.scale = scale
+        self.indicators = indicators
+        self.max_categories = max_categories
+        self.categorical = categorical
+
+    def fit(self, data: ModalityData) -> TabularPreprocessor:
+        df: pd.DataFrame = data.values[data.present]
+        if len(df) == 0:
+            raise ValueError("tabular preprocessor: no training patient has this modality")
+        cat = self.categorical
+        if cat is None:  # the checker left numeric columns as float, categories as text
+            cat = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+        self.categorical_ = [c for c in df.columns if c in cat]
+        self.numeric_ = [c for c in df.columns if c not in self.categorical_]
+        x = df[self.numeric_].to_numpy(dtype=float)
+        with np.errstate(all="ignore"):
+            center = np.nanmedian(x, 0) if self.impute == "median" else np.nanmean(x, 0)
+        self.fill_ = np.nan_to_num(center, nan=0.0)
+        filled = np.where(np.isnan(x), self.fill_, x)
+        if self.scale == "standard":
+            self.loc_, sd = filled.mean(0), filled.std(0)
+        elif self.scale == "minmax":
+            self.loc_, sd = filled.min(0), filled.max(0) - filled.min(0)
+        else:
+            self.loc_, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        nan_cols = np.isnan(x).any(0) if self.indicators else np.zeros(x.shape[1], bool)
+        self.indicator_cols_ = [c for c, m in zip(self.numeric_, nan_cols, strict=True) if m]
+        self.categories_ = {}
+        for c in self.categorical_:
+            vc = df[c].dropna().astype(str).value_counts()
+            self.categories_[c] = sorted(vc.index[: self.max_categories].tolist())
+        self.feature_names_out_ = (
+            list(self.numeric_)
+            + [f"{c}__missing" for c in self.indicator_cols_]
+            + [f"{c}={v}" for c in self.categorical_ for v in self.categories_[c]]
+        )
+        return self
+
+    def transform(self, data: ModalityData) -> np.ndarray:
+        df: pd.DataFrame = data.values
+        missing_cols = [c for c in self.numeric_ + self.categorical_ if c not in df.columns]
+        if missing_cols:
+            raise ValueError(f"tabular input lacks fitted columns {missing_cols}")
+        x = df[self.numeric_].to_numpy(dtype=float)
+        nan = np.isnan(x)
+        x = (np.where(nan, self.fill_, x) - self.loc_) / self.scale_
+        parts = [x]
+        if self.indicator_cols_:
+            idx = [self.numeric_.index(c) for c in self.indicator_cols_]
+            parts.append(nan[:, idx].astype(float))
+        for c in self.categorical_:
+            s = df[c].astype("string")
+            parts.append(
+                np.stack([(s == v).fillna(False).to_numpy(bool) for v in self.categories_[c]], 1)
+                if self.categories_[c]
+                else np.zeros((len(df), 0))
+            )
+        out = np.concatenate(parts, axis=1).astype(np.float32)
+        out[~data.present] = np.nan
+        return out
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "impute": self.impute,
+            "scale": self.scale,
+            "indicators": self.indicators,
+            "max_categories": self.max_categories,
+            "numeric": self.numeric_,
+            "categorical": self.categorical_,
+            "indicator_cols": self.indicator_cols_,
+            "categories": self.categories_,
+            "feature_names_out": self.feature_names_out_,
+        }
+        arrays = {"fill": self.fill_, "loc": self.loc_, "scale": self.scale_}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TabularPreprocessor:
+        p = cls(meta["impute"], meta["scale"], meta["indicators"], meta["max_categories"])
+        p.numeric_, p.categorical_ = list(meta["numeric"]), list(meta["categorical"])
+        p.indicator_cols_, p.categories_ = list(meta["indicator_cols"]), dict(meta["categories"])
+        p.feature_names_out_ = list(meta["feature_names_out"])
+        p.fill_, p.loc_, p.scale_ = arrays["fill"], arrays["loc"], arrays["scale"]
+        return p
+
+
+TABULAR = register_modality(
+    ModalityKind(
+        name="tabular",
+        read=read_sources,
+        check=check_tabular,
+        preprocessor=TabularPreprocessor,
+        default_encoder="mlp",
+    )
+)

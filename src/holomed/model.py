@@ -1,0 +1,191 @@
+"""The estimator: ``Model(spec).fit(train, val=None)``, ``.predict_proba(cohort)``,
+``.evaluate(cohort)``, ``.explain(cohort)``, ``.save(dir)``; ``holomed.load(dir)``.
+
+scikit-learn conventions: ``__init__`` stores its arguments and does nothing else,
+``fit`` returns ``self``, learned state ends in ``_``. Preprocessors are fitted on the
+training patients (the part not carved off for validation) only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from holomed.cohort import Cohort, carve_validation
+from holomed.errors import CohortError
+from holomed.evaluation.metrics import compute_metrics
+from holomed.fusion import get_fusion
+from holomed.modalities import Preprocessor, get_modality
+from holomed.network import MultimodalNet
+from holomed.spec import Spec, SpecError
+from holomed.tasks import Task
+from holomed.training import CohortTensors, train
+
+
+class Model:
+    """A multimodal model described by a :class:`~holomed.spec.Spec`.
+
+    ``fusion`` and ``seed`` override the spec's ``fusion.name`` and ``training.seed``.
+    """
+
+    def __init__(self, spec: Spec, fusion: str | None = None, seed: int | None = None,
+                 modalities: list[str] | None = None) -> None:
+        self.spec = spec
+        self.fusion = fusion
+        self.seed = seed
+        self.modalities = modalities
+
+    # -- configuration -------------------------------------------------------------
+    @property
+    def fusion_name(self) -> str:
+        return self.fusion or self.spec.fusion.name
+
+    @property
+    def seed_(self) -> int:
+        return self.spec.training.seed if self.seed is None else self.seed
+
+    def _modality_specs(self):
+        names = self.modalities or self.spec.modality_names
+        unknown = [n for n in names if n not in self.spec.modality_names]
+        if unknown:
+            raise SpecError(f"modalities {unknown} are not in the spec")
+        return [m for m in self.spec.modalities if m.name in names]
+
+    def _fusion_kwargs(self) -> dict[str, Any]:
+        f = self.spec.fusion
+        kw = {"hidden": f.hidden, "dropout": f.dropout, "imputation": f.imputation, **f.options}
+        fcls = get_fusion(self.fusion_name)
+        params = inspect.signature(fcls.__init__).parameters
+        if "kinds" in params and "kinds" not in kw:
+            kw["kinds"] = {m.name: m.kind for m in self._modality_specs()}
+        if self.fusion_name != self.spec.fusion.name:  # strategy-specific options don't carry over
+            kw = {k: v for k, v in kw.items() if k in params}
+        return kw
+
+    def _build_net(self) -> MultimodalNet:
+        encoders = {m.name: (m.encoder.name, dict(m.encoder.options)) for m in self._modality_specs()}
+        torch.manual_seed(self.seed_)
+        return MultimodalNet(self.in_dims_, encoders, self.fusion_name, self._fusion_kwargs(),
+                             self.task_.n_outputs)
+
+    # -- data ------------------------------------------------------------------------
+    def _arrays(self, cohort: Cohort) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Preprocessed inputs; a modality the cohort lacks is absent for everyone."""
+        x, present = {}, {}
+        n = len(cohort)
+        for name, pre in self.preprocessors_.items():
+            if name in cohort.modalities:
+                data = cohort.modalities[name]
+                try:
+                    x[name] = pre.transform(data)
+                except ValueError as err:
+                    raise CohortError(f"modality {name!r}: {err}") from None
+                present[name] = data.present.copy()
+            else:
+                x[name] = np.full((n, pre.out_dim), np.nan, np.float32)
+                present[name] = np.zeros(n, bool)
+        return x, present
+
+    # -- estimator API -------------------------------------------------------------
+    def fit(self, train_cohort: Cohort, val: Cohort | None = None) -> Model:
+        t0 = time.perf_counter()
+        cfg = self.spec.training
+        if train_cohort.y is None:
+            raise CohortError("fit needs a cohort with labels")
+        if val is None:
+            a, b = carve_validation(train_cohort.y, cfg.val_fraction, self.seed_, train_cohort.task)
+            fit_c, val_c = train_cohort.subset(a), (train_cohort.subset(b) if len(b) else None)
+        else:
+            fit_c, val_c = train_cohort, val
+        self.preprocessors_: dict[str, Preprocessor] = {}
+        for m in self._modality_specs():
+            if m.name not in fit_c.modalities:
+                raise CohortError(f"training cohort lacks modality {m.name!r}")
+            opts = dict(m.preprocessing)
+            pcls = get_modality(m.kind).preprocessor
+            if "seed" in inspect.signature(pcls.__init__).parameters:
+                opts.setdefault("seed", self.seed_)
+            try:
+                pre = pcls(**opts)
+            except TypeError as err:
+                raise SpecError(f"modalities.{m.name}.preprocessing: {err}") from None
+            try:
+                self.preprocessors_[m.name] = pre.fit(fit_c.modalities[m.name])
+            except ValueError as err:
+                raise CohortError(f"modality {m.name!r}: {err}") from None
+        self.in_dims_ = {n: p.out_dim for n, p in self.preprocessors_.items()}
+        n_classes = len(train_cohort.classes or []) or 1
+        self.task_ = Task.fit(train_cohort.task, fit_c.y, n_classes, cfg.class_weights)
+        self.classes_ = train_cohort.classes
+        self.net_ = self._build_net()
+        ds = CohortTensors(*self._arrays(fit_c), fit_c.y)
+        vds = CohortTensors(*self._arrays(val_c), val_c.y) if val_c is not None else None
+        self.history_ = train(self.net_, self.task_, ds, vds, cfg, self.spec.fusion.modality_dropout,
+                              self.seed_, cfg.unimodal_loss_weight)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _logits(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                batch_size: int = 8192) -> torch.Tensor:
+        ds = CohortTensors(x, present, None)
+        self.net_.eval()
+        outs = []
+        with torch.inference_mode():
+            for s in range(0, len(ds), batch_size):
+                b = ds.__getitems__(list(range(s, min(s + batch_size, len(ds)))))
+                outs.append(self.net_(b["x"], b["present"]))
+        return torch.cat(outs) if outs else torch.zeros(0, self.task_.n_outputs)
+
+    def predict_proba(self, cohort: Cohort) -> np.ndarray:
+        """Class probabilities (n, K); for regression, predictions (n,)."""
+        return self.task_.output(self._logits(*self._arrays(cohort)))
+
+    def predict(self, cohort: Cohort) -> np.ndarray:
+        out = self.predict_proba(cohort)
+        return out if self.task_.name == "regression" else out.argmax(1)
+
+    def evaluate(self, cohort: Cohort) -> dict[str, float]:
+        if cohort.y is None:
+            raise CohortError("evaluate needs a cohort with labels")
+        return compute_metrics(self.task_.name, cohort.y, self.predict_proba(cohort))
+
+    def explain(self, cohort: Cohort) -> dict[str, Any]:
+        """Per patient: the change in predicted risk when each present modality is
+        removed (leave-one-modality-out), and the fusion's modality weights if it has
+        them (``attention``, ``late``, ``hybrid`` ...)."""
+        x, present = self._arrays(cohort)
+        base = self.task_.output(self._logits(x, present))
+        score = base[:, -1] if base.ndim == 2 else base
+        fusion = self.net_.fusion
+        weights = None if fusion.attention_weights is None else fusion.attention_weights.numpy()
+        deltas = {}
+        for name in present:
+            p = dict(present)
+            p[name] = np.zeros_like(present[name])
+            out = self.task_.output(self._logits(x, p))
+            other = out[:, -1] if out.ndim == 2 else out
+            d = score - other
+            d[~present[name]] = np.nan
+            deltas[name] = d
+        return {"ids": cohort.ids.tolist(), "score": score.tolist(),
+                "loo_delta": {k: v.tolist() for k, v in deltas.items()},
+                "weights_names": getattr(fusion, "group_names", list(present)),
+                "weights": None if weights is None else weights.tolist()}
+
+    # -- persistence -----------------------------------------------------------------
+    def save(self, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+        from holomed.bundle import save_bundle
+
+        return save_bundle(self, Path(path), card)
+
+
+def load(path: str | Path) -> Model:
+    """Load a bundle saved by :meth:`Model.save` (no code from the bundle is run)."""
+    from holomed.bundle import load_bundle
+
+    return load_bundle(Path(path))

@@ -1,0 +1,70 @@
+"""Heads and losses per task: ``binary`` (1 logit), ``multiclass`` (K logits),
+``regression`` (1 output on the standardised target)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclass
+class Task:
+    """Task settings learned from the training labels (class weights, target scale)."""
+
+    name: str
+    n_classes: int = 2
+    class_weights: list[float] | None = None
+    y_mean: float = 0.0
+    y_sd: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.name == "multiclass" else 1
+
+    @classmethod
+    def fit(cls, name: str, y: np.ndarray, n_classes: int, balance: bool) -> Task:
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
+        if name == "regression":
+            sd = float(np.std(y))
+            return cls(name, 1, None, float(np.mean(y)), sd if sd > 1e-12 else 1.0)
+        counts = np.bincount(y.astype(int), minlength=n_classes).astype(float)
+        weights = None
+        if balance:
+            weights = (counts.sum() / (n_classes * np.maximum(counts, 1))).tolist()
+        return cls(name, n_classes, weights)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        if self.name == "binary":
+            pw = None
+            if weighted and self.class_weights:
+                pw = torch.tensor(self.class_weights[1] / self.class_weights[0], device=logits.device)
+            return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pw)
+        if self.name == "multiclass":
+            w = (torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
+                 if weighted and self.class_weights else None)
+            return F.cross_entropy(logits, y.long(), weight=w)
+        return F.mse_loss(logits[:, 0], (y.float() - self.y_mean) / self.y_sd)
+
+    def output(self, logits: torch.Tensor) -> np.ndarray:
+        """Probabilities (n, K) for classification; predictions (n,) for regression."""
+        if self.name == "binary":
+            p = torch.sigmoid(logits[:, 0]).double().numpy()
+            return np.stack([1 - p, p], 1)
+        if self.name == "multiclass":
+            return torch.softmax(logits.double(), 1).numpy()
+        return logits[:, 0].double().numpy() * self.y_sd + self.y_mean
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "n_classes": self.n_classes, "class_weights": self.class_weights,
+                "y_mean": self.y_mean, "y_sd": self.y_sd}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Task:
+        return cls(d["name"], d["n_classes"], d["class_weights"], d["y_mean"], d["y_sd"])
