@@ -22,8 +22,10 @@ from holomed.spec import parse_spec
 from holomed.tasks import Task
 
 SCHEMA_VERSION = 1
-DEFAULT_USE = ("Research use only. Not a medical device; predictions must not drive clinical "
-               "decisions without prospective validation.")
+DEFAULT_USE = (
+    "Research use only. Not a medical device; predictions must not drive clinical "
+    "decisions without prospective validation."
+)
 
 
 def versions() -> dict[str, str]:
@@ -34,17 +36,24 @@ def versions() -> dict[str, str]:
 
     import holomed
 
-    return {"holomed": holomed.__version__, "python": platform.python_version(),
-            "torch": torch.__version__, "lightning": lightning.__version__,
-            "numpy": numpy.__version__, "pandas": pandas.__version__,
-            "scikit-learn": sklearn.__version__}
+    return {
+        "holomed": holomed.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> Path:
     if not hasattr(model, "net_"):
         raise BundleError("the model is not fitted; call fit() before save()")
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items()}
+    tensors = {
+        f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items()
+    }
     pre_state = {}
     for name, pre in model.preprocessors_.items():
         meta, arrays = pre.get_state()
@@ -56,16 +65,31 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
     spec.fusion.name = model.fusion_name
     spec.training.seed = model.seed_
     (path / "spec.yaml").write_text(spec.to_yaml())
-    state = {"schema_version": SCHEMA_VERSION, "fusion": model.fusion_name, "seed": model.seed_,
-             "modalities": list(model.preprocessors_), "in_dims": model.in_dims_,
-             "task": model.task_.to_json(), "classes": model.classes_,
-             "preprocessors": pre_state, "history": model.history_}
+    state = {
+        "schema_version": SCHEMA_VERSION,
+        "fusion": model.fusion_name,
+        "seed": model.seed_,
+        "modalities": list(model.preprocessors_),
+        "in_dims": model.in_dims_,
+        "task": model.task_.to_json(),
+        "classes": model.classes_,
+        "preprocessors": pre_state,
+        "history": model.history_,
+    }
     (path / "state.json").write_text(json.dumps(state, indent=2))
-    card = {"schema_version": SCHEMA_VERSION, "intended_use": DEFAULT_USE, "dataset": spec.dataset,
-            "fusion": model.fusion_name, "task": model.task_.name, "classes": model.classes_,
-            "modalities": {n: {"kind": p.kind, "features_in": p.out_dim}
-                           for n, p in model.preprocessors_.items()},
-            "versions": versions(), **(card or {})}
+    card = {
+        "schema_version": SCHEMA_VERSION,
+        "intended_use": DEFAULT_USE,
+        "dataset": spec.dataset,
+        "fusion": model.fusion_name,
+        "task": model.task_.name,
+        "classes": model.classes_,
+        "modalities": {
+            n: {"kind": p.kind, "features_in": p.out_dim} for n, p in model.preprocessors_.items()
+        },
+        "versions": versions(),
+        **(card or {}),
+    }
     (path / "card.json").write_text(json.dumps(card, indent=2, default=str))
     return path
 
@@ -78,17 +102,23 @@ def load_bundle(path: Path) -> Any:
             raise BundleError(f"{path}: not a holomed bundle (missing {f})")
     state = json.loads((path / "state.json").read_text())
     if state.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{path}: bundle schema {state.get('schema_version')} is not "
-                          f"{SCHEMA_VERSION}; re-save it with this holomed version")
-    spec = parse_spec(yaml.safe_load((path / "spec.yaml").read_text()), where=str(path / "spec.yaml"))
+        raise BundleError(
+            f"{path}: bundle schema {state.get('schema_version')} is not "
+            f"{SCHEMA_VERSION}; re-save it with this holomed version"
+        )
+    spec = parse_spec(
+        yaml.safe_load((path / "spec.yaml").read_text()), where=str(path / "spec.yaml")
+    )
     tensors = load_file(str(path / "weights.safetensors"))
     model = Model(spec, fusion=state["fusion"], seed=state["seed"], modalities=state["modalities"])
     model.preprocessors_ = {}
     for name in state["modalities"]:
         ps = state["preprocessors"][name]
         prefix = f"pre.{name}."
-        arrays = {k[len(prefix):]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
-        model.preprocessors_[name] = get_modality(ps["kind"]).preprocessor.from_state(ps["meta"], arrays)
+        arrays = {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
+        model.preprocessors_[name] = get_modality(ps["kind"]).preprocessor.from_state(
+            ps["meta"], arrays
+        )
     model.in_dims_ = {k: int(v) for k, v in state["in_dims"].items()}
     model.task_ = Task.from_json(state["task"])
     model.classes_ = state["classes"]

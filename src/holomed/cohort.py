@@ -77,14 +77,34 @@ class Cohort:
 
     def with_presence(self, present: dict[str, np.ndarray]) -> Cohort:
         """A shallow copy whose masks are replaced (simulated missingness)."""
-        mods = {k: (m.masked(present[k]) if k in present else m) for k, m in self.modalities.items()}
-        return Cohort(self.ids, mods, self.y, self.task, self.classes, self.attributes,
-                      self.split, self.excluded, self.name)
+        mods = {
+            k: (m.masked(present[k]) if k in present else m) for k, m in self.modalities.items()
+        }
+        return Cohort(
+            self.ids,
+            mods,
+            self.y,
+            self.task,
+            self.classes,
+            self.attributes,
+            self.split,
+            self.excluded,
+            self.name,
+        )
 
     def select_modalities(self, names: list[str]) -> Cohort:
         mods = {k: self.modalities[k] for k in names}
-        return Cohort(self.ids, mods, self.y, self.task, self.classes, self.attributes,
-                      self.split, self.excluded, self.name)
+        return Cohort(
+            self.ids,
+            mods,
+            self.y,
+            self.task,
+            self.classes,
+            self.attributes,
+            self.split,
+            self.excluded,
+            self.name,
+        )
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -92,9 +112,12 @@ class Cohort:
             "patients": int(len(self)),
             "task": self.task,
             "modalities": {
-                k: {"kind": m.kind, "present": int(m.present.sum()),
+                k: {
+                    "kind": m.kind,
+                    "present": int(m.present.sum()),
                     "coverage": round(float(m.present.mean()) if len(m) else 0.0, 4),
-                    "features": len(m.feature_names)}
+                    "features": len(m.feature_names),
+                }
                 for k, m in self.modalities.items()
             },
             "excluded": len(self.excluded),
@@ -116,7 +139,9 @@ def _encode_target(
         bad = num.isna()
         if bad.any():
             pid = labels.index[bad.to_numpy().nonzero()[0][0]]
-            raise CohortError(f"{where}: target of patient {pid!r} is not a number: {labels[pid]!r}")
+            raise CohortError(
+                f"{where}: target of patient {pid!r} is not a number: {labels[pid]!r}"
+            )
         return num.to_numpy(dtype=np.float32), None
 
     def norm(v: Any) -> str:
@@ -143,20 +168,15 @@ def _encode_target(
     return text.map(lookup).to_numpy(dtype=np.int64), list(classes)
 
 
-def build_cohort(
-    spec: Spec,
-    frames: dict[str, pd.DataFrame] | None = None,
-    target: pd.DataFrame | None = None,
-) -> Cohort:
-    """A cohort from a spec: modality files through their kinds' readers, or frames a
-    dataset loader provides (``frames`` by modality name, ``target`` indexed by id).
-
-    Raises :class:`CohortError` for unusable input (missing file, duplicate ids, text in
-    a numeric column, empty modality); reports excluded patients in ``cohort.excluded``.
-    """
+def read_modalities(
+    spec: Spec, frames: dict[str, pd.DataFrame] | None = None, only: list[str] | None = None
+) -> tuple[dict[str, pd.DataFrame], list[dict]]:
+    """Each modality's checked frame (indexed by id) and the rows it had to drop."""
     excluded: list[dict[str, Any]] = []
     raw: dict[str, pd.DataFrame] = {}
     for m in spec.modalities:
+        if only is not None and m.name not in only:
+            continue
         kind = get_modality(m.kind)
         if frames is not None and m.name in frames and not m.source:
             df, where = frames[m.name], f"dataset {spec.dataset!r} modality {m.name!r}"
@@ -168,6 +188,67 @@ def build_cohort(
         df, problems = kind.check(df, m, where)
         excluded += [{**p, "scope": "modality"} for p in problems]
         raw[m.name] = df
+    return raw, excluded
+
+
+def _modality_data(
+    spec: Spec, raw: dict[str, pd.DataFrame], ids: list[str]
+) -> dict[str, ModalityData]:
+    out = {}
+    for m in spec.modalities:
+        if m.name not in raw:
+            continue
+        df = raw[m.name]
+        out[m.name] = ModalityData(
+            kind=m.kind,
+            values=df.reindex(ids),
+            present=np.isin(ids, df.index),
+            feature_names=[str(c) for c in df.columns],
+        )
+    return out
+
+
+def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
+    """New patients for prediction: the named modalities' files (others absent for all);
+    ids are the union of the files' ids, in order of first appearance."""
+    unknown = sorted(set(sources) - set(spec.modality_names))
+    if unknown:
+        raise CohortError(
+            f"input names unknown modalities {unknown}; the model has {spec.modality_names}"
+        )
+    mods = [
+        m.model_copy(update={"source": [str(p) for p in sources[m.name]]})
+        for m in spec.modalities
+        if m.name in sources
+    ]
+    sub = spec.model_copy(update={"modalities": mods})
+    raw, excluded = read_modalities(sub)
+    ids = list(dict.fromkeys(i for df in raw.values() for i in df.index))
+    if not ids:
+        raise CohortError("no patient in the input files")
+    return Cohort(
+        ids=np.asarray(ids, dtype=str),
+        modalities=_modality_data(sub, raw, ids),
+        y=None,
+        task=spec.target.task,
+        classes=spec.target.classes,
+        excluded=excluded,
+        name=spec.dataset,
+    )
+
+
+def build_cohort(
+    spec: Spec,
+    frames: dict[str, pd.DataFrame] | None = None,
+    target: pd.DataFrame | None = None,
+) -> Cohort:
+    """A cohort from a spec: modality files through their kinds' readers, or frames a
+    dataset loader provides (``frames`` by modality name, ``target`` indexed by id).
+
+    Raises :class:`CohortError` for unusable input (missing file, duplicate ids, text in
+    a numeric column, empty modality); reports excluded patients in ``cohort.excluded``.
+    """
+    raw, excluded = read_modalities(spec, frames)
 
     t = spec.target
     if target is None:
@@ -181,8 +262,10 @@ def build_cohort(
     else:
         twhere = f"dataset {spec.dataset!r} labels"
     if t.column not in target.columns:
-        raise CohortError(f"{twhere}: target column {t.column!r} not found; "
-                          f"columns are {list(target.columns)[:10]}")
+        raise CohortError(
+            f"{twhere}: target column {t.column!r} not found; "
+            f"columns are {list(target.columns)[:10]}"
+        )
     for a in spec.attributes:
         if a not in target.columns:
             raise CohortError(f"{twhere}: attribute column {a!r} not found")
@@ -191,30 +274,28 @@ def build_cohort(
     dropped_any = {p["id"] for p in excluded}
     labelled = target.index[target[t.column].notna()]
     for pid in target.index[target[t.column].isna()]:
-        excluded.append({"id": str(pid), "reason": f"missing label in column {t.column!r}",
-                         "scope": "patient"})
+        excluded.append(
+            {"id": str(pid), "reason": f"missing label in column {t.column!r}", "scope": "patient"}
+        )
     for pid in sorted(in_any - set(target.index)):
         excluded.append({"id": str(pid), "reason": "not in the label table", "scope": "patient"})
     ids = [p for p in labelled if p in in_any]
     for pid in labelled:
         if pid not in in_any:
-            why = ("all of its modality rows were unusable (see modality exclusions)"
-                   if pid in dropped_any else "no data in any modality")
+            why = (
+                "all of its modality rows were unusable (see modality exclusions)"
+                if pid in dropped_any
+                else "no data in any modality"
+            )
             excluded.append({"id": str(pid), "reason": why, "scope": "patient"})
     if not ids:
         raise CohortError(f"{twhere}: no patient has both a label and data in any modality")
 
     y, classes = _encode_target(target.loc[ids, t.column], t.task, t.classes, twhere)
-    modalities = {}
-    for m in spec.modalities:
-        df = raw[m.name]
-        present = np.isin(ids, df.index)
-        if not present.any():
-            raise CohortError(f"modality {m.name!r}: none of its ids match a labelled patient")
-        modalities[m.name] = ModalityData(
-            kind=m.kind, values=df.reindex(ids), present=present,
-            feature_names=[str(c) for c in df.columns],
-        )
+    modalities = _modality_data(spec, raw, ids)
+    for name, md in modalities.items():
+        if not md.present.any():
+            raise CohortError(f"modality {name!r}: none of its ids match a labelled patient")
     split = None
     if spec.split.method == "predefined":
         col = spec.split.column
@@ -223,12 +304,21 @@ def build_cohort(
         split = target.loc[ids, col].astype(str).str.strip().str.lower().to_numpy()
         bad = sorted(set(split) - {"train", "val", "test"})
         if bad:
-            raise CohortError(f"{twhere}: split column {col!r} has values {bad}; "
-                              "expected train, val or test")
+            raise CohortError(
+                f"{twhere}: split column {col!r} has values {bad}; expected train, val or test"
+            )
     attributes = target.loc[ids, list(spec.attributes)] if spec.attributes else None
-    return Cohort(ids=np.asarray(ids, dtype=str), modalities=modalities, y=y, task=t.task,
-                  classes=classes, attributes=attributes, split=split, excluded=excluded,
-                  name=spec.dataset)
+    return Cohort(
+        ids=np.asarray(ids, dtype=str),
+        modalities=modalities,
+        y=y,
+        task=t.task,
+        classes=classes,
+        attributes=attributes,
+        split=split,
+        excluded=excluded,
+        name=spec.dataset,
+    )
 
 
 def load_cohort(spec: Spec) -> Cohort:
@@ -251,7 +341,9 @@ def _stratify(cohort: Cohort) -> np.ndarray | None:
     return cohort.y
 
 
-def patient_splits(cohort: Cohort, split: SplitSpec, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def patient_splits(
+    cohort: Cohort, split: SplitSpec, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_idx, test_idx) pairs; one row is one patient, so no patient is ever on
     both sides. ``predefined`` -> 1 pair ('val' rows count as training patients)."""
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -266,15 +358,21 @@ def patient_splits(cohort: Cohort, split: SplitSpec, seed: int = 0) -> list[tupl
         return [(tr, te)]
     strat = _stratify(cohort)
     if split.method == "holdout":
-        tr, te = train_test_split(np.arange(n), test_size=split.test_size, random_state=seed,
-                                  stratify=strat)
+        tr, te = train_test_split(
+            np.arange(n), test_size=split.test_size, random_state=seed, stratify=strat
+        )
         return [(np.sort(tr), np.sort(te))]
-    kf = (StratifiedKFold(split.n_folds, shuffle=True, random_state=seed) if strat is not None
-          else KFold(split.n_folds, shuffle=True, random_state=seed))
+    kf = (
+        StratifiedKFold(split.n_folds, shuffle=True, random_state=seed)
+        if strat is not None
+        else KFold(split.n_folds, shuffle=True, random_state=seed)
+    )
     return [(tr, te) for tr, te in kf.split(np.zeros(n), strat)]
 
 
-def inner_folds(y: np.ndarray | None, n_folds: int, seed: int, task: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def inner_folds(
+    y: np.ndarray | None, n_folds: int, seed: int, task: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Folds over positions 0..len(y)-1, stratified for classification."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -284,7 +382,9 @@ def inner_folds(y: np.ndarray | None, n_folds: int, seed: int, task: str) -> lis
     return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), y))
 
 
-def carve_validation(y: np.ndarray, frac: float, seed: int, task: str) -> tuple[np.ndarray, np.ndarray]:
+def carve_validation(
+    y: np.ndarray, frac: float, seed: int, task: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Split positions of training patients into (fit, validation), stratified."""
     from sklearn.model_selection import train_test_split
 

@@ -27,14 +27,62 @@ from holomed.tasks import Task
 from holomed.training import CohortTensors, train
 
 
+def fit_preprocessors(modality_specs: list, cohort: Cohort, seed: int) -> dict[str, Preprocessor]:
+    """One preprocessor per modality, built from the spec's options and fitted on the
+    present rows of ``cohort`` (training patients only)."""
+    out: dict[str, Preprocessor] = {}
+    for m in modality_specs:
+        if m.name not in cohort.modalities:
+            raise CohortError(f"training cohort lacks modality {m.name!r}")
+        opts = dict(m.preprocessing)
+        pcls = get_modality(m.kind).preprocessor
+        if "seed" in inspect.signature(pcls.__init__).parameters:
+            opts.setdefault("seed", seed)
+        try:
+            pre = pcls(**opts)
+        except TypeError as err:
+            raise SpecError(f"modalities.{m.name}.preprocessing: {err}") from None
+        try:
+            out[m.name] = pre.fit(cohort.modalities[m.name])
+        except ValueError as err:
+            raise CohortError(f"modality {m.name!r}: {err}") from None
+    return out
+
+
+def transform_cohort(
+    preprocessors: dict[str, Preprocessor], cohort: Cohort
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Preprocessed inputs (n, p) per modality and presence masks; a modality the
+    cohort lacks is absent for everyone."""
+    x, present = {}, {}
+    n = len(cohort)
+    for name, pre in preprocessors.items():
+        if name in cohort.modalities:
+            data = cohort.modalities[name]
+            try:
+                x[name] = pre.transform(data)
+            except ValueError as err:
+                raise CohortError(f"modality {name!r}: {err}") from None
+            present[name] = data.present.copy()
+        else:
+            x[name] = np.full((n, pre.out_dim), np.nan, np.float32)
+            present[name] = np.zeros(n, bool)
+    return x, present
+
+
 class Model:
     """A multimodal model described by a :class:`~holomed.spec.Spec`.
 
     ``fusion`` and ``seed`` override the spec's ``fusion.name`` and ``training.seed``.
     """
 
-    def __init__(self, spec: Spec, fusion: str | None = None, seed: int | None = None,
-                 modalities: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        fusion: str | None = None,
+        seed: int | None = None,
+        modalities: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.fusion = fusion
         self.seed = seed
@@ -68,28 +116,17 @@ class Model:
         return kw
 
     def _build_net(self) -> MultimodalNet:
-        encoders = {m.name: (m.encoder.name, dict(m.encoder.options)) for m in self._modality_specs()}
+        encoders = {
+            m.name: (m.encoder.name, dict(m.encoder.options)) for m in self._modality_specs()
+        }
         torch.manual_seed(self.seed_)
-        return MultimodalNet(self.in_dims_, encoders, self.fusion_name, self._fusion_kwargs(),
-                             self.task_.n_outputs)
+        return MultimodalNet(
+            self.in_dims_, encoders, self.fusion_name, self._fusion_kwargs(), self.task_.n_outputs
+        )
 
     # -- data ------------------------------------------------------------------------
     def _arrays(self, cohort: Cohort) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Preprocessed inputs; a modality the cohort lacks is absent for everyone."""
-        x, present = {}, {}
-        n = len(cohort)
-        for name, pre in self.preprocessors_.items():
-            if name in cohort.modalities:
-                data = cohort.modalities[name]
-                try:
-                    x[name] = pre.transform(data)
-                except ValueError as err:
-                    raise CohortError(f"modality {name!r}: {err}") from None
-                present[name] = data.present.copy()
-            else:
-                x[name] = np.full((n, pre.out_dim), np.nan, np.float32)
-                present[name] = np.zeros(n, bool)
-        return x, present
+        return transform_cohort(self.preprocessors_, cohort)
 
     # -- estimator API -------------------------------------------------------------
     def fit(self, train_cohort: Cohort, val: Cohort | None = None) -> Model:
@@ -102,22 +139,7 @@ class Model:
             fit_c, val_c = train_cohort.subset(a), (train_cohort.subset(b) if len(b) else None)
         else:
             fit_c, val_c = train_cohort, val
-        self.preprocessors_: dict[str, Preprocessor] = {}
-        for m in self._modality_specs():
-            if m.name not in fit_c.modalities:
-                raise CohortError(f"training cohort lacks modality {m.name!r}")
-            opts = dict(m.preprocessing)
-            pcls = get_modality(m.kind).preprocessor
-            if "seed" in inspect.signature(pcls.__init__).parameters:
-                opts.setdefault("seed", self.seed_)
-            try:
-                pre = pcls(**opts)
-            except TypeError as err:
-                raise SpecError(f"modalities.{m.name}.preprocessing: {err}") from None
-            try:
-                self.preprocessors_[m.name] = pre.fit(fit_c.modalities[m.name])
-            except ValueError as err:
-                raise CohortError(f"modality {m.name!r}: {err}") from None
+        self.preprocessors_ = fit_preprocessors(self._modality_specs(), fit_c, self.seed_)
         self.in_dims_ = {n: p.out_dim for n, p in self.preprocessors_.items()}
         n_classes = len(train_cohort.classes or []) or 1
         self.task_ = Task.fit(train_cohort.task, fit_c.y, n_classes, cfg.class_weights)
@@ -125,13 +147,22 @@ class Model:
         self.net_ = self._build_net()
         ds = CohortTensors(*self._arrays(fit_c), fit_c.y)
         vds = CohortTensors(*self._arrays(val_c), val_c.y) if val_c is not None else None
-        self.history_ = train(self.net_, self.task_, ds, vds, cfg, self.spec.fusion.modality_dropout,
-                              self.seed_, cfg.unimodal_loss_weight)
+        self.history_ = train(
+            self.net_,
+            self.task_,
+            ds,
+            vds,
+            cfg,
+            self.spec.fusion.modality_dropout,
+            self.seed_,
+            cfg.unimodal_loss_weight,
+        )
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def _logits(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                batch_size: int = 8192) -> torch.Tensor:
+    def _logits(
+        self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], batch_size: int = 8192
+    ) -> torch.Tensor:
         ds = CohortTensors(x, present, None)
         self.net_.eval()
         outs = []
@@ -172,10 +203,13 @@ class Model:
             d = score - other
             d[~present[name]] = np.nan
             deltas[name] = d
-        return {"ids": cohort.ids.tolist(), "score": score.tolist(),
-                "loo_delta": {k: v.tolist() for k, v in deltas.items()},
-                "weights_names": getattr(fusion, "group_names", list(present)),
-                "weights": None if weights is None else weights.tolist()}
+        return {
+            "ids": cohort.ids.tolist(),
+            "score": score.tolist(),
+            "loo_delta": {k: v.tolist() for k, v in deltas.items()},
+            "weights_names": getattr(fusion, "group_names", list(present)),
+            "weights": None if weights is None else weights.tolist(),
+        }
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: str | Path, card: dict[str, Any] | None = None) -> Path:

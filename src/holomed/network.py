@@ -17,29 +17,45 @@ from holomed.fusion import get_fusion
 
 
 class MultimodalNet(nn.Module):
-    def __init__(self, in_dims: dict[str, int], encoders: dict[str, tuple[str, dict[str, Any]]],
-                 fusion: str, fusion_kwargs: dict[str, Any], n_outputs: int) -> None:
+    def __init__(
+        self,
+        in_dims: dict[str, int],
+        encoders: dict[str, tuple[str, dict[str, Any]]],
+        fusion: str,
+        fusion_kwargs: dict[str, Any],
+        n_outputs: int,
+    ) -> None:
         super().__init__()
         fcls = get_fusion(fusion)
         self.names = list(in_dims)
-        self.encoders = nn.ModuleDict({
-            n: create_encoder("identity", d) if fcls.raw_inputs
-            else create_encoder(encoders[n][0], d, **encoders[n][1])
-            for n, d in in_dims.items()})
+        self.encoders = nn.ModuleDict(
+            {
+                n: create_encoder("identity", d)
+                if fcls.raw_inputs
+                else create_encoder(encoders[n][0], d, **encoders[n][1])
+                for n, d in in_dims.items()
+            }
+        )
         dims = {n: e.out_dim for n, e in self.encoders.items()}
         try:
             self.fusion = fcls(dims, n_outputs, **fusion_kwargs)
         except TypeError as err:
             raise ValueError(f"fusion {fusion!r}: {err}") from None
-        self.head = nn.Identity() if fcls.decision_level else nn.Linear(self.fusion.out_dim, n_outputs)
+        self.head = (
+            nn.Identity() if fcls.decision_level else nn.Linear(self.fusion.out_dim, n_outputs)
+        )
         self.aux_losses: list[torch.Tensor] = []
 
-    def encode(self, x: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> dict[str, Encoded]:
+    def encode(
+        self, x: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> dict[str, Encoded]:
         out, self.aux_losses = {}, []
         for n, enc in self.encoders.items():
             p = present[n]
             idx = p.nonzero().squeeze(1)
-            e = enc(x[n].index_select(0, idx))  # runs on an empty batch too (keeps DDP graphs equal)
+            e = enc(
+                x[n].index_select(0, idx)
+            )  # runs on an empty batch too (keeps DDP graphs equal)
             b = p.shape[0]
             emb = e.embedding.new_zeros(b, e.embedding.shape[1]).index_copy(0, idx, e.embedding)
             tok = None

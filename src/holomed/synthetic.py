@@ -6,10 +6,10 @@ Modalities: ``clinical`` (tabular: age, sex, site, 5 labs, some values missing),
 ``expression`` and ``methylation`` (omics) and ``noise`` (omics, no signal). The
 label's log-odds are
 
-    0.8 * clinical_signal + 1.2 * expression_signal + 0.8 * methylation_signal
+    1.0 * clinical_signal + 2.0 * expression_signal + 1.2 * methylation_signal
     + interaction * expression[g_int] * methylation[cg_int]
 
-where each ``*_signal`` is a mean of a few features of that modality and the last
+where each ``*_signal`` is a scaled sum (sd 1) of a few features of that modality and the last
 term is a cross-modal interaction that only a model seeing both modalities at once
 (early or joint fusion) can use: with ``interaction_only=True`` it is the whole signal.
 ``missing`` is the chance that each non-clinical modality is absent for a patient.
@@ -33,9 +33,14 @@ GROUND_TRUTH = {
 }
 
 
-def make_synthetic(n_patients: int = 600, seed: int = 0, missing: float = 0.2, noise: float = 1.0,
-                   interaction: float = 1.5, interaction_only: bool = False,
-                   ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
+def make_synthetic(
+    n_patients: int = 600,
+    seed: int = 0,
+    missing: float = 0.2,
+    noise: float = 1.0,
+    interaction: float = 1.0,
+    interaction_only: bool = False,
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """(frames by modality, target frame with label/sex/site/split columns, ground truth)."""
     rng = np.random.default_rng(seed)
     n = n_patients
@@ -47,16 +52,20 @@ def make_synthetic(n_patients: int = 600, seed: int = 0, missing: float = 0.2, n
     sex = rng.choice(["F", "M"], n)
     site = rng.choice(["north", "south", "east"], n)
     labs = rng.normal(size=(n, 5))
-    clin_sig = 0.6 * labs[:, 0] + 0.4 * (age - 62) / 12
-    logit = (0.8 * clin_sig + 1.2 * expr[:, :4].mean(1) * 2 + 0.8 * meth[:, :3].mean(1) * 2)
+    clin_sig = 0.8 * labs[:, 0] + 0.6 * (age - 62) / 12  # sd 1
+    expr_sig = expr[:, :4].sum(1) / 2  # sd 1
+    meth_sig = meth[:, :3].sum(1) / np.sqrt(3)  # sd 1
+    logit = 1.0 * clin_sig + 2.0 * expr_sig + 1.2 * meth_sig
     inter = expr[:, 5] * meth[:, 5]
     logit = interaction * inter * 1.5 if interaction_only else logit + interaction * inter
     logit = logit + rng.normal(scale=0.3, size=n)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     expr += rng.normal(scale=0.5 * noise, size=expr.shape) * (noise > 1)
     frames = {
-        "clinical": pd.DataFrame({"age": age, "sex": sex, "site": site,
-                                  **{f"lab{i}": labs[:, i] for i in range(5)}}, index=ids),
+        "clinical": pd.DataFrame(
+            {"age": age, "sex": sex, "site": site, **{f"lab{i}": labs[:, i] for i in range(5)}},
+            index=ids,
+        ),
         "expression": pd.DataFrame(expr, index=ids, columns=[f"g{i:03d}" for i in range(50)]),
         "methylation": pd.DataFrame(meth, index=ids, columns=[f"cg{i:03d}" for i in range(40)]),
         "noise": pd.DataFrame(junk, index=ids, columns=[f"z{i:03d}" for i in range(30)]),
@@ -67,8 +76,10 @@ def make_synthetic(n_patients: int = 600, seed: int = 0, missing: float = 0.2, n
         keep = rng.random(n) >= missing
         frames[name] = frames[name].loc[keep]
     split = np.where(rng.random(n) < 0.25, "test", "train")
-    target = pd.DataFrame({"label": np.where(y == 1, "event", "no_event"), "sex": sex,
-                           "site": site, "split": split}, index=ids)
+    target = pd.DataFrame(
+        {"label": np.where(y == 1, "event", "no_event"), "sex": sex, "site": site, "split": split},
+        index=ids,
+    )
     truth = dict(GROUND_TRUTH, interaction_weight=interaction, interaction_only=interaction_only)
     return frames, target, truth
 
@@ -123,8 +134,10 @@ class Synthetic(Dataset):
         return frames, target
 
 
-SYNTHETIC = register_dataset(Synthetic(
-    name="synthetic",
-    description="SYNTHETIC multimodal cohort with known ground truth (generated, not clinical)",
-    synthetic=True,
-))
+SYNTHETIC = register_dataset(
+    Synthetic(
+        name="synthetic",
+        description="SYNTHETIC multimodal cohort with known ground truth (generated, not clinical)",
+        synthetic=True,
+    )
+)

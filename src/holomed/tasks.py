@@ -44,11 +44,16 @@ class Task:
         if self.name == "binary":
             pw = None
             if weighted and self.class_weights:
-                pw = torch.tensor(self.class_weights[1] / self.class_weights[0], device=logits.device)
+                pw = torch.tensor(
+                    self.class_weights[1] / self.class_weights[0], device=logits.device
+                )
             return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pw)
         if self.name == "multiclass":
-            w = (torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
-                 if weighted and self.class_weights else None)
+            w = (
+                torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
+                if weighted and self.class_weights
+                else None
+            )
             return F.cross_entropy(logits, y.long(), weight=w)
         return F.mse_loss(logits[:, 0], (y.float() - self.y_mean) / self.y_sd)
 
@@ -62,8 +67,13 @@ class Task:
         return logits[:, 0].double().numpy() * self.y_sd + self.y_mean
 
     def to_json(self) -> dict:
-        return {"name": self.name, "n_classes": self.n_classes, "class_weights": self.class_weights,
-                "y_mean": self.y_mean, "y_sd": self.y_sd}
+        return {
+            "name": self.name,
+            "n_classes": self.n_classes,
+            "class_weights": self.class_weights,
+            "y_mean": self.y_mean,
+            "y_sd": self.y_sd,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> Task:

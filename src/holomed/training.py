@@ -30,10 +30,13 @@ class CohortTensors(Dataset):
     ``present[m]`` (n,) bool, ``y`` (n,). Supports batched fetching (``__getitems__``),
     so a batch is one slicing op; works with Lightning's distributed samplers."""
 
-    def __init__(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray],
-                 y: np.ndarray | None) -> None:
-        self.x = {k: torch.as_tensor(np.where(present[k][:, None], v, 0.0), dtype=torch.float32)
-                  for k, v in x.items()}
+    def __init__(
+        self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.ndarray | None
+    ) -> None:
+        self.x = {
+            k: torch.as_tensor(np.where(present[k][:, None], v, 0.0), dtype=torch.float32)
+            for k, v in x.items()
+        }
         self.present = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in present.items()}
         n = len(next(iter(present.values())))
         self.y = torch.as_tensor(y if y is not None else np.zeros(n))
@@ -43,8 +46,11 @@ class CohortTensors(Dataset):
 
     def __getitems__(self, idx: list[int]) -> dict[str, Any]:
         i = torch.as_tensor(idx, dtype=torch.long)
-        return {"x": {k: v[i] for k, v in self.x.items()},
-                "present": {k: v[i] for k, v in self.present.items()}, "y": self.y[i]}
+        return {
+            "x": {k: v[i] for k, v in self.x.items()},
+            "present": {k: v[i] for k, v in self.present.items()},
+            "y": self.y[i],
+        }
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.__getitems__([i])
@@ -56,12 +62,19 @@ def _identity(batch: Any) -> Any:
 
 def loader(ds: CohortTensors, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=_identity,
-                      generator=g, drop_last=False)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=_identity,
+        generator=g,
+        drop_last=False,
+    )
 
 
-def modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Generator | None = None
-                     ) -> dict[str, torch.Tensor]:
+def modality_dropout(
+    present: dict[str, torch.Tensor], p: float, gen: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """Drop each present modality with probability ``p`` per patient; a patient who
     would lose all keeps its original modalities."""
     if p <= 0:
@@ -76,8 +89,15 @@ def modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Gene
 
 
 class LitMultimodal(L.LightningModule):
-    def __init__(self, net: MultimodalNet, task: Task, lr: float, weight_decay: float,
-                 modality_dropout: float = 0.0, unimodal_weight: float = 0.5) -> None:
+    def __init__(
+        self,
+        net: MultimodalNet,
+        task: Task,
+        lr: float,
+        weight_decay: float,
+        modality_dropout: float = 0.0,
+        unimodal_weight: float = 0.5,
+    ) -> None:
         super().__init__()
         self.net, self.task = net, task
         self.lr, self.weight_decay = lr, weight_decay
@@ -137,9 +157,16 @@ class BestWeights(L.Callback):
             self.state = copy.deepcopy(module.net.state_dict())
 
 
-def train(net: MultimodalNet, task: Task, train_ds: CohortTensors, val_ds: CohortTensors | None,
-          cfg: TrainingSpec, modality_dropout: float, seed: int,
-          unimodal_weight: float = 0.5) -> dict[str, Any]:
+def train(
+    net: MultimodalNet,
+    task: Task,
+    train_ds: CohortTensors,
+    val_ds: CohortTensors | None,
+    cfg: TrainingSpec,
+    modality_dropout: float,
+    seed: int,
+    unimodal_weight: float = 0.5,
+) -> dict[str, Any]:
     """Fit ``net`` in place; returns a small history (epochs run, best epoch, losses)."""
     L.seed_everything(seed, workers=True, verbose=False)
     lit = LitMultimodal(net, task, cfg.lr, cfg.weight_decay, modality_dropout, unimodal_weight)
@@ -147,13 +174,24 @@ def train(net: MultimodalNet, task: Task, train_ds: CohortTensors, val_ds: Cohor
     callbacks: list[L.Callback] = [best]
     has_val = val_ds is not None and len(val_ds) > 0
     if has_val:
-        callbacks.append(L.pytorch.callbacks.EarlyStopping("val_loss", patience=cfg.patience,
-                                                           mode="min", verbose=False))
+        callbacks.append(
+            L.pytorch.callbacks.EarlyStopping(
+                "val_loss", patience=cfg.patience, mode="min", verbose=False
+            )
+        )
     trainer = L.Trainer(
-        max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-        strategy=cfg.strategy, precision=cfg.precision, num_nodes=cfg.num_nodes,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks, num_sanity_val_steps=0,
+        max_epochs=cfg.max_epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        num_nodes=cfg.num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
         deterministic=True,
     )
     val_loader = loader(val_ds, 4096, False, seed) if has_val else None
@@ -161,5 +199,8 @@ def train(net: MultimodalNet, task: Task, train_ds: CohortTensors, val_ds: Cohor
     if best.state is not None:
         net.load_state_dict(best.state)
     net.eval()
-    return {"epochs": int(trainer.current_epoch), "best_epoch": int(best.epoch),
-            "best_val_loss": None if best.state is None else best.best}
+    return {
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": int(best.epoch),
+        "best_val_loss": None if best.state is None else best.best,
+    }

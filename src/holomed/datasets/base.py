@@ -72,7 +72,9 @@ class Dataset:
             if c.is_dir() and all((c / f).exists() for f in self.files):
                 return self.verify(c)
         if not download:
-            raise DatasetError(f"dataset {self.name!r} not found in {[str(c) for c in self.candidates()]}")
+            raise DatasetError(
+                f"dataset {self.name!r} not found in {[str(c) for c in self.candidates()]}"
+            )
         return self.download(cache_dir() / self.name)
 
     def download(self, dest: Path) -> Path:
@@ -87,8 +89,10 @@ class Dataset:
                 with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
                     f.write(r.read())
             except OSError as err:
-                raise DatasetError(f"dataset {self.name!r}: cannot download {url}: {err}. "
-                                   f"Place the files in $HOLOMED_DATA/{self.name} instead.") from None
+                raise DatasetError(
+                    f"dataset {self.name!r}: cannot download {url}: {err}. "
+                    f"Place the files in $HOLOMED_DATA/{self.name} instead."
+                ) from None
             got = sha256(tmp)
             if got != digest:
                 tmp.unlink()

@@ -13,8 +13,14 @@ from holomed.encoders.base import Encoded, mlp, register_encoder
 class MLPEncoder(nn.Module):
     """``(B, in_dim) -> (B, out_dim)``; ``input_dropout`` drops input features."""
 
-    def __init__(self, in_dim: int, hidden: list[int] | int = 128, out_dim: int = 64,
-                 dropout: float = 0.3, input_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: list[int] | int = 128,
+        out_dim: int = 64,
+        dropout: float = 0.3,
+        input_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.out_dim = out_dim
@@ -29,8 +35,15 @@ class AutoencoderEncoder(nn.Module):
     """Denoising autoencoder: the bottleneck is the embedding; ``recon_weight`` > 0 adds
     the reconstruction loss (MSE on clean inputs) to training as an auxiliary loss."""
 
-    def __init__(self, in_dim: int, hidden: int = 128, out_dim: int = 32, dropout: float = 0.2,
-                 noise: float = 0.1, recon_weight: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 128,
+        out_dim: int = 32,
+        dropout: float = 0.2,
+        noise: float = 0.1,
+        recon_weight: float = 0.5,
+    ) -> None:
         super().__init__()
         self.out_dim = out_dim
         self.noise, self.recon_weight = noise, recon_weight

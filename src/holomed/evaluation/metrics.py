@@ -12,8 +12,17 @@ from collections.abc import Callable
 import numpy as np
 from sklearn import metrics as skm
 
-CLASSIFICATION = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_weighted", "auroc",
-                  "auprc", "brier", "ece")
+CLASSIFICATION = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "f1_macro",
+    "f1_weighted",
+    "auroc",
+    "auprc",
+    "brier",
+    "ece",
+)
 REGRESSION = ("mae", "rmse", "r2")
 LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss"}
 
@@ -93,8 +102,11 @@ def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, floa
     if task == "regression":
         err = out - y
         r2 = skm.r2_score(y, out) if len(y) > 1 else np.nan
-        return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
-                "r2": float(r2)}
+        return {
+            "mae": float(np.abs(err).mean()),
+            "rmse": float(np.sqrt((err**2).mean())),
+            "r2": float(r2),
+        }
     k = out.shape[1]
     pred = out.argmax(1)
     one_class = len(np.unique(y)) < 2
@@ -106,8 +118,11 @@ def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, floa
         "ece": ece(y, out),
     }
     onehot = np.eye(k)[y.astype(int)]
-    res["brier"] = float(((out - onehot) ** 2).sum(1).mean()) if k > 2 else float(
-        ((out[:, 1] - y) ** 2).mean())
+    res["brier"] = (
+        float(((out - onehot) ** 2).sum(1).mean())
+        if k > 2
+        else float(((out[:, 1] - y) ** 2).mean())
+    )
     if k == 2:
         res["f1"] = skm.f1_score(y, pred, zero_division=0)
         res["auroc"] = np.nan if one_class else skm.roc_auc_score(y, out[:, 1])
@@ -119,22 +134,34 @@ def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, floa
             res["auroc"] = skm.roc_auc_score(y, out, multi_class="ovr", labels=range(k))
         else:
             res["auroc"] = np.nan
-        res["auprc"] = (np.nan if one_class else
-                        float(np.mean([skm.average_precision_score(onehot[:, c], out[:, c])
-                                       for c in present])))
+        res["auprc"] = (
+            np.nan
+            if one_class
+            else float(
+                np.mean([skm.average_precision_score(onehot[:, c], out[:, c]) for c in present])
+            )
+        )
     return {m: float(res[m]) for m in CLASSIFICATION}
 
 
 def bootstrap_ci(
-    fn: Callable[[np.ndarray], float], n: int, n_boot: int = 1000, seed: int = 0,
-    alpha: float = 0.05, strata: np.ndarray | None = None,
+    fn: Callable[[np.ndarray], float],
+    n: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    strata: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Percentile CI of ``fn(idx)`` over ``n_boot`` resamples of 0..n-1 (stratified by
     ``strata`` if given, so each resample keeps the class balance)."""
     if n_boot <= 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if strata is None else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    groups = (
+        [np.arange(n)]
+        if strata is None
+        else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    )
     vals = []
     for _ in range(n_boot):
         idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
@@ -147,8 +174,9 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def summarise(task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int = 1000,
-              seed: int = 0) -> dict[str, dict[str, float | list[float]]]:
+def summarise(
+    task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float | list[float]]]:
     """Per metric: mean and sd over seeds (one output per seed, same patients) and a
     bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class)."""
     per_seed = [compute_metrics(task, y, o) for o in outputs]
@@ -159,19 +187,32 @@ def summarise(task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int =
     for m in names:
         vals = np.array([s[m] for s in per_seed], dtype=float)
         b = boots[m][np.isfinite(boots[m])] if n_boot else np.array([])
-        lo, hi = (np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [np.nan, np.nan])
-        out[m] = {"mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
-                  "sd": float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan"),
-                  "ci": [float(lo), float(hi)], "per_seed": vals.tolist()}
+        lo, hi = np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [np.nan, np.nan]
+        out[m] = {
+            "mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
+            "sd": float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan"),
+            "ci": [float(lo), float(hi)],
+            "per_seed": vals.tolist(),
+        }
     return out
 
 
-def bootstrap_metrics(task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int,
-                      seed: int = 0, strata: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def bootstrap_metrics(
+    task: str,
+    y: np.ndarray,
+    outputs: list[np.ndarray],
+    n_boot: int,
+    seed: int = 0,
+    strata: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Seed-mean of every metric on ``n_boot`` resamples of the patients: {metric: (n_boot,)}."""
     rng = np.random.default_rng(seed)
     n = len(y)
-    groups = [np.arange(n)] if strata is None else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    groups = (
+        [np.arange(n)]
+        if strata is None
+        else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    )
     names = metric_names(task)
     res = {m: np.full(n_boot, np.nan) for m in names}
     import warnings

@@ -1,5 +1,6 @@
 """Fusion strategies, one module each, found by name in one registry."""
 
+from holomed.fusion import attention, early, gradual, guided, hybrid, joint, late  # noqa: E402,F401
 from holomed.fusion.base import (
     FUSIONS,
     IMPUTATIONS,
@@ -9,7 +10,6 @@ from holomed.fusion.base import (
     get_fusion,
     register_fusion,
 )
-from holomed.fusion import attention, early, gradual, guided, hybrid, joint, late  # noqa: E402,F401
 
 DESCRIPTIONS = {
     "early": "inputs (+ missing indicators) joined before one model",
@@ -21,5 +21,13 @@ DESCRIPTIONS = {
     "hybrid": "early inside groups of modalities, late across groups",
 }
 
-__all__ = ["DESCRIPTIONS", "FUSIONS", "IMPUTATIONS", "Fusion", "Imputer", "fusion_names",
-           "get_fusion", "register_fusion"]
+__all__ = [
+    "DESCRIPTIONS",
+    "FUSIONS",
+    "IMPUTATIONS",
+    "Fusion",
+    "Imputer",
+    "fusion_names",
+    "get_fusion",
+    "register_fusion",
+]

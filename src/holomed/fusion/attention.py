@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from holomed.fusion.base import Fusion, Imputer, masked, modality_tokens, register_fusion
+from holomed.fusion.base import Fusion, Imputer, masked, register_fusion
 
 
 class _Block(nn.Module):
@@ -17,19 +17,31 @@ class _Block(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
+        self.ff = nn.Sequential(
+            nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d)
+        )
 
     def forward(self, x, pad):
         h = self.norm1(x)
-        a, w = self.attn(h, h, h, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
+        a, w = self.attn(
+            h, h, h, key_padding_mask=pad, need_weights=True, average_attn_weights=True
+        )
         x = x + a
         return x + self.ff(self.norm2(x)), w
 
 
 @register_fusion("attention")
 class AttentionFusion(Fusion):
-    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
-                 heads: int = 4, layers: int = 1):
+    def __init__(
+        self,
+        dims,
+        n_outputs,
+        hidden=64,
+        dropout=0.2,
+        imputation="none",
+        heads: int = 4,
+        layers: int = 1,
+    ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
         if hidden % heads:
             raise ValueError(f"attention hidden ({hidden}) must be divisible by heads ({heads})")
@@ -43,12 +55,19 @@ class AttentionFusion(Fusion):
     def forward(self, encoded, present):
         self.reset_outputs()
         filled, self.aux_loss = self.imputer({n: encoded[n].embedding for n in self.names}, present)
-        keep = present if self.imputation == "none" else {n: torch.ones_like(p) for n, p in present.items()}
+        keep = (
+            present
+            if self.imputation == "none"
+            else {n: torch.ones_like(p) for n, p in present.items()}
+        )
         toks, pads, owner = [], [], []
         for i, n in enumerate(self.names):
             enc = encoded[n]
-            t = (filled[n][:, None, :] if enc.tokens is None or self.imputation != "none"
-                 else masked(enc.tokens, present[n]))
+            t = (
+                filled[n][:, None, :]
+                if enc.tokens is None or self.imputation != "none"
+                else masked(enc.tokens, present[n])
+            )
             t = self.proj[n](masked(t, keep[n])) + self.kind_emb[i]
             toks.append(t)
             pads.append((~keep[n])[:, None].expand(-1, t.shape[1]))

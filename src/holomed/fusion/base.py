@@ -30,8 +30,14 @@ class Fusion(nn.Module):
     raw_inputs: bool = False  # True: encoders are identity, inputs are joined (early)
     decision_level: bool = False  # True: forward returns logits (B, n_outputs)
 
-    def __init__(self, dims: dict[str, int], n_outputs: int, hidden: int = 64,
-                 dropout: float = 0.2, imputation: str = "none") -> None:
+    def __init__(
+        self,
+        dims: dict[str, int],
+        n_outputs: int,
+        hidden: int = 64,
+        dropout: float = 0.2,
+        imputation: str = "none",
+    ) -> None:
         super().__init__()
         if not dims:
             raise ValueError("a fusion needs at least one modality")
@@ -52,7 +58,9 @@ class Fusion(nn.Module):
         self.aux_loss, self.unimodal_logits, self.attention_weights = None, None, None
         self.unimodal_present: dict[str, torch.Tensor] | None = None
 
-    def forward(self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, encoded: dict[str, Encoded], present: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -88,22 +96,27 @@ class Imputer(nn.Module):
     (predicted from the present modalities, with an auxiliary reconstruction loss on
     patients where the modality is present)."""
 
-    def __init__(self, dims: dict[str, int], mode: str = "none", hidden: int = 64,
-                 momentum: float = 0.1) -> None:
+    def __init__(
+        self, dims: dict[str, int], mode: str = "none", hidden: int = 64, momentum: float = 0.1
+    ) -> None:
         super().__init__()
         self.mode, self.names, self.momentum = mode, list(dims), momentum
         if mode == "mean":
             for n, d in dims.items():
                 self.register_buffer(f"mean_{n}", torch.zeros(d))
         elif mode == "learned":
-            self.tokens = nn.ParameterDict({n: nn.Parameter(torch.zeros(d)) for n, d in dims.items()})
+            self.tokens = nn.ParameterDict(
+                {n: nn.Parameter(torch.zeros(d)) for n, d in dims.items()}
+            )
         elif mode == "reconstruct":
             self.proj = nn.ModuleDict({n: nn.Linear(d, hidden) for n, d in dims.items()})
-            self.recon = nn.ModuleDict({n: mlp([hidden, hidden, d], 0.0, last_activation=False)
-                                        for n, d in dims.items()})
+            self.recon = nn.ModuleDict(
+                {n: mlp([hidden, hidden, d], 0.0, last_activation=False) for n, d in dims.items()}
+            )
 
-    def forward(self, emb: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    def forward(
+        self, emb: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         clean = {n: masked(emb[n], present[n]) for n in self.names}
         if self.mode == "none":
             return clean, None

@@ -12,8 +12,16 @@ from holomed.fusion.base import Fusion, Imputer, presence_matrix, register_fusio
 class EarlyFusion(Fusion):
     raw_inputs = True
 
-    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
-                 layers: int = 2, input_dropout: float = 0.0):
+    def __init__(
+        self,
+        dims,
+        n_outputs,
+        hidden=64,
+        dropout=0.2,
+        imputation="none",
+        layers: int = 2,
+        input_dropout: float = 0.0,
+    ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
         self.imputer = Imputer(dims, imputation, hidden)
         self.input_dropout = torch.nn.Dropout(input_dropout)

@@ -13,16 +13,26 @@ from holomed.fusion.base import Fusion, Imputer, register_fusion
 
 @register_fusion("gradual")
 class GradualFusion(Fusion):
-    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
-                 order: list[str] | None = None):
+    def __init__(
+        self,
+        dims,
+        n_outputs,
+        hidden=64,
+        dropout=0.2,
+        imputation="none",
+        order: list[str] | None = None,
+    ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
-        order = [n for n in (order or []) if n in dims] + [n for n in dims if n not in (order or [])]
+        order = [n for n in (order or []) if n in dims] + [
+            n for n in dims if n not in (order or [])
+        ]
         self.order = order
         self.imputer = Imputer(dims, imputation, hidden)
         first = order[0]
         self.first = mlp([dims[first] + 1, hidden], dropout)
-        self.steps = nn.ModuleDict({n: mlp([hidden + dims[n] + 1, hidden], dropout)
-                                    for n in order[1:]})
+        self.steps = nn.ModuleDict(
+            {n: mlp([hidden + dims[n] + 1, hidden], dropout) for n in order[1:]}
+        )
 
     def forward(self, encoded, present):
         self.reset_outputs()

@@ -23,8 +23,17 @@ from holomed.fusion.base import (
 
 @register_fusion("guided")
 class GuidedFusion(Fusion):
-    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
-                 guide: str | None = None, mode: str = "film", heads: int = 4):
+    def __init__(
+        self,
+        dims,
+        n_outputs,
+        hidden=64,
+        dropout=0.2,
+        imputation="none",
+        guide: str | None = None,
+        mode: str = "film",
+        heads: int = 4,
+    ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
         if mode not in ("film", "cross_attention"):
             raise ValueError(f"guided mode must be 'film' or 'cross_attention'; got {mode!r}")
@@ -74,14 +83,25 @@ class GuidedFusion(Fusion):
     def forward(self, encoded, present):
         self.reset_outputs()
         filled, self.aux_loss = self.imputer({n: encoded[n].embedding for n in self.names}, present)
-        enc = {n: type(encoded[n])(filled[n], None if encoded[n].tokens is None
-                                   else masked(encoded[n].tokens, present[n]))
-               for n in self.names}
+        enc = {
+            n: type(encoded[n])(
+                filled[n],
+                None if encoded[n].tokens is None else masked(encoded[n].tokens, present[n]),
+            )
+            for n in self.names
+        }
         # with imputation, absent targets carry imputed features; without, they stay zero
-        cond_present = present if self.imputation == "none" else {
-            n: torch.ones_like(p) for n, p in present.items()}
-        cond_present = {**cond_present, self.guide: present[self.guide]
-                        if self.imputation == "none" else torch.ones_like(present[self.guide])}
+        cond_present = (
+            present
+            if self.imputation == "none"
+            else {n: torch.ones_like(p) for n, p in present.items()}
+        )
+        cond_present = {
+            **cond_present,
+            self.guide: present[self.guide]
+            if self.imputation == "none"
+            else torch.ones_like(present[self.guide]),
+        }
         feats = self.condition(enc, cond_present)
         parts = [filled[self.guide]] + [masked(feats[n], cond_present[n]) for n in self.targets]
         return self.net(torch.cat(parts + [presence_matrix(self.names, present)], 1))

@@ -18,9 +18,17 @@ from holomed.fusion.late import combine_logits
 class HybridFusion(Fusion):
     decision_level = True
 
-    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
-                 groups: list[list[str]] | None = None, kinds: dict[str, str] | None = None,
-                 combine: str = "mean"):
+    def __init__(
+        self,
+        dims,
+        n_outputs,
+        hidden=64,
+        dropout=0.2,
+        imputation="none",
+        groups: list[list[str]] | None = None,
+        kinds: dict[str, str] | None = None,
+        combine: str = "mean",
+    ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
         if groups is None:
             by_kind: dict[str, list[str]] = {}
@@ -28,7 +36,9 @@ class HybridFusion(Fusion):
                 by_kind.setdefault((kinds or {}).get(n, "?"), []).append(n)
             groups = list(by_kind.values())
             if len(groups) == 1:
-                groups = [[n] for n in self.names] + ([list(self.names)] if len(self.names) > 1 else [])
+                groups = [[n] for n in self.names] + (
+                    [list(self.names)] if len(self.names) > 1 else []
+                )
         groups = [[n for n in g if n in dims] for g in groups]
         groups = [g for g in groups if g]
         unknown = {n for g in groups for n in g} ^ set(self.names)
@@ -41,9 +51,15 @@ class HybridFusion(Fusion):
         self.groups, self.combine = groups, combine
         self.group_names = ["+".join(g) for g in groups]
         self.imputer = Imputer(dims, imputation, hidden)
-        self.nets = nn.ModuleList([
-            nn.Sequential(mlp([sum(dims[n] for n in g) + len(g), hidden], dropout),
-                          nn.Linear(hidden, n_outputs)) for g in groups])
+        self.nets = nn.ModuleList(
+            [
+                nn.Sequential(
+                    mlp([sum(dims[n] for n in g) + len(g), hidden], dropout),
+                    nn.Linear(hidden, n_outputs),
+                )
+                for g in groups
+            ]
+        )
         self.prior = nn.Parameter(torch.zeros(n_outputs))
         self.scores = nn.Parameter(torch.zeros(len(groups))) if combine == "weighted" else None
 

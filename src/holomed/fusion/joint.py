@@ -19,5 +19,6 @@ class JointFusion(Fusion):
     def forward(self, encoded, present):
         self.reset_outputs()
         x, self.aux_loss = self.imputer({n: encoded[n].embedding for n in self.names}, present)
-        return self.net(torch.cat([x[n] for n in self.names]
-                                  + [presence_matrix(self.names, present)], 1))
+        return self.net(
+            torch.cat([x[n] for n in self.names] + [presence_matrix(self.names, present)], 1)
+        )

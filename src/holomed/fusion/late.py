@@ -17,8 +17,9 @@ from holomed.fusion.base import Fusion, masked, presence_matrix, register_fusion
 COMBINES = ("mean", "weighted", "uncertainty", "stacking")
 
 
-def combine_logits(logits: torch.Tensor, pres: torch.Tensor, weights: torch.Tensor | None,
-                   prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def combine_logits(
+    logits: torch.Tensor, pres: torch.Tensor, weights: torch.Tensor | None, prior: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``logits`` (B, M, K) of present members -> (B, K) and the weights (B, M) used.
     ``weights`` (B, M) raw scores or None (equal); absent members get weight 0."""
     scores = torch.zeros_like(pres) if weights is None else weights
@@ -34,18 +35,31 @@ def combine_logits(logits: torch.Tensor, pres: torch.Tensor, weights: torch.Tens
 class LateFusion(Fusion):
     decision_level = True
 
-    def __init__(self, dims, n_outputs, hidden=64, dropout=0.2, imputation="none",
-                 combine: str = "mean", head_layers: int = 1):
+    def __init__(
+        self,
+        dims,
+        n_outputs,
+        hidden=64,
+        dropout=0.2,
+        imputation="none",
+        combine: str = "mean",
+        head_layers: int = 1,
+    ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
         if combine not in COMBINES:
             raise ValueError(f"late combine must be one of {COMBINES}; got {combine!r}")
         self.combine = combine
         extra = 1 if combine == "uncertainty" else 0
-        self.heads = nn.ModuleDict({
-            n: nn.Sequential(mlp([d] + [hidden] * head_layers, dropout),
-                             nn.Linear(hidden, n_outputs + extra)) if head_layers
-            else nn.Linear(d, n_outputs + extra)
-            for n, d in dims.items()})
+        self.heads = nn.ModuleDict(
+            {
+                n: nn.Sequential(
+                    mlp([d] + [hidden] * head_layers, dropout), nn.Linear(hidden, n_outputs + extra)
+                )
+                if head_layers
+                else nn.Linear(d, n_outputs + extra)
+                for n, d in dims.items()
+            }
+        )
         self.prior = nn.Parameter(torch.zeros(n_outputs))
         if combine == "weighted":
             self.scores = nn.Parameter(torch.zeros(len(dims)))
@@ -54,8 +68,10 @@ class LateFusion(Fusion):
 
     def forward(self, encoded, present):
         self.reset_outputs()
-        outs = {n: masked(self.heads[n](masked(encoded[n].embedding, present[n])), present[n])
-                for n in self.names}
+        outs = {
+            n: masked(self.heads[n](masked(encoded[n].embedding, present[n])), present[n])
+            for n in self.names
+        }
         logits = torch.stack([outs[n][:, : self.n_outputs] for n in self.names], 1)
         pres = presence_matrix(self.names, present)
         self.unimodal_logits = {n: outs[n][:, : self.n_outputs] for n in self.names}

@@ -1,5 +1,6 @@
 """Modality kinds, one module each, found through one registry."""
 
+from holomed.modalities import omics, tabular  # noqa: E402,F401  (registration)
 from holomed.modalities.base import (
     MODALITIES,
     ModalityData,
@@ -9,7 +10,6 @@ from holomed.modalities.base import (
     modality_names,
     register_modality,
 )
-from holomed.modalities import omics, tabular  # noqa: E402,F401  (registration)
 
 __all__ = [
     "MODALITIES",

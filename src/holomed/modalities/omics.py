@@ -77,7 +77,9 @@ class OmicsPreprocessor(Preprocessor):
 
     def fit(self, data: ModalityData) -> OmicsPreprocessor:
         if self.reduce not in (None, "pca", "autoencoder"):
-            raise ValueError(f"omics reduce must be null, 'pca' or 'autoencoder'; got {self.reduce!r}")
+            raise ValueError(
+                f"omics reduce must be null, 'pca' or 'autoencoder'; got {self.reduce!r}"
+            )
         df: pd.DataFrame = data.values[data.present]
         if len(df) == 0:
             raise ValueError("omics preprocessor: no training patient has this modality")
@@ -132,7 +134,9 @@ class OmicsPreprocessor(Preprocessor):
         df: pd.DataFrame = data.values
         missing = [c for c in self.columns_ if c not in df.columns]
         if missing:
-            raise ValueError(f"omics input lacks {len(missing)} fitted features, e.g. {missing[:3]}")
+            raise ValueError(
+                f"omics input lacks {len(missing)} fitted features, e.g. {missing[:3]}"
+            )
         x = self._base(df[self.columns_])
         z = (np.where(np.isnan(x), self.mean_, x) - self.mean_) / self.sd_
         if self.reduce == "pca":
@@ -149,11 +153,25 @@ class OmicsPreprocessor(Preprocessor):
         return out
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        params = {k: getattr(self, k) for k in (
-            "log1p", "variance_top_k", "min_variance", "standardize", "reduce", "dim",
-            "ae_hidden", "ae_epochs", "seed")}
-        meta = {"params": params, "columns": self.columns_,
-                "feature_names_out": self.feature_names_out_}
+        params = {
+            k: getattr(self, k)
+            for k in (
+                "log1p",
+                "variance_top_k",
+                "min_variance",
+                "standardize",
+                "reduce",
+                "dim",
+                "ae_hidden",
+                "ae_epochs",
+                "seed",
+            )
+        }
+        meta = {
+            "params": params,
+            "columns": self.columns_,
+            "feature_names_out": self.feature_names_out_,
+        }
         return meta, {"mean": self.mean_, "sd": self.sd_, **self.arrays_}
 
     @classmethod

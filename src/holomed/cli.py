@@ -1,0 +1,427 @@
+"""``holomed``: a thin typer face over the estimator and the evaluation harness."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Multimodal healthcare AI: fit, compare, stress-test and serve fusion models.",
+)
+datasets_app = typer.Typer(no_args_is_help=True, help="Public datasets holomed knows.")
+app.add_typer(datasets_app, name="datasets")
+console = Console(width=None if os.isatty(1) else 200)
+
+SpecArg = Annotated[
+    Path | None, typer.Argument(help="spec YAML; default: the embedded SYNTHETIC demo")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+def _load(spec_path: Path | None):
+    from holomed.cohort import load_cohort
+    from holomed.spec import load_spec, parse_spec
+    from holomed.synthetic import synthetic_spec_dict
+
+    if spec_path is None:
+        spec = parse_spec(synthetic_spec_dict(), where="<embedded synthetic demo>")
+        console.print("[yellow]Using the embedded SYNTHETIC demo cohort (not clinical data).[/]")
+    else:
+        spec = load_spec(spec_path)
+    with console.status(f"loading cohort {spec.dataset!r} ..."):
+        cohort = load_cohort(spec)
+    _cohort_table(cohort)
+    return spec, cohort
+
+
+def _cohort_table(cohort) -> None:
+    s = cohort.summary()
+    t = Table(title=f"cohort {s['name']}: {s['patients']} patients, task {s['task']}")
+    for c in ("modality", "kind", "present", "coverage", "features"):
+        t.add_column(c)
+    for name, m in s["modalities"].items():
+        t.add_row(name, m["kind"], str(m["present"]), f"{m['coverage']:.0%}", str(m["features"]))
+    console.print(t)
+    if cohort.excluded:
+        from holomed.evaluation.compare import _count_reasons
+
+        console.print(f"[yellow]{len(cohort.excluded)} exclusion(s):[/]")
+        for reason, n in _count_reasons(cohort.excluded).items():
+            console.print(f"  {n} x {reason}")
+
+
+def _fusions(arg: str, spec) -> list[str]:
+    from holomed.fusion import fusion_names, get_fusion
+
+    if arg == "all":
+        return fusion_names()
+    names = [a.strip() for a in arg.split(",") if a.strip()] or [spec.fusion.name]
+    for n in names:
+        get_fusion(n)
+    return names
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    lo, hi = m["ci"]
+    return f"{m['mean']:.3f}±{m['sd']:.3f} [{lo:.2f},{hi:.2f}]"
+
+
+def leaderboard(results: dict[str, Any]) -> Table:
+    metrics = (
+        ["accuracy", "f1", "auroc", "auprc", "brier"]
+        if results["task"] != "regression"
+        else ["rmse", "mae", "r2"]
+    )
+    tag = "  [SYNTHETIC DATA]" if results.get("synthetic") else ""
+    t = Table(
+        title=f"{results['dataset']}{tag}: mean ± sd over {len(results['seeds'])} seeds "
+        f"[95% bootstrap CI]; selected by CV on train: {results['selected']}"
+    )
+    t.add_column("entry")
+    t.add_column("group")
+    for m in metrics:
+        t.add_column(m)
+    t.add_column("fit s")
+    t.add_column("peak MB")
+    for name in results["leaderboard"]:
+        e = results["strategies"][name]
+        style = "bold green" if name == results["selected"] else None
+        t.add_row(
+            name,
+            e["group"],
+            *[_fmt(e["metrics"][m]) for m in metrics],
+            f"{e['fit_seconds']:.1f}",
+            f"{e['peak_rss_mb']:.0f}",
+            style=style,
+        )
+    return t
+
+
+def _write_predictions(path: Path, results: dict[str, Any], outputs: dict[str, list]) -> None:
+    import pandas as pd
+
+    rows = []
+    ids, y = results["eval_ids"], results["y"]
+    for name, outs in outputs.items():
+        for seed, o in enumerate(outs):
+            df = pd.DataFrame({"entry": name, "seed": seed, "id": ids, "y": y})
+            if o.ndim == 1:
+                df["prediction"] = o
+            else:
+                for j, c in enumerate(results["classes"]):
+                    df[f"p_{c}"] = o[:, j]
+            rows.append(df)
+    pd.concat(rows).to_csv(path, index=False)
+
+
+@app.command()
+def compare(
+    spec_path: SpecArg = None,
+    fusion: Annotated[str, typer.Option(help="'all' or comma-separated names")] = "all",
+    seeds: Annotated[int | None, typer.Option(help="seeds (default: the spec's)")] = None,
+    out: OutOpt = Path("runs/compare"),
+    baselines: Annotated[bool, typer.Option(help="classical baselines")] = True,
+    ablations: Annotated[bool, typer.Option(help="single-modality and leave-one-out")] = True,
+) -> None:
+    """Every strategy + ablations + baselines on the same splits; writes results.json."""
+    from holomed.cohort import patient_splits
+    from holomed.evaluation.compare import compare as run_compare
+    from holomed.evaluation.compare import count_fits
+    from holomed.report.plots import leaderboard_plot
+
+    try:
+        spec, cohort = _load(spec_path)
+        names = _fusions(fusion, spec)
+        n_seeds = seeds or spec.evaluation.seeds
+        total = count_fits(
+            spec,
+            names,
+            n_seeds,
+            len(patient_splits(cohort, spec.split)),
+            baselines and spec.evaluation.baselines,
+            ablations and spec.evaluation.ablations,
+        )
+        with _progress() as prog:
+            task = prog.add_task("comparing", total=total)
+            results, outputs = run_compare(
+                spec,
+                cohort,
+                names,
+                n_seeds,
+                baselines=baselines and spec.evaluation.baselines,
+                ablations=ablations and spec.evaluation.ablations,
+                tick=lambda msg: prog.update(task, advance=1, description=msg),
+            )
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("HOLOMED_DEBUG"):
+            raise
+        _fail(err)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    _write_predictions(out / "predictions.csv", results, outputs)
+    leaderboard_plot(results, out / "leaderboard.png")
+    console.print(leaderboard(results))
+    console.print(
+        f"wrote {out / 'results.json'}, {out / 'predictions.csv'}, {out / 'leaderboard.png'}"
+        f" in {results['total_seconds']:.0f} s"
+    )
+
+
+@app.command()
+def fit(
+    spec_path: SpecArg = None,
+    out: OutOpt = Path("runs/fit"),
+    fusion: Annotated[str | None, typer.Option(help="strategy (default: the spec's)")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Fit one strategy on the training patients, evaluate on the test patients and save
+    a bundle to OUT/bundle."""
+    from holomed.cohort import patient_splits
+    from holomed.evaluation.metrics import summarise
+    from holomed.model import Model
+
+    try:
+        spec, cohort = _load(spec_path)
+        tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
+        with console.status("training ..."):
+            model = Model(spec, fusion=fusion, seed=seed).fit(cohort.subset(tr))
+        test = cohort.subset(te)
+        out_p = model.predict_proba(test)
+        metrics = summarise(cohort.task, test.y, [out_p], spec.evaluation.n_bootstrap)
+        card = {
+            "metrics_test": {k: {"value": v["mean"], "ci": v["ci"]} for k, v in metrics.items()},
+            "data": cohort.summary(),
+            "excluded": len(cohort.excluded),
+            "n_train": int(len(tr)),
+            "n_test": int(len(te)),
+        }
+        model.save(out / "bundle", card=card)
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("HOLOMED_DEBUG"):
+            raise
+        _fail(err)
+    res = {
+        "dataset": spec.dataset,
+        "fusion": model.fusion_name,
+        "seed": model.seed_,
+        "metrics": metrics,
+        "fit_seconds": model.fit_seconds_,
+        "history": model.history_,
+        "excluded": cohort.excluded,
+    }
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
+    t = Table(title=f"{model.fusion_name} on {len(te)} test patients (95% bootstrap CI)")
+    t.add_column("metric")
+    t.add_column("value")
+    for k, v in metrics.items():
+        t.add_row(k, f"{v['mean']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
+    console.print(t)
+    console.print(f"bundle: {out / 'bundle'}  ({model.fit_seconds_:.1f} s)")
+
+
+@app.command()
+def robustness(
+    spec_path: SpecArg = None,
+    out: OutOpt = Path("runs/robustness"),
+    fusion: Annotated[str, typer.Option(help="'all' or comma-separated names")] = "all",
+    seeds: Annotated[int | None, typer.Option()] = None,
+    baselines: Annotated[bool, typer.Option()] = True,
+) -> None:
+    """Test metrics with 0/20/40/60/80 % of test patients missing each modality (and
+    random modalities); writes robustness.json and robustness.png."""
+    from holomed.evaluation.robustness import robustness as run
+    from holomed.report.plots import robustness_plot
+
+    try:
+        spec, cohort = _load(spec_path)
+        names = _fusions(fusion, spec)
+        n_seeds = seeds or spec.evaluation.seeds
+        total = (len(names) + (3 if baselines else 0)) * n_seeds
+        with _progress() as prog:
+            task = prog.add_task("robustness", total=total)
+            curve = run(
+                spec,
+                cohort,
+                names,
+                n_seeds,
+                baselines=baselines,
+                tick=lambda m: prog.update(task, advance=1, description=m),
+            )
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("HOLOMED_DEBUG"):
+            raise
+        _fail(err)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robustness.json").write_text(json.dumps(curve, indent=1, default=float))
+    robustness_plot(curve, out / "robustness.png")
+    metric = curve["metrics"][0]
+    t = Table(
+        title=f"{metric} with x% of test patients missing (random modalities), "
+        f"mean over {len(curve['seeds'])} seeds"
+    )
+    t.add_column("entry")
+    sc = "random" if "random" in curve["scenarios"] else curve["scenarios"][0]
+    for r in curve["rates"]:
+        t.add_column(f"{r:.0%}")
+    for name, d in curve["curves"].items():
+        t.add_row(name, *[f"{v:.3f}" for v in d[sc][metric]["mean"]])
+    console.print(t)
+    console.print(f"wrote {out / 'robustness.json'} and {out / 'robustness.png'}")
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
+    input: Annotated[
+        list[str],
+        typer.Option(
+            "--input", "-i", help="MODALITY=FILE, repeatable; absent modalities are missing"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("predictions.csv"),
+) -> None:
+    """Predict new patients; any modality may be missing for any patient."""
+    import pandas as pd
+
+    from holomed.cohort import unlabelled_cohort
+    from holomed.model import load
+
+    try:
+        model = load(bundle)
+        sources: dict[str, list[str]] = {}
+        for item in input:
+            if "=" not in item:
+                raise ValueError(f"--input {item!r}: expected MODALITY=FILE")
+            name, path = item.split("=", 1)
+            sources.setdefault(name.strip(), []).append(path)
+        cohort = unlabelled_cohort(model.spec, sources)
+        proba = model.predict_proba(cohort)
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("HOLOMED_DEBUG"):
+            raise
+        _fail(err)
+    df = pd.DataFrame({"id": cohort.ids})
+    if proba.ndim == 1:
+        df["prediction"] = proba
+    else:
+        for j, c in enumerate(model.classes_):
+            df[f"p_{c}"] = proba[:, j]
+        df["predicted"] = [model.classes_[i] for i in proba.argmax(1)]
+    for name in model.preprocessors_:
+        df[f"has_{name}"] = cohort.modalities[name].present if name in cohort.modalities else False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    console.print(f"{len(df)} patients -> {out}")
+    if cohort.excluded:
+        console.print(
+            f"[yellow]{len(cohort.excluded)} modality row(s) unusable and treated as missing:[/]"
+        )
+        for e in cohort.excluded[:10]:
+            console.print(f"  {e['id']}: {e['reason']}")
+
+
+@app.command()
+def fusions() -> None:
+    """List the registered fusion strategies."""
+    from holomed.fusion import DESCRIPTIONS, FUSIONS
+
+    t = Table(title="fusion strategies")
+    t.add_column("name")
+    t.add_column("level")
+    t.add_column("what it does")
+    for name, cls in FUSIONS.items():
+        level = "decision" if cls.decision_level else ("input" if cls.raw_inputs else "embedding")
+        t.add_row(name, level, DESCRIPTIONS.get(name, (cls.__doc__ or "").strip().split("\n")[0]))
+    console.print(t)
+
+
+@app.command()
+def validate(spec_path: Annotated[Path, typer.Argument()]) -> None:
+    """Check a spec and load its cohort, reporting every exclusion."""
+    try:
+        _load(spec_path)
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    console.print("[green]spec and cohort OK[/]")
+
+
+@app.command()
+def demo(out: OutOpt = Path("runs/demo")) -> None:
+    """The quick start: writes the SYNTHETIC cohort as CSV files + spec, compares every
+    strategy on it, and stress-tests the selected one with missing modalities."""
+    from holomed.synthetic import write_synthetic
+
+    spec_path = write_synthetic(out / "data")
+    console.print(
+        f"[yellow]SYNTHETIC cohort[/] written to {out / 'data'} (known ground truth: "
+        f"{out / 'data' / 'ground_truth.json'})"
+    )
+    compare(
+        spec_path, fusion="all", seeds=None, out=out / "compare", baselines=True, ablations=True
+    )
+    results = json.loads((out / "compare" / "results.json").read_text())
+    robustness(
+        spec_path, out=out / "robustness", fusion=results["selected"], seeds=None, baselines=True
+    )
+    fit(spec_path, out=out / "fit", fusion=results["selected"], seed=None)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Registered datasets and whether their files are found locally."""
+    from holomed.datasets import DATASETS
+
+    t = Table(title="datasets ($HOLOMED_DATA, then the cache, then download)")
+    for c in ("name", "description", "local copy"):
+        t.add_column(c)
+    for name, ds in DATASETS.items():
+        if ds.synthetic:
+            where = "generated"
+        else:
+            found = [
+                c for c in ds.candidates() if c.is_dir() and all((c / f).exists() for f in ds.files)
+            ]
+            where = str(found[0]) if found else "not found (downloads on first use)"
+        t.add_row(name, ds.description, where)
+    console.print(t)
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str) -> None:
+    """Locate (or download) and checksum-verify a dataset."""
+    from holomed.datasets import DATASETS
+
+    try:
+        folder = DATASETS.get(name).locate()
+    except Exception as err:  # noqa: BLE001
+        _fail(err)
+    console.print(f"[green]{name}[/]: verified in {folder}")
+
+
+if __name__ == "__main__":
+    app()
