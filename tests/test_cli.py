@@ -1,0 +1,114 @@
+"""The command line, end to end on small synthetic files: fit -> bundle -> predict with
+missing modalities, compare, robustness, listings and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from holomed.cli import app
+from holomed.synthetic import write_synthetic
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("syn")
+    spec_path = write_synthetic(folder, n_patients=150, seed=5)
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["training"].update({"max_epochs": 3})
+    spec["evaluation"].update({"seeds": 1, "n_bootstrap": 20})
+    spec_path.write_text(yaml.safe_dump(spec))
+    return folder, spec_path
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_fusions_lists_all_seven():
+    out = ok(runner.invoke(app, ["fusions"]))
+    for name in ("early", "late", "joint", "gradual", "guided", "attention", "hybrid"):
+        assert name in out
+
+
+def test_datasets_list():
+    out = ok(runner.invoke(app, ["datasets", "list"]))
+    assert "rosmap" in out and "synthetic" in out
+
+
+def test_fit_then_predict_new_patients_with_missing_modalities(files, tmp_path):
+    folder, spec_path = files
+    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path / "fit"),
+                           "--fusion", "attention"]))
+    bundle = tmp_path / "fit" / "bundle"
+    for f in ("spec.yaml", "weights.safetensors", "state.json", "card.json"):
+        assert (bundle / f).exists()
+    card = json.loads((bundle / "card.json").read_text())
+    assert "auroc" in card["metrics_test"] and card["intended_use"]
+    # new patients: clinical for 10, expression for only 4 of them (+1 unknown to clinical)
+    clin = pd.read_csv(folder / "clinical.csv").head(10)
+    expr = pd.read_csv(folder / "expression.csv").head(4)
+    expr.loc[0, "patient_id"] = "NEW-0001"
+    clin.to_csv(tmp_path / "c.csv", index=False)
+    expr.to_csv(tmp_path / "e.csv", index=False)
+    out_csv = tmp_path / "preds.csv"
+    ok(runner.invoke(app, ["predict", str(bundle), "--input", f"clinical={tmp_path / 'c.csv'}",
+                           "--input", f"expression={tmp_path / 'e.csv'}", "--out", str(out_csv)]))
+    preds = pd.read_csv(out_csv)
+    assert len(preds) == 11
+    assert preds["p_event"].between(0, 1).all()
+    assert not preds["has_methylation"].any()
+    new = preds.set_index("id").loc["NEW-0001"]
+    assert bool(new["has_expression"]) and not bool(new["has_clinical"])
+
+
+def test_predict_rejects_unknown_modality(files, tmp_path):
+    folder, spec_path = files
+    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path / "fit")]))
+    r = runner.invoke(app, ["predict", str(tmp_path / "fit" / "bundle"), "--input",
+                            f"xray={folder / 'clinical.csv'}"])
+    assert r.exit_code == 2 and "xray" in r.output
+
+
+def test_compare_writes_results_and_plot(files, tmp_path):
+    _, spec_path = files
+    out = ok(runner.invoke(app, ["compare", str(spec_path), "--fusion", "early,late",
+                                 "--out", str(tmp_path), "--no-ablations"]))
+    assert "SYNTHETIC" in out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res["strategies"]) == {"early", "late", "baseline:lr_early", "baseline:lr_late",
+                                      "baseline:gbm"}
+    assert (tmp_path / "leaderboard.png").stat().st_size > 1000
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert set(preds["entry"]) == set(res["strategies"])
+
+
+def test_robustness_writes_curve(files, tmp_path):
+    _, spec_path = files
+    ok(runner.invoke(app, ["robustness", str(spec_path), "--fusion", "joint", "--out",
+                           str(tmp_path), "--no-baselines"]))
+    curve = json.loads((tmp_path / "robustness.json").read_text())
+    assert curve["rates"] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert "random" in curve["scenarios"]
+    assert (tmp_path / "robustness.png").stat().st_size > 1000
+
+
+def test_unknown_fusion_is_a_clear_error(files):
+    _, spec_path = files
+    r = runner.invoke(app, ["compare", str(spec_path), "--fusion", "erly"])
+    assert r.exit_code == 2
+    assert "unknown fusion 'erly'" in r.output and "early" in r.output
+
+
+def test_bad_spec_names_the_field(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("modalities:\n  - {name: a, kind: omics, source: a.csv}\ntraining: {lr: -1}\n")
+    r = runner.invoke(app, ["validate", str(p)])
+    assert r.exit_code == 2 and "training.lr" in r.output and str(p) in r.output
