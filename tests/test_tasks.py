@@ -1,0 +1,78 @@
+"""Tasks end to end: binary, multiclass and regression through Model, with class weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from holomed.cohort import build_cohort, patient_splits
+from holomed.model import Model, load
+from holomed.spec import parse_spec
+from holomed.tasks import Task
+
+
+def _cohort(task: str, n: int = 240, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:03d}" for i in range(n)]
+    a = rng.normal(size=(n, 6))
+    b = rng.normal(size=(n, 4))
+    score = a[:, 0] + b[:, 0]
+    if task == "regression":
+        label = 10 + 3 * score + rng.normal(scale=0.3, size=n)
+    elif task == "multiclass":
+        label = np.array(["low", "mid", "high"])[np.digitize(score, [-0.6, 0.6])]
+    else:
+        label = np.where(score > 0.8, "yes", "no")  # imbalanced
+    b_rows = rng.random(n) > 0.2
+    frames = {"a": pd.DataFrame(a, index=ids, columns=[f"a{i}" for i in range(6)]),
+              "b": pd.DataFrame(b, index=ids, columns=[f"b{i}" for i in range(4)]).loc[b_rows]}
+    target = pd.DataFrame({"y": label}, index=ids)
+    spec = parse_spec({
+        "modalities": [{"name": "a", "kind": "omics"}, {"name": "b", "kind": "omics"}],
+        "target": {"column": "y", "task": task},
+        "split": {"method": "holdout", "test_size": 0.3},
+        "fusion": {"name": "joint", "hidden": 16},
+        "training": {"max_epochs": 60, "lr": 0.01, "patience": 10},
+    })
+    return spec, build_cohort(spec, frames, target)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_task_learns(task, tmp_path):
+    spec, cohort = _cohort(task)
+    (tr, te), = patient_splits(cohort, spec.split)
+    m = Model(spec, fusion="early" if task != "regression" else "joint").fit(cohort.subset(tr))
+    test = cohort.subset(te)
+    out = m.predict_proba(test)
+    metrics = m.evaluate(test)
+    if task == "regression":
+        assert out.shape == (len(te),)
+        assert metrics["r2"] > 0.6
+    else:
+        k = 3 if task == "multiclass" else 2
+        assert out.shape == (len(te), k)
+        np.testing.assert_allclose(out.sum(1), 1, rtol=1e-6)
+        assert metrics["auroc"] > 0.8
+        assert metrics["balanced_accuracy"] > (0.55 if k == 3 else 0.7)
+    again = load(m.save(tmp_path / "b"))
+    np.testing.assert_allclose(again.predict_proba(test), out, rtol=1e-5, atol=1e-6)
+
+
+def test_class_weights_balance_the_loss():
+    y = np.array([0] * 90 + [1] * 10)
+    t = Task.fit("binary", y, 2, balance=True)
+    assert t.class_weights[1] / t.class_weights[0] == pytest.approx(9.0)
+    logits = torch.zeros(100, 1)
+    weighted = t.loss(logits, torch.as_tensor(y), weighted=True)
+    plain = t.loss(logits, torch.as_tensor(y), weighted=False)
+    assert weighted > plain
+    assert Task.fit("binary", y, 2, balance=False).class_weights is None
+
+
+def test_regression_target_is_standardised_and_restored():
+    y = np.array([100.0, 110.0, 120.0])
+    t = Task.fit("regression", y, 1, balance=True)
+    assert t.y_mean == pytest.approx(110) and t.y_sd > 0
+    np.testing.assert_allclose(t.output(torch.zeros(3, 1)), [110, 110, 110])
