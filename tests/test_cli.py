@@ -112,3 +112,15 @@ def test_bad_spec_names_the_field(tmp_path):
     p.write_text("modalities:\n  - {name: a, kind: omics, source: a.csv}\ntraining: {lr: -1}\n")
     r = runner.invoke(app, ["validate", str(p)])
     assert r.exit_code == 2 and "training.lr" in r.output and str(p) in r.output
+
+
+def test_set_overrides_spec_fields(files, tmp_path):
+    _, spec_path = files
+    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path), "--set",
+                           "training.max_epochs=1", "--set", "fusion.hidden=8"]))
+    import yaml as _yaml
+
+    saved = _yaml.safe_load((tmp_path / "bundle" / "spec.yaml").read_text())
+    assert saved["training"]["max_epochs"] == 1 and saved["fusion"]["hidden"] == 8
+    r = runner.invoke(app, ["fit", str(spec_path), "--set", "training.lr=-3"])
+    assert r.exit_code == 2 and "training.lr" in r.output

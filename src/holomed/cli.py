@@ -25,6 +25,14 @@ SpecArg = Annotated[
     Path | None, typer.Argument(help="spec YAML; default: the embedded SYNTHETIC demo")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="override a spec field: KEY=VALUE, e.g. training.devices=2, "
+        "training.strategy=ddp, training.precision=bf16-mixed (repeatable)",
+    ),
+]
 
 
 def _fail(err: Exception) -> None:
@@ -32,7 +40,19 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _load(spec_path: Path | None):
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _load(spec_path: Path | None, overrides: list[str] | None = None):
     from holomed.cohort import load_cohort
     from holomed.spec import load_spec, parse_spec
     from holomed.synthetic import synthetic_spec_dict
@@ -42,6 +62,10 @@ def _load(spec_path: Path | None):
         console.print("[yellow]Using the embedded SYNTHETIC demo cohort (not clinical data).[/]")
     else:
         spec = load_spec(spec_path)
+    if overrides:
+        from holomed.evaluation.compare import apply_overrides
+
+        spec = apply_overrides(spec, _overrides(overrides))
     with console.status(f"loading cohort {spec.dataset!r} ..."):
         cohort = load_cohort(spec)
     _cohort_table(cohort)
@@ -147,6 +171,7 @@ def compare(
     out: OutOpt = Path("runs/compare"),
     baselines: Annotated[bool, typer.Option(help="classical baselines")] = True,
     ablations: Annotated[bool, typer.Option(help="single-modality and leave-one-out")] = True,
+    set_: SetOpt = None,
 ) -> None:
     """Every strategy + ablations + baselines on the same splits; writes results.json."""
     from holomed.cohort import patient_splits
@@ -155,7 +180,7 @@ def compare(
     from holomed.report.plots import leaderboard_plot
 
     try:
-        spec, cohort = _load(spec_path)
+        spec, cohort = _load(spec_path, set_)
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
         total = count_fits(
@@ -198,6 +223,7 @@ def fit(
     out: OutOpt = Path("runs/fit"),
     fusion: Annotated[str | None, typer.Option(help="strategy (default: the spec's)")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Fit one strategy on the training patients, evaluate on the test patients and save
     a bundle to OUT/bundle."""
@@ -206,7 +232,7 @@ def fit(
     from holomed.model import Model
 
     try:
-        spec, cohort = _load(spec_path)
+        spec, cohort = _load(spec_path, set_)
         tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
         with console.status("training ..."):
             model = Model(spec, fusion=fusion, seed=seed).fit(cohort.subset(tr))
@@ -251,6 +277,7 @@ def robustness(
     fusion: Annotated[str, typer.Option(help="'all' or comma-separated names")] = "all",
     seeds: Annotated[int | None, typer.Option()] = None,
     baselines: Annotated[bool, typer.Option()] = True,
+    set_: SetOpt = None,
 ) -> None:
     """Test metrics with 0/20/40/60/80 % of test patients missing each modality (and
     random modalities); writes robustness.json and robustness.png."""
@@ -258,7 +285,7 @@ def robustness(
     from holomed.report.plots import robustness_plot
 
     try:
-        spec, cohort = _load(spec_path)
+        spec, cohort = _load(spec_path, set_)
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
         total = (len(names) + (3 if baselines else 0)) * n_seeds
@@ -382,13 +409,24 @@ def demo(out: OutOpt = Path("runs/demo")) -> None:
         f"{out / 'data' / 'ground_truth.json'})"
     )
     compare(
-        spec_path, fusion="all", seeds=None, out=out / "compare", baselines=True, ablations=True
+        spec_path,
+        fusion="all",
+        seeds=None,
+        out=out / "compare",
+        baselines=True,
+        ablations=True,
+        set_=None,
     )
     results = json.loads((out / "compare" / "results.json").read_text())
     robustness(
-        spec_path, out=out / "robustness", fusion=results["selected"], seeds=None, baselines=True
+        spec_path,
+        out=out / "robustness",
+        fusion=results["selected"],
+        seeds=None,
+        baselines=True,
+        set_=None,
     )
-    fit(spec_path, out=out / "fit", fusion=results["selected"], seed=None)
+    fit(spec_path, out=out / "fit", fusion=results["selected"], seed=None, set_=None)
 
 
 @datasets_app.command("list")
