@@ -7,7 +7,7 @@ disappears silently. Patients lacking one modality stay in, with ``present=False
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,34 +77,11 @@ class Cohort:
 
     def with_presence(self, present: dict[str, np.ndarray]) -> Cohort:
         """A shallow copy whose masks are replaced (simulated missingness)."""
-        mods = {
-            k: (m.masked(present[k]) if k in present else m) for k, m in self.modalities.items()
-        }
-        return Cohort(
-            self.ids,
-            mods,
-            self.y,
-            self.task,
-            self.classes,
-            self.attributes,
-            self.split,
-            self.excluded,
-            self.name,
-        )
+        mods = {k: m.masked(present[k]) if k in present else m for k, m in self.modalities.items()}
+        return replace(self, modalities=mods)
 
     def select_modalities(self, names: list[str]) -> Cohort:
-        mods = {k: self.modalities[k] for k in names}
-        return Cohort(
-            self.ids,
-            mods,
-            self.y,
-            self.task,
-            self.classes,
-            self.attributes,
-            self.split,
-            self.excluded,
-            self.name,
-        )
+        return replace(self, modalities={k: self.modalities[k] for k in names})
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
