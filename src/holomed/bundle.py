@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from holomed.errors import BundleError
+from holomed.evaluation.calibration import Calibrator
 from holomed.modalities import get_modality
 from holomed.spec import parse_spec
 from holomed.tasks import Task
@@ -75,6 +76,7 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
         "classes": model.classes_,
         "preprocessors": pre_state,
         "history": model.history_,
+        "calibration": model.calibrator_.to_json(),
     }
     (path / "state.json").write_text(json.dumps(state, indent=2))
     card = {
@@ -123,6 +125,7 @@ def load_bundle(path: Path) -> Any:
     model.task_ = Task.from_json(state["task"])
     model.classes_ = state["classes"]
     model.history_ = state.get("history", {})
+    model.calibrator_ = Calibrator.from_json(state.get("calibration"))
     model.net_ = model._build_net()
     net_state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
     try:

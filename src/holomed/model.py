@@ -18,6 +18,7 @@ import torch
 
 from holomed.cohort import Cohort, carve_validation
 from holomed.errors import CohortError
+from holomed.evaluation.calibration import Calibrator
 from holomed.evaluation.metrics import compute_metrics
 from holomed.fusion import get_fusion
 from holomed.modalities import Preprocessor, get_modality
@@ -157,6 +158,10 @@ class Model:
             self.seed_,
             cfg.unimodal_loss_weight,
         )
+        self.calibrator_ = Calibrator("none")
+        if val_c is not None and self.task_.name != "regression":
+            val_logits = self._logits(*self._arrays(val_c))
+            self.calibrator_ = Calibrator(cfg.calibration).fit(val_logits, val_c.y, self.task_.name)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -172,9 +177,16 @@ class Model:
                 outs.append(self.net_(b["x"], b["present"]))
         return torch.cat(outs) if outs else torch.zeros(0, self.task_.n_outputs)
 
-    def predict_proba(self, cohort: Cohort) -> np.ndarray:
-        """Class probabilities (n, K); for regression, predictions (n,)."""
-        return self.task_.output(self._logits(*self._arrays(cohort)))
+    def _output(self, logits: torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        cal = getattr(self, "calibrator_", None)
+        if not calibrated or cal is None:
+            return self.task_.output(logits)
+        return cal.proba(self.task_.output(cal.logits(logits)))
+
+    def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities (n, K), recalibrated on the validation patients unless
+        ``calibrated=False``; for regression, predictions (n,)."""
+        return self._output(self._logits(*self._arrays(cohort)), calibrated)
 
     def predict(self, cohort: Cohort) -> np.ndarray:
         out = self.predict_proba(cohort)
@@ -190,7 +202,7 @@ class Model:
         removed (leave-one-modality-out), and the fusion's modality weights if it has
         them (``attention``, ``late``, ``hybrid`` ...)."""
         x, present = self._arrays(cohort)
-        base = self.task_.output(self._logits(x, present))
+        base = self._output(self._logits(x, present))
         score = base[:, -1] if base.ndim == 2 else base
         fusion = self.net_.fusion
         weights = None if fusion.attention_weights is None else fusion.attention_weights.numpy()
@@ -198,7 +210,7 @@ class Model:
         for name in present:
             p = dict(present)
             p[name] = np.zeros_like(present[name])
-            out = self.task_.output(self._logits(x, p))
+            out = self._output(self._logits(x, p))
             other = out[:, -1] if out.ndim == 2 else out
             d = score - other
             d[~present[name]] = np.nan

@@ -112,6 +112,7 @@ class TrainingSpec(_Strict):
     val_fraction: float = Field(0.2, ge=0, lt=1)
     class_weights: bool = True
     unimodal_loss_weight: float = Field(0.5, ge=0)
+    calibration: Literal["none", "temperature", "isotonic"] = "temperature"
     seed: int = 0
     accelerator: str = "cpu"
     devices: int | str | list[int] = 1
