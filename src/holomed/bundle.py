@@ -63,7 +63,11 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
             tensors[f"pre.{name}.{k}"] = torch.as_tensor(np.ascontiguousarray(a))
     save_file(tensors, str(path / "weights.safetensors"))
     spec = model.spec.model_copy(deep=True)
-    spec.fusion.name = model.fusion_name
+    if spec.fusion.name != model.fusion_name:  # keep only options the saved strategy takes
+        spec.fusion.options = {
+            k: v for k, v in model._fusion_kwargs().items() if k in spec.fusion.options
+        }
+        spec.fusion.name = model.fusion_name
     spec.training.seed = model.seed_
     (path / "spec.yaml").write_text(spec.to_yaml())
     state = {

@@ -114,6 +114,12 @@ class Model:
             kw["kinds"] = {m.name: m.kind for m in self._modality_specs()}
         if self.fusion_name != self.spec.fusion.name:  # strategy-specific options don't carry over
             kw = {k: v for k, v in kw.items() if k in params}
+        if kw.get("groups") is not None:  # hybrid groups: keep the modalities in use
+            used = {m.name for m in self._modality_specs()}
+            unknown = {n for g in kw["groups"] for n in g} - set(self.spec.modality_names)
+            if unknown:
+                raise SpecError(f"fusion.options.groups: unknown modalities {sorted(unknown)}")
+            kw["groups"] = [[n for n in g if n in used] for g in kw["groups"]]
         return kw
 
     def _build_net(self) -> MultimodalNet:

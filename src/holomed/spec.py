@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -30,6 +38,15 @@ class EncoderSpec(_Strict):
 
     name: str = "mlp"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from holomed.encoders import encoder_names
+
+        if v not in encoder_names():
+            raise ValueError(f"unknown encoder {v!r}; expected one of {', '.join(encoder_names())}")
+        return v
 
 
 class ModalitySpec(_Strict):
@@ -54,6 +71,18 @@ class ModalitySpec(_Strict):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str | Path) else v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_known(cls, v: str, info: ValidationInfo) -> str:
+        from holomed.modalities import modality_names
+
+        if v not in modality_names():
+            who = f"modality {info.data['name']!r}: " if "name" in info.data else ""
+            raise ValueError(
+                f"{who}unknown kind {v!r}; expected one of {', '.join(modality_names())}"
+            )
+        return v
 
     @field_validator("name")
     @classmethod
@@ -94,6 +123,16 @@ class FusionSpec(_Strict):
 
     name: str = "joint"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from holomed.fusion import fusion_names
+
+        if v not in fusion_names():
+            raise ValueError(f"unknown fusion {v!r}; expected one of {', '.join(fusion_names())}")
+        return v
+
     hidden: int = Field(64, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     modality_dropout: float = Field(0.0, ge=0, lt=1)
@@ -108,6 +147,7 @@ class TrainingSpec(_Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    l2: float = Field(0.0, ge=0)
     patience: int = Field(15, ge=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
     class_weights: bool = True
@@ -166,14 +206,6 @@ class Spec(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"modality names must be unique; repeated: {dup}")
-        from holomed.modalities import modality_names
-
-        for m in self.modalities:
-            if m.kind not in modality_names():
-                raise ValueError(
-                    f"modality {m.name!r}: unknown kind {m.kind!r}; expected one of "
-                    f"{', '.join(modality_names())}"
-                )
         return self
 
     # -- helpers ---------------------------------------------------------------------

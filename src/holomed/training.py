@@ -97,11 +97,15 @@ class LitMultimodal(L.LightningModule):
         weight_decay: float,
         modality_dropout: float = 0.0,
         unimodal_weight: float = 0.5,
+        l2: float = 0.0,
     ) -> None:
         super().__init__()
         self.net, self.task = net, task
         self.lr, self.weight_decay = lr, weight_decay
         self.p_drop, self.unimodal_weight = modality_dropout, unimodal_weight
+        self.l2 = l2
+        # coupled L2 on weight matrices (not biases / norms), as in penalised regression
+        self._l2_params = [p for n, p in net.named_parameters() if p.dim() >= 2]
 
     def forward(self, x, present):
         return self.net(x, present)
@@ -122,9 +126,11 @@ class LitMultimodal(L.LightningModule):
                 for name, lg in fusion.unimodal_logits.items():
                     rows = fusion.unimodal_present[name]
                     if rows.any():
-                        uni.append(self.task.loss(lg[rows], batch["y"][rows]))
+                        uni.append(self.task.loss(lg[rows], batch["y"][rows], weighted=True))
                 if uni:
                     extras.append(self.unimodal_weight * torch.stack(uni).mean())
+            if self.l2 > 0:
+                extras.append(self.l2 * sum((p**2).sum() for p in self._l2_params))
             if extras:
                 loss = loss + torch.stack(extras).sum()
         return loss
@@ -169,7 +175,9 @@ def train(
 ) -> dict[str, Any]:
     """Fit ``net`` in place; returns a small history (epochs run, best epoch, losses)."""
     L.seed_everything(seed, workers=True, verbose=False)
-    lit = LitMultimodal(net, task, cfg.lr, cfg.weight_decay, modality_dropout, unimodal_weight)
+    lit = LitMultimodal(
+        net, task, cfg.lr, cfg.weight_decay, modality_dropout, unimodal_weight, cfg.l2
+    )
     best = BestWeights()
     callbacks: list[L.Callback] = [best]
     has_val = val_ds is not None and len(val_ds) > 0

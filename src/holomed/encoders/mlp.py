@@ -11,7 +11,8 @@ from holomed.encoders.base import Encoded, mlp, register_encoder
 
 
 class MLPEncoder(nn.Module):
-    """``(B, in_dim) -> (B, out_dim)``; ``input_dropout`` drops input features."""
+    """``(B, in_dim) -> (B, out_dim)``; ``input_dropout`` drops input features;
+    ``last_activation=False`` leaves the embedding linear (no norm/GELU/dropout)."""
 
     def __init__(
         self,
@@ -20,12 +21,13 @@ class MLPEncoder(nn.Module):
         out_dim: int = 64,
         dropout: float = 0.3,
         input_dropout: float = 0.0,
+        last_activation: bool = True,
     ) -> None:
         super().__init__()
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         self.out_dim = out_dim
         self.input_dropout = nn.Dropout(input_dropout)
-        self.net = mlp([in_dim, *hidden, out_dim], dropout)
+        self.net = mlp([in_dim, *hidden, out_dim], dropout, last_activation)
 
     def forward(self, x: torch.Tensor) -> Encoded:
         return Encoded(self.net(self.input_dropout(x)))

@@ -39,11 +39,10 @@ class HybridFusion(Fusion):
                 groups = [[n] for n in self.names] + (
                     [list(self.names)] if len(self.names) > 1 else []
                 )
-        groups = [[n for n in g if n in dims] for g in groups]
-        groups = [g for g in groups if g]
-        unknown = {n for g in groups for n in g} ^ set(self.names)
-        if unknown - set(self.names):
+        unknown = {n for g in groups for n in g} - set(self.names)
+        if unknown:
             raise ValueError(f"hybrid groups name unknown modalities {sorted(unknown)}")
+        groups = [list(g) for g in groups if g]
         grouped = {n for g in groups for n in g}
         groups += [[n] for n in self.names if n not in grouped]
         if combine not in ("mean", "weighted"):

@@ -1,7 +1,8 @@
 """``late`` (decision level): one predictor per modality, combined over the present
-ones by ``combine``: ``mean`` of logits, ``weighted`` (learned weights, renormalised
-over present modalities), ``uncertainty`` (each predictor also estimates its own
-log-variance; per-patient weights = softmax(-log-variance) over present modalities) or
+ones by ``combine``: ``mean`` of logits, ``prob_mean`` (mean of probabilities),
+``weighted`` (learned weights, renormalised over present modalities), ``uncertainty``
+(each predictor also estimates its own log-variance; per-patient weights =
+softmax(-log-variance) over present modalities) or
 ``stacking`` (a linear model on the per-modality logits and presence indicators).
 Each predictor is also trained on its own (``unimodal_logits``). A patient with no
 modality gets the learned prior (the bias)."""
@@ -14,7 +15,7 @@ import torch.nn as nn
 from holomed.encoders.base import mlp
 from holomed.fusion.base import Fusion, masked, presence_matrix, register_fusion
 
-COMBINES = ("mean", "weighted", "uncertainty", "stacking")
+COMBINES = ("mean", "prob_mean", "weighted", "uncertainty", "stacking")
 
 
 def combine_logits(
@@ -86,5 +87,20 @@ class LateFusion(Fusion):
             weights = self.scores.expand_as(pres)
         elif self.combine == "uncertainty":
             weights = -torch.stack([outs[n][:, -1] for n in self.names], 1)
+        if self.combine == "prob_mean":
+            return self._prob_mean(logits, pres)
         out, self.attention_weights = combine_logits(logits, pres, weights, self.prior)
         return out
+
+    def _prob_mean(self, logits: torch.Tensor, pres: torch.Tensor) -> torch.Tensor:
+        """Logits whose probabilities are the mean of the present modalities' ones."""
+        _, w = combine_logits(logits, pres, None, self.prior)
+        self.attention_weights = w
+        if self.n_outputs == 1:
+            p = (w.unsqueeze(-1) * torch.sigmoid(logits)).sum(1).clamp(1e-6, 1 - 1e-6)
+            out = torch.log(p) - torch.log1p(-p)
+        else:
+            p = (w.unsqueeze(-1) * torch.softmax(logits, -1)).sum(1).clamp_min(1e-9)
+            out = torch.log(p)
+        none = pres.sum(1, keepdim=True) == 0
+        return torch.where(none, self.prior.expand_as(out), out)

@@ -155,6 +155,16 @@ def to_numeric(df: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame
     return out
 
 
+def category_text(v: Any) -> Any:
+    """One spelling per category: 1, 1.0 and ' 1' all become '1' (a file with a gap
+    reads integer codes as floats); missing stays missing."""
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return pd.NA
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
 def drop_nonfinite_rows(
     values: pd.DataFrame, numeric: list[str], modality: str, where: str
 ) -> tuple[pd.DataFrame, list[dict]]:

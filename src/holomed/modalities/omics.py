@@ -137,7 +137,11 @@ class OmicsPreprocessor(Preprocessor):
             raise ValueError(
                 f"omics input lacks {len(missing)} fitted features, e.g. {missing[:3]}"
             )
-        x = self._base(df[self.columns_])
+        out = np.full((len(df), len(self.feature_names_out_)), np.nan, np.float32)
+        rows = np.asarray(data.present, bool)
+        if not rows.any():
+            return out
+        x = self._base(df[self.columns_][rows])  # absent rows are never read
         z = (np.where(np.isnan(x), self.mean_, x) - self.mean_) / self.sd_
         if self.reduce == "pca":
             z = (z - self.arrays_["pca_mean"]) @ self.arrays_["pca_components"].T
@@ -148,8 +152,7 @@ class OmicsPreprocessor(Preprocessor):
             enc.load_state_dict({k[3:]: torch.as_tensor(v) for k, v in self.arrays_.items()})
             with torch.no_grad():
                 z = enc(torch.as_tensor(z, dtype=torch.float32)).numpy()
-        out = np.asarray(z, dtype=np.float32)
-        out[~data.present] = np.nan
+        out[rows] = z
         return out
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

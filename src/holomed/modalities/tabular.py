@@ -19,6 +19,7 @@ from holomed.modalities.base import (
     ModalityData,
     ModalityKind,
     Preprocessor,
+    category_text,
     drop_nonfinite_rows,
     read_sources,
     register_modality,
@@ -52,7 +53,7 @@ def check_tabular(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFram
     num, cat = _split_columns(df, list(mspec.categorical))
     df = to_numeric(df, num, where)
     for c in cat:
-        df[c] = df[c].astype("string")
+        df[c] = df[c].map(category_text).astype("string")
     return drop_nonfinite_rows(df, num, mspec.name, where)
 
 
@@ -120,7 +121,7 @@ class TabularPreprocessor(Preprocessor):
             idx = [self.numeric_.index(c) for c in self.indicator_cols_]
             parts.append(nan[:, idx].astype(float))
         for c in self.categorical_:
-            s = df[c].astype("string")
+            s = df[c].map(category_text).astype("string")
             parts.append(
                 np.stack([(s == v).fillna(False).to_numpy(bool) for v in self.categories_[c]], 1)
                 if self.categories_[c]
