@@ -228,46 +228,108 @@ def fit(
     """Fit one strategy on the training patients, evaluate on the test patients and save
     a bundle to OUT/bundle."""
     from holomed.cohort import patient_splits
-    from holomed.evaluation.metrics import summarise
+    from holomed.evaluation.trust import assess
     from holomed.model import Model
 
     try:
         spec, cohort = _load(spec_path, set_)
         tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
+        train = cohort.subset(tr)
         with console.status("training ..."):
-            model = Model(spec, fusion=fusion, seed=seed).fit(cohort.subset(tr))
+            model = Model(spec, fusion=fusion, seed=seed).fit(train)
         test = cohort.subset(te)
-        out_p = model.predict_proba(test)
-        metrics = summarise(cohort.task, test.y, [out_p], spec.evaluation.n_bootstrap)
+        with console.status(
+            "assessing on test patients (metrics, calibration, explanations, subgroups) ..."
+        ):
+            trust = assess(model, test, spec, train)
+        res = fit_results(spec, cohort, model, len(tr), len(te), trust)
         card = {
-            "metrics_test": {k: {"value": v["mean"], "ci": v["ci"]} for k, v in metrics.items()},
+            "metrics_test": {
+                k: {"value": v["mean"], "ci": v["ci"]} for k, v in trust["metrics"].items()
+            },
             "data": cohort.summary(),
             "excluded": len(cohort.excluded),
             "n_train": int(len(tr)),
             "n_test": int(len(te)),
+            "calibration": {k: trust["calibration"][k] for k in ("method", "temperature")}
+            if "calibration" in trust
+            else None,
+            "limitations": res["limitations"],
         }
         model.save(out / "bundle", card=card)
     except Exception as err:  # noqa: BLE001
         if os.environ.get("HOLOMED_DEBUG"):
             raise
         _fail(err)
-    res = {
-        "dataset": spec.dataset,
-        "fusion": model.fusion_name,
-        "seed": model.seed_,
-        "metrics": metrics,
-        "fit_seconds": model.fit_seconds_,
-        "history": model.history_,
-        "excluded": cohort.excluded,
-    }
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
-    t = Table(title=f"{model.fusion_name} on {len(te)} test patients (95% bootstrap CI)")
+    metrics = trust["metrics"]
+    t = Table(
+        title=f"{model.fusion_name} on {len(te)} test patients (95% bootstrap CI)"
+        + ("  [SYNTHETIC DATA]" if res["synthetic"] else "")
+    )
     t.add_column("metric")
     t.add_column("value")
     for k, v in metrics.items():
         t.add_row(k, f"{v['mean']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
     console.print(t)
-    console.print(f"bundle: {out / 'bundle'}  ({model.fit_seconds_:.1f} s)")
+    if "contributions" in trust:
+        c = trust["contributions"]
+        console.print(
+            "modality Shapley ("
+            + c["metric"]
+            + "): "
+            + ", ".join(f"{k} {v:+.3f}" for k, v in c["global"].items())
+        )
+    console.print(
+        f"bundle: {out / 'bundle'}  ({model.fit_seconds_:.1f} s); results: {out / 'results.json'}"
+    )
+    _report(out)
+
+
+def fit_results(spec, cohort, model, n_train: int, n_test: int, trust: dict) -> dict[str, Any]:
+    from holomed.bundle import versions
+    from holomed.datasets import DATASETS
+    from holomed.evaluation.compare import _count_reasons
+
+    synthetic = bool(
+        (spec.dataset in DATASETS and DATASETS.get(spec.dataset).synthetic)
+        or spec.dataset.startswith("synthetic")
+    )
+    limitations = list(spec.evaluation_notes) if hasattr(spec, "evaluation_notes") else []
+    if synthetic:
+        limitations.append("SYNTHETIC data: a check of the method, not a clinical result.")
+    if spec.description:
+        limitations.append(spec.description)
+    return {
+        "kind": "fit",
+        "dataset": spec.dataset,
+        "synthetic": synthetic,
+        "task": cohort.task,
+        "classes": cohort.classes,
+        "fusion": model.fusion_name,
+        "seed": model.seed_,
+        "n_train": n_train,
+        "n_test": n_test,
+        "cohort": cohort.summary(),
+        "excluded": cohort.excluded,
+        "excluded_summary": _count_reasons(cohort.excluded),
+        "fit_seconds": model.fit_seconds_,
+        "history": model.history_,
+        "intended_use": "Research use only; not a medical device.",
+        "limitations": limitations,
+        "versions": versions(),
+        "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
+        **trust,
+    }
+
+
+def _report(run_dir: Path) -> None:
+    try:
+        from holomed.report.html import render_report
+    except ImportError:
+        return
+    path = render_report(run_dir)
+    console.print(f"report: {path}")
 
 
 @app.command()

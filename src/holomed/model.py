@@ -114,6 +114,19 @@ class Model:
             kw["kinds"] = {m.name: m.kind for m in self._modality_specs()}
         if self.fusion_name != self.spec.fusion.name:  # strategy-specific options don't carry over
             kw = {k: v for k, v in kw.items() if k in params}
+        used_names = {m.name for m in self._modality_specs()}
+        for key in ("guide", "order"):  # guided / gradual: names must exist in the spec
+            if kw.get(key) is None:
+                continue
+            named = [kw[key]] if isinstance(kw[key], str) else list(kw[key])
+            unknown = set(named) - set(self.spec.modality_names)
+            if unknown:
+                raise SpecError(
+                    f"fusion.options.{key}: unknown modalities {sorted(unknown)}; "
+                    f"expected among {self.spec.modality_names}"
+                )
+            kept = [n for n in named if n in used_names]  # ablations may remove some
+            kw[key] = (kept[0] if kept else None) if isinstance(kw[key], str) else kept
         if kw.get("groups") is not None:  # hybrid groups: keep the modalities in use
             used = {m.name for m in self._modality_specs()}
             unknown = {n for g in kw["groups"] for n in g} - set(self.spec.modality_names)
@@ -164,6 +177,7 @@ class Model:
             self.seed_,
             cfg.unimodal_loss_weight,
         )
+        self.val_ids_ = [] if val_c is None else val_c.ids.tolist()
         self.calibrator_ = Calibrator("none")
         if val_c is not None and self.task_.name != "regression":
             val_logits = self._logits(*self._arrays(val_c))

@@ -172,6 +172,10 @@ class EvaluationSpec(_Strict):
     ablations: bool = True
     missing_rates: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8])
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    explain: bool = True
+    attribute_bins: dict[str, list[float]] = Field(default_factory=dict)
+    min_group: int = Field(20, ge=1)
+    mitigation: Literal["none", "threshold"] = "none"
 
     @field_validator("missing_rates")
     @classmethod

@@ -6,7 +6,7 @@ Modalities: ``clinical`` (tabular: age, sex, site, 5 labs, some values missing),
 ``expression`` and ``methylation`` (omics) and ``noise`` (omics, no signal). The
 label's log-odds are
 
-    1.0 * clinical_signal + 2.0 * expression_signal + 1.2 * methylation_signal
+    1.0 * clinical_signal + 3.0 * expression_signal + 1.5 * methylation_signal
     + interaction * expression[g_int] * methylation[cg_int]
 
 where each ``*_signal`` is a scaled sum (sd 1) of a few features of that modality and the last
@@ -55,7 +55,7 @@ def make_synthetic(
     clin_sig = 0.8 * labs[:, 0] + 0.6 * (age - 62) / 12  # sd 1
     expr_sig = expr[:, :4].sum(1) / 2  # sd 1
     meth_sig = meth[:, :3].sum(1) / np.sqrt(3)  # sd 1
-    logit = 1.0 * clin_sig + 2.0 * expr_sig + 1.2 * meth_sig
+    logit = 1.0 * clin_sig + 3.0 * expr_sig + 1.5 * meth_sig
     inter = expr[:, 5] * meth[:, 5]
     logit = interaction * inter * 1.5 if interaction_only else logit + interaction * inter
     logit = logit + rng.normal(scale=0.3, size=n)

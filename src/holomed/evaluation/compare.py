@@ -23,6 +23,8 @@ from holomed.cohort import Cohort, inner_folds, patient_splits
 from holomed.evaluation.baselines import BASELINES, ClassicalBaseline
 from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics, metric_names, summarise
 from holomed.evaluation.resources import Measure
+from holomed.evaluation.trust import curves
+from holomed.explain.modality import modality_shapley
 from holomed.model import Model
 from holomed.spec import Spec, parse_spec
 
@@ -105,6 +107,8 @@ def compare(
     outputs: dict[str, list[np.ndarray]] = {}
     meta: dict[str, dict[str, Any]] = {}
     selection_log = []
+    contributions: dict[str, dict[str, Any]] = {}
+    names_all = spec.modality_names
 
     def record(
         name: str,
@@ -149,6 +153,12 @@ def compare(
                 for s in range(seeds):
                     m = Model(fspec, fusion=f, seed=s).fit(train)
                     record(f, "fusion", s, te, m.predict_proba(test), m.fit_seconds_, chosen[f])
+                    if s == 0 and fold == 0 and ev.explain and len(names_all) > 1:
+                        c = modality_shapley(m, test)
+                        contributions[f] = {
+                            k: c[k]
+                            for k in ("metric", "global", "global_loo", "value_all", "value_none")
+                        }
                     tick(f"fit {f} seed {s}")
             meta[f]["peak_rss_mb"] = max(meta[f]["peak_rss_mb"], mem.peak_rss_mb)
         # 3. ablations with the selected strategy and its parameters
@@ -203,6 +213,8 @@ def compare(
         final_outputs[name] = outs
         entries[name] = {
             "group": meta[name]["group"],
+            "curves": curves(y, outs[0]) if task != "regression" else {},
+            "contributions": contributions.get(name),
             "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed),
             "fit_seconds": float(np.mean(meta[name]["fit_seconds"])),
             "fit_seconds_total": float(np.sum(meta[name]["fit_seconds"])),
@@ -223,6 +235,7 @@ def compare(
 
     synthetic = spec.dataset in DATASETS and DATASETS.get(spec.dataset).synthetic
     results = {
+        "kind": "compare",
         "dataset": spec.dataset,
         "synthetic": bool(synthetic or spec.dataset.startswith("synthetic")),
         "task": task,

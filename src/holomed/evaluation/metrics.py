@@ -7,6 +7,7 @@ top-class probability over 10 equal-width bins.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -88,7 +89,7 @@ def _binary(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
         "f1_macro": 0.5 * (f1_pos + f1_neg),
         "f1_weighted": w1 * f1_pos + (1 - w1) * f1_neg,
         "auroc": _auroc(y, p),
-        "auprc": _average_precision(y, p),
+        "auprc": float("nan") if one_class else _average_precision(y, p),
         "brier": float(((p - y) ** 2).mean()),
         "ece": ece(y, out),
     }
@@ -107,6 +108,12 @@ def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, floa
             "rmse": float(np.sqrt((err**2).mean())),
             "r2": float(r2),
         }
+    with warnings.catch_warnings():  # bootstrap resamples may lack a class
+        warnings.simplefilter("ignore", UserWarning)
+        return _multiclass(y, out)
+
+
+def _multiclass(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
     k = out.shape[1]
     pred = out.argmax(1)
     one_class = len(np.unique(y)) < 2

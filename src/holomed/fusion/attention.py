@@ -2,7 +2,7 @@
 summary token pass through self-attention with a padding mask for absent modalities.
 The summary token's attention over modalities, averaged over heads and layers, is the
 per-patient modality weight ``attention_weights`` (B, M), rows summing to 1 over the
-present modalities."""
+present modalities (over all modalities when an imputation fills the absent ones)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,11 @@ class GradualFusion(Fusion):
         order: list[str] | None = None,
     ):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
+        unknown = [n for n in (order or []) if n not in dims]
+        if unknown:
+            raise ValueError(
+                f"gradual: order names unknown modalities {unknown}; expected among {self.names}"
+            )
         order = [n for n in (order or []) if n in dims] + [
             n for n in dims if n not in (order or [])
         ]

@@ -37,7 +37,11 @@ class GuidedFusion(Fusion):
         super().__init__(dims, n_outputs, hidden, dropout, imputation)
         if mode not in ("film", "cross_attention"):
             raise ValueError(f"guided mode must be 'film' or 'cross_attention'; got {mode!r}")
-        self.guide = guide if guide in dims else self.names[0]
+        if guide is not None and guide not in dims:
+            raise ValueError(
+                f"guided: guide {guide!r} is not a modality; expected one of {self.names}"
+            )
+        self.guide = guide if guide is not None else self.names[0]
         self.mode = mode
         self.targets = [n for n in self.names if n != self.guide]
         self.imputer = Imputer(dims, imputation, hidden)

@@ -1,0 +1,140 @@
+"""Everything a clinician asks of one trained model on its test patients, as plain
+JSON: metrics with CIs (calibrated and not), ROC/PR curves, calibration before/after,
+modality contributions (Shapley + leave-one-out), attention read-out, top features per
+modality, a deletion curve, and the subgroup audit. Reports render this; they never
+recompute it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from holomed.cohort import Cohort
+from holomed.evaluation.calibration import reliability
+from holomed.evaluation.metrics import summarise
+from holomed.spec import Spec
+
+
+def curves(y: np.ndarray, proba: np.ndarray, max_points: int = 200) -> dict[str, Any]:
+    """ROC and precision-recall points (binary), thinned to ``max_points``."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if proba.ndim != 2 or proba.shape[1] != 2 or len(np.unique(y)) < 2:
+        return {}
+    fpr, tpr, _ = roc_curve(y, proba[:, 1])
+    prec, rec, _ = precision_recall_curve(y, proba[:, 1])
+
+    def thin(*arrs):
+        idx = np.unique(np.linspace(0, len(arrs[0]) - 1, min(max_points, len(arrs[0]))).astype(int))
+        return [np.asarray(a)[idx].round(5).tolist() for a in arrs]
+
+    f, t = thin(fpr, tpr)
+    r, p = thin(rec, prec)
+    return {"roc": {"fpr": f, "tpr": t}, "pr": {"recall": r, "precision": p}}
+
+
+def attention_readout(model: Any, cohort: Cohort, n_examples: int = 5) -> dict[str, Any] | None:
+    """Per-patient modality weights of fusions that expose them (attention, late,
+    hybrid, ...): their mean over patients and a few example patients."""
+    x, present = model._arrays(cohort)
+    model._logits(x, present)
+    w = model.net_.fusion.attention_weights
+    if w is None:
+        return None
+    w = w.detach().numpy()
+    names = getattr(model.net_.fusion, "group_names", list(present))
+    return {
+        "names": names,
+        "mean": w.mean(0).round(4).tolist(),
+        "examples": [
+            {"id": str(cohort.ids[i]), "weights": w[i].round(4).tolist()}
+            for i in range(min(n_examples, len(w)))
+        ],
+    }
+
+
+def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) -> dict[str, Any]:
+    """The trust sections of a fit run (see module doc)."""
+    ev = spec.evaluation
+    t0 = time.perf_counter()
+    task = test.task
+    proba = model.predict_proba(test)
+    raw = model.predict_proba(test, calibrated=False)
+    out: dict[str, Any] = {
+        "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed),
+        "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, spec.training.seed),
+    }
+    if task != "regression":
+        from holomed.evaluation.metrics import compute_metrics
+
+        before, after = compute_metrics(task, test.y, raw), compute_metrics(task, test.y, proba)
+        out["calibration"] = {
+            **model.calibrator_.to_json(),
+            "fitted_on": f"{len(model.val_ids_)} validation patients carved from training",
+            "before": {
+                "ece": before["ece"],
+                "brier": before["brier"],
+                "reliability": reliability(test.y, raw),
+            },
+            "after": {
+                "ece": after["ece"],
+                "brier": after["brier"],
+                "reliability": reliability(test.y, proba),
+            },
+        }
+        out["curves"] = curves(test.y, proba)
+        out["predictions"] = {
+            "ids": test.ids.tolist(),
+            "y": test.y.tolist(),
+            "score": (proba[:, 1] if proba.shape[1] == 2 else proba.max(1)).round(5).tolist(),
+        }
+    if ev.explain:
+        from holomed.explain.features import deletion_curve, integrated_gradients, top_features
+        from holomed.explain.modality import modality_shapley
+
+        t1 = time.perf_counter()
+        contrib = modality_shapley(model, test)
+        out["contributions"] = contrib
+        out["attention"] = attention_readout(model, test)
+        attr = integrated_gradients(model, test)
+        names = {k: p.feature_names_out_ for k, p in model.preprocessors_.items()}
+        out["features"] = {
+            "method": "integrated gradients (captum), baseline = training mean",
+            "top": top_features(attr, names),
+        }
+        out["explain_seconds"] = round(time.perf_counter() - t1, 2)
+        if task != "regression":
+            out["deletion_curve"] = deletion_curve(model, test, attr)
+    if spec.attributes and test.attributes is not None and task == "binary":
+        from holomed.fairness import audit, mitigate_thresholds
+
+        score = proba[:, 1]
+        out["fairness"] = audit(
+            test.y,
+            score,
+            test.attributes,
+            ev.attribute_bins,
+            n_boot=min(ev.n_bootstrap, 200),
+            min_group=ev.min_group,
+            seed=spec.training.seed,
+        )
+        if ev.mitigation == "threshold" and train is not None and model.val_ids_:
+            val = train.subset(np.asarray(model.val_ids_))
+            sv = model.predict_proba(val)[:, 1]
+            out["fairness"]["mitigation"] = {
+                attr: mitigate_thresholds(
+                    val.y,
+                    sv,
+                    val.attributes[attr].astype(str).to_numpy(),
+                    test.y,
+                    score,
+                    test.attributes[attr].astype(str).to_numpy(),
+                    seed=spec.training.seed,
+                )
+                for attr in test.attributes.columns
+                if attr not in ev.attribute_bins
+            }
+    out["assess_seconds"] = round(time.perf_counter() - t0, 2)
+    return out
