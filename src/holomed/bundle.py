@@ -63,9 +63,10 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
             tensors[f"pre.{name}.{k}"] = torch.as_tensor(np.ascontiguousarray(a))
     save_file(tensors, str(path / "weights.safetensors"))
     spec = model.spec.model_copy(deep=True)
-    if spec.fusion.name != model.fusion_name:  # keep only options the saved strategy takes
+    if spec.fusion.name != model.fusion_name:  # the saved strategy's own options, unprefixed
+        used = model._fusion_kwargs()
         spec.fusion.options = {
-            k: v for k, v in model._fusion_kwargs().items() if k in spec.fusion.options
+            k: used[k] for k in used if k not in ("hidden", "dropout", "imputation", "kinds")
         }
         spec.fusion.name = model.fusion_name
     spec.training.seed = model.seed_

@@ -52,6 +52,16 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _sources(items: list[str]) -> dict[str, list[str]]:
+    sources: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--input {item!r}: expected MODALITY=FILE")
+        name, path = item.split("=", 1)
+        sources.setdefault(name.strip(), []).append(path)
+    return sources
+
+
 def _load(spec_path: Path | None, overrides: list[str] | None = None):
     from holomed.cohort import load_cohort
     from holomed.spec import load_spec, parse_spec
@@ -211,6 +221,7 @@ def compare(
     _write_predictions(out / "predictions.csv", results, outputs)
     leaderboard_plot(results, out / "leaderboard.png")
     console.print(leaderboard(results))
+    _report(out)
     console.print(
         f"wrote {out / 'results.json'}, {out / 'predictions.csv'}, {out / 'leaderboard.png'}"
         f" in {results['total_seconds']:.0f} s"
@@ -402,13 +413,7 @@ def predict(
 
     try:
         model = load(bundle)
-        sources: dict[str, list[str]] = {}
-        for item in input:
-            if "=" not in item:
-                raise ValueError(f"--input {item!r}: expected MODALITY=FILE")
-            name, path = item.split("=", 1)
-            sources.setdefault(name.strip(), []).append(path)
-        cohort = unlabelled_cohort(model.spec, sources)
+        cohort = unlabelled_cohort(model.spec, _sources(input))
         proba = model.predict_proba(cohort)
     except Exception as err:  # noqa: BLE001
         if os.environ.get("HOLOMED_DEBUG"):
@@ -432,6 +437,71 @@ def predict(
         )
         for e in cohort.excluded[:10]:
             console.print(f"  {e['id']}: {e['reason']}")
+
+
+@app.command()
+def explain(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
+    input: Annotated[list[str], typer.Option("--input", "-i", help="MODALITY=FILE, repeatable")],
+    out: OutOpt = Path("runs/explain"),
+) -> None:
+    """Explain new patients: per-patient modality Shapley values and leave-one-out
+    deltas, the fusion's modality weights, and top features per modality."""
+    import pandas as pd
+
+    from holomed.cohort import unlabelled_cohort
+    from holomed.evaluation.trust import attention_readout
+    from holomed.explain.features import integrated_gradients, top_features
+    from holomed.explain.modality import modality_shapley
+    from holomed.model import load
+
+    try:
+        model = load(bundle)
+        cohort = unlabelled_cohort(model.spec, _sources(input))
+        contrib = modality_shapley(model, cohort)
+        attr = integrated_gradients(model, cohort)
+        names = {k: p.feature_names_out_ for k, p in model.preprocessors_.items()}
+        res = {
+            "kind": "explain",
+            "bundle": str(bundle),
+            "fusion": model.fusion_name,
+            "n_patients": len(cohort),
+            "contributions": contrib,
+            "attention": attention_readout(model, cohort, n_examples=len(cohort)),
+            "features": {
+                "method": "integrated gradients (captum)",
+                "top": top_features(attr, names),
+            },
+            "excluded": cohort.excluded,
+        }
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("HOLOMED_DEBUG"):
+            raise
+        _fail(err)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explanations.json").write_text(json.dumps(res, indent=1, default=float))
+    table = pd.DataFrame(
+        {
+            "id": cohort.ids,
+            "score": contrib["patient_score"],
+            "score_without_any_modality": contrib["patient_base"],
+            **{f"shapley_{m}": contrib["patient"][m] for m in contrib["modalities"]},
+            **{f"loo_{m}": contrib["patient_loo"][m] for m in contrib["modalities"]},
+        }
+    )
+    table.to_csv(out / "contributions.csv", index=False)
+    console.print(
+        f"{len(cohort)} patients explained -> {out / 'explanations.json'}, "
+        f"{out / 'contributions.csv'}"
+    )
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with results.json")]) -> None:
+    """Render RUN_DIR/report.html from the run's JSON results (never recomputed)."""
+    if not (run_dir / "results.json").exists():
+        _fail(FileNotFoundError(f"{run_dir / 'results.json'} not found"))
+    _report(run_dir)
 
 
 @app.command()

@@ -107,13 +107,16 @@ class Model:
 
     def _fusion_kwargs(self) -> dict[str, Any]:
         f = self.spec.fusion
-        kw = {"hidden": f.hidden, "dropout": f.dropout, "imputation": f.imputation, **f.options}
+        kw = {"hidden": f.hidden, "dropout": f.dropout, "imputation": f.imputation}
+        # plain options belong to the spec's strategy; 'NAME.option' to strategy NAME
+        if self.fusion_name == f.name:
+            kw.update({k: v for k, v in f.options.items() if "." not in k})
+        prefix = self.fusion_name + "."
+        kw.update({k[len(prefix) :]: v for k, v in f.options.items() if k.startswith(prefix)})
         fcls = get_fusion(self.fusion_name)
         params = inspect.signature(fcls.__init__).parameters
         if "kinds" in params and "kinds" not in kw:
             kw["kinds"] = {m.name: m.kind for m in self._modality_specs()}
-        if self.fusion_name != self.spec.fusion.name:  # strategy-specific options don't carry over
-            kw = {k: v for k, v in kw.items() if k in params}
         used_names = {m.name for m in self._modality_specs()}
         for key in ("guide", "order"):  # guided / gradual: names must exist in the spec
             if kw.get(key) is None:

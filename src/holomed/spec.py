@@ -119,7 +119,11 @@ class SplitSpec(_Strict):
 
 
 class FusionSpec(_Strict):
-    """Fusion strategy by registry name, its options, and missing-modality handling."""
+    """Fusion strategy by registry name, its options, and missing-modality handling.
+
+    Plain ``options`` go to the strategy named here; ``NAME.option`` keys go to strategy
+    NAME whenever it runs (e.g. in ``holomed compare --fusion all``):
+    ``options: {head_layers: 0, hybrid.combine: weighted, attention.heads: 2}``."""
 
     name: str = "joint"
     options: dict[str, Any] = Field(default_factory=dict)
@@ -131,6 +135,16 @@ class FusionSpec(_Strict):
 
         if v not in fusion_names():
             raise ValueError(f"unknown fusion {v!r}; expected one of {', '.join(fusion_names())}")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _prefixes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from holomed.fusion import fusion_names
+
+        for k in v:
+            if "." in k and k.split(".", 1)[0] not in fusion_names():
+                raise ValueError(f"option {k!r} names unknown fusion {k.split('.', 1)[0]!r}")
         return v
 
     hidden: int = Field(64, ge=1)

@@ -1,0 +1,1198 @@
+"""One self-contained HTML report per run, rendered from the run's JSON files only.
+
+``render_report(run_dir)`` reads ``results.json`` (``"kind": "fit"`` for one trained
+model, ``"compare"`` or no kind for a leaderboard) and, when present,
+``robustness.json`` from the same folder, and writes ``run_dir/report.html``. Nothing
+is recomputed: every number and curve on the page is read from those files.
+
+The page needs nothing from the network: figures are matplotlib PNGs inlined as
+base64 ``data:`` URLs, the style sheet and a few lines of script are inline, and a
+Content-Security-Policy forbids loading anything else. The script only records, for
+automated checks, whether every figure decoded and whether a script error occurred
+(``<body data-ok="1">``). Sections whose keys are absent (regression runs have no
+curves or calibration; runs without attributes have no subgroup audit) are left out.
+All text from the JSON is HTML-escaped; at most a handful of (pseudonymous) patient
+ids appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+__all__ = ["render_report", "render_html"]
+
+REPORT_NAME = "report.html"
+MAX_EXAMPLE_PATIENTS = 4  # per-patient contribution examples shown
+MAX_CURVE_ENTRIES = 8  # leaderboard entries drawn on the ROC/PR figure
+TOP_FEATURES_SHOWN = 10
+
+LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "mse"}
+KEY_METRICS = ("auroc", "auprc", "balanced_accuracy", "f1_macro", "brier", "ece")
+KEY_METRICS_REGRESSION = ("rmse", "mae", "r2", "pearson", "spearman")
+METRIC_LABELS = {
+    "auroc": "AUROC",
+    "auprc": "AUPRC",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "f1": "F1",
+    "f1_macro": "F1 (macro)",
+    "f1_weighted": "F1 (weighted)",
+    "brier": "Brier",
+    "ece": "ECE",
+    "log_loss": "log loss",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "mse": "MSE",
+    "r2": "R²",
+    "tpr": "TPR",
+    "fpr": "FPR",
+    "ppv": "PPV",
+    "calibration_gap": "calibration gap",
+    "prevalence": "prevalence",
+}
+GROUP_COLOURS = {
+    "fusion": "#1f77b4",
+    "single": "#2ca02c",
+    "without": "#9467bd",
+    "baseline": "#7f7f7f",
+}
+SELECTION_LABELS = {"cv-on-train": "cross-validation on the training patients"}
+SHAPLEY_COLOUR, LOO_COLOUR = "#1f77b4", "#ff7f0e"
+
+
+def render_report(run_dir: Path | str) -> Path:
+    """Render ``run_dir/report.html`` from ``run_dir/results.json`` (and
+    ``run_dir/robustness.json`` when present); returns the path written."""
+    run_dir = Path(run_dir)
+    res_path, rob_path = run_dir / "results.json", run_dir / "robustness.json"
+    if not res_path.exists() and not rob_path.exists():
+        raise FileNotFoundError(
+            f"{run_dir}: no results.json or robustness.json to render; "
+            "run `holomed fit`, `holomed compare` or `holomed robustness` with --out there"
+        )
+    results = _load_json(res_path) if res_path.exists() else None
+    robustness = _load_json(rob_path) if rob_path.exists() else None
+    out = run_dir / REPORT_NAME
+    out.write_text(render_html(results, robustness), encoding="utf-8")
+    return out
+
+
+def render_html(results: dict[str, Any] | None, robustness: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string (see module doc); ``results`` is the parsed
+    ``results.json`` (``None`` when only a robustness run exists)."""
+    res = dict(results or {})
+    if not res and robustness:
+        res = {k: robustness[k] for k in ("dataset", "task", "synthetic") if k in robustness}
+        res["kind"] = "robustness"
+    kind = res.get("kind") or "compare"
+    builders: list[tuple[str, str, Callable[[], str | None]]] = [
+        ("summary", "Summary", lambda: _summary(res, kind)),
+        ("cohort", "Cohort", lambda: _cohort(res)),
+    ]
+    if kind == "compare":
+        builders.append(("leaderboard", "Leaderboard", lambda: _leaderboard(res)))
+    elif kind == "fit":
+        builders.append(("performance", "Performance", lambda: _performance(res)))
+    builders += [
+        ("curves", "ROC and precision-recall curves", lambda: _curves(res, kind)),
+        ("calibration", "Calibration", lambda: _calibration(res)),
+        ("robustness", "Missing-modality robustness", lambda: _robustness(robustness, res)),
+        ("contributions", "Modality contributions", lambda: _contributions(res, kind)),
+        ("features", "Top features per modality", lambda: _features(res)),
+        ("subgroups", "Subgroup audit", lambda: _subgroups(res)),
+        ("model-card", "Model card", lambda: _model_card(res, kind)),
+    ]
+    sections = []
+    for sid, title, build in builders:
+        try:
+            body = build()
+        except Exception as err:  # noqa: BLE001 - one malformed section must not hide the rest
+            warnings.warn(f"report section {title!r} could not be rendered: {err!r}", stacklevel=2)
+            body = _p(f"This section could not be rendered from the JSON ({err!r}).", "error")
+        if body:
+            sections.append((sid, title, body))
+    return _page(res, kind, sections)
+
+
+# -- page --------------------------------------------------------------------------
+
+CSS = """
+:root { --fg:#1d2430; --muted:#5b6574; --line:#d9dee5; --bg:#ffffff; --soft:#f4f6f9;
+        --accent:#1f5fa8; --warn:#b3261e; --warnbg:#fdecea; --sel:#fff6d6; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: var(--fg); background: var(--bg); margin: 0; }
+main { max-width: 1100px; margin: 0 auto; padding: 0 24px 48px; }
+header.top { background: var(--soft); border-bottom: 1px solid var(--line);
+             padding: 20px 24px 12px; }
+header.top .inner { max-width: 1100px; margin: 0 auto; }
+h1 { font-size: 1.6em; margin: 0 0 4px; }
+h2 { font-size: 1.3em; margin: 36px 0 10px; padding-bottom: 4px;
+     border-bottom: 2px solid var(--line); }
+h3 { font-size: 1.05em; margin: 22px 0 6px; }
+.sub { color: var(--muted); margin: 0; }
+nav.toc { margin-top: 10px; font-size: 0.92em; }
+nav.toc a { color: var(--accent); text-decoration: none; margin-right: 14px;
+            white-space: nowrap; }
+.banner { background: var(--warn); color: #fff; font-weight: 700; text-align: center;
+          padding: 12px; font-size: 1.15em; letter-spacing: 0.03em; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 0.92em; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left;
+         vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.ci { color: var(--muted); font-size: 0.9em; }
+tr.selected td { background: var(--sel); font-weight: 600; }
+tr.flag td { background: var(--warnbg); color: var(--warn); font-weight: 600; }
+td.too-small { color: var(--muted); font-style: italic; text-align: center; }
+.note { color: var(--muted); font-size: 0.92em; }
+.error { color: var(--warn); }
+figure { margin: 12px 0 18px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: 0.9em; max-width: 900px; }
+.grid { display: flex; flex-wrap: wrap; gap: 4px 28px; align-items: flex-start; }
+.kpis { display: flex; flex-wrap: wrap; gap: 12px; margin: 10px 0; }
+.kpi { background: var(--soft); border: 1px solid var(--line); border-radius: 6px;
+       padding: 8px 14px; min-width: 150px; }
+.kpi .v { font-size: 1.35em; font-weight: 700; }
+.kpi .k { color: var(--muted); font-size: 0.85em; }
+dl.card { display: grid; grid-template-columns: 180px 1fr; gap: 6px 16px; }
+dl.card dt { font-weight: 600; color: var(--muted); }
+dl.card dd { margin: 0; }
+details { margin: 8px 0; }
+summary { cursor: pointer; color: var(--accent); }
+pre { background: var(--soft); padding: 10px; overflow-x: auto; font-size: 0.85em;
+      max-height: 420px; }
+@media print { nav.toc, details > summary { display: none; } h2 { break-after: avoid; } }
+"""
+
+# The page's only script: record script errors and blocked loads, then, once loaded,
+# whether every figure decoded. Automated checks (and a curious reader) read
+# <body data-ok="1" data-images="N" data-errors="...">.
+HEAD_SCRIPT = """
+window.__reportErrors = [];
+window.addEventListener("error", function (e) {
+  var t = e.target && e.target !== window ? (e.target.tagName || "element") : "script";
+  window.__reportErrors.push(t + ": " + (e.message || "failed to load"));
+}, true);
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__reportErrors.push("blocked: " + e.blockedURI);
+});
+"""
+BODY_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.images, bad = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (!imgs[i].complete || imgs[i].naturalWidth === 0) { bad++; }
+  }
+  var errs = window.__reportErrors;
+  if (bad) { errs.push(bad + " figure(s) did not decode"); }
+  document.body.dataset.images = String(imgs.length);
+  document.body.dataset.errors = errs.join(" | ");
+  document.body.dataset.ok = errs.length === 0 ? "1" : "0";
+});
+"""
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _page(res: dict[str, Any], kind: str, sections: list[tuple[str, str, str]]) -> str:
+    dataset = res.get("dataset", "unknown dataset")
+    what = {
+        "fit": f"one model ({res.get('fusion', '?')} fusion)",
+        "compare": "comparison of fusion strategies, ablations and baselines",
+        "robustness": "missing-modality robustness",
+    }.get(kind, kind)
+    task = f" · {res['task']} task" if res.get("task") else ""
+    title = f"holomed report — {dataset}"
+    toc = " ".join(f'<a href="#{_esc(sid)}">{_esc(t)}</a>' for sid, t, _ in sections)
+    banner = (
+        '<div class="banner" role="alert">SYNTHETIC DATA — not a clinical result</div>'
+        if res.get("synthetic")
+        else ""
+    )
+    body = "\n".join(
+        f'<section id="{_esc(sid)}">\n<h2>{_esc(t)}</h2>\n{b}\n</section>' for sid, t, b in sections
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="holomed.report.html">
+<title>{_esc(title)}</title>
+<style>{CSS}</style>
+<script>{HEAD_SCRIPT}</script>
+</head>
+<body>
+{banner}
+<header class="top"><div class="inner">
+<h1>{_esc(title)}</h1>
+<p class="sub">{_esc(what + task)}. Rendered from the run's JSON files; nothing recomputed.</p>
+<nav class="toc">{toc}</nav>
+</div></header>
+<main>
+{body}
+</main>
+<script>{BODY_SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+# -- small HTML helpers ----------------------------------------------------------
+
+
+class _Raw(str):
+    """HTML that is already safe (built here from escaped parts)."""
+
+
+def _esc(x: Any) -> str:
+    return x if isinstance(x, _Raw) else html.escape(str(x), quote=True)
+
+
+def _p(text: str, cls: str = "") -> str:
+    return f'<p class="{cls}">{_esc(text)}</p>' if cls else f"<p>{_esc(text)}</p>"
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    """A number for display: integers as is, floats to ``digits`` places; missing or
+    non-finite values as an em dash."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if not _is_num(v):
+        return "—"
+    return f"{v:.{digits}f}"
+
+
+def _ci_text(ci: Any, digits: int = 3) -> str:
+    if not isinstance(ci, list | tuple) or len(ci) != 2 or not all(_is_num(c) for c in ci):
+        return ""
+    return f"[{_num(ci[0], digits)}, {_num(ci[1], digits)}]"
+
+
+def _val_ci(value: Any, ci: Any = None, digits: int = 3) -> _Raw:
+    """``0.683 [0.605, 0.760]`` with the interval in muted text."""
+    c = _ci_text(ci, digits)
+    v = _esc(_num(value, digits))
+    return _Raw(f'{v} <span class="ci">{_esc(c)}</span>' if c and _is_num(value) else v)
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if _is_num(v) else "—"
+
+
+def _label(metric: str) -> str:
+    lab = METRIC_LABELS.get(metric, metric.replace("_", " "))
+    return lab + (" ↓" if metric in LOWER_IS_BETTER else "")
+
+
+def _table(
+    headers: Sequence[Any],
+    rows: Iterable[Sequence[Any]],
+    num_cols: Iterable[int] = (),
+    row_classes: Sequence[str] | None = None,
+    caption: str | None = None,
+) -> str:
+    """A table; cells are escaped unless they are ``_Raw``. A ``_Raw`` cell starting
+    with ``<td`` is used as the whole cell (for colspan)."""
+    num = set(num_cols)
+    head = "".join(
+        f'<th class="num">{_esc(h)}</th>' if i in num else f"<th>{_esc(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = []
+    for r, row in enumerate(rows):
+        cls = row_classes[r] if row_classes and row_classes[r] else ""
+        cells = []
+        for i, c in enumerate(row):
+            if isinstance(c, _Raw) and c.startswith("<td"):
+                cells.append(str(c))
+            else:
+                cells.append(
+                    f'<td class="num">{_esc(c)}</td>' if i in num else f"<td>{_esc(c)}</td>"
+                )
+        tr = f'<tr class="{_esc(cls)}">' if cls else "<tr>"
+        body.append(tr + "".join(cells) + "</tr>")
+    cap = f"<caption class='note'>{_esc(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figure(fig: Figure, alt: str, caption: str) -> str:
+    """The figure as an inline base64 PNG with a caption."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(alt)}">'
+        f"<figcaption>{_esc(caption)}</figcaption></figure>"
+    )
+
+
+def _new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw: Any):
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _style(ax: Any) -> None:
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=8)
+
+
+def _metric_order(metrics: dict[str, Any], task: str | None, first: str | None = None) -> list:
+    pref = KEY_METRICS_REGRESSION if task == "regression" else KEY_METRICS
+    order = [m for m in [first, *pref] if m and m in metrics]
+    return list(dict.fromkeys(order))
+
+
+# -- sections --------------------------------------------------------------------
+
+
+def _summary(res: dict[str, Any], kind: str) -> str:
+    kpis: list[tuple[str, str]] = []
+    cohort = res.get("cohort") or {}
+    if "patients" in cohort:
+        kpis.append(("patients in the cohort", _num(cohort["patients"])))
+    if kind == "fit":
+        if res.get("fusion"):
+            kpis.append(("fusion strategy", str(res["fusion"])))
+        if "n_train" in res:
+            kpis.append(("train / test patients", f"{res['n_train']} / {res.get('n_test', '?')}"))
+        metrics = res.get("metrics") or {}
+        for m in _metric_order(metrics, res.get("task"))[:2]:
+            kpis.append((f"test {_label(m)} (95% CI)", _val_ci_plain(metrics[m])))
+    elif kind == "compare":
+        sel, metric = res.get("selected"), res.get("selection_metric")
+        if sel:
+            kpis.append(("selected strategy (CV on training patients)", str(sel)))
+        entry = (res.get("strategies") or {}).get(sel) or {}
+        if metric and metric in (entry.get("metrics") or {}):
+            kpis.append(
+                (f"selected: {_label(metric)} (95% CI)", _val_ci_plain(entry["metrics"][metric]))
+            )
+        board = res.get("leaderboard") or []
+        if board:
+            kpis.append(("best on the test patients", str(board[0])))
+        if "n_evaluated" in res:
+            kpis.append(("patients evaluated", _num(res["n_evaluated"])))
+        if res.get("seeds") is not None:
+            kpis.append(("seeds", _num(len(res["seeds"]))))
+    if not kpis:
+        return ""
+    cards = "".join(
+        f'<div class="kpi"><div class="v">{_esc(v)}</div><div class="k">{_esc(k)}</div></div>'
+        for k, v in kpis
+    )
+    return f'<div class="kpis">{cards}</div>'
+
+
+def _val_ci_plain(m: dict[str, Any]) -> str:
+    c = _ci_text(m.get("ci"))
+    return f"{_num(m.get('mean'))} {c}".strip()
+
+
+def _cohort(res: dict[str, Any]) -> str | None:
+    cohort = res.get("cohort") or {}
+    parts = []
+    facts = []
+    if "patients" in cohort:
+        facts.append(f"{cohort['patients']} patients")
+    if cohort.get("task") or res.get("task"):
+        facts.append(f"task: {cohort.get('task') or res.get('task')}")
+    classes = cohort.get("classes")
+    if isinstance(classes, dict) and classes:
+        facts.append("classes: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
+    if facts:
+        parts.append(_p("; ".join(facts) + "."))
+    mods = cohort.get("modalities") or {}
+    if mods:
+        rows = [
+            [
+                name,
+                m.get("kind", ""),
+                _num(m.get("present")),
+                _pct(m.get("coverage")),
+                _num(m.get("features")),
+            ]
+            for name, m in mods.items()
+        ]
+        parts.append("<h3>Modality coverage</h3>")
+        parts.append(
+            _table(
+                ["modality", "kind", "patients with it", "coverage", "features"], rows, {2, 3, 4}
+            )
+        )
+    excluded = res.get("excluded")
+    summary = res.get("excluded_summary")
+    if excluded is not None or summary is not None:
+        parts.append("<h3>Exclusions</h3>")
+        n_excl = len(excluded) if isinstance(excluded, list) else cohort.get("excluded", 0)
+        if summary:
+            parts.append(_p(f"{n_excl} exclusion record(s), by reason:"))
+            parts.append(
+                _table(["reason", "count"], [[r, _num(c)] for r, c in summary.items()], {1})
+            )
+        elif n_excl:
+            parts.append(_p(f"{n_excl} exclusion record(s); no reasons were summarised."))
+        else:
+            parts.append(_p("No patient or modality record was excluded."))
+    return "\n".join(parts) or None
+
+
+def _performance(res: dict[str, Any]) -> str | None:
+    metrics = res.get("metrics") or {}
+    if not metrics:
+        return None
+    raw = res.get("metrics_uncalibrated") or {}
+    heads = ["metric", "value (95% bootstrap CI)"] + (["before calibration"] if raw else [])
+    rows = []
+    for m, v in metrics.items():
+        row = [_label(m), _val_ci(v.get("mean"), v.get("ci"))]
+        if raw:
+            r = raw.get(m) or {}
+            row.append(_val_ci(r.get("mean"), r.get("ci")))
+        rows.append(row)
+    n_test = res.get("n_test")
+    cap = f"On {n_test} held-out test patients" if n_test else "On the held-out test patients"
+    return _p(f"{cap}; ↓ marks metrics where lower is better.", "note") + _table(
+        heads, rows, {1, 2}
+    )
+
+
+def _leaderboard(res: dict[str, Any]) -> str | None:
+    strategies = res.get("strategies") or {}
+    board = [n for n in (res.get("leaderboard") or list(strategies)) if n in strategies]
+    if not board:
+        return None
+    sel = res.get("selected")
+    first_metrics = strategies[board[0]].get("metrics") or {}
+    metric = res.get("selection_metric") or next(iter(first_metrics), None)
+    cols = _metric_order(first_metrics, res.get("task"), metric)[:5]
+    heads = [
+        "#",
+        "entry",
+        "group",
+        *[_label(c) for c in cols],
+        "SD over seeds",
+        "fit s",
+        "peak RSS MB",
+    ]
+    rows, classes = [], []
+    for i, name in enumerate(board, 1):
+        e = strategies[name]
+        ms = e.get("metrics") or {}
+        row: list[Any] = [i, name + (" ★" if name == sel else ""), e.get("group", "")]
+        for c in cols:
+            m = ms.get(c) or {}
+            row.append(_val_ci(m.get("mean"), m.get("ci")))
+        row += [
+            _num((ms.get(metric) or {}).get("sd")),
+            _num(e.get("fit_seconds"), 1),
+            _num(e.get("peak_rss_mb"), 0),
+        ]
+        rows.append(row)
+        classes.append("selected" if name == sel else "")
+    n_seeds = len(res.get("seeds") or []) or "?"
+    how = SELECTION_LABELS.get(str(res.get("selection")), str(res.get("selection", "?")))
+    parts = [
+        _p(
+            f"Sorted by {_label(metric)} on {res.get('n_evaluated', '?')} held-out patients "
+            f"(mean over {n_seeds} seed(s), 95% bootstrap CI). ★ = the strategy selected by "
+            f"{how} on {_label(metric)}, before the test patients were seen; the test "
+            "ranking is not used to choose.",
+            "note",
+        ),
+        _table(heads, rows, set(range(3, 3 + len(cols) + 3)), classes),
+    ]
+    if metric:
+        parts.append(_leaderboard_figure(res, board, metric))
+    detail = res.get("selection_detail") or []
+    if detail:
+        parts.append(_selection_detail(detail))
+    return "\n".join(parts)
+
+
+def _leaderboard_figure(res: dict[str, Any], board: list[str], metric: str) -> str:
+    ent = res["strategies"]
+    names = [n for n in board if _is_num((ent[n].get("metrics") or {}).get(metric, {}).get("mean"))]
+    if not names:
+        return ""
+    means = [ent[n]["metrics"][metric]["mean"] for n in names]
+    cis = [ent[n]["metrics"][metric].get("ci") or [None, None] for n in names]
+    lo = [m - c[0] if _is_num(c[0]) else 0 for m, c in zip(means, cis, strict=True)]
+    hi = [c[1] - m if _is_num(c[1]) else 0 for m, c in zip(means, cis, strict=True)]
+    fig, axes = _new_figure(7.5, 0.3 * len(names) + 1.3)
+    ax = axes[0][0]
+    colours = [GROUP_COLOURS.get(ent[n].get("group"), "#333333") for n in names]
+    ax.barh(range(len(names)), means, xerr=[lo, hi], color=colours, capsize=3)
+    ax.set_yticks(
+        range(len(names)), [n + (" ★" if n == res.get("selected") else "") for n in names]
+    )
+    ax.invert_yaxis()
+    left = min(m - e for m, e in zip(means, lo, strict=True))
+    ax.set_xlim(max(0.0, left - 0.05) if metric not in LOWER_IS_BETTER else 0.0, None)
+    ax.set_xlabel(f"{_label(metric)} (mean, 95% bootstrap CI)", fontsize=9)
+    _style(ax)
+    handles = [
+        _patch(c, g)
+        for g, c in GROUP_COLOURS.items()
+        if any(ent[n].get("group") == g for n in names)
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+    return _figure(
+        fig,
+        f"leaderboard bar chart of {metric}",
+        f"{_label(metric)} per entry with 95% bootstrap CIs; colour = group "
+        "(fusion strategy, single modality, leave-one-modality-out, classical baseline).",
+    )
+
+
+def _patch(colour: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(color=colour, label=label)
+
+
+def _selection_detail(detail: list[dict[str, Any]]) -> str:
+    strategies = sorted({s for d in detail for s in (d.get("cv_scores") or {})})
+    heads = ["strategy"] + [f"fold {d.get('fold', i)}" for i, d in enumerate(detail)]
+    rows = []
+    for s in strategies:
+        row: list[Any] = [s]
+        for d in detail:
+            scores = (d.get("cv_scores") or {}).get(s) or {}
+            best = max((v for v in scores.values() if _is_num(v)), default=None)
+            params = (d.get("chosen_params") or {}).get(s)
+            txt = _num(best)
+            if params:
+                txt += " " + json.dumps(params, sort_keys=True)
+            if d.get("selected") == s:
+                txt += " ★"
+            row.append(txt)
+        rows.append(row)
+    return (
+        "<details><summary>Selection detail: cross-validated scores on training patients"
+        "</summary>"
+        + _table(heads, rows, caption="best grid point per strategy and outer fold; ★ = chosen")
+        + "</details>"
+    )
+
+
+def _curves(res: dict[str, Any], kind: str) -> str | None:
+    series: list[tuple[str, dict[str, Any], bool]] = []
+    if kind == "fit":
+        c = res.get("curves") or {}
+        if c.get("roc") or c.get("pr"):
+            series.append((str(res.get("fusion", "model")), c, True))
+    elif kind == "compare":
+        strategies = res.get("strategies") or {}
+        board = res.get("leaderboard") or list(strategies)
+        sel = res.get("selected")
+        with_curves = [n for n in board if (strategies.get(n) or {}).get("curves")]
+        shown = with_curves[:MAX_CURVE_ENTRIES]
+        if sel in with_curves and sel not in shown:
+            shown[-1] = sel
+        series = [(n, strategies[n]["curves"], n == sel) for n in shown]
+    if not series:
+        return None
+    fig, axes = _new_figure(10, 4.4, ncols=2)
+    ax_roc, ax_pr = axes[0]
+    for name, c, bold in series:
+        lw, z = (2.6, 3) if bold else (1.3, 2)
+        label = name + (" ★" if bold and kind == "compare" else "")
+        roc, pr = c.get("roc") or {}, c.get("pr") or {}
+        if roc.get("fpr"):
+            ax_roc.plot(roc["fpr"], roc["tpr"], lw=lw, zorder=z, label=label)
+        if pr.get("recall"):
+            ax_pr.step(pr["recall"], pr["precision"], where="post", lw=lw, zorder=z, label=label)
+    ax_roc.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax_pr.set(xlabel="recall", ylabel="precision", title="precision-recall", ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        _style(ax)
+        ax.legend(fontsize=7, loc="lower right" if ax is ax_roc else "lower left")
+    if kind == "fit":
+        cap = "On the held-out test patients (calibrated scores)."
+    else:
+        cap = (
+            f"First seed, on the evaluated patients; up to {MAX_CURVE_ENTRIES} entries "
+            "from the top of the leaderboard, the selected strategy (★) drawn thicker."
+        )
+    return _figure(fig, "ROC and precision-recall curves", cap)
+
+
+def _calibration(res: dict[str, Any]) -> str | None:
+    cal = res.get("calibration")
+    if not cal:
+        return None
+    before, after = cal.get("before") or {}, cal.get("after") or {}
+    parts = []
+    method = cal.get("method")
+    facts = [f"method: {method}" if method else "method: not recorded"]
+    if _is_num(cal.get("temperature")):
+        facts.append(f"temperature {_num(cal['temperature'])}")
+    if cal.get("fitted_on"):
+        facts.append(f"fitted on {cal['fitted_on']}")
+    parts.append(_p("; ".join(facts) + "; assessed on the test patients.", "note"))
+    rows = [
+        [_label(m), _num(before.get(m)), _num(after.get(m))]
+        for m in ("ece", "brier")
+        if m in before or m in after
+    ]
+    if rows:
+        parts.append(_table(["metric", "before calibration", "after calibration"], rows, {1, 2}))
+    rel = [(lab, d.get("reliability")) for lab, d in (("before", before), ("after", after))]
+    rel = [(lab, r) for lab, r in rel if r and r.get("predicted")]
+    if rel:
+        fig, axes = _new_figure(4.8 * len(rel), 4.2, ncols=len(rel))
+        for ax, (lab, r) in zip(axes[0], rel, strict=True):
+            ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
+            counts = r.get("count") or [1] * len(r["predicted"])
+            size = [20 + 180 * c / max(max(counts), 1) for c in counts]
+            ax.plot(r["predicted"], r["observed"], "-", color="#1f77b4", lw=1.5)
+            ax.scatter(
+                r["predicted"],
+                r["observed"],
+                s=size,
+                color="#1f77b4",
+                zorder=3,
+                label="bins (area ∝ patients)",
+            )
+            ece = (before if lab == "before" else after).get("ece")
+            ax.set(
+                xlim=(0, 1),
+                ylim=(0, 1),
+                xlabel="mean predicted probability",
+                ylabel="observed frequency",
+                title=f"{lab} calibration (ECE {_num(ece)})",
+            )
+            _style(ax)
+            ax.legend(fontsize=7, loc="upper left")
+        parts.append(
+            _figure(
+                fig,
+                "reliability diagrams before and after calibration",
+                "Reliability diagrams: observed event frequency against mean predicted "
+                "probability per bin; points on the dotted diagonal are well calibrated.",
+            )
+        )
+    return "\n".join(parts)
+
+
+def _robustness(rob: dict[str, Any] | None, res: dict[str, Any]) -> str | None:
+    if not rob or not rob.get("curves"):
+        return None
+    metrics = rob.get("metrics") or []
+    metric = res.get("selection_metric") if res.get("selection_metric") in metrics else None
+    metric = metric or (metrics[0] if metrics else None)
+    scenarios = rob.get("scenarios") or []
+    rates = rob.get("rates") or []
+    if not metric or not scenarios or not rates:
+        return None
+    ncols = min(len(scenarios), 3)
+    nrows = math.ceil(len(scenarios) / ncols)
+    fig, axes = _new_figure(3.6 * ncols, 3.1 * nrows + 0.4, ncols=ncols, nrows=nrows, sharey=True)
+    flat = [ax for row in axes for ax in row]
+    x = [100 * r for r in rates]
+    for ax, sc in zip(flat, scenarios, strict=False):
+        for name, d in rob["curves"].items():
+            m = ((d or {}).get(sc) or {}).get(metric) or {}
+            if not m.get("mean"):
+                continue
+            style = "--" if str(name).startswith("baseline") else "-"
+            ax.plot(x, m["mean"], style, marker="o", ms=3, label=name)
+            sd = m.get("sd")
+            if sd and len(sd) == len(m["mean"]) and all(_is_num(s) for s in sd):
+                ax.fill_between(
+                    x,
+                    [a - s for a, s in zip(m["mean"], sd, strict=True)],
+                    [a + s for a, s in zip(m["mean"], sd, strict=True)],
+                    alpha=0.12,
+                )
+        ax.set_title(f"missing: {sc}", fontsize=9)
+        ax.set_xlabel("% of test patients", fontsize=8)
+        _style(ax)
+    for ax in flat[len(scenarios) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(_label(metric), fontsize=9)
+    flat[0].legend(fontsize=7, loc="lower left")
+    fig_html = _figure(
+        fig,
+        f"{metric} against the share of test patients missing a modality",
+        f"{_label(metric)} as a growing share of test patients lose one modality (panel "
+        "title; 'random' = a random modality per patient); mean ± SD over "
+        f"{len(rob.get('seeds') or []) or '?'} seed(s), {rob.get('n_test', '?')} test "
+        "patients. Dashed = classical baselines.",
+    )
+    last = len(rates) - 1
+    heads = ["entry"] + [str(sc) for sc in scenarios]
+    rows = []
+    for name, d in rob["curves"].items():
+        row: list[Any] = [name]
+        for sc in scenarios:
+            mean = (((d or {}).get(sc) or {}).get(metric) or {}).get("mean") or []
+            if len(mean) > last and _is_num(mean[last]) and _is_num(mean[0]):
+                delta = mean[last] - mean[0]
+                row.append(_Raw(f'{_num(mean[last])} <span class="ci">({delta:+.3f})</span>'))
+            else:
+                row.append("—")
+        rows.append(row)
+    table = _table(
+        heads,
+        rows,
+        set(range(1, len(heads))),
+        caption=f"{_label(metric)} with {_pct(rates[last])} of test patients missing the "
+        "modality (change from none missing)",
+    )
+    return fig_html + table
+
+
+def _contributions(res: dict[str, Any], kind: str) -> str | None:
+    if kind == "compare":
+        return _contributions_compare(res)
+    c = res.get("contributions")
+    parts = []
+    if c and c.get("global"):
+        parts.append(_contribution_global(c))
+        parts.append(_contribution_patients(c))
+    att = res.get("attention")
+    if att and att.get("names"):
+        parts.append(_attention(att))
+    return "\n".join(p for p in parts if p) or None
+
+
+def _contribution_global(c: dict[str, Any]) -> str:
+    metric = str(c.get("metric", "metric"))
+    mods = list(c.get("modalities") or c["global"])
+    shap, loo = c["global"], c.get("global_loo") or {}
+    mabs = c.get("mean_abs_patient") or {}
+    intro = _p(
+        f"How much each modality adds to the test {_label(metric)} ({c.get('method', '')} "
+        "Shapley values over modality subsets, a missing modality handled as the model "
+        "handles any absent modality), beside leave-one-out: the loss when only that "
+        f"modality is removed. All modalities: {_num(c.get('value_all'))}; none: "
+        f"{_num(c.get('value_none'))}"
+        + ("; signs are such that positive = helps." if metric in LOWER_IS_BETTER else "."),
+        "note",
+    )
+    rows = [[m, _num(shap.get(m)), _num(loo.get(m)), _num(mabs.get(m))] for m in mods]
+    table = _table(
+        ["modality", "Shapley", "leave-one-out", "mean |per-patient Shapley|"], rows, {1, 2, 3}
+    )
+    return intro + '<div class="grid">' + table + _contribution_figure(c) + "</div>"
+
+
+def _contribution_figure(c: dict[str, Any], name: str | None = None) -> str:
+    """Grouped bars: global Shapley beside leave-one-out per modality."""
+    metric = str(c.get("metric", "metric"))
+    shap, loo = c["global"], c.get("global_loo") or {}
+    mods = [m for m in (c.get("modalities") or shap) if m in shap]
+    fig, axes = _new_figure(6.5, 0.45 * len(mods) + 1.4)
+    ax = axes[0][0]
+    y, h = list(range(len(mods))), 0.38
+    shap_v = [shap.get(m) if _is_num(shap.get(m)) else 0.0 for m in mods]
+    loo_v = [loo.get(m) if _is_num(loo.get(m)) else 0.0 for m in mods]
+    ax.barh([i - h / 2 for i in y], shap_v, h, color=SHAPLEY_COLOUR, label="Shapley")
+    ax.barh([i + h / 2 for i in y], loo_v, h, color=LOO_COLOUR, label="leave-one-out")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, mods)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"contribution to {_label(metric)}", fontsize=9)
+    _style(ax)
+    ax.legend(fontsize=8)
+    prefix = f"{name}: " if name else ""
+    return _figure(
+        fig,
+        "global modality contributions",
+        prefix + "global modality Shapley values (blue) beside leave-one-out deltas (orange).",
+    )
+
+
+def _example_patients(c: dict[str, Any], mods: list[str]) -> list[int]:
+    """A handful of patients covering different modality-presence patterns first."""
+    n = len(c.get("ids") or [])
+    seen, chosen = set(), []
+    for i in range(n):
+        pattern = tuple(not _absent(c, m, i) for m in mods)
+        if pattern not in seen:
+            seen.add(pattern)
+            chosen.append(i)
+    chosen = chosen[:MAX_EXAMPLE_PATIENTS]
+    extra = [i for i in range(n) if i not in chosen]
+    return sorted(chosen + extra[: MAX_EXAMPLE_PATIENTS - len(chosen)])
+
+
+def _absent(c: dict[str, Any], m: str, i: int) -> bool:
+    """A patient lacks a modality where its per-patient leave-one-out value is null."""
+    loo = (c.get("patient_loo") or {}).get(m)
+    return bool(loo) and i < len(loo) and loo[i] is None
+
+
+def _contribution_patients(c: dict[str, Any]) -> str:
+    patient = c.get("patient") or {}
+    ids = c.get("ids") or []
+    if not patient or not ids:
+        return ""
+    mods = [m for m in (c.get("modalities") or list(patient)) if m in patient]
+    base, score = c.get("patient_base") or [], c.get("patient_score") or []
+    picks = _example_patients(c, mods)
+    if not picks:
+        return ""
+
+    def absent(m: str, i: int) -> bool:
+        return _absent(c, m, i)
+
+    rows = []
+    for i in picks:
+        row: list[Any] = [ids[i], _num(base[i] if i < len(base) else None)]
+        row += ["absent" if absent(m, i) else f"{patient[m][i]:+.3f}" for m in mods]
+        row.append(_num(score[i] if i < len(score) else None))
+        rows.append(row)
+    heads = ["patient", "output with no modality", *mods, "model output"]
+    table = _table(heads, rows, set(range(1, len(heads))))
+    fig, axes = _new_figure(2.6 * len(picks), 0.35 * len(mods) + 1.3, ncols=len(picks), sharex=True)
+    for ax, i in zip(axes[0], picks, strict=True):
+        vals = [0.0 if absent(m, i) else (patient[m][i] or 0.0) for m in mods]
+        ax.barh(
+            range(len(mods)), vals, color=[SHAPLEY_COLOUR if v >= 0 else LOO_COLOUR for v in vals]
+        )
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(
+            range(len(mods)), [m + (" (absent)" if absent(m, i) else "") for m in mods], fontsize=7
+        )
+        ax.invert_yaxis()
+        ax.set_title(str(ids[i]), fontsize=8)
+        _style(ax)
+    fig.supxlabel("per-patient Shapley (change in model output)", fontsize=8)
+    figure = _figure(
+        fig,
+        "per-patient modality contributions for a few example patients",
+        "Per-patient modality Shapley values for a few (pseudonymous) test patients with "
+        "different modalities present: how each modality moves this patient's model output "
+        "from the output with no modality. An absent modality contributes nothing.",
+    )
+    return f"<h3>Example patients ({len(picks)} of {len(ids)})</h3>" + table + figure
+
+
+def _attention(att: dict[str, Any]) -> str:
+    names = list(att.get("names") or [])
+    mean = att.get("mean") or []
+    rows = [["mean over test patients", *[_num(v) for v in mean]]]
+    for ex in (att.get("examples") or [])[:MAX_EXAMPLE_PATIENTS]:
+        rows.append([ex.get("id", "?"), *[_num(v) for v in ex.get("weights") or []]])
+    return (
+        "<h3>Attention weights</h3>"
+        + _p("Fusion weights read from the model per modality (they sum to 1 per patient).", "note")
+        + _table(["", *names], rows, set(range(1, len(names) + 1)))
+    )
+
+
+def _contributions_compare(res: dict[str, Any]) -> str | None:
+    strategies = res.get("strategies") or {}
+    board = res.get("leaderboard") or list(strategies)
+    have = [n for n in board if (strategies.get(n) or {}).get("contributions")]
+    if not have:
+        return None
+    mods: list[str] = []
+    for n in have:
+        for m in strategies[n]["contributions"].get("global") or {}:
+            if m not in mods:
+                mods.append(m)
+    rows, classes = [], []
+    sel = res.get("selected")
+    for n in have:
+        c = strategies[n]["contributions"]
+        g, loo = c.get("global") or {}, c.get("global_loo") or {}
+        row: list[Any] = [n + (" ★" if n == sel else ""), str(c.get("metric", ""))]
+        row += [
+            _Raw(f'{_esc(_num(g.get(m)))} <span class="ci">({_esc(_num(loo.get(m)))})</span>')
+            if m in g
+            else "—"
+            for m in mods
+        ]
+        row.append(f"{_num(c.get('value_none'))} → {_num(c.get('value_all'))}")
+        rows.append(row)
+        classes.append("selected" if n == sel else "")
+    parts = [
+        _p(
+            "Global modality Shapley values per fusion strategy (first seed), with "
+            "leave-one-out deltas in brackets; the last column is the metric with no "
+            "modality and with all of them.",
+            "note",
+        ),
+        _table(
+            ["strategy", "metric", *mods, "none → all"], rows, set(range(2, len(mods) + 3)), classes
+        ),
+    ]
+    pick = sel if sel in have else have[0]
+    parts.append(_contribution_figure(strategies[pick]["contributions"], pick))
+    return "\n".join(parts)
+
+
+def _features(res: dict[str, Any]) -> str | None:
+    feats = res.get("features") or {}
+    top = {m: rows for m, rows in (feats.get("top") or {}).items() if rows}
+    parts = []
+    if top:
+        parts.append(
+            _p(
+                f"Per modality, the features with the largest mean |attribution| over the "
+                f"test patients who have it ({feats.get('method', 'method not recorded')}); "
+                "the signed mean shows the direction.",
+                "note",
+            )
+        )
+        tables = []
+        for m, rows in top.items():
+            body = [
+                [
+                    r.get("feature", "?"),
+                    _num(r.get("mean_abs")),
+                    f"{r['mean']:+.3f}" if _is_num(r.get("mean")) else "—",
+                ]
+                for r in rows[:TOP_FEATURES_SHOWN]
+            ]
+            tables.append(
+                f"<div><h3>{_esc(m)}</h3>"
+                + _table(["feature", "mean |attr|", "mean attr"], body, {1, 2})
+                + "</div>"
+            )
+        parts.append('<div class="grid">' + "".join(tables) + "</div>")
+        parts.append(_features_figure(top))
+    dc = res.get("deletion_curve")
+    if dc and dc.get("k") and dc.get("top_first"):
+        fig, axes = _new_figure(6, 3.6)
+        ax = axes[0][0]
+        ax.plot(dc["k"], dc["top_first"], "-o", ms=3, label="top-attributed first")
+        if dc.get("random"):
+            ax.plot(dc["k"], dc["random"], "--o", ms=3, color="grey", label="random order")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set(xlabel="features reset to baseline", ylabel=_label(str(dc.get("metric", ""))))
+        _style(ax)
+        ax.legend(fontsize=8)
+        parts.append("<h3>Deletion check</h3>")
+        parts.append(
+            _figure(
+                fig,
+                "deletion curve",
+                "Faithfulness check: the test metric as the most-attributed features are "
+                "reset first, against the same number reset in random order. A faster drop "
+                "for the attributed order means the attributions point at what the model uses.",
+            )
+        )
+    return "\n".join(parts) or None
+
+
+def _features_figure(top: dict[str, list[dict[str, Any]]]) -> str:
+    mods = list(top)[:6]
+    k = min(TOP_FEATURES_SHOWN, max(len(top[m]) for m in mods))
+    ncols = min(len(mods), 3)
+    nrows = math.ceil(len(mods) / ncols)
+    fig, axes = _new_figure(3.5 * ncols, (0.22 * k + 1.0) * nrows, ncols=ncols, nrows=nrows)
+    flat = [ax for row in axes for ax in row]
+    for ax, m in zip(flat, mods, strict=False):
+        rows = top[m][:k]
+        vals = [r.get("mean_abs") or 0 for r in rows]
+        cols = [SHAPLEY_COLOUR if (r.get("mean") or 0) >= 0 else LOO_COLOUR for r in rows]
+        ax.barh(range(len(rows)), vals, color=cols)
+        ax.set_yticks(range(len(rows)), [str(r.get("feature", "?")) for r in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(m, fontsize=9)
+        _style(ax)
+    for ax in flat[len(mods) :]:
+        ax.set_visible(False)
+    return _figure(
+        fig,
+        "top features per modality",
+        "Mean |attribution| of the top features per modality; blue = raises the predicted "
+        "score on average, orange = lowers it.",
+    )
+
+
+FAIRNESS_COLS = ("auroc", "tpr", "fpr", "ppv", "ece", "prevalence")
+
+
+def _subgroups(res: dict[str, Any]) -> str | None:
+    fair = res.get("fairness") or {}
+    attrs = fair.get("attributes") or {}
+    if not attrs:
+        return None
+    min_group = fair.get("min_group")
+    parts = [
+        _p(
+            f"Test-patient metrics per group at threshold {_num(fair.get('threshold'), 2)} "
+            f"with 95% bootstrap CIs. Groups with fewer than {min_group if min_group else '?'} "
+            "patients or only one outcome class are shown as too small, not as numbers. "
+            "Gaps are the largest difference between adequate groups; highlighted rows have "
+            "a CI that excludes zero.",
+            "note",
+        )
+    ]
+    for attr, a in attrs.items():
+        parts.append(f"<h3>{_esc(attr)}" + (" (binned)" if a.get("binned") else "") + "</h3>")
+        rows = []
+        for g, d in (a.get("groups") or {}).items():
+            row: list[Any] = [g, _num(d.get("n"))]
+            if d.get("too_small"):
+                row.append(
+                    _Raw(
+                        f'<td class="too-small" colspan="{len(FAIRNESS_COLS)}">too small '
+                        f"(n &lt; {_esc(min_group)} or one outcome class)</td>"
+                    )
+                )
+            else:
+                for m in FAIRNESS_COLS:
+                    v = d.get(m) or {}
+                    row.append(_val_ci(v.get("value"), v.get("ci")))
+            rows.append(row)
+        parts.append(
+            _table(
+                ["group", "n", *[_label(m) for m in FAIRNESS_COLS]],
+                rows,
+                set(range(1, len(FAIRNESS_COLS) + 2)),
+            )
+        )
+        gaps = a.get("gaps") or {}
+        if "note" in gaps:
+            parts.append(_p(f"Gaps: {gaps['note']}.", "note"))
+        elif gaps:
+            grows, gclass = [], []
+            for m, gp in gaps.items():
+                between = gp.get("between") or []
+                flag = bool(gp.get("flag"))
+                grows.append(
+                    [
+                        _label(m),
+                        _num(gp.get("value")),
+                        " vs ".join(str(b) for b in between),
+                        _ci_text(gp.get("ci")) or "—",
+                        "⚠ CI excludes 0" if flag else "",
+                    ]
+                )
+                gclass.append("flag" if flag else "")
+            parts.append(
+                _table(
+                    ["metric", "largest gap", "between (high vs low)", "95% CI", "flag"],
+                    grows,
+                    {1, 3},
+                    gclass,
+                )
+            )
+    mit = fair.get("mitigation") or {}
+    for attr, mdata in mit.items():
+        if not isinstance(mdata, dict) or "before" not in mdata:
+            continue
+        parts.append(f"<h3>Mitigation for {_esc(attr)}: {_esc(mdata.get('method', ''))}</h3>")
+        before, after = mdata.get("before") or {}, mdata.get("after") or {}
+        rows = []
+        for g, b in before.items():
+            a2 = after.get(g) or {}
+            rows.append(
+                [
+                    g,
+                    _num(b.get("n")),
+                    f"{_num(b.get('tpr'))} → {_num(a2.get('tpr'))}",
+                    f"{_num(b.get('fpr'))} → {_num(a2.get('fpr'))}",
+                ]
+            )
+        acc = mdata.get("accuracy") or {}
+        parts.append(
+            _table(
+                ["group", "n", "TPR before → after", "FPR before → after"],
+                rows,
+                {1, 2, 3},
+                caption=f"group thresholds fitted on validation patients; accuracy "
+                f"{_num(acc.get('before'))} → {_num(acc.get('after'))}",
+            )
+        )
+    return "\n".join(parts)
+
+
+def _model_card(res: dict[str, Any], kind: str) -> str | None:
+    items: list[tuple[str, str]] = []
+    items.append(("intended use", _esc(res.get("intended_use") or "not recorded in the results")))
+    cohort = res.get("cohort") or {}
+    spec = res.get("spec") or {}
+    data = [str(res.get("dataset", "?"))]
+    if "patients" in cohort:
+        data.append(f"{cohort['patients']} patients")
+    mods = cohort.get("modalities") or {}
+    if mods:
+        data.append(
+            "modalities: " + ", ".join(f"{n} ({m.get('kind', '?')})" for n, m in mods.items())
+        )
+    if res.get("synthetic"):
+        data.append("SYNTHETIC")
+    items.append(("data", _esc("; ".join(data))))
+    if spec.get("description"):
+        items.append(("description", _esc(spec["description"])))
+    split = res.get("split") or spec.get("split") or {}
+    ev = []
+    if split.get("method"):
+        ev.append(f"split: {split['method']}")
+    if "n_train" in res:
+        ev.append(f"{res['n_train']} training / {res.get('n_test', '?')} test patients")
+    if "n_evaluated" in res:
+        ev.append(f"{res['n_evaluated']} patients evaluated")
+    if res.get("seeds") is not None:
+        ev.append(f"{len(res['seeds'])} seed(s)")
+    if res.get("n_bootstrap"):
+        ev.append(f"{res['n_bootstrap']} bootstrap resamples")
+    if ev:
+        items.append(("evaluation", _esc("; ".join(ev))))
+    if kind == "fit":
+        model = [f"fusion: {res.get('fusion', '?')}", f"seed {res.get('seed', '?')}"]
+        if _is_num(res.get("fit_seconds")):
+            model.append(f"trained in {res['fit_seconds']:.1f} s")
+        items.append(("model", _esc("; ".join(model))))
+    elif kind == "compare" and res.get("selected"):
+        how = SELECTION_LABELS.get(str(res.get("selection")), str(res.get("selection", "?")))
+        items.append(("selected model", _esc(f"{res['selected']} (by {how})")))
+    lims = res.get("limitations") or []
+    if lims:
+        items.append(
+            ("limitations", "<ul>" + "".join(f"<li>{_esc(x)}</li>" for x in lims) + "</ul>")
+        )
+    else:
+        items.append(("limitations", "none recorded in the results"))
+    versions = res.get("versions") or {}
+    if versions:
+        items.append(("versions", _esc(", ".join(f"{k} {v}" for k, v in versions.items()))))
+    dl = "".join(f"<dt>{_esc(k)}</dt><dd>{v}</dd>" for k, v in items)
+    out = f'<dl class="card">{dl}</dl>'
+    if spec:
+        out += (
+            "<details><summary>Full spec of the run</summary><pre>"
+            + _esc(json.dumps(spec, indent=1, default=str))
+            + "</pre></details>"
+        )
+    return out
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
