@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -124,3 +125,26 @@ def test_set_overrides_spec_fields(files, tmp_path):
     assert saved["training"]["max_epochs"] == 1 and saved["fusion"]["hidden"] == 8
     r = runner.invoke(app, ["fit", str(spec_path), "--set", "training.lr=-3"])
     assert r.exit_code == 2 and "training.lr" in r.output
+
+
+def test_fit_results_carry_the_trust_sections_and_explain_new_patients(files, tmp_path):
+    folder, spec_path = files
+    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path / "fit"),
+                           "--fusion", "attention"]))
+    res = json.loads((tmp_path / "fit" / "results.json").read_text())
+    assert res["kind"] == "fit" and res["synthetic"]
+    for key in ("calibration", "curves", "contributions", "attention", "features",
+                "deletion_curve", "fairness"):
+        assert res[key], key
+    assert set(res["fairness"]["attributes"]) == {"sex", "site"}
+    assert res["calibration"]["before"]["reliability"]["count"]
+    clin = pd.read_csv(folder / "clinical.csv").head(6)
+    clin.to_csv(tmp_path / "c.csv", index=False)
+    ok(runner.invoke(app, ["explain", str(tmp_path / "fit" / "bundle"), "--input",
+                           f"clinical={tmp_path / 'c.csv'}", "--out", str(tmp_path / "ex")]))
+    table = pd.read_csv(tmp_path / "ex" / "contributions.csv")
+    assert len(table) == 6
+    # only clinical was given: it carries the whole change from the no-data prior
+    np.testing.assert_allclose(table["shapley_clinical"],
+                               table["score"] - table["score_without_any_modality"], atol=1e-6)
+    assert (table["shapley_expression"] == 0).all()
