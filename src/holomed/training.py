@@ -23,6 +23,7 @@ for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lig
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*number of training batches.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+warnings.filterwarnings("ignore", message=".*validation_step.*but have no .val_dataloader.*")
 
 
 class CohortTensors(Dataset):
