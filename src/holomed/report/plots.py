@@ -60,9 +60,10 @@ def robustness_plot(curve: dict[str, Any], path: Path, metric: str | None = None
         ax.set_xlabel("% of test patients")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
     fig.suptitle(f"{curve['dataset']}: missing-modality robustness", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
