@@ -1,6 +1,6 @@
 """Time to explain 100 ROSMAP test patients: modality Shapley + Integrated Gradients.
 
-    HOLOMED_DATA=../shared/data python benchmarks/explain_speed.py --out runs/bench/explain.json
+HOLOMED_DATA=../shared/data python benchmarks/explain_speed.py --out runs/bench/explain.json
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     a = ap.parse_args()
     spec = load_spec(a.spec)
     cohort = load_cohort(spec)
-    (tr, te), = patient_splits(cohort, spec.split)
+    ((tr, te),) = patient_splits(cohort, spec.split)
     model = Model(spec, fusion=a.fusion, seed=0).fit(cohort.subset(tr))
     test = cohort.subset(te[np.arange(min(a.n, len(te)))])
     integrated_gradients(model, test.subset([0]), n_steps=2)  # warm-up (imports)
@@ -40,9 +40,15 @@ def main() -> None:
     t = time.perf_counter()
     integrated_gradients(model, test, n_steps=a.steps)
     t_ig = time.perf_counter() - t
-    res = {"fusion": a.fusion, "n_patients": len(test), "threads": torch.get_num_threads(),
-           "ig_steps": a.steps, "shapley_seconds": round(t_shap, 3), "ig_seconds": round(t_ig, 3),
-           "total_seconds": round(t_shap + t_ig, 3)}
+    res = {
+        "fusion": a.fusion,
+        "n_patients": len(test),
+        "threads": torch.get_num_threads(),
+        "ig_steps": a.steps,
+        "shapley_seconds": round(t_shap, 3),
+        "ig_seconds": round(t_ig, 3),
+        "total_seconds": round(t_shap + t_ig, 3),
+    }
     print(res)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1))

@@ -33,11 +33,19 @@ def main() -> None:
     cohort = load_cohort(base)
     tr, te = patient_splits(cohort, base.split)[0]
     train, test = cohort.subset(tr), cohort.subset(te)
-    configs = [("cpu", "32-true", "auto"), ("gpu", "32-true", "auto"),
-               ("gpu", "bf16-mixed", "auto"), ("gpu", "32-true", "ddp")]
-    res = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-           "torch": torch.__version__, "n_train": int(len(tr)), "n_test": int(len(te)),
-           "runs": []}
+    configs = [
+        ("cpu", "32-true", "auto"),
+        ("gpu", "32-true", "auto"),
+        ("gpu", "bf16-mixed", "auto"),
+        ("gpu", "32-true", "ddp"),
+    ]
+    res = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "n_train": int(len(tr)),
+        "n_test": int(len(te)),
+        "runs": [],
+    }
     for acc, prec, strat in configs:
         for f in fusion_names():
             if strat == "ddp" and f not in ("late", "attention", "guided"):

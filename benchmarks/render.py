@@ -1,6 +1,6 @@
 """Render BENCHMARKS.md tables from benchmark JSON results (never recomputed).
 
-    python benchmarks/render.py runs/bench > runs/bench/tables.md
+python benchmarks/render.py runs/bench > runs/bench/tables.md
 """
 
 from __future__ import annotations
@@ -16,22 +16,32 @@ def ci(m: dict) -> str:
 
 def compare_table(res: dict) -> str:
     metrics = ["accuracy", "f1", "auroc", "auprc", "brier"]
-    lines = [f"Selected by {res['selection_folds']}-fold CV on the training patients "
-             f"({res['selection_metric']}): **{res['selected']}**. "
-             f"{len(res['seeds'])} seeds; mean ± sd over seeds [95 % stratified bootstrap CI of "
-             f"the seed-mean, {res['n_bootstrap']} resamples, {res['n_evaluated']} test patients]. "
-             f"Whole run: {res['total_seconds']:.0f} s.", "",
-             "| entry | group | " + " | ".join(metrics) + " | fit s (mean) | peak RSS MB |",
-             "|---" * (len(metrics) + 4) + "|"]
+    lines = [
+        f"Selected by {res['selection_folds']}-fold CV on the training patients "
+        f"({res['selection_metric']}): **{res['selected']}**. "
+        f"{len(res['seeds'])} seeds; mean ± sd over seeds [95 % stratified bootstrap CI of "
+        f"the seed-mean, {res['n_bootstrap']} resamples, {res['n_evaluated']} test patients]. "
+        f"Whole run: {res['total_seconds']:.0f} s.",
+        "",
+        "| entry | group | " + " | ".join(metrics) + " | fit s (mean) | peak RSS MB |",
+        "|---" * (len(metrics) + 4) + "|",
+    ]
     for name in res["leaderboard"]:
         e = res["strategies"][name]
         star = " (selected)" if name == res["selected"] else ""
-        lines.append(f"| {name}{star} | {e['group']} | "
-                     + " | ".join(ci(e["metrics"][m]) for m in metrics)
-                     + f" | {e['fit_seconds']:.2f} | {e['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {name}{star} | {e['group']} | "
+            + " | ".join(ci(e["metrics"][m]) for m in metrics)
+            + f" | {e['fit_seconds']:.2f} | {e['peak_rss_mb']:.0f} |"
+        )
     cv = res["selection_detail"][0]["cv_scores"]
-    lines += ["", "CV-on-train scores used for selection:", "",
-              "| strategy | grid point | CV " + res["selection_metric"] + " |", "|---|---|---|"]
+    lines += [
+        "",
+        "CV-on-train scores used for selection:",
+        "",
+        "| strategy | grid point | CV " + res["selection_metric"] + " |",
+        "|---|---|---|",
+    ]
     for f, pts in cv.items():
         for p, s in pts.items():
             lines.append(f"| {f} | `{p}` | {s:.4f} |")
@@ -44,11 +54,16 @@ def contributions_table(res: dict) -> str:
         return ""
     mods = list(next(iter(rows.values()))["global"])
     metric = next(iter(rows.values()))["metric"]
-    lines = [f"Global modality Shapley values of test {metric} (seed-0 model; exact over all "
-             "modality subsets; an absent modality is masked, never imputed from test data), "
-             "beside leave-one-out deltas (metric with all minus metric without the modality):",
-             "", "| strategy | " + " | ".join(f"{m} Shapley | {m} LOO" for m in mods)
-             + f" | {metric} all | {metric} none |", "|---" * (2 * len(mods) + 3) + "|"]
+    lines = [
+        f"Global modality Shapley values of test {metric} (seed-0 model; exact over all "
+        "modality subsets; an absent modality is masked, never imputed from test data), "
+        "beside leave-one-out deltas (metric with all minus metric without the modality):",
+        "",
+        "| strategy | "
+        + " | ".join(f"{m} Shapley | {m} LOO" for m in mods)
+        + f" | {metric} all | {metric} none |",
+        "|---" * (2 * len(mods) + 3) + "|",
+    ]
     for n, c in rows.items():
         cells = " | ".join(f"{c['global'][m]:+.3f} | {c['global_loo'][m]:+.3f}" for m in mods)
         lines.append(f"| {n} | {cells} | {c['value_all']:.3f} | {c['value_none']:.3f} |")
@@ -59,43 +74,55 @@ def robustness_table(curve: dict) -> str:
     metric = curve["metrics"][0]
     out = []
     for sc in curve["scenarios"]:
-        out += [f"Missing **{sc}** ({metric}, mean over {len(curve['seeds'])} seeds, "
-                f"{curve['n_test']} test patients):", "",
-                "| entry | " + " | ".join(f"{r:.0%}" for r in curve["rates"]) + " |",
-                "|---" * (len(curve["rates"]) + 1) + "|"]
+        out += [
+            f"Missing **{sc}** ({metric}, mean over {len(curve['seeds'])} seeds, "
+            f"{curve['n_test']} test patients):",
+            "",
+            "| entry | " + " | ".join(f"{r:.0%}" for r in curve["rates"]) + " |",
+            "|---" * (len(curve["rates"]) + 1) + "|",
+        ]
         for name, d in curve["curves"].items():
-            out.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in d[sc][metric]["mean"]) + " |")
+            out.append(
+                f"| {name} | " + " | ".join(f"{v:.3f}" for v in d[sc][metric]["mean"]) + " |"
+            )
         out.append("")
     return "\n".join(out)
 
 
 def predict_table(p: dict) -> str:
-    lines = [f"torch threads: {p['threads']}", "",
-             "| strategy | batch patients | patients/s | single p50 ms | single p95 ms |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"torch threads: {p['threads']}",
+        "",
+        "| strategy | batch patients | patients/s | single p50 ms | single p95 ms |",
+        "|---|---|---|---|---|",
+    ]
     for f, r in p["results"].items():
-        lines.append(f"| {f} | {r['batch_patients']} | {r['patients_per_second']:,} | "
-                     f"{r['single_ms_p50']} | {r['single_ms_p95']} |")
+        lines.append(
+            f"| {f} | {r['batch_patients']} | {r['patients_per_second']:,} | "
+            f"{r['single_ms_p50']} | {r['single_ms_p95']} |"
+        )
     return "\n".join(lines)
 
 
 def explain_table(e: dict) -> str:
-    return (f"{e['n_patients']} ROSMAP test patients, fusion `{e['fusion']}`, "
-            f"torch threads {e['threads']}: modality Shapley (exact, 2^M subsets) "
-            f"{e['shapley_seconds']:.2f} s + Integrated Gradients ({e['ig_steps']} steps, all "
-            f"modalities) {e['ig_seconds']:.2f} s = **{e['total_seconds']:.2f} s**.")
+    return (
+        f"{e['n_patients']} ROSMAP test patients, fusion `{e['fusion']}`, "
+        f"torch threads {e['threads']}: modality Shapley (exact, 2^M subsets) "
+        f"{e['shapley_seconds']:.2f} s + Integrated Gradients ({e['ig_steps']} steps, all "
+        f"modalities) {e['ig_seconds']:.2f} s = **{e['total_seconds']:.2f} s**."
+    )
 
 
 def main(folder: str) -> None:
     root = Path(folder)
     parts = []
-    for sub, title, fn in (("rosmap/results.json", "ROSMAP comparison", compare_table),
-                           ("rosmap/results.json", "ROSMAP modality contributions",
-                            contributions_table),
-                           ("explain.json", "Explanation speed", explain_table),
-                           ("rosmap_robustness/robustness.json", "ROSMAP robustness",
-                            robustness_table),
-                           ("predict.json", "Prediction speed", predict_table)):
+    for sub, title, fn in (
+        ("rosmap/results.json", "ROSMAP comparison", compare_table),
+        ("rosmap/results.json", "ROSMAP modality contributions", contributions_table),
+        ("explain.json", "Explanation speed", explain_table),
+        ("rosmap_robustness/robustness.json", "ROSMAP robustness", robustness_table),
+        ("predict.json", "Prediction speed", predict_table),
+    ):
         p = root / sub
         if p.exists():
             parts += [f"### {title}", "", fn(json.loads(p.read_text())), ""]

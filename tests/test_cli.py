@@ -46,8 +46,11 @@ def test_datasets_list():
 
 def test_fit_then_predict_new_patients_with_missing_modalities(files, tmp_path):
     folder, spec_path = files
-    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path / "fit"),
-                           "--fusion", "attention"]))
+    ok(
+        runner.invoke(
+            app, ["fit", str(spec_path), "--out", str(tmp_path / "fit"), "--fusion", "attention"]
+        )
+    )
     bundle = tmp_path / "fit" / "bundle"
     for f in ("spec.yaml", "weights.safetensors", "state.json", "card.json"):
         assert (bundle / f).exists()
@@ -60,8 +63,21 @@ def test_fit_then_predict_new_patients_with_missing_modalities(files, tmp_path):
     clin.to_csv(tmp_path / "c.csv", index=False)
     expr.to_csv(tmp_path / "e.csv", index=False)
     out_csv = tmp_path / "preds.csv"
-    ok(runner.invoke(app, ["predict", str(bundle), "--input", f"clinical={tmp_path / 'c.csv'}",
-                           "--input", f"expression={tmp_path / 'e.csv'}", "--out", str(out_csv)]))
+    ok(
+        runner.invoke(
+            app,
+            [
+                "predict",
+                str(bundle),
+                "--input",
+                f"clinical={tmp_path / 'c.csv'}",
+                "--input",
+                f"expression={tmp_path / 'e.csv'}",
+                "--out",
+                str(out_csv),
+            ],
+        )
+    )
     preds = pd.read_csv(out_csv)
     assert len(preds) == 11
     assert preds["p_event"].between(0, 1).all()
@@ -73,19 +89,38 @@ def test_fit_then_predict_new_patients_with_missing_modalities(files, tmp_path):
 def test_predict_rejects_unknown_modality(files, tmp_path):
     folder, spec_path = files
     ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path / "fit")]))
-    r = runner.invoke(app, ["predict", str(tmp_path / "fit" / "bundle"), "--input",
-                            f"xray={folder / 'clinical.csv'}"])
+    r = runner.invoke(
+        app,
+        ["predict", str(tmp_path / "fit" / "bundle"), "--input", f"xray={folder / 'clinical.csv'}"],
+    )
     assert r.exit_code == 2 and "xray" in r.output
 
 
 def test_compare_writes_results_and_plot(files, tmp_path):
     _, spec_path = files
-    out = ok(runner.invoke(app, ["compare", str(spec_path), "--fusion", "early,late",
-                                 "--out", str(tmp_path), "--no-ablations"]))
+    out = ok(
+        runner.invoke(
+            app,
+            [
+                "compare",
+                str(spec_path),
+                "--fusion",
+                "early,late",
+                "--out",
+                str(tmp_path),
+                "--no-ablations",
+            ],
+        )
+    )
     assert "SYNTHETIC" in out
     res = json.loads((tmp_path / "results.json").read_text())
-    assert set(res["strategies"]) == {"early", "late", "baseline:lr_early", "baseline:lr_late",
-                                      "baseline:gbm"}
+    assert set(res["strategies"]) == {
+        "early",
+        "late",
+        "baseline:lr_early",
+        "baseline:lr_late",
+        "baseline:gbm",
+    }
     assert (tmp_path / "leaderboard.png").stat().st_size > 1000
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert set(preds["entry"]) == set(res["strategies"])
@@ -93,8 +128,20 @@ def test_compare_writes_results_and_plot(files, tmp_path):
 
 def test_robustness_writes_curve(files, tmp_path):
     _, spec_path = files
-    ok(runner.invoke(app, ["robustness", str(spec_path), "--fusion", "joint", "--out",
-                           str(tmp_path), "--no-baselines"]))
+    ok(
+        runner.invoke(
+            app,
+            [
+                "robustness",
+                str(spec_path),
+                "--fusion",
+                "joint",
+                "--out",
+                str(tmp_path),
+                "--no-baselines",
+            ],
+        )
+    )
     curve = json.loads((tmp_path / "robustness.json").read_text())
     assert curve["rates"] == [0.0, 0.2, 0.4, 0.6, 0.8]
     assert "random" in curve["scenarios"]
@@ -117,8 +164,21 @@ def test_bad_spec_names_the_field(tmp_path):
 
 def test_set_overrides_spec_fields(files, tmp_path):
     _, spec_path = files
-    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path), "--set",
-                           "training.max_epochs=1", "--set", "fusion.hidden=8"]))
+    ok(
+        runner.invoke(
+            app,
+            [
+                "fit",
+                str(spec_path),
+                "--out",
+                str(tmp_path),
+                "--set",
+                "training.max_epochs=1",
+                "--set",
+                "fusion.hidden=8",
+            ],
+        )
+    )
     import yaml as _yaml
 
     saved = _yaml.safe_load((tmp_path / "bundle" / "spec.yaml").read_text())
@@ -129,22 +189,44 @@ def test_set_overrides_spec_fields(files, tmp_path):
 
 def test_fit_results_carry_the_trust_sections_and_explain_new_patients(files, tmp_path):
     folder, spec_path = files
-    ok(runner.invoke(app, ["fit", str(spec_path), "--out", str(tmp_path / "fit"),
-                           "--fusion", "attention"]))
+    ok(
+        runner.invoke(
+            app, ["fit", str(spec_path), "--out", str(tmp_path / "fit"), "--fusion", "attention"]
+        )
+    )
     res = json.loads((tmp_path / "fit" / "results.json").read_text())
     assert res["kind"] == "fit" and res["synthetic"]
-    for key in ("calibration", "curves", "contributions", "attention", "features",
-                "deletion_curve", "fairness"):
+    for key in (
+        "calibration",
+        "curves",
+        "contributions",
+        "attention",
+        "features",
+        "deletion_curve",
+        "fairness",
+    ):
         assert res[key], key
     assert set(res["fairness"]["attributes"]) == {"sex", "site"}
     assert res["calibration"]["before"]["reliability"]["count"]
     clin = pd.read_csv(folder / "clinical.csv").head(6)
     clin.to_csv(tmp_path / "c.csv", index=False)
-    ok(runner.invoke(app, ["explain", str(tmp_path / "fit" / "bundle"), "--input",
-                           f"clinical={tmp_path / 'c.csv'}", "--out", str(tmp_path / "ex")]))
+    ok(
+        runner.invoke(
+            app,
+            [
+                "explain",
+                str(tmp_path / "fit" / "bundle"),
+                "--input",
+                f"clinical={tmp_path / 'c.csv'}",
+                "--out",
+                str(tmp_path / "ex"),
+            ],
+        )
+    )
     table = pd.read_csv(tmp_path / "ex" / "contributions.csv")
     assert len(table) == 6
     # only clinical was given: it carries the whole change from the no-data prior
-    np.testing.assert_allclose(table["shapley_clinical"],
-                               table["score"] - table["score_without_any_modality"], atol=1e-6)
+    np.testing.assert_allclose(
+        table["shapley_clinical"], table["score"] - table["score_without_any_modality"], atol=1e-6
+    )
     assert (table["shapley_expression"] == 0).all()

@@ -26,23 +26,27 @@ def _cohort(task: str, n: int = 240, seed: int = 0):
     else:
         label = np.where(score > 0.8, "yes", "no")  # imbalanced
     b_rows = rng.random(n) > 0.2
-    frames = {"a": pd.DataFrame(a, index=ids, columns=[f"a{i}" for i in range(6)]),
-              "b": pd.DataFrame(b, index=ids, columns=[f"b{i}" for i in range(4)]).loc[b_rows]}
+    frames = {
+        "a": pd.DataFrame(a, index=ids, columns=[f"a{i}" for i in range(6)]),
+        "b": pd.DataFrame(b, index=ids, columns=[f"b{i}" for i in range(4)]).loc[b_rows],
+    }
     target = pd.DataFrame({"y": label}, index=ids)
-    spec = parse_spec({
-        "modalities": [{"name": "a", "kind": "omics"}, {"name": "b", "kind": "omics"}],
-        "target": {"column": "y", "task": task},
-        "split": {"method": "holdout", "test_size": 0.3},
-        "fusion": {"name": "joint", "hidden": 16},
-        "training": {"max_epochs": 60, "lr": 0.01, "patience": 10},
-    })
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "a", "kind": "omics"}, {"name": "b", "kind": "omics"}],
+            "target": {"column": "y", "task": task},
+            "split": {"method": "holdout", "test_size": 0.3},
+            "fusion": {"name": "joint", "hidden": 16},
+            "training": {"max_epochs": 60, "lr": 0.01, "patience": 10},
+        }
+    )
     return spec, build_cohort(spec, frames, target)
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_task_learns(task, tmp_path):
     spec, cohort = _cohort(task)
-    (tr, te), = patient_splits(cohort, spec.split)
+    ((tr, te),) = patient_splits(cohort, spec.split)
     m = Model(spec, fusion="early" if task != "regression" else "joint").fit(cohort.subset(tr))
     test = cohort.subset(te)
     out = m.predict_proba(test)

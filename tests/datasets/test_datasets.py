@@ -92,6 +92,6 @@ def test_rosmap_example_spec_loads():
     spec = load_spec(Path(__file__).parents[2] / "examples" / "rosmap.yaml")
     cohort = load_cohort(spec)
     assert len(cohort) == 351 and cohort.excluded == []
-    (tr, te), = patient_splits(cohort, spec.split)
+    ((tr, te),) = patient_splits(cohort, spec.split)
     assert len(tr) == 245 and len(te) == 106
     assert not set(cohort.ids[tr]) & set(cohort.ids[te])

@@ -30,8 +30,11 @@ def test_calibrators_reduce_ece_and_keep_ranking():
     for method in ("temperature", "isotonic"):
         cal = Calibrator(method).fit(logits[:1000], y[:1000], "binary")
         out = cal.proba(
-            np.c_[1 - torch.sigmoid(cal.logits(logits)[:, 0]).numpy(),
-                  torch.sigmoid(cal.logits(logits)[:, 0]).numpy()])
+            np.c_[
+                1 - torch.sigmoid(cal.logits(logits)[:, 0]).numpy(),
+                torch.sigmoid(cal.logits(logits)[:, 0]).numpy(),
+            ]
+        )
         assert ece(y[1000:], out[1000:]) < ece(y[1000:], raw2[1000:])
         back = Calibrator.from_json(cal.to_json())
         np.testing.assert_allclose(back.proba(out), cal.proba(out))

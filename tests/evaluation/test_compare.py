@@ -31,8 +31,18 @@ def run():
 
 def test_results_contract(run):
     spec, cohort, results, outputs, ticks = run
-    for key in ("dataset", "task", "seeds", "selection", "selected", "strategies", "excluded",
-                "versions", "leaderboard", "synthetic"):
+    for key in (
+        "dataset",
+        "task",
+        "seeds",
+        "selection",
+        "selected",
+        "strategies",
+        "excluded",
+        "versions",
+        "leaderboard",
+        "synthetic",
+    ):
         assert key in results
     assert results["selection"] == "cv-on-train"
     assert results["synthetic"] is True
@@ -81,8 +91,9 @@ def test_kfold_predicts_every_patient_once_per_seed():
     d = synthetic_spec_dict(n_patients=90, seed=1)
     d["split"] = {"method": "kfold", "n_folds": 3}
     d["training"].update({"max_epochs": 2})
-    d["evaluation"].update({"seeds": 1, "n_bootstrap": 0, "selection_folds": 2,
-                            "baselines": False, "ablations": False})
+    d["evaluation"].update(
+        {"seeds": 1, "n_bootstrap": 0, "selection_folds": 2, "baselines": False, "ablations": False}
+    )
     spec = parse_spec(d)
     cohort = load_cohort(spec)
     results, outputs = compare(spec, cohort, ["early"])

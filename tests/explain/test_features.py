@@ -26,7 +26,7 @@ def fitted():
     d["training"].update({"max_epochs": 20})
     spec = parse_spec(d)
     cohort = load_cohort(spec)
-    (tr, te), = patient_splits(cohort, spec.split)
+    ((tr, te),) = patient_splits(cohort, spec.split)
     model = Model(spec, fusion="joint", seed=0).fit(cohort.subset(tr))
     return spec, model, cohort.subset(tr), cohort.subset(te)
 
@@ -39,8 +39,10 @@ def test_ig_completeness_and_absent_rows(fitted):
     p = present[name]
     assert np.isnan(attr[name][~p]).all() and np.isfinite(attr[name][p]).all()
     # completeness: attributions sum to f(x) - f(x with this modality's input at baseline)
-    xt = {k: torch.as_tensor(np.where(present[k][:, None], v, 0.0), dtype=torch.float32)
-          for k, v in x.items()}
+    xt = {
+        k: torch.as_tensor(np.where(present[k][:, None], v, 0.0), dtype=torch.float32)
+        for k, v in x.items()
+    }
     pt = {k: torch.as_tensor(v) for k, v in present.items()}
     with torch.no_grad():
         full = model.net_(xt, pt)[:, 0].numpy()

@@ -19,8 +19,11 @@ from holomed.synthetic import GROUND_TRUTH, synthetic_spec_dict
 def test_shapley_of_an_additive_game_is_each_players_part():
     names = ["a", "b", "c"]
     part = {"a": 1.0, "b": 2.0, "c": -0.5}
-    values = {frozenset(s): sum(part[n] for n in s) for k in range(4)
-              for s in itertools.combinations(names, k)}
+    values = {
+        frozenset(s): sum(part[n] for n in s)
+        for k in range(4)
+        for s in itertools.combinations(names, k)
+    }
     phi = shapley_from_values(values, names)
     assert phi == pytest.approx(part)
 
@@ -37,15 +40,18 @@ def synthetic():
     d["training"].update({"max_epochs": 30})
     spec = parse_spec(d)
     cohort = load_cohort(spec)
-    (tr, te), = patient_splits(cohort, spec.split)
+    ((tr, te),) = patient_splits(cohort, spec.split)
     return spec, cohort.subset(tr), cohort.subset(te)
 
 
 @pytest.mark.parametrize("which", ["late", "baseline"])
 def test_contributions_rank_the_signal_modalities_first(synthetic, which):
     spec, train, test = synthetic
-    model = (Model(spec, fusion="late", seed=0) if which == "late"
-             else ClassicalBaseline(spec, "lr_late")).fit(train)
+    model = (
+        Model(spec, fusion="late", seed=0)
+        if which == "late"
+        else ClassicalBaseline(spec, "lr_late")
+    ).fit(train)
     res = modality_shapley(model, test)
     g = res["global"]
     strongest = GROUND_TRUTH["signal_modalities"][0]
@@ -53,8 +59,9 @@ def test_contributions_rank_the_signal_modalities_first(synthetic, which):
     assert g["noise"] == min(g.values()) or abs(g["noise"]) < 0.02
     # efficiency: per patient, contributions add up to score(all) - score(none)
     total = np.sum([res["patient"][m] for m in res["modalities"]], 0)
-    np.testing.assert_allclose(total, np.array(res["patient_score"]) - res["patient_base"],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        total, np.array(res["patient_score"]) - res["patient_base"], atol=1e-6
+    )
     # ... and globally to metric(all) - metric(none)
     assert sum(g.values()) == pytest.approx(res["value_all"] - res["value_none"], abs=1e-9)
 

@@ -28,9 +28,11 @@ def test_csv_tsv_parquet_agree(tmp_path, frame):
 
 def test_h5ad(tmp_path, frame):
     anndata = pytest.importorskip("anndata")
-    ad = anndata.AnnData(X=frame[["g1", "g2"]].to_numpy(),
-                         obs=pd.DataFrame(index=frame["pid"].tolist()),
-                         var=pd.DataFrame(index=["g1", "g2"]))
+    ad = anndata.AnnData(
+        X=frame[["g1", "g2"]].to_numpy(),
+        obs=pd.DataFrame(index=frame["pid"].tolist()),
+        var=pd.DataFrame(index=["g1", "g2"]),
+    )
     ad.write_h5ad(tmp_path / "x.h5ad")
     g = read_table([tmp_path / "x.h5ad"])
     assert list(g.index) == ["a", "b", "c"] and list(g.columns) == ["g1", "g2"]
