@@ -48,6 +48,28 @@ def versions() -> dict[str, str]:
     }
 
 
+def run_card(spec: Any) -> dict[str, Any]:
+    """Intended use, limitations (the dataset's and the spec's notes) and whether the data
+    are synthetic: the model-card fields every run records."""
+    from holomed.datasets import DATASETS
+
+    ds = DATASETS.get(spec.dataset) if spec.dataset in DATASETS else None
+    synthetic = bool((ds is not None and ds.synthetic) or spec.dataset.startswith("synthetic"))
+    limitations = []
+    if synthetic:
+        limitations.append("SYNTHETIC data: a check of the method, not a clinical result.")
+    if ds is not None:
+        limitations += list(ds.notes)
+        if ds.citation:
+            limitations.append(
+                f"Data: {ds.description}. Cite: {ds.citation}. Licence: {ds.licence}."
+            )
+    limitations += list(spec.notes)
+    if spec.description:
+        limitations.append(spec.description)
+    return {"intended_use": DEFAULT_USE, "limitations": limitations, "synthetic": synthetic}
+
+
 def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> Path:
     if not hasattr(model, "net_"):
         raise BundleError("the model is not fitted; call fit() before save()")

@@ -298,23 +298,14 @@ def fit(
 
 
 def fit_results(spec, cohort, model, n_train: int, n_test: int, trust: dict) -> dict[str, Any]:
-    from holomed.bundle import versions
-    from holomed.datasets import DATASETS
+    from holomed.bundle import run_card, versions
     from holomed.evaluation.compare import _count_reasons
 
-    synthetic = bool(
-        (spec.dataset in DATASETS and DATASETS.get(spec.dataset).synthetic)
-        or spec.dataset.startswith("synthetic")
-    )
-    limitations = list(spec.evaluation_notes) if hasattr(spec, "evaluation_notes") else []
-    if synthetic:
-        limitations.append("SYNTHETIC data: a check of the method, not a clinical result.")
-    if spec.description:
-        limitations.append(spec.description)
+    card = run_card(spec)
     return {
         "kind": "fit",
         "dataset": spec.dataset,
-        "synthetic": synthetic,
+        "synthetic": card["synthetic"],
         "task": cohort.task,
         "classes": cohort.classes,
         "fusion": model.fusion_name,
@@ -326,8 +317,8 @@ def fit_results(spec, cohort, model, n_train: int, n_test: int, trust: dict) -> 
         "excluded_summary": _count_reasons(cohort.excluded),
         "fit_seconds": model.fit_seconds_,
         "history": model.history_,
-        "intended_use": "Research use only; not a medical device.",
-        "limitations": limitations,
+        "intended_use": card["intended_use"],
+        "limitations": card["limitations"],
         "versions": versions(),
         "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
         **trust,
@@ -379,6 +370,8 @@ def robustness(
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(curve, indent=1, default=float))
     robustness_plot(curve, out / "robustness.png")
+    if (out / "results.json").exists():  # a run folder: its report gains the curve
+        _report(out)
     metric = curve["metrics"][0]
     t = Table(
         title=f"{metric} with x% of test patients missing (random modalities), "

@@ -207,6 +207,7 @@ class Spec(_Strict):
     dataset: str = "custom"
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+    notes: list[str] = Field(default_factory=list)  # caveats for the model card
     modalities: list[ModalitySpec]
     target: TargetSpec = Field(default_factory=TargetSpec)
     attributes: list[str] = Field(default_factory=list)

@@ -48,6 +48,7 @@ class Dataset:
     licence: str = ""
     citation: str = ""
     synthetic: bool = False
+    notes: tuple[str, ...] = ()
 
     def candidates(self) -> list[Path]:
         out = []

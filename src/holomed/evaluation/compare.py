@@ -230,14 +230,16 @@ def compare(
             -sign * np.nan_to_num(entries[e]["metrics"][metric]["mean"], nan=-np.inf * sign)
         ),
     )
-    from holomed.bundle import versions
-    from holomed.datasets import DATASETS
+    from holomed.bundle import run_card, versions
 
-    synthetic = spec.dataset in DATASETS and DATASETS.get(spec.dataset).synthetic
+    card = run_card(spec)
     results = {
         "kind": "compare",
         "dataset": spec.dataset,
-        "synthetic": bool(synthetic or spec.dataset.startswith("synthetic")),
+        "synthetic": card["synthetic"],
+        "intended_use": card["intended_use"],
+        "limitations": card["limitations"],
+        "contributions_note": "modality Shapley of the seed-0 model of the first outer split",
         "task": task,
         "classes": cohort.classes,
         "split": spec.split.model_dump(),

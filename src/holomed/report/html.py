@@ -24,6 +24,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ MAX_CURVE_ENTRIES = 8  # leaderboard entries drawn on the ROC/PR figure
 TOP_FEATURES_SHOWN = 10
 
 LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "mse"}
-KEY_METRICS = ("auroc", "auprc", "balanced_accuracy", "f1_macro", "brier", "ece")
+KEY_METRICS = ("auroc", "auprc", "balanced_accuracy", "brier", "ece", "f1_macro")
 KEY_METRICS_REGRESSION = ("rmse", "mae", "r2", "pearson", "spearman")
 METRIC_LABELS = {
     "auroc": "AUROC",
@@ -68,6 +69,7 @@ GROUP_COLOURS = {
 }
 SELECTION_LABELS = {"cv-on-train": "cross-validation on the training patients"}
 SHAPLEY_COLOUR, LOO_COLOUR = "#1f77b4", "#ff7f0e"
+POS_COLOUR, NEG_COLOUR = "#2a9d8f", "#e76f51"  # signed per-patient / per-feature bars
 
 
 def render_report(run_dir: Path | str) -> Path:
@@ -150,6 +152,8 @@ table { border-collapse: collapse; margin: 8px 0 14px; font-size: 0.92em; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left;
          vertical-align: top; }
 th { background: var(--soft); font-weight: 600; }
+.tablewrap { overflow-x: auto; max-width: 100%; }
+table.stack .ci { display: block; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .ci { color: var(--muted); font-size: 0.9em; }
 tr.selected td { background: var(--sel); font-weight: 600; }
@@ -297,6 +301,10 @@ def _val_ci(value: Any, ci: Any = None, digits: int = 3) -> _Raw:
     return _Raw(f'{v} <span class="ci">{_esc(c)}</span>' if c and _is_num(value) else v)
 
 
+def _signed(v: Any, digits: int = 3) -> str:
+    return f"{v:+.{digits}f}" if _is_num(v) else "—"
+
+
 def _pct(v: Any) -> str:
     return f"{100 * v:.1f}%" if _is_num(v) else "—"
 
@@ -312,6 +320,7 @@ def _table(
     num_cols: Iterable[int] = (),
     row_classes: Sequence[str] | None = None,
     caption: str | None = None,
+    cls: str = "",
 ) -> str:
     """A table; cells are escaped unless they are ``_Raw``. A ``_Raw`` cell starting
     with ``<td`` is used as the whole cell (for colspan)."""
@@ -322,7 +331,7 @@ def _table(
     )
     body = []
     for r, row in enumerate(rows):
-        cls = row_classes[r] if row_classes and row_classes[r] else ""
+        rcls = row_classes[r] if row_classes and row_classes[r] else ""
         cells = []
         for i, c in enumerate(row):
             if isinstance(c, _Raw) and c.startswith("<td"):
@@ -331,10 +340,14 @@ def _table(
                 cells.append(
                     f'<td class="num">{_esc(c)}</td>' if i in num else f"<td>{_esc(c)}</td>"
                 )
-        tr = f'<tr class="{_esc(cls)}">' if cls else "<tr>"
+        tr = f'<tr class="{_esc(rcls)}">' if rcls else "<tr>"
         body.append(tr + "".join(cells) + "</tr>")
     cap = f"<caption class='note'>{_esc(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    attr = f' class="{_esc(cls)}"' if cls else ""
+    return (
+        f'<div class="tablewrap"><table{attr}>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _figure(fig: Figure, alt: str, caption: str) -> str:
@@ -488,13 +501,13 @@ def _leaderboard(res: dict[str, Any]) -> str | None:
     sel = res.get("selected")
     first_metrics = strategies[board[0]].get("metrics") or {}
     metric = res.get("selection_metric") or next(iter(first_metrics), None)
-    cols = _metric_order(first_metrics, res.get("task"), metric)[:5]
+    cols = _metric_order(first_metrics, res.get("task"), metric)[:4]
     heads = [
         "#",
         "entry",
         "group",
         *[_label(c) for c in cols],
-        "SD over seeds",
+        "SD (seeds)",
         "fit s",
         "peak RSS MB",
     ]
@@ -523,7 +536,7 @@ def _leaderboard(res: dict[str, Any]) -> str | None:
             "ranking is not used to choose.",
             "note",
         ),
-        _table(heads, rows, set(range(3, 3 + len(cols) + 3)), classes),
+        _table(heads, rows, set(range(3, 3 + len(cols) + 3)), classes, cls="stack"),
     ]
     if metric:
         parts.append(_leaderboard_figure(res, board, metric))
@@ -763,7 +776,7 @@ def _robustness(rob: dict[str, Any] | None, res: dict[str, Any]) -> str | None:
         heads,
         rows,
         set(range(1, len(heads))),
-        caption=f"{_label(metric)} with {_pct(rates[last])} of test patients missing the "
+        caption=f"{_label(metric)} with {100 * rates[last]:.0f}% of test patients missing the "
         "modality (change from none missing)",
     )
     return fig_html + table
@@ -860,24 +873,19 @@ def _contribution_patients(c: dict[str, Any]) -> str:
     picks = _example_patients(c, mods)
     if not picks:
         return ""
-
-    def absent(m: str, i: int) -> bool:
-        return _absent(c, m, i)
-
+    absent = partial(_absent, c)
     rows = []
     for i in picks:
         row: list[Any] = [ids[i], _num(base[i] if i < len(base) else None)]
-        row += ["absent" if absent(m, i) else f"{patient[m][i]:+.3f}" for m in mods]
+        row += ["absent" if absent(m, i) else _signed(patient[m][i]) for m in mods]
         row.append(_num(score[i] if i < len(score) else None))
         rows.append(row)
     heads = ["patient", "output with no modality", *mods, "model output"]
     table = _table(heads, rows, set(range(1, len(heads))))
     fig, axes = _new_figure(2.6 * len(picks), 0.35 * len(mods) + 1.3, ncols=len(picks), sharex=True)
     for ax, i in zip(axes[0], picks, strict=True):
-        vals = [0.0 if absent(m, i) else (patient[m][i] or 0.0) for m in mods]
-        ax.barh(
-            range(len(mods)), vals, color=[SHAPLEY_COLOUR if v >= 0 else LOO_COLOUR for v in vals]
-        )
+        vals = [patient[m][i] if _is_num(patient[m][i]) and not absent(m, i) else 0.0 for m in mods]
+        ax.barh(range(len(mods)), vals, color=[POS_COLOUR if v >= 0 else NEG_COLOUR for v in vals])
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(
             range(len(mods)), [m + (" (absent)" if absent(m, i) else "") for m in mods], fontsize=7
@@ -970,7 +978,7 @@ def _features(res: dict[str, Any]) -> str | None:
                 [
                     r.get("feature", "?"),
                     _num(r.get("mean_abs")),
-                    f"{r['mean']:+.3f}" if _is_num(r.get("mean")) else "—",
+                    _signed(r.get("mean")),
                 ]
                 for r in rows[:TOP_FEATURES_SHOWN]
             ]
@@ -979,8 +987,11 @@ def _features(res: dict[str, Any]) -> str | None:
                 + _table(["feature", "mean |attr|", "mean attr"], body, {1, 2})
                 + "</div>"
             )
-        parts.append('<div class="grid">' + "".join(tables) + "</div>")
         parts.append(_features_figure(top))
+        parts.append(
+            "<details><summary>The same as tables (mean |attribution| and signed mean)"
+            '</summary><div class="grid">' + "".join(tables) + "</div></details>"
+        )
     dc = res.get("deletion_curve")
     if dc and dc.get("k") and dc.get("top_first"):
         fig, axes = _new_figure(6, 3.6)
@@ -989,6 +1000,8 @@ def _features(res: dict[str, Any]) -> str | None:
         if dc.get("random"):
             ax.plot(dc["k"], dc["random"], "--o", ms=3, color="grey", label="random order")
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(dc["k"], [str(k) for k in dc["k"]])
+        ax.minorticks_off()
         ax.set(xlabel="features reset to baseline", ylabel=_label(str(dc.get("metric", ""))))
         _style(ax)
         ax.legend(fontsize=8)
@@ -1006,16 +1019,16 @@ def _features(res: dict[str, Any]) -> str | None:
 
 
 def _features_figure(top: dict[str, list[dict[str, Any]]]) -> str:
-    mods = list(top)[:6]
+    mods = list(top)
     k = min(TOP_FEATURES_SHOWN, max(len(top[m]) for m in mods))
-    ncols = min(len(mods), 3)
+    ncols = len(mods) if len(mods) <= 4 else 3
     nrows = math.ceil(len(mods) / ncols)
-    fig, axes = _new_figure(3.5 * ncols, (0.22 * k + 1.0) * nrows, ncols=ncols, nrows=nrows)
+    fig, axes = _new_figure(2.9 * ncols, (0.22 * k + 1.0) * nrows, ncols=ncols, nrows=nrows)
     flat = [ax for row in axes for ax in row]
     for ax, m in zip(flat, mods, strict=False):
         rows = top[m][:k]
         vals = [r.get("mean_abs") or 0 for r in rows]
-        cols = [SHAPLEY_COLOUR if (r.get("mean") or 0) >= 0 else LOO_COLOUR for r in rows]
+        cols = [POS_COLOUR if (r.get("mean") or 0) >= 0 else NEG_COLOUR for r in rows]
         ax.barh(range(len(rows)), vals, color=cols)
         ax.set_yticks(range(len(rows)), [str(r.get("feature", "?")) for r in rows], fontsize=7)
         ax.invert_yaxis()
@@ -1026,8 +1039,8 @@ def _features_figure(top: dict[str, list[dict[str, Any]]]) -> str:
     return _figure(
         fig,
         "top features per modality",
-        "Mean |attribution| of the top features per modality; blue = raises the predicted "
-        "score on average, orange = lowers it.",
+        "Mean |attribution| of the top features per modality; green = raises the model "
+        "output on average, red = lowers it.",
     )
 
 
@@ -1146,7 +1159,7 @@ def _model_card(res: dict[str, Any], kind: str) -> str | None:
     if res.get("synthetic"):
         data.append("SYNTHETIC")
     items.append(("data", _esc("; ".join(data))))
-    if spec.get("description"):
+    if spec.get("description") and spec["description"] not in (res.get("limitations") or []):
         items.append(("description", _esc(spec["description"])))
     split = res.get("split") or spec.get("split") or {}
     ev = []
