@@ -545,7 +545,7 @@ def demo(out: OutOpt = Path("runs/demo")) -> None:
     results = json.loads((out / "compare" / "results.json").read_text())
     robustness(
         spec_path,
-        out=out / "robustness",
+        out=out / "compare",
         fusion=results["selected"],
         seeds=None,
         baselines=True,

@@ -110,3 +110,15 @@ def test_grid_and_overrides():
     assert new.fusion.options["combine"] == "mean"
     assert new.training.lr in (0.1, 0.01)
     assert spec.training.lr != 0.1 or spec.training.lr == new.training.lr
+
+
+def test_contributions_and_baseline_shap_are_recorded(run):
+    _, cohort, results, _, _ = run
+    for name in ("joint", "late", "baseline:lr_late", "baseline:gbm"):
+        c = results["strategies"][name]["contributions"]
+        assert set(c["global"]) == set(cohort.modality_names), name
+        total = sum(c["global"].values())
+        assert abs(total - (c["value_all"] - c["value_none"])) < 1e-9
+    top = results["strategies"]["baseline:lr_early"]["features"]["top"]
+    assert set(top) == set(cohort.modality_names)
+    assert results["limitations"] and results["intended_use"]

@@ -24,11 +24,13 @@ from holomed.evaluation.baselines import BASELINES, ClassicalBaseline
 from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics, metric_names, summarise
 from holomed.evaluation.resources import Measure
 from holomed.evaluation.trust import curves
+from holomed.explain.features import baseline_shap, top_features
 from holomed.explain.modality import modality_shapley
 from holomed.model import Model
 from holomed.spec import Spec, parse_spec
 
 Tick = Callable[[str], None]
+_CONTRIB_KEYS = ("metric", "global", "global_loo", "value_all", "value_none")
 
 
 def apply_overrides(spec: Spec, overrides: dict[str, Any]) -> Spec:
@@ -108,6 +110,7 @@ def compare(
     meta: dict[str, dict[str, Any]] = {}
     selection_log = []
     contributions: dict[str, dict[str, Any]] = {}
+    features: dict[str, dict[str, Any]] = {}
     names_all = spec.modality_names
 
     def record(
@@ -155,10 +158,7 @@ def compare(
                     record(f, "fusion", s, te, m.predict_proba(test), m.fit_seconds_, chosen[f])
                     if s == 0 and fold == 0 and ev.explain and len(names_all) > 1:
                         c = modality_shapley(m, test)
-                        contributions[f] = {
-                            k: c[k]
-                            for k in ("metric", "global", "global_loo", "value_all", "value_none")
-                        }
+                        contributions[f] = {k: c[k] for k in _CONTRIB_KEYS}
                     tick(f"fit {f} seed {s}")
             meta[f]["peak_rss_mb"] = max(meta[f]["peak_rss_mb"], mem.peak_rss_mb)
         # 3. ablations with the selected strategy and its parameters
@@ -201,6 +201,15 @@ def compare(
                         bl.fit_seconds_,
                         bl.describe(),
                     )
+                    if s == 0 and fold == 0 and ev.explain:
+                        if len(names_all) > 1:
+                            c = modality_shapley(bl, test)
+                            contributions[label] = {k: c[k] for k in _CONTRIB_KEYS}
+                        names = {k: p.feature_names_out_ for k, p in bl.preprocessors_.items()}
+                        features[label] = {
+                            "method": "SHAP (linear / tree explainer)",
+                            "top": top_features(baseline_shap(bl, test), names, 10),
+                        }
                     tick(f"fit {label} seed {s}")
             meta[label]["peak_rss_mb"] = max(meta[label]["peak_rss_mb"], mem.peak_rss_mb)
 
@@ -215,6 +224,7 @@ def compare(
             "group": meta[name]["group"],
             "curves": curves(y, outs[0]) if task != "regression" else {},
             "contributions": contributions.get(name),
+            "features": features.get(name),
             "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed),
             "fit_seconds": float(np.mean(meta[name]["fit_seconds"])),
             "fit_seconds_total": float(np.sum(meta[name]["fit_seconds"])),
