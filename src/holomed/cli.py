@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +40,19 @@ SetOpt = Annotated[
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(2)
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Errors become one red line and exit code 2 (``HOLOMED_DEBUG=1``: the traceback)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure is reported, never a traceback
+        if os.environ.get("HOLOMED_DEBUG"):
+            raise
+        _fail(err)
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
@@ -189,7 +204,7 @@ def compare(
     from holomed.evaluation.compare import count_fits
     from holomed.report.plots import leaderboard_plot
 
-    try:
+    with _guard():
         spec, cohort = _load(spec_path, set_)
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
@@ -212,10 +227,6 @@ def compare(
                 ablations=ablations and spec.evaluation.ablations,
                 tick=lambda msg: prog.update(task, advance=1, description=msg),
             )
-    except Exception as err:  # noqa: BLE001
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        _fail(err)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     _write_predictions(out / "predictions.csv", results, outputs)
@@ -242,7 +253,7 @@ def fit(
     from holomed.evaluation.trust import assess
     from holomed.model import Model
 
-    try:
+    with _guard():
         spec, cohort = _load(spec_path, set_)
         tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
         train = cohort.subset(tr)
@@ -268,10 +279,6 @@ def fit(
             "limitations": res["limitations"],
         }
         model.save(out / "bundle", card=card)
-    except Exception as err:  # noqa: BLE001
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        _fail(err)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
     metrics = trust["metrics"]
     t = Table(
@@ -348,7 +355,7 @@ def robustness(
     from holomed.evaluation.robustness import robustness as run
     from holomed.report.plots import robustness_plot
 
-    try:
+    with _guard():
         spec, cohort = _load(spec_path, set_)
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
@@ -363,10 +370,6 @@ def robustness(
                 baselines=baselines,
                 tick=lambda m: prog.update(task, advance=1, description=m),
             )
-    except Exception as err:  # noqa: BLE001
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        _fail(err)
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(curve, indent=1, default=float))
     robustness_plot(curve, out / "robustness.png")
@@ -404,14 +407,10 @@ def predict(
     from holomed.cohort import unlabelled_cohort
     from holomed.model import load
 
-    try:
+    with _guard():
         model = load(bundle)
         cohort = unlabelled_cohort(model.spec, _sources(input))
         proba = model.predict_proba(cohort)
-    except Exception as err:  # noqa: BLE001
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        _fail(err)
     df = pd.DataFrame({"id": cohort.ids})
     if proba.ndim == 1:
         df["prediction"] = proba
@@ -448,7 +447,7 @@ def explain(
     from holomed.explain.modality import modality_shapley
     from holomed.model import load
 
-    try:
+    with _guard():
         model = load(bundle)
         cohort = unlabelled_cohort(model.spec, _sources(input))
         contrib = modality_shapley(model, cohort)
@@ -467,10 +466,6 @@ def explain(
             },
             "excluded": cohort.excluded,
         }
-    except Exception as err:  # noqa: BLE001
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        _fail(err)
     out.mkdir(parents=True, exist_ok=True)
     (out / "explanations.json").write_text(json.dumps(res, indent=1, default=float))
     table = pd.DataFrame(
@@ -515,10 +510,8 @@ def fusions() -> None:
 @app.command()
 def validate(spec_path: Annotated[Path, typer.Argument()]) -> None:
     """Check a spec and load its cohort, reporting every exclusion."""
-    try:
+    with _guard():
         _load(spec_path)
-    except Exception as err:  # noqa: BLE001
-        _fail(err)
     console.print("[green]spec and cohort OK[/]")
 
 
@@ -579,10 +572,8 @@ def datasets_fetch(name: str) -> None:
     """Locate (or download) and checksum-verify a dataset."""
     from holomed.datasets import DATASETS
 
-    try:
+    with _guard():
         folder = DATASETS.get(name).locate()
-    except Exception as err:  # noqa: BLE001
-        _fail(err)
     console.print(f"[green]{name}[/]: verified in {folder}")
 
 
