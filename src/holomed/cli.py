@@ -106,10 +106,10 @@ def _cohort_table(cohort) -> None:
         t.add_row(name, m["kind"], str(m["present"]), f"{m['coverage']:.0%}", str(m["features"]))
     console.print(t)
     if cohort.excluded:
-        from holomed.evaluation.compare import _count_reasons
+        from holomed.evaluation.compare import count_reasons
 
         console.print(f"[yellow]{len(cohort.excluded)} exclusion(s):[/]")
-        for reason, n in _count_reasons(cohort.excluded).items():
+        for reason, n in count_reasons(cohort.excluded).items():
             console.print(f"  {n} x {reason}")
 
 
@@ -250,7 +250,7 @@ def fit(
     """Fit one strategy on the training patients, evaluate on the test patients and save
     a bundle to OUT/bundle."""
     from holomed.cohort import patient_splits
-    from holomed.evaluation.trust import assess
+    from holomed.evaluation.trust import assess, fit_results
     from holomed.model import Model
 
     with _guard():
@@ -302,34 +302,6 @@ def fit(
         f"bundle: {out / 'bundle'}  ({model.fit_seconds_:.1f} s); results: {out / 'results.json'}"
     )
     _report(out)
-
-
-def fit_results(spec, cohort, model, n_train: int, n_test: int, trust: dict) -> dict[str, Any]:
-    from holomed.bundle import run_card, versions
-    from holomed.evaluation.compare import _count_reasons
-
-    card = run_card(spec)
-    return {
-        "kind": "fit",
-        "dataset": spec.dataset,
-        "synthetic": card["synthetic"],
-        "task": cohort.task,
-        "classes": cohort.classes,
-        "fusion": model.fusion_name,
-        "seed": model.seed_,
-        "n_train": n_train,
-        "n_test": n_test,
-        "cohort": cohort.summary(),
-        "excluded": cohort.excluded,
-        "excluded_summary": _count_reasons(cohort.excluded),
-        "fit_seconds": model.fit_seconds_,
-        "history": model.history_,
-        "intended_use": card["intended_use"],
-        "limitations": card["limitations"],
-        "versions": versions(),
-        "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
-        **trust,
-    }
 
 
 def _report(run_dir: Path) -> None:

@@ -267,7 +267,7 @@ def compare(
         "y": y.tolist(),
         "cohort": cohort.summary(),
         "excluded": cohort.excluded,
-        "excluded_summary": _count_reasons(cohort.excluded),
+        "excluded_summary": count_reasons(cohort.excluded),
         "n_bootstrap": ev.n_bootstrap,
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "versions": versions(),
@@ -276,7 +276,7 @@ def compare(
     return results, final_outputs
 
 
-def _count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
+def count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for e in excluded:
         key = (

@@ -138,3 +138,34 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
             }
     out["assess_seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def fit_results(
+    spec: Spec, cohort: Cohort, model: Any, n_train: int, n_test: int, trust: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``results.json`` of a fit run: run card, cohort, exclusions and trust sections."""
+    from holomed.bundle import run_card, versions
+    from holomed.evaluation.compare import count_reasons
+
+    card = run_card(spec)
+    return {
+        "kind": "fit",
+        "dataset": spec.dataset,
+        "synthetic": card["synthetic"],
+        "task": cohort.task,
+        "classes": cohort.classes,
+        "fusion": model.fusion_name,
+        "seed": model.seed_,
+        "n_train": n_train,
+        "n_test": n_test,
+        "cohort": cohort.summary(),
+        "excluded": cohort.excluded,
+        "excluded_summary": count_reasons(cohort.excluded),
+        "fit_seconds": model.fit_seconds_,
+        "history": model.history_,
+        "intended_use": card["intended_use"],
+        "limitations": card["limitations"],
+        "versions": versions(),
+        "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
+        **trust,
+    }
