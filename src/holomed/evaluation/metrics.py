@@ -185,7 +185,10 @@ def summarise(
     task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, float | list[float]]]:
     """Per metric: mean and sd over seeds (one output per seed, same patients) and a
-    bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class)."""
+    bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class).
+
+    Percentile intervals. ECE is biased upward on resamples (duplicated patients sharpen
+    the bins), so its interval can sit above the point estimate on small test sets."""
     per_seed = [compute_metrics(task, y, o) for o in outputs]
     strata = None if task == "regression" else np.asarray(y)
     names = metric_names(task)
