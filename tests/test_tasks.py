@@ -80,3 +80,13 @@ def test_regression_target_is_standardised_and_restored():
     t = Task.fit("regression", y, 1, balance=True)
     assert t.y_mean == pytest.approx(110) and t.y_sd > 0
     np.testing.assert_allclose(t.output(torch.zeros(3, 1)), [110, 110, 110])
+
+
+def test_model_explain_returns_contributions_weights_and_features():
+    spec, cohort = _cohort("binary")
+    (tr, te), = patient_splits(cohort, spec.split)
+    m = Model(spec, fusion="attention").fit(cohort.subset(tr))
+    why = m.explain(cohort.subset(te))
+    assert set(why["contributions"]["global"]) == {"a", "b"}
+    assert len(why["attention"]["examples"]) == len(te)
+    assert [d["feature"] for d in why["features"]["a"]][0] == "a0"  # the signal feature

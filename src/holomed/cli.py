@@ -414,28 +414,21 @@ def explain(
     import pandas as pd
 
     from holomed.cohort import unlabelled_cohort
-    from holomed.evaluation.trust import attention_readout
-    from holomed.explain.features import integrated_gradients, top_features
-    from holomed.explain.modality import modality_shapley
     from holomed.model import load
 
     with _guard():
         model = load(bundle)
         cohort = unlabelled_cohort(model.spec, _sources(input))
-        contrib = modality_shapley(model, cohort)
-        attr = integrated_gradients(model, cohort)
-        names = {k: p.feature_names_out_ for k, p in model.preprocessors_.items()}
+        why = model.explain(cohort)
+        contrib = why["contributions"]
         res = {
             "kind": "explain",
             "bundle": str(bundle),
             "fusion": model.fusion_name,
             "n_patients": len(cohort),
             "contributions": contrib,
-            "attention": attention_readout(model, cohort, n_examples=len(cohort)),
-            "features": {
-                "method": "integrated gradients (captum)",
-                "top": top_features(attr, names),
-            },
+            "attention": why["attention"],
+            "features": {"method": "integrated gradients (captum)", "top": why["features"]},
             "excluded": cohort.excluded,
         }
     out.mkdir(parents=True, exist_ok=True)

@@ -220,30 +220,19 @@ class Model:
             raise CohortError("evaluate needs a cohort with labels")
         return compute_metrics(self.task_.name, cohort.y, self.predict_proba(cohort))
 
-    def explain(self, cohort: Cohort) -> dict[str, Any]:
-        """Per patient: the change in predicted risk when each present modality is
-        removed (leave-one-modality-out), and the fusion's modality weights if it has
-        them (``attention``, ``late``, ``hybrid`` ...)."""
-        x, present = self._arrays(cohort)
-        base = self._output(self._logits(x, present))
-        score = base[:, -1] if base.ndim == 2 else base
-        fusion = self.net_.fusion
-        weights = None if fusion.attention_weights is None else fusion.attention_weights.numpy()
-        deltas = {}
-        for name in present:
-            p = dict(present)
-            p[name] = np.zeros_like(present[name])
-            out = self._output(self._logits(x, p))
-            other = out[:, -1] if out.ndim == 2 else out
-            d = score - other
-            d[~present[name]] = np.nan
-            deltas[name] = d
+    def explain(self, cohort: Cohort, top_k: int = 15) -> dict[str, Any]:
+        """Why these predictions: per-patient and global modality Shapley values with
+        leave-one-out deltas, the fusion's modality weights (if it has them), and the top
+        features per modality by Integrated Gradients."""
+        from holomed.evaluation.trust import attention_readout
+        from holomed.explain.features import integrated_gradients, top_features
+        from holomed.explain.modality import modality_shapley
+
+        names = {k: p.feature_names_out_ for k, p in self.preprocessors_.items()}
         return {
-            "ids": cohort.ids.tolist(),
-            "score": score.tolist(),
-            "loo_delta": {k: v.tolist() for k, v in deltas.items()},
-            "weights_names": getattr(fusion, "group_names", list(present)),
-            "weights": None if weights is None else weights.tolist(),
+            "contributions": modality_shapley(self, cohort),
+            "attention": attention_readout(self, cohort, n_examples=len(cohort)),
+            "features": top_features(integrated_gradients(self, cohort), names, top_k),
         }
 
     # -- persistence -----------------------------------------------------------------
