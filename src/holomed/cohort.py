@@ -80,9 +80,6 @@ class Cohort:
         mods = {k: m.masked(present[k]) if k in present else m for k, m in self.modalities.items()}
         return replace(self, modalities=mods)
 
-    def select_modalities(self, names: list[str]) -> Cohort:
-        return replace(self, modalities={k: self.modalities[k] for k in names})
-
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,

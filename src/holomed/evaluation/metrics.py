@@ -8,7 +8,7 @@ top-class probability over 10 equal-width bins.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from sklearn import metrics as skm
@@ -151,6 +151,20 @@ def _multiclass(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
     return {m: float(res[m]) for m in CLASSIFICATION}
 
 
+def resamples(
+    n: int, n_boot: int, seed: int = 0, strata: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """``n_boot`` bootstrap index sets of 0..n-1, drawn within each stratum if given."""
+    rng = np.random.default_rng(seed)
+    groups = (
+        [np.arange(n)]
+        if strata is None
+        else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
+    )
+    for _ in range(n_boot):
+        yield np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+
+
 def bootstrap_ci(
     fn: Callable[[np.ndarray], float],
     n: int,
@@ -163,18 +177,7 @@ def bootstrap_ci(
     ``strata`` if given, so each resample keeps the class balance)."""
     if n_boot <= 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    groups = (
-        [np.arange(n)]
-        if strata is None
-        else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
-    )
-    vals = []
-    for _ in range(n_boot):
-        idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
-        v = fn(idx)
-        if np.isfinite(v):
-            vals.append(v)
+    vals = [v for idx in resamples(n, n_boot, seed, strata) if np.isfinite(v := fn(idx))]
     if not vals:
         return (float("nan"), float("nan"))
     lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
@@ -216,21 +219,11 @@ def bootstrap_metrics(
     strata: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Seed-mean of every metric on ``n_boot`` resamples of the patients: {metric: (n_boot,)}."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    groups = (
-        [np.arange(n)]
-        if strata is None
-        else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
-    )
     names = metric_names(task)
     res = {m: np.full(n_boot, np.nan) for m in names}
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for b in range(n_boot):
-            idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
+        for b, idx in enumerate(resamples(len(y), n_boot, seed, strata)):
             per = [compute_metrics(task, y[idx], o[idx]) for o in outputs]
             for m in names:
                 res[m][b] = np.nanmean([p[m] for p in per])
