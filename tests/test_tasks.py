@@ -84,9 +84,56 @@ def test_regression_target_is_standardised_and_restored():
 
 def test_model_explain_returns_contributions_weights_and_features():
     spec, cohort = _cohort("binary")
-    (tr, te), = patient_splits(cohort, spec.split)
+    ((tr, te),) = patient_splits(cohort, spec.split)
     m = Model(spec, fusion="attention").fit(cohort.subset(tr))
     why = m.explain(cohort.subset(te))
     assert set(why["contributions"]["global"]) == {"a", "b"}
     assert len(why["attention"]["examples"]) == len(te)
     assert [d["feature"] for d in why["features"]["a"]][0] == "a0"  # the signal feature
+
+
+def test_multilabel_end_to_end(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 300
+    ids = [f"P{i:03d}" for i in range(n)]
+    a, b = rng.normal(size=(n, 6)), rng.normal(size=(n, 4))
+    lab_a, lab_b = a[:, 0] + b[:, 0] > 0, a[:, 1] - b[:, 1] > 0.5
+    labels = [
+        ";".join(t for t, on in (("AF", x), ("RBBB", z)) if on)
+        for x, z in zip(lab_a, lab_b, strict=True)
+    ]
+    frames = {
+        "a": pd.DataFrame(a, index=ids, columns=[f"a{i}" for i in range(6)]),
+        "b": pd.DataFrame(b, index=ids, columns=[f"b{i}" for i in range(4)]),
+    }
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "a", "kind": "omics"}, {"name": "b", "kind": "omics"}],
+            "target": {"column": "y", "task": "multilabel"},
+            "split": {"method": "kfold", "n_folds": 3},
+            "fusion": {"name": "joint", "hidden": 16},
+            "training": {"max_epochs": 40, "lr": 0.01, "patience": 10},
+            "evaluation": {"seeds": 1, "n_bootstrap": 20, "selection_folds": 2, "ablations": False},
+        }
+    )
+    cohort = build_cohort(spec, frames, pd.DataFrame({"y": labels}, index=ids))
+    assert cohort.classes == ["AF", "RBBB"] and cohort.y.shape == (n, 2)
+    assert cohort.summary()["classes"] == {"AF": int(lab_a.sum()), "RBBB": int(lab_b.sum())}
+    (tr, te), *_ = patient_splits(cohort, spec.split)
+    m = Model(spec, fusion="early").fit(cohort.subset(tr))
+    test = cohort.subset(te)
+    p = m.predict_proba(test)
+    assert p.shape == (len(te), 2) and ((p >= 0) & (p <= 1)).all()
+    metrics = m.evaluate(test)
+    assert metrics["auroc"] > 0.8 and 0 <= metrics["hamming_loss"] < 0.3
+    assert m.predict(test).shape == (len(te), 2)
+    again = load(m.save(tmp_path / "ml"))
+    np.testing.assert_allclose(again.predict_proba(test), p, rtol=1e-5, atol=1e-6)
+    why = m.explain(test)
+    assert set(why["contributions"]["global"]) == {"a", "b"}
+
+    from holomed.evaluation.compare import compare
+
+    results, _ = compare(spec, cohort, ["late"], seeds=1)
+    assert set(results["strategies"]["late"]["metrics"]) >= {"auroc", "f1_macro", "f1_micro"}
+    assert results["strategies"]["baseline:lr_late"]["metrics"]["auroc"]["mean"] > 0.8

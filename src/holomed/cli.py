@@ -141,11 +141,10 @@ def _fmt(m: dict[str, Any]) -> str:
 
 
 def leaderboard(results: dict[str, Any]) -> Table:
-    metrics = (
-        ["accuracy", "f1", "auroc", "auprc", "brier"]
-        if results["task"] != "regression"
-        else ["rmse", "mae", "r2"]
-    )
+    metrics = {
+        "regression": ["rmse", "mae", "r2"],
+        "multilabel": ["auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy"],
+    }.get(results["task"], ["accuracy", "f1", "auroc", "auprc", "brier"])
     tag = "  [SYNTHETIC DATA]" if results.get("synthetic") else ""
     t = Table(
         title=f"{results['dataset']}{tag}: mean ± sd over {len(results['seeds'])} seeds "
@@ -389,7 +388,14 @@ def predict(
     else:
         for j, c in enumerate(model.classes_):
             df[f"p_{c}"] = proba[:, j]
-        df["predicted"] = [model.classes_[i] for i in proba.argmax(1)]
+        if model.task_.name == "multilabel":
+            sep = model.spec.target.separator
+            df["predicted"] = [
+                sep.join(c for c, on in zip(model.classes_, row, strict=True) if on)
+                for row in proba >= 0.5
+            ]
+        else:
+            df["predicted"] = [model.classes_[i] for i in proba.argmax(1)]
     for name in model.preprocessors_:
         df[f"has_{name}"] = cohort.modalities[name].present if name in cohort.modalities else False
     out.parent.mkdir(parents=True, exist_ok=True)

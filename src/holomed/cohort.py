@@ -96,7 +96,9 @@ class Cohort:
             },
             "excluded": len(self.excluded),
         }
-        if self.y is not None and self.classes is not None:
+        if self.y is not None and self.classes is not None and self.y.ndim == 2:
+            out["classes"] = {c: int(n) for c, n in zip(self.classes, self.y.sum(0), strict=True)}
+        elif self.y is not None and self.classes is not None:
             counts = np.bincount(self.y.astype(int), minlength=len(self.classes))
             out["classes"] = {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
         return out
@@ -105,9 +107,33 @@ class Cohort:
 # -- building a cohort from a spec ---------------------------------------------------
 
 
+def _encode_multilabel(
+    labels: pd.Series, classes: list[str] | None, sep: str, where: str
+) -> tuple[np.ndarray, list[str]]:
+    """'AF;RBBB' cells -> (n, L) 0/1 matrix; an empty cell is a patient with no label set."""
+    sets = [
+        [t.strip() for t in str(v).split(sep) if t.strip()] if pd.notna(v) else [] for v in labels
+    ]
+    seen = sorted({t for s in sets for t in s})
+    classes = list(classes) if classes is not None else seen
+    unknown = sorted(set(seen) - set(classes))
+    if unknown:
+        raise CohortError(f"{where}: labels {unknown} are not among classes {classes}")
+    if len(classes) < 1:
+        raise CohortError(f"{where}: a multilabel task needs at least one label")
+    y = np.zeros((len(sets), len(classes)), dtype=np.int64)
+    col = {c: j for j, c in enumerate(classes)}
+    for i, s in enumerate(sets):
+        for t in s:
+            y[i, col[t]] = 1
+    return y, classes
+
+
 def _encode_target(
-    labels: pd.Series, task: str, classes: list[str] | None, where: str
+    labels: pd.Series, task: str, classes: list[str] | None, where: str, sep: str = ";"
 ) -> tuple[np.ndarray, list[str] | None]:
+    if task == "multilabel":
+        return _encode_multilabel(labels, classes, sep, where)
     if task == "regression":
         num = pd.to_numeric(labels, errors="coerce")
         bad = num.isna()
@@ -265,7 +291,7 @@ def build_cohort(
     if not ids:
         raise CohortError(f"{twhere}: no patient has both a label and data in any modality")
 
-    y, classes = _encode_target(target.loc[ids, t.column], t.task, t.classes, twhere)
+    y, classes = _encode_target(target.loc[ids, t.column], t.task, t.classes, twhere, t.separator)
     modalities = _modality_data(spec, raw, ids)
     for name, md in modalities.items():
         if not md.present.any():
@@ -310,7 +336,7 @@ def load_cohort(spec: Spec) -> Cohort:
 
 
 def _stratify(cohort: Cohort) -> np.ndarray | None:
-    if cohort.task == "regression" or cohort.y is None:
+    if cohort.task in ("regression", "multilabel") or cohort.y is None:
         return None
     return cohort.y
 
@@ -351,7 +377,7 @@ def inner_folds(
     from sklearn.model_selection import KFold, StratifiedKFold
 
     n = len(y)
-    if task == "regression":
+    if task in ("regression", "multilabel"):
         return list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
     return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), y))
 
@@ -366,7 +392,7 @@ def carve_validation(
     idx = np.arange(n)
     if frac <= 0 or n < 10:
         return idx, np.array([], dtype=int)
-    strat = None if task == "regression" else y
+    strat = None if task in ("regression", "multilabel") else y
     try:
         a, b = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
     except ValueError:  # a class too small to stratify

@@ -213,6 +213,8 @@ class Model:
 
     def predict(self, cohort: Cohort) -> np.ndarray:
         out = self.predict_proba(cohort)
+        if self.task_.name == "multilabel":
+            return (out >= 0.5).astype(int)
         return out if self.task_.name == "regression" else out.argmax(1)
 
     def evaluate(self, cohort: Cohort) -> dict[str, float]:

@@ -98,8 +98,9 @@ class TargetSpec(_Strict):
     source: list[str] = Field(default_factory=list)
     id_column: str | None = None
     column: str = "label"
-    task: Literal["binary", "multiclass", "regression"] = "binary"
+    task: Literal["binary", "multiclass", "multilabel", "regression"] = "binary"
     classes: list[str] | None = None
+    separator: str = ";"  # multilabel: the labels of one patient in one cell, e.g. "AF;RBBB"
 
     @field_validator("source", mode="before")
     @classmethod

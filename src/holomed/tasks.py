@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TASKS = ("binary", "multiclass", "regression")
+TASKS = ("binary", "multiclass", "multilabel", "regression")
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Task:
 
     @property
     def n_outputs(self) -> int:
-        return self.n_classes if self.name == "multiclass" else 1
+        return self.n_classes if self.name in ("multiclass", "multilabel") else 1
 
     @classmethod
     def fit(cls, name: str, y: np.ndarray, n_classes: int, balance: bool) -> Task:
@@ -34,6 +34,10 @@ class Task:
         if name == "regression":
             sd = float(np.std(y))
             return cls(name, 1, None, float(np.mean(y)), sd if sd > 1e-12 else 1.0)
+        if name == "multilabel":  # per-label positive weight = negatives / positives
+            pos = y.sum(0).astype(float)
+            w = ((len(y) - pos) / np.maximum(pos, 1)).tolist() if balance else None
+            return cls(name, n_classes, w)
         counts = np.bincount(y.astype(int), minlength=n_classes).astype(float)
         weights = None
         if balance:
@@ -48,6 +52,13 @@ class Task:
                     self.class_weights[1] / self.class_weights[0], device=logits.device
                 )
             return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pw)
+        if self.name == "multilabel":
+            pw = (
+                torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
+                if weighted and self.class_weights
+                else None
+            )
+            return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=pw)
         if self.name == "multiclass":
             w = (
                 torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
@@ -64,6 +75,8 @@ class Task:
             return np.stack([1 - p, p], 1)
         if self.name == "multiclass":
             return torch.softmax(logits.double(), 1).numpy()
+        if self.name == "multilabel":
+            return torch.sigmoid(logits.double()).numpy()
         return logits[:, 0].double().numpy() * self.y_sd + self.y_mean
 
     def to_json(self) -> dict:

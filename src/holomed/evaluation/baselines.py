@@ -36,6 +36,37 @@ def _linear(task: str, seed: int, folds: int):
     return LogisticRegressionCV(Cs=C_GRID, cv=cv, scoring="neg_log_loss", max_iter=5000)
 
 
+class PerLabel:
+    """One binary model per label (multilabel); a label with one class in training
+    predicts its training prevalence."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> PerLabel:
+        import warnings
+
+        self.models_: list[Any] = []
+        for j in range(y.shape[1]):
+            col = y[:, j]
+            if 0 < col.sum() < len(col):
+                with warnings.catch_warnings():  # a rare label can leave a CV fold one-class
+                    warnings.simplefilter("ignore")
+                    self.models_.append(self.make().fit(x, col))
+            else:
+                self.models_.append(float(col.mean()))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [
+                np.full(len(x), m) if isinstance(m, float) else m.predict_proba(x)[:, 1]
+                for m in self.models_
+            ],
+            1,
+        )
+
+
 class ClassicalBaseline:
     """``ClassicalBaseline(spec, "lr_late").fit(train).predict_proba(test)``."""
 
@@ -78,13 +109,22 @@ class ClassicalBaseline:
         self.task_ = cohort.task
         y = cohort.y
         folds = self.spec.evaluation.selection_folds
+        multilabel = cohort.task == "multilabel"
         if cohort.task != "regression":
             self.n_classes_ = len(cohort.classes or [])
-            self.prior_ = np.bincount(y.astype(int), minlength=self.n_classes_) / len(y)
-        if self.method == "lr_early":
-            self.model_ = _linear(cohort.task, self.seed, folds).fit(
-                self._features(cohort, True), y
+            self.prior_ = (
+                y.mean(0)
+                if multilabel
+                else np.bincount(y.astype(int), minlength=self.n_classes_) / len(y)
             )
+
+        def linear():
+            if multilabel:
+                return PerLabel(lambda: _linear("binary", self.seed, folds))
+            return _linear(cohort.task, self.seed, folds)
+
+        if self.method == "lr_early":
+            self.model_ = linear().fit(self._features(cohort, True), y)
         elif self.method == "gbm":
             from sklearn.ensemble import (
                 HistGradientBoostingClassifier,
@@ -96,15 +136,17 @@ class ClassicalBaseline:
                 if cohort.task == "regression"
                 else HistGradientBoostingClassifier
             )
-            self.model_ = cls(random_state=self.seed).fit(self._features(cohort, False), y)
+            make = lambda: cls(random_state=self.seed)  # noqa: E731
+            model = PerLabel(make) if multilabel else make()
+            self.model_ = model.fit(self._features(cohort, False), y)
         else:
             x, present = transform_cohort(self.preprocessors_, cohort)
             self.models_ = {}
             for n in self.preprocessors_:
                 rows = present[n]
-                if cohort.task != "regression" and len(np.unique(y[rows])) < 2:
+                if cohort.task in ("binary", "multiclass") and len(np.unique(y[rows])) < 2:
                     continue  # too few patients with this modality to learn from
-                self.models_[n] = _linear(cohort.task, self.seed, folds).fit(x[n][rows], y[rows])
+                self.models_[n] = linear().fit(x[n][rows], y[rows])
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 

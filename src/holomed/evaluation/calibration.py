@@ -46,6 +46,8 @@ def fit_temperature(logits: torch.Tensor, y: np.ndarray, task: str) -> float:
         z = logits / log_t.exp()
         if task == "binary":
             loss = F.binary_cross_entropy_with_logits(z[:, 0], yt.double())
+        elif task == "multilabel":  # one temperature shared by all labels
+            loss = F.binary_cross_entropy_with_logits(z, yt.double())
         else:
             loss = F.cross_entropy(z, yt.long())
         loss.backward()

@@ -201,7 +201,7 @@ def compare(
                         bl.fit_seconds_,
                         bl.describe(),
                     )
-                    if s == 0 and fold == 0 and ev.explain:
+                    if s == 0 and fold == 0 and ev.explain and task != "multilabel":
                         if len(names_all) > 1:
                             c = modality_shapley(bl, test)
                             contributions[label] = {k: c[k] for k in _CONTRIB_KEYS}
@@ -222,7 +222,7 @@ def compare(
         final_outputs[name] = outs
         entries[name] = {
             "group": meta[name]["group"],
-            "curves": curves(y, outs[0]) if task != "regression" else {},
+            "curves": curves(y, outs[0]) if task == "binary" else {},
             "contributions": contributions.get(name),
             "features": features.get(name),
             "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed),

@@ -25,11 +25,53 @@ CLASSIFICATION = (
     "ece",
 )
 REGRESSION = ("mae", "rmse", "r2")
-LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss"}
+MULTILABEL = ("auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy", "hamming_loss", "brier")
+LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss"}
 
 
 def metric_names(task: str) -> tuple[str, ...]:
+    if task == "multilabel":
+        return MULTILABEL
     return REGRESSION if task == "regression" else CLASSIFICATION
+
+
+def multilabel_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5, per_label: bool = False
+) -> dict:
+    """Macro AUROC/AUPRC over labels that have both classes in ``y``; F1 macro and micro,
+    subset accuracy and Hamming loss at ``threshold``; Brier over all entries.
+    ``per_label=True`` also returns {label index: {auroc, auprc, f1, prevalence}}."""
+    y = np.asarray(y).astype(int)
+    pred = (p >= threshold).astype(int)
+    tp = (pred & y).sum(0).astype(float)
+    fp = (pred & (1 - y)).sum(0).astype(float)
+    fn = ((1 - pred) & y).sum(0).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    both = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    auc = {j: _auroc(y[:, j], p[:, j]) for j in both}
+    ap = {j: _average_precision(y[:, j], p[:, j]) for j in both}
+    micro_den = 2 * tp.sum() + fp.sum() + fn.sum()
+    res = {
+        "auroc": float(np.mean(list(auc.values()))) if auc else float("nan"),
+        "auprc": float(np.mean(list(ap.values()))) if ap else float("nan"),
+        "f1_macro": float(f1.mean()),
+        "f1_micro": float(2 * tp.sum() / micro_den) if micro_den else 0.0,
+        "subset_accuracy": float((pred == y).all(1).mean()),
+        "hamming_loss": float((pred != y).mean()),
+        "brier": float(((p - y) ** 2).mean()),
+    }
+    if per_label:
+        res["per_label"] = {
+            j: {
+                "auroc": auc.get(j, float("nan")),
+                "auprc": ap.get(j, float("nan")),
+                "f1": float(f1[j]),
+                "prevalence": float(y[:, j].mean()),
+            }
+            for j in range(y.shape[1])
+        }
+    return res
 
 
 def ece(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -98,6 +140,8 @@ def _binary(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
 def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
     """All metrics of ``task``; a metric undefined on this sample (one class only) is NaN."""
     y = np.asarray(y)
+    if task == "multilabel":
+        return multilabel_metrics(y, np.asarray(out, dtype=float))
     if task != "regression" and out.shape[1] == 2:
         return _binary(y.astype(int), np.asarray(out, dtype=float))
     if task == "regression":
@@ -193,7 +237,7 @@ def summarise(
     Percentile intervals. ECE is biased upward on resamples (duplicated patients sharpen
     the bins), so its interval can sit above the point estimate on small test sets."""
     per_seed = [compute_metrics(task, y, o) for o in outputs]
-    strata = None if task == "regression" else np.asarray(y)
+    strata = None if task in ("regression", "multilabel") else np.asarray(y)
     names = metric_names(task)
     boots = bootstrap_metrics(task, y, outputs, n_boot, seed, strata)
     out: dict[str, dict[str, float | list[float]]] = {}

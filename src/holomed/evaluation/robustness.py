@@ -63,10 +63,8 @@ def robustness(
     tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
     train, test = cohort.subset(tr), cohort.subset(te)
     scenarios = list(cohort.modality_names) + (["random"] if len(cohort.modality_names) > 1 else [])
-    metrics = (
-        ("rmse", "r2")
-        if cohort.task == "regression"
-        else ("auroc", "accuracy", "balanced_accuracy")
+    metrics = {"regression": ("rmse", "r2"), "multilabel": ("auroc", "f1_macro")}.get(
+        cohort.task, ("auroc", "accuracy", "balanced_accuracy")
     )
     entries: list[tuple[str, Callable[[int], Any]]] = [
         (f, lambda s, f=f: Model(spec, fusion=f, seed=s).fit(train)) for f in fusions

@@ -66,7 +66,12 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed),
         "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, spec.training.seed),
     }
-    if task != "regression":
+    if task == "multilabel":
+        from holomed.evaluation.metrics import multilabel_metrics
+
+        per = multilabel_metrics(test.y, proba, per_label=True)["per_label"]
+        out["per_label"] = {test.classes[j]: v for j, v in per.items()}
+    if task in ("binary", "multiclass"):
         from holomed.evaluation.metrics import compute_metrics
 
         before, after = compute_metrics(task, test.y, raw), compute_metrics(task, test.y, proba)
@@ -105,7 +110,7 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
             "top": top_features(attr, names),
         }
         out["explain_seconds"] = round(time.perf_counter() - t1, 2)
-        if task != "regression":
+        if task in ("binary", "multiclass"):
             out["deletion_curve"] = deletion_curve(model, test, attr)
     if spec.attributes and test.attributes is not None and task == "binary":
         from holomed.fairness import audit, mitigate_thresholds

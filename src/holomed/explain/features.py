@@ -35,6 +35,7 @@ def integrated_gradients(
     }
     pt = {k: torch.as_tensor(v) for k, v in present.items()}
     net = model.net_.eval()
+    multilabel = model.task_.name == "multilabel"
     out: dict[str, np.ndarray] = {}
     for name in xt:
         if not present[name].any():
@@ -45,7 +46,8 @@ def integrated_gradients(
             k = inp.shape[0] // len(cohort)  # captum batches the interpolation steps
             xs = {n: (inp if n == name else v.repeat(k, 1)) for n, v in xt.items()}
             ps = {n: v.repeat(k) for n, v in pt.items()}
-            return _score_logit(net(xs, ps), target)
+            logits = net(xs, ps)
+            return logits.mean(1) if multilabel and target is None else _score_logit(logits, target)
 
         ig = IntegratedGradients(forward)
         with torch.enable_grad():

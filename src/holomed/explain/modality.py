@@ -34,10 +34,13 @@ def predictor(model: Any, cohort: Any) -> Predict:
     return lambda present: model.predict_proba(cohort.with_presence(present))
 
 
-def _score(out: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """Per-patient score: P(positive) for binary, P(reference class) for multiclass."""
+def _score(out: np.ndarray, ref: np.ndarray | None = None, task: str = "") -> np.ndarray:
+    """Per-patient score: P(positive) for binary, P(reference class) for multiclass, the
+    mean label probability for multilabel, the prediction for regression."""
     if out.ndim == 1:
         return out
+    if task == "multilabel":
+        return out.mean(1)
     if out.shape[1] == 2:
         return out[:, 1]
     cls = out.argmax(1) if ref is None else ref
@@ -84,7 +87,7 @@ def modality_shapley(
         for n in names
     }
     full_out = f(base)
-    ref = full_out.argmax(1) if full_out.ndim == 2 and full_out.shape[1] > 2 else None
+    ref = full_out.argmax(1) if task == "multiclass" else None
     has_y = cohort.y is not None
     cache: dict[frozenset, tuple[np.ndarray, float]] = {}
 
@@ -93,7 +96,7 @@ def modality_shapley(
             pres = {n: base[n] & (n in s) for n in names}
             out = f(pres)
             g = sign * compute_metrics(task, cohort.y, out)[metric] if has_y else float("nan")
-            cache[s] = (_score(out, ref), g)
+            cache[s] = (_score(out, ref, task), g)
         return cache[s]
 
     if len(names) <= exact_max:
