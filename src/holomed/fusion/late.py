@@ -1,5 +1,6 @@
 """``late`` (decision level): one predictor per modality, combined over the present
-ones by ``combine``: ``mean`` of logits, ``prob_mean`` (mean of probabilities),
+ones by ``combine``: ``mean`` of logits, ``prob_mean`` (mean of probabilities; binary
+and multiclass tasks),
 ``weighted`` (learned weights, renormalised over present modalities), ``uncertainty``
 (each predictor also estimates its own log-variance; per-patient weights =
 softmax(-log-variance) over present modalities) or
