@@ -66,7 +66,7 @@ def transform_cohort(
                 raise CohortError(f"modality {name!r}: {err}") from None
             present[name] = data.present.copy()
         else:
-            x[name] = np.full((n, pre.out_dim), np.nan, np.float32)
+            x[name] = np.full((n, *pre.out_shape), np.nan, np.float32)
             present[name] = np.zeros(n, bool)
     return x, present
 

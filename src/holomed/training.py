@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from holomed.modalities.base import rows_mask
 from holomed.network import MultimodalNet
 from holomed.spec import TrainingSpec
 from holomed.tasks import Task
@@ -35,7 +36,7 @@ class CohortTensors(Dataset):
         self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.ndarray | None
     ) -> None:
         self.x = {
-            k: torch.as_tensor(np.where(present[k][:, None], v, 0.0), dtype=torch.float32)
+            k: torch.as_tensor(np.where(rows_mask(present[k], v.ndim), v, 0.0), dtype=torch.float32)
             for k, v in x.items()
         }
         self.present = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in present.items()}

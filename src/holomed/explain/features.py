@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from holomed.evaluation.metrics import compute_metrics
+from holomed.modalities.base import rows_mask
 
 
 def _score_logit(out: torch.Tensor, target: int | None) -> torch.Tensor:
@@ -30,7 +31,7 @@ def integrated_gradients(
 
     x, present = model._arrays(cohort)
     xt = {
-        k: torch.as_tensor(np.where(present[k][:, None], v, 0.0), dtype=torch.float32)
+        k: torch.as_tensor(np.where(rows_mask(present[k], v.ndim), v, 0.0), dtype=torch.float32)
         for k, v in x.items()
     }
     pt = {k: torch.as_tensor(v) for k, v in present.items()}
@@ -44,7 +45,10 @@ def integrated_gradients(
 
         def forward(inp: torch.Tensor, name: str = name) -> torch.Tensor:
             k = inp.shape[0] // len(cohort)  # captum batches the interpolation steps
-            xs = {n: (inp if n == name else v.repeat(k, 1)) for n, v in xt.items()}
+            xs = {
+                n: (inp if n == name else v.repeat(k, *([1] * (v.dim() - 1))))
+                for n, v in xt.items()
+            }
             ps = {n: v.repeat(k) for n, v in pt.items()}
             logits = net(xs, ps)
             return logits.mean(1) if multilabel and target is None else _score_logit(logits, target)
@@ -97,14 +101,23 @@ def top_features(
     attr: dict[str, np.ndarray], names: dict[str, list[str]], k: int = 15
 ) -> dict[str, list[dict[str, float | str]]]:
     """Per modality, the k features with the largest mean |attribution| over the
-    patients who have the modality, with the mean signed attribution."""
+    patients who have the modality, with the mean signed attribution. Attributions of
+    shape (n, ..., F) with F names (e.g. channels of a series) are summed over the middle
+    axes first."""
     out = {}
     for m, a in attr.items():
+        n = a.shape[0]
+        if a.ndim > 2 and len(names[m]) == a.shape[-1]:  # e.g. (n, T, C): sum over time
+            absval = np.abs(a).reshape(n, -1, a.shape[-1]).sum(1)
+            a = a.reshape(n, -1, a.shape[-1]).sum(1)
+        else:
+            a = a.reshape(n, -1)
+            absval = np.abs(a)
         rows = ~np.isnan(a).all(1)
         if not rows.any():
             out[m] = []
             continue
-        mag = np.abs(a[rows]).mean(0)
+        mag = absval[rows].mean(0)
         sign = a[rows].mean(0)
         order = np.argsort(-mag)[:k]
         out[m] = [

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from holomed.spec import ModalitySpec, Spec
 
 
+def rows_mask(present: np.ndarray, ndim: int) -> np.ndarray:
+    """``present`` (n,) shaped to broadcast over an (n, ...) array of ``ndim`` dims."""
+    return np.asarray(present, bool).reshape(-1, *([1] * (ndim - 1)))
+
+
 @dataclass
 class ModalityData:
     """One modality over a cohort's patients, row ``i`` = patient ``ids[i]``.
@@ -76,6 +81,12 @@ class Preprocessor:
     @property
     def out_dim(self) -> int:
         return len(self.feature_names_out_)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Per-patient shape of ``transform``'s output: ``(p,)`` for vectors; kinds with
+        sequences or images override it, e.g. ``(T, C)`` or ``(C, H, W)``."""
+        return (self.out_dim,)
 
     feature_names_out_: list[str]
 
