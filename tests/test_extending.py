@@ -113,9 +113,7 @@ def cohort_and_spec():
     return spec, cohort
 
 
-# early fusion joins raw *vector* inputs; a (T, C) sequence enters fusion through its
-# encoder, so every embedding-level and decision-level strategy is exercised here
-@pytest.mark.parametrize("fusion", [f for f in fusion_names() if f != "early"])
+@pytest.mark.parametrize("fusion", fusion_names())  # early joins the flattened (T, C) input
 def test_a_registered_sequence_kind_runs_through_every_strategy(cohort_and_spec, fusion, tmp_path):
     spec, cohort = cohort_and_spec
     ((tr, te),) = patient_splits(cohort, spec.split)

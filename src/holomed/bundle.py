@@ -99,6 +99,7 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
         "seed": model.seed_,
         "modalities": list(model.preprocessors_),
         "in_dims": model.in_dims_,
+        "in_sizes": model.in_sizes_,
         "task": model.task_.to_json(),
         "classes": model.classes_,
         "preprocessors": pre_state,
@@ -149,6 +150,7 @@ def load_bundle(path: Path) -> Any:
             ps["meta"], arrays
         )
     model.in_dims_ = {k: int(v) for k, v in state["in_dims"].items()}
+    model.in_sizes_ = {k: int(v) for k, v in state.get("in_sizes", state["in_dims"]).items()}
     model.task_ = Task.from_json(state["task"])
     model.classes_ = state["classes"]
     model.history_ = state.get("history", {})

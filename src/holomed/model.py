@@ -144,7 +144,12 @@ class Model:
         }
         torch.manual_seed(self.seed_)
         return MultimodalNet(
-            self.in_dims_, encoders, self.fusion_name, self._fusion_kwargs(), self.task_.n_outputs
+            self.in_dims_,
+            encoders,
+            self.fusion_name,
+            self._fusion_kwargs(),
+            self.task_.n_outputs,
+            in_sizes=getattr(self, "in_sizes_", None),
         )
 
     # -- data ------------------------------------------------------------------------
@@ -164,6 +169,7 @@ class Model:
             fit_c, val_c = train_cohort, val
         self.preprocessors_ = fit_preprocessors(self._modality_specs(), fit_c, self.seed_)
         self.in_dims_ = {n: p.out_dim for n, p in self.preprocessors_.items()}
+        self.in_sizes_ = {n: int(np.prod(p.out_shape)) for n, p in self.preprocessors_.items()}
         n_classes = len(train_cohort.classes or []) or 1
         self.task_ = Task.fit(train_cohort.task, fit_c.y, n_classes, cfg.class_weights)
         self.classes_ = train_cohort.classes

@@ -24,13 +24,18 @@ class MultimodalNet(nn.Module):
         fusion: str,
         fusion_kwargs: dict[str, Any],
         n_outputs: int,
+        in_sizes: dict[str, int] | None = None,
     ) -> None:
+        """``in_dims``: what each encoder is built for (features, or channels of a
+        sequence); ``in_sizes``: the flattened per-patient input size, which input-level
+        fusion (early) joins (defaults to ``in_dims``)."""
         super().__init__()
         fcls = get_fusion(fusion)
         self.names = list(in_dims)
+        sizes = in_sizes or in_dims
         self.encoders = nn.ModuleDict(
             {
-                n: create_encoder("identity", d)
+                n: create_encoder("identity", sizes[n])
                 if fcls.raw_inputs
                 else create_encoder(encoders[n][0], d, **encoders[n][1])
                 for n, d in in_dims.items()

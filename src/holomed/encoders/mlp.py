@@ -62,14 +62,15 @@ class AutoencoderEncoder(nn.Module):
 
 
 class IdentityEncoder(nn.Module):
-    """The preprocessed features themselves (early fusion joins inputs)."""
+    """The preprocessed features themselves, flattened per patient (early fusion joins
+    inputs; a (T, C) sequence becomes T*C features)."""
 
     def __init__(self, in_dim: int) -> None:
         super().__init__()
         self.out_dim = in_dim
 
     def forward(self, x: torch.Tensor) -> Encoded:
-        return Encoded(x)
+        return Encoded(x.flatten(1))
 
 
 register_encoder("mlp")(MLPEncoder)
