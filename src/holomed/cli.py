@@ -304,10 +304,8 @@ def fit(
 
 
 def _report(run_dir: Path) -> None:
-    try:
-        from holomed.report.html import render_report
-    except ImportError:
-        return
+    from holomed.report.html import render_report
+
     path = render_report(run_dir)
     console.print(f"report: {path}")
 

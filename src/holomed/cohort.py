@@ -335,10 +335,9 @@ def load_cohort(spec: Spec) -> Cohort:
 # -- patient-level splits -------------------------------------------------------------
 
 
-def _stratify(cohort: Cohort) -> np.ndarray | None:
-    if cohort.task in ("regression", "multilabel") or cohort.y is None:
-        return None
-    return cohort.y
+def strata(y: np.ndarray | None, task: str) -> np.ndarray | None:
+    """What splits stratify on: the class for binary/multiclass, nothing otherwise."""
+    return None if y is None or task in ("regression", "multilabel") else y
 
 
 def patient_splits(
@@ -356,7 +355,7 @@ def patient_splits(
         if not len(tr) or not len(te):
             raise CohortError("predefined split needs both train and test patients")
         return [(tr, te)]
-    strat = _stratify(cohort)
+    strat = strata(cohort.y, cohort.task)
     if split.method == "holdout":
         tr, te = train_test_split(
             np.arange(n), test_size=split.test_size, random_state=seed, stratify=strat
@@ -376,10 +375,10 @@ def inner_folds(
     """Folds over positions 0..len(y)-1, stratified for classification."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    n = len(y)
-    if task in ("regression", "multilabel"):
+    n, strat = len(y), strata(y, task)
+    if strat is None:
         return list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
-    return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), y))
+    return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), strat))
 
 
 def carve_validation(
@@ -392,7 +391,7 @@ def carve_validation(
     idx = np.arange(n)
     if frac <= 0 or n < 10:
         return idx, np.array([], dtype=int)
-    strat = None if task in ("regression", "multilabel") else y
+    strat = strata(y, task)
     try:
         a, b = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
     except ValueError:  # a class too small to stratify

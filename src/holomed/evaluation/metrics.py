@@ -237,9 +237,10 @@ def summarise(
     Percentile intervals. ECE is biased upward on resamples (duplicated patients sharpen
     the bins), so its interval can sit above the point estimate on small test sets."""
     per_seed = [compute_metrics(task, y, o) for o in outputs]
-    strata = None if task in ("regression", "multilabel") else np.asarray(y)
+    from holomed.cohort import strata as class_strata
+
     names = metric_names(task)
-    boots = bootstrap_metrics(task, y, outputs, n_boot, seed, strata)
+    boots = bootstrap_metrics(task, y, outputs, n_boot, seed, class_strata(np.asarray(y), task))
     out: dict[str, dict[str, float | list[float]]] = {}
     for m in names:
         vals = np.array([s[m] for s in per_seed], dtype=float)

@@ -60,8 +60,8 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
     ev = spec.evaluation
     t0 = time.perf_counter()
     task = test.task
-    proba = model.predict_proba(test)
-    raw = model.predict_proba(test, calibrated=False)
+    logits = model._logits(*model._arrays(test))  # one pass; calibrated and raw from it
+    proba, raw = model._output(logits), model._output(logits, calibrated=False)
     out: dict[str, Any] = {
         "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed),
         "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, spec.training.seed),
