@@ -186,7 +186,7 @@ def read_modalities(
         if df.shape[0] == 0:
             raise CohortError(f"{where}: modality {m.name!r} is empty (no patients)")
         df, problems = kind.check(df, m, where)
-        excluded += [{**p, "scope": "modality"} for p in problems]
+        excluded += [{"scope": "modality", **p} for p in problems]
         raw[m.name] = df
     return raw, excluded
 
@@ -271,7 +271,7 @@ def build_cohort(
             raise CohortError(f"{twhere}: attribute column {a!r} not found")
 
     in_any = set().union(*(set(df.index) for df in raw.values())) if raw else set()
-    dropped_any = {p["id"] for p in excluded}
+    dropped_any = {p["id"] for p in excluded if p.get("scope") != "value"}
     labelled = target.index[target[t.column].notna()]
     for pid in target.index[target[t.column].isna()]:
         excluded.append(
@@ -326,6 +326,11 @@ def load_cohort(spec: Spec) -> Cohort:
     names one and modalities have no ``source``, else the files the spec names."""
     from holomed.datasets import DATASETS
 
+    if spec.ehr is not None:
+        from holomed.ehr import ehr_frames
+
+        frames, target = ehr_frames(spec)
+        return build_cohort(spec, frames, target)
     if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
         frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
         return build_cohort(spec, frames, target)

@@ -216,7 +216,19 @@ class Spec(_Strict):
     fusion: FusionSpec = Field(default_factory=FusionSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    # relational EHR tables turned into modality frames and the target by DuckDB
+    # (see holomed.ehr); when set, modalities without ``source`` read from it
+    ehr: dict[str, Any] | None = None
     base_dir: str | None = Field(None, exclude=True)
+
+    @field_validator("ehr")
+    @classmethod
+    def _ehr(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        from holomed.ehr import validate_ehr
+
+        return validate_ehr(v)
 
     @model_validator(mode="after")
     def _check_names(self) -> Spec:

@@ -82,10 +82,10 @@ class ClassicalBaseline:
     def _features(self, cohort: Cohort, fill_nan: bool) -> np.ndarray:
         x, present = transform_cohort(self.preprocessors_, cohort)
         parts = []
-        for n in self.preprocessors_:
-            v = x[n].copy()
-            if fill_nan:
-                v[~present[n]] = 0.0
+        for n, pre in self.preprocessors_.items():
+            v = pre.flat_features(x[n])[0].copy()
+            if fill_nan:  # absent rows and undefined statistics: the training mean (0)
+                v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
             parts.append(v)
         parts.append(np.stack([present[n] for n in self.preprocessors_], 1).astype(float))
         return np.concatenate(parts, 1)
@@ -146,7 +146,8 @@ class ClassicalBaseline:
                 rows = present[n]
                 if cohort.task in ("binary", "multiclass") and len(np.unique(y[rows])) < 2:
                     continue  # too few patients with this modality to learn from
-                self.models_[n] = linear().fit(x[n][rows], y[rows])
+                f = np.nan_to_num(self.preprocessors_[n].flat_features(x[n])[0][rows])
+                self.models_[n] = linear().fit(f, y[rows])
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -162,13 +163,22 @@ class ClassicalBaseline:
         for name, m in self.models_.items():
             rows = present[name]
             if rows.any():
-                total[rows] += m.predict(x[name][rows]) if reg else m.predict_proba(x[name][rows])
+                f = np.nan_to_num(self.preprocessors_[name].flat_features(x[name])[0][rows])
+                total[rows] += m.predict(f) if reg else m.predict_proba(f)
                 count[rows] += 1
         none = count == 0
         count[none] = 1
         out = total / (count if reg else count[:, None])
         if none.any():
             out[none] = np.nan if reg else self.prior_
+        return out
+
+    def feature_names(self) -> dict[str, list[str]]:
+        """Per modality, the names of the features the baselines see (``flat_features``)."""
+        out = {}
+        for n, pre in self.preprocessors_.items():
+            probe = np.zeros((1, *pre.out_shape), np.float32)
+            out[n] = pre.flat_features(probe)[1]
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -205,7 +205,7 @@ def compare(
                         if len(names_all) > 1:
                             c = modality_shapley(bl, test)
                             contributions[label] = {k: c[k] for k in _CONTRIB_KEYS}
-                        names = {k: p.feature_names_out_ for k, p in bl.preprocessors_.items()}
+                        names = bl.feature_names()
                         features[label] = {
                             "method": "SHAP (linear / tree explainer)",
                             "top": top_features(baseline_shap(bl, test), names, 10),
@@ -279,12 +279,13 @@ def compare(
 def count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for e in excluded:
-        key = (
-            f"{e.get('scope', 'patient')}: {e['reason']}"
-            if "modality" not in e
-            else f"modality {e['modality']}: {e['reason'].split(' in ')[0]}"
-        )
-        out[key] = out.get(key, 0) + 1
+        if e.get("scope") == "value":  # values set to missing; 'count' of them
+            key = f"values of modality {e['modality']}: {e['reason']}"
+        elif "modality" in e:
+            key = f"modality {e['modality']}: {e['reason'].split(' in ')[0]}"
+        else:
+            key = f"{e.get('scope', 'patient')}: {e['reason']}"
+        out[key] = out.get(key, 0) + int(e.get("count", 1))
     return out
 
 

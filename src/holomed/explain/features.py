@@ -77,7 +77,8 @@ def baseline_shap(baseline: Any, cohort: Any) -> dict[str, np.ndarray]:
         x, present = transform_cohort(baseline.preprocessors_, cohort)
         out = {}
         for name, m in baseline.models_.items():
-            xp = np.where(present[name][:, None], x[name], 0.0)
+            flat = baseline.preprocessors_[name].flat_features(x[name])[0]
+            xp = np.where(present[name][:, None], np.nan_to_num(flat), 0.0)
             ex = shap.LinearExplainer(m, np.zeros((1, xp.shape[1])))
             v = np.asarray(ex.shap_values(xp), dtype=float)
             v = v.reshape(len(xp), -1)[:, : xp.shape[1]]
@@ -91,9 +92,9 @@ def baseline_shap(baseline: Any, cohort: Any) -> dict[str, np.ndarray]:
         ex = shap.TreeExplainer(baseline.model_)
     v = np.asarray(ex.shap_values(feats), dtype=float).reshape(len(feats), -1)
     out, start = {}, 0
-    for name, pre in baseline.preprocessors_.items():
-        out[name] = v[:, start : start + pre.out_dim]
-        start += pre.out_dim
+    for name, names in baseline.feature_names().items():
+        out[name] = v[:, start : start + len(names)]
+        start += len(names)
     return out
 
 

@@ -90,6 +90,15 @@ class Preprocessor:
 
     feature_names_out_: list[str]
 
+    def flat_features(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """``transform``'s output as one vector per patient for classical baselines:
+        ``(n, q)`` features and their names. Vector kinds return ``x`` itself; sequence
+        kinds override it with summary statistics (NaN where undefined)."""
+        if x.ndim == 2:
+            return x, list(self.feature_names_out_)
+        flat = x.reshape(len(x), -1)
+        return flat, [f"f{i}" for i in range(flat.shape[1])]
+
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise NotImplementedError
 
