@@ -32,6 +32,8 @@ class Cohort:
     split: np.ndarray | None = None
     excluded: list[dict[str, Any]] = field(default_factory=list)
     name: str = "cohort"
+    # existing risk scores (e.g. SAPS-I, SOFA) kept for baselines only, never inputs
+    scores: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=str)
@@ -73,6 +75,7 @@ class Cohort:
             split=None if self.split is None else self.split[idx],
             excluded=[],
             name=self.name,
+            scores=None if self.scores is None else self.scores.iloc[idx],
         )
 
     def with_presence(self, present: dict[str, np.ndarray]) -> Cohort:
@@ -180,6 +183,8 @@ def read_modalities(
         kind = get_modality(m.kind)
         if frames is not None and m.name in frames and not m.source:
             df, where = frames[m.name], f"dataset {spec.dataset!r} modality {m.name!r}"
+            # what the dataset's own reader removed or could not read (counts + reasons)
+            excluded += [dict(e) for e in df.attrs.get("reading_report", [])]
         else:
             df = kind.read(m, spec)
             where = ", ".join(str(spec.resolve(s)) for s in m.source)
@@ -269,6 +274,11 @@ def build_cohort(
     for a in spec.attributes:
         if a not in target.columns:
             raise CohortError(f"{twhere}: attribute column {a!r} not found")
+    for a in spec.evaluation.score_baselines:
+        if a not in target.columns:
+            raise CohortError(
+                f"{twhere}: score column {a!r} (evaluation.score_baselines) not found"
+            )
 
     in_any = set().union(*(set(df.index) for df in raw.values())) if raw else set()
     dropped_any = {p["id"] for p in excluded if p.get("scope") != "value"}
@@ -318,7 +328,22 @@ def build_cohort(
         split=split,
         excluded=excluded,
         name=spec.dataset,
+        scores=_scores(target.loc[ids], spec.evaluation.score_baselines, twhere),
     )
+
+
+def _scores(target: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame | None:
+    if not columns:
+        return None
+    out = pd.DataFrame(index=target.index)
+    for c in columns:
+        num = pd.to_numeric(target[c], errors="coerce")
+        text = target[c].notna() & num.isna()
+        if text.any():
+            pid = target.index[text.to_numpy().nonzero()[0][0]]
+            raise CohortError(f"{where}: score {c!r} of patient {pid!r} is not a number")
+        out[c] = num
+    return out
 
 
 def load_cohort(spec: Spec) -> Cohort:

@@ -191,6 +191,10 @@ class EvaluationSpec(_Strict):
     attribute_bins: dict[str, list[float]] = Field(default_factory=dict)
     min_group: int = Field(20, ge=1)
     mitigation: Literal["none", "threshold"] = "none"
+    # target-table columns holding existing risk scores (e.g. SAPS-I, SOFA): each is
+    # reported alone as a baseline (a logistic map of the score fitted on training
+    # patients), never used as a model input
+    score_baselines: list[str] = Field(default_factory=list)
 
     @field_validator("missing_rates")
     @classmethod

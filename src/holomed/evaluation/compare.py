@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from holomed.cohort import Cohort, inner_folds, patient_splits
-from holomed.evaluation.baselines import BASELINES, ClassicalBaseline
+from holomed.evaluation.baselines import BASELINES, ClassicalBaseline, ScoreBaseline
 from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics, metric_names, summarise
 from holomed.evaluation.resources import Measure
 from holomed.evaluation.trust import curves
@@ -186,7 +186,13 @@ def compare(
                     )
                     tick(f"fit {label} seed {s}")
             meta[label]["peak_rss_mb"] = max(meta[label]["peak_rss_mb"], mem.peak_rss_mb)
-        # 4. classical baselines
+        # 4. existing risk scores alone (SAPS-I, SOFA ...), then classical baselines
+        for col in ev.score_baselines if baselines else []:
+            sb = ScoreBaseline(col).fit(train)
+            for s in range(seeds):  # deterministic: the same output for every seed
+                record(
+                    f"score:{col}", "baseline", s, te, sb.predict_proba(test), 0.0, sb.describe()
+                )
         for b in BASELINES if baselines else []:
             label = f"baseline:{b}"
             with Measure() as mem:
