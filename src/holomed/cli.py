@@ -363,23 +363,38 @@ def robustness(
 def predict(
     bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
     input: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--input", "-i", help="MODALITY=FILE, repeatable; absent modalities are missing"
         ),
-    ],
+    ] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset-option",
+            "-d",
+            help="KEY=VALUE: read the model's dataset with these options instead of files, "
+            "e.g. path=/data/physionet2012/set-b; labelled data are also evaluated",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("predictions.csv"),
 ) -> None:
     """Predict new patients; any modality may be missing for any patient."""
     import pandas as pd
 
-    from holomed.cohort import unlabelled_cohort
+    from holomed.cohort import dataset_cohort, unlabelled_cohort
     from holomed.model import load
 
     with _guard():
         model = load(bundle)
-        cohort = unlabelled_cohort(model.spec, _sources(input))
+        if bool(input) == bool(dataset_option):
+            raise ValueError("give either --input MODALITY=FILE or --dataset-option KEY=VALUE")
+        if dataset_option:
+            cohort = dataset_cohort(model.spec, **_overrides(dataset_option))
+        else:
+            cohort = unlabelled_cohort(model.spec, _sources(input))
         proba = model.predict_proba(cohort)
+        metrics = model.evaluate(cohort) if cohort.y is not None else None
     df = pd.DataFrame({"id": cohort.ids})
     if proba.ndim == 1:
         df["prediction"] = proba
@@ -399,6 +414,15 @@ def predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     console.print(f"{len(df)} patients -> {out}")
+    if metrics is not None:
+        mpath = out.with_suffix(".metrics.json")
+        summary = {"n": int(len(cohort)), "metrics": metrics, "excluded": len(cohort.excluded)}
+        mpath.write_text(json.dumps(summary, indent=1, default=float))
+        console.print(
+            "labelled: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+            + f" -> {mpath}"
+        )
     if cohort.excluded:
         console.print(
             f"[yellow]{len(cohort.excluded)} modality row(s) unusable and treated as missing:[/]"

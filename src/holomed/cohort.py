@@ -362,6 +362,32 @@ def load_cohort(spec: Spec) -> Cohort:
     return build_cohort(spec)
 
 
+def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
+    """The spec's registered dataset read with other options — typically another folder
+    (``path=.../set-b``) for a model trained on the default one. Labelled when that
+    folder's target frame has labels (so it can be evaluated), else unlabelled."""
+    from holomed.datasets import DATASETS
+
+    if spec.dataset not in DATASETS:
+        raise CohortError(f"spec.dataset {spec.dataset!r} is not a registered dataset")
+    frames, target = DATASETS.get(spec.dataset).frames(**{**spec.dataset_options, **options})
+    col = spec.target.column
+    if target is not None and col in target.columns and target[col].notna().any():
+        return build_cohort(spec, frames, target)
+    raw, excluded = read_modalities(spec, frames)
+    ids = list(dict.fromkeys(i for df in raw.values() for i in df.index))
+    if not ids:
+        raise CohortError(f"dataset {spec.dataset!r} with {options}: no patient found")
+    return Cohort(
+        ids=np.asarray(ids, dtype=str),
+        modalities=_modality_data(spec, raw, ids),
+        task=spec.target.task,
+        classes=spec.target.classes,
+        excluded=excluded,
+        name=spec.dataset,
+    )
+
+
 # -- patient-level splits -------------------------------------------------------------
 
 

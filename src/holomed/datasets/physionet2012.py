@@ -242,6 +242,9 @@ class PhysioNet2012(Dataset):
         t["icu_type"] = static["ICUType"].reindex(t.index).fillna("unknown")
         for pid in sorted(set(t.index) - set(long["id"]) - {r["id"] for r in report}):
             _report(report, pid, "outcome without a record file", scope="patient")
+        for pid in sorted(set(static.index) - set(series["id"])):
+            _report(report, pid, "no series observation in its record", scope="modality",
+                    modality="series")  # fmt: skip
         static.attrs["reading_report"] = report
         return {"static": static, "series": series}, t
 
