@@ -34,6 +34,10 @@ class Cohort:
     name: str = "cohort"
     # existing risk scores (e.g. SAPS-I, SOFA) kept for baselines only, never inputs
     scores: pd.DataFrame | None = None
+    # (n,) person of each row when rows are admissions/epochs (``split.group``)
+    groups: np.ndarray | None = None
+    # what a dataset or EHR reader counted while reading (rows kept, dropped and why)
+    reading: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=str)
@@ -76,6 +80,7 @@ class Cohort:
             excluded=[],
             name=self.name,
             scores=None if self.scores is None else self.scores.iloc[idx],
+            groups=None if self.groups is None else self.groups[idx],
         )
 
     def with_presence(self, present: dict[str, np.ndarray]) -> Cohort:
@@ -99,6 +104,10 @@ class Cohort:
             },
             "excluded": len(self.excluded),
         }
+        if self.groups is not None:
+            out["groups"] = int(len(np.unique(self.groups)))
+        if self.reading:
+            out["reading"] = self.reading
         if self.y is not None and self.classes is not None and self.y.ndim == 2:
             out["classes"] = {c: int(n) for c, n in zip(self.classes, self.y.sum(0), strict=True)}
         elif self.y is not None and self.classes is not None:
@@ -208,7 +217,7 @@ def _modality_data(
             kind=m.kind,
             values=df.reindex(ids),
             present=np.isin(ids, df.index),
-            feature_names=[str(c) for c in df.columns],
+            feature_names=[str(c) for c in df.attrs.get("feature_names", df.columns)],
         )
     return out
 
@@ -274,6 +283,9 @@ def build_cohort(
     for a in spec.attributes:
         if a not in target.columns:
             raise CohortError(f"{twhere}: attribute column {a!r} not found")
+    group_col = spec.split.group
+    if group_col is not None and group_col not in target.columns:
+        raise CohortError(f"{twhere}: split.group column {group_col!r} not found")
     for a in spec.evaluation.score_baselines:
         if a not in target.columns:
             raise CohortError(
@@ -329,7 +341,19 @@ def build_cohort(
         excluded=excluded,
         name=spec.dataset,
         scores=_scores(target.loc[ids], spec.evaluation.score_baselines, twhere),
+        groups=_groups(target.loc[ids], group_col, twhere),
+        reading=dict(target.attrs.get("ehr_report", target.attrs.get("reading_summary", {}))),
     )
+
+
+def _groups(target: pd.DataFrame, column: str | None, where: str) -> np.ndarray | None:
+    if column is None:
+        return None
+    g = target[column]
+    if g.isna().any():
+        pid = target.index[g.isna().to_numpy().nonzero()[0][0]]
+        raise CohortError(f"{where}: patient {pid!r} has no value in group column {column!r}")
+    return g.astype(str).to_numpy()
 
 
 def _scores(target: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame | None:
@@ -412,6 +436,8 @@ def patient_splits(
             raise CohortError("predefined split needs both train and test patients")
         return [(tr, te)]
     strat = strata(cohort.y, cohort.task)
+    if cohort.groups is not None:
+        return _group_splits(cohort, split, strat, seed)
     if split.method == "holdout":
         tr, te = train_test_split(
             np.arange(n), test_size=split.test_size, random_state=seed, stratify=strat
@@ -425,22 +451,56 @@ def patient_splits(
     return [(tr, te) for tr, te in kf.split(np.zeros(n), strat)]
 
 
-def inner_folds(
-    y: np.ndarray | None, n_folds: int, seed: int, task: str
+def _group_folds(
+    n_folds: int, strat: np.ndarray | None, groups: np.ndarray, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Folds over positions 0..len(y)-1, stratified for classification."""
+    """Folds in which each group sits wholly on one side, stratified when possible."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < n_folds:
+        raise CohortError(f"{n_groups} groups cannot make {n_folds} group-wise folds")
+    x = np.zeros(len(groups))
+    if strat is not None:
+        kf = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+        return [(tr, te) for tr, te in kf.split(x, strat, groups)]
+    kf = GroupKFold(n_folds, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in kf.split(x, None, groups)]
+
+
+def _group_splits(
+    cohort: Cohort, split: SplitSpec, strat: np.ndarray | None, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    if split.method == "holdout":  # one fold of about test_size, groups kept whole
+        k = max(2, round(1 / split.test_size))
+        return _group_folds(k, strat, cohort.groups, seed)[:1]
+    return _group_folds(split.n_folds, strat, cohort.groups, seed)
+
+
+def inner_folds(
+    y: np.ndarray | None,
+    n_folds: int,
+    seed: int,
+    task: str,
+    groups: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds over positions 0..len(y)-1, stratified for classification, group-wise when
+    ``groups`` is given."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     n, strat = len(y), strata(y, task)
+    if groups is not None:
+        return _group_folds(n_folds, strat, groups, seed)
     if strat is None:
         return list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
     return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), strat))
 
 
 def carve_validation(
-    y: np.ndarray, frac: float, seed: int, task: str
+    y: np.ndarray, frac: float, seed: int, task: str, groups: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions of training patients into (fit, validation), stratified."""
+    """Split positions of training patients into (fit, validation), stratified, and
+    group-wise when ``groups`` is given."""
     from sklearn.model_selection import train_test_split
 
     n = len(y)
@@ -448,6 +508,11 @@ def carve_validation(
     if frac <= 0 or n < 10:
         return idx, np.array([], dtype=int)
     strat = strata(y, task)
+    if groups is not None:
+        k = max(2, round(1 / frac))
+        if len(np.unique(groups)) >= k:
+            a, b = _group_folds(k, strat, groups, seed)[0]
+            return np.sort(a), np.sort(b)
     try:
         a, b = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
     except ValueError:  # a class too small to stratify

@@ -163,7 +163,9 @@ class Model:
         if train_cohort.y is None:
             raise CohortError("fit needs a cohort with labels")
         if val is None:
-            a, b = carve_validation(train_cohort.y, cfg.val_fraction, self.seed_, train_cohort.task)
+            a, b = carve_validation(
+                train_cohort.y, cfg.val_fraction, self.seed_, train_cohort.task, train_cohort.groups
+            )
             fit_c, val_c = train_cohort.subset(a), (train_cohort.subset(b) if len(b) else None)
         else:
             fit_c, val_c = train_cohort, val

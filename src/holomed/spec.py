@@ -115,6 +115,9 @@ class SplitSpec(_Strict):
 
     method: Literal["predefined", "holdout", "kfold"] = "holdout"
     column: str | None = "split"
+    # target-table column naming the person each row belongs to (admissions, epochs,
+    # recordings): all rows of one group fall on the same side of every split
+    group: str | None = None
     test_size: float = Field(0.25, gt=0, lt=1)
     n_folds: int = Field(5, ge=2)
 

@@ -93,7 +93,11 @@ class ClassicalBaseline:
     def fit(self, cohort: Cohort) -> ClassicalBaseline:
         import warnings
 
-        with warnings.catch_warnings():
+        from threadpoolctl import threadpool_limits
+
+        # one BLAS/OpenMP thread: these matrices are small, and threads that spin while
+        # other processes use the cores make a fit 10-50x slower
+        with warnings.catch_warnings(), threadpool_limits(1):
             # scikit-learn 1.9 announces default changes of LogisticRegressionCV (l1_ratios,
             # fitted-attribute layout) that do not affect the L2 fit used here
             warnings.simplefilter("ignore", FutureWarning)

@@ -34,17 +34,30 @@ _CONTRIB_KEYS = ("metric", "global", "global_loo", "value_all", "value_none")
 
 
 def apply_overrides(spec: Spec, overrides: dict[str, Any]) -> Spec:
-    """A copy of ``spec`` with dotted-path fields replaced, re-validated."""
+    """A copy of ``spec`` with dotted-path fields replaced, re-validated. A modality is
+    addressed by its name or position: ``modalities.series.encoder.name``."""
     if not overrides:
         return spec
     data = spec.model_dump(mode="json", exclude={"base_dir"})
     for path, value in overrides.items():
-        node = data
+        node: Any = data
         keys = path.split(".")
-        for k in keys[:-1]:
-            if k not in node or not isinstance(node[k], dict):
-                node.setdefault(k, {})
+        for i, k in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                names = [m.get("name") if isinstance(m, dict) else None for m in node]
+                if k in names:
+                    node = node[names.index(k)]
+                elif k.isdigit() and int(k) < len(node):
+                    node = node[int(k)]
+                else:
+                    where = ".".join(keys[: i + 1])
+                    raise ValueError(f"{path}: no item {where!r} (names: {names})")
+                continue
+            if k not in node or not isinstance(node[k], dict | list):
+                node[k] = {}
             node = node[k]
+        if isinstance(node, list):
+            raise ValueError(f"{path}: cannot set a list item by this path")
         node[keys[-1]] = value
     return parse_spec(data, where="evaluation.grid", base_dir=spec.base_dir)
 
@@ -68,7 +81,7 @@ def cv_score(spec: Spec, train: Cohort, fusion: str, seed: int) -> float:
     """Mean inner-CV score (higher is better) of one configuration on training patients."""
     ev = spec.evaluation
     scores = []
-    for a, b in inner_folds(train.y, ev.selection_folds, seed, train.task):
+    for a, b in inner_folds(train.y, ev.selection_folds, seed, train.task, train.groups):
         m = Model(spec, fusion=fusion, seed=seed).fit(train.subset(a))
         scores.append(
             _score(train.task, ev.selection_metric, train.y[b], m.predict_proba(train.subset(b)))

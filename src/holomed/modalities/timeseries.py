@@ -232,6 +232,7 @@ def check_timeseries(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataF
             )
     order = [p for p in all_ids if p in events]
     out = pd.DataFrame({"events": [events[p] for p in order]}, index=pd.Index(order, name="id"))
+    out.attrs["feature_names"] = list(vocab)  # the variables, for summaries
     return out, problems
 
 
