@@ -177,6 +177,9 @@ def test_fit_uses_present_rows_only_and_absent_rows_are_never_read():
     np.testing.assert_allclose(pre.mean_, [85.0])
     x = pre.transform(d)
     assert np.isnan(x[2]).all() and np.isfinite(x[:2]).all()
+    # nobody present (as when a modality is removed for an explanation)
+    none = pre.transform(ModalityData("timeseries", d.values, np.zeros(3, bool), ["events"]))
+    assert none.shape == (3, *pre.out_shape) and np.isnan(none).all()
     # the absent row may hold anything at all
     vals = d.values.copy()
     vals.iloc[2, 0] = "garbage"

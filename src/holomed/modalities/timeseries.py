@@ -378,7 +378,7 @@ class TimeseriesPreprocessor(Preprocessor):
             b, times, keep2 = self._irregular_steps(r, t, k, steps)
             r, c, z = r[keep2], c[keep2], z[keep2]
         flat = (r * steps + b) * nv + c
-        total = np.bincount(flat, weights=z, minlength=k * steps * nv)
+        total = np.bincount(flat, weights=z, minlength=k * steps * nv).astype(float)
         count = np.bincount(flat, minlength=k * steps * nv)
         mask = (count > 0).reshape(k, steps, nv)
         vals = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
