@@ -23,36 +23,79 @@ def _score_logit(out: torch.Tensor, target: int | None) -> torch.Tensor:
     return out[:, 0] if out.shape[1] == 1 else out[:, target or 0]
 
 
+def _inputs(model: Any, cohort: Any) -> tuple[dict, dict, dict]:
+    """Preprocessed inputs (absent rows zeroed) as tensors, presence masks, raw arrays."""
+    x, present = model._arrays(cohort)
+    xt = {
+        k: torch.as_tensor(np.where(rows_mask(present[k], v.ndim), v, 0.0), dtype=torch.float32)
+        for k, v in x.items()
+    }
+    return xt, {k: torch.as_tensor(v) for k, v in present.items()}, x
+
+
+def _forward(model: Any, xt: dict, pt: dict, name: str, target: int | None):
+    """The score as a function of one modality's input, others held as they are; captum
+    stacks perturbed copies along the batch axis, so the rest is repeated to match."""
+    net = model.net_.eval()
+    multilabel = model.task_.name == "multilabel"
+    n = len(next(iter(pt.values())))
+
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        k = inp.shape[0] // n
+        xs = {m: (inp if m == name else v.repeat(k, *([1] * (v.dim() - 1)))) for m, v in xt.items()}
+        ps = {m: v.repeat(k) for m, v in pt.items()}
+        logits = net(xs, ps)
+        return logits.mean(1) if multilabel and target is None else _score_logit(logits, target)
+
+    return forward
+
+
+def occlusion(
+    model: Any,
+    cohort: Any,
+    modality: str,
+    window: tuple[int, ...],
+    stride: tuple[int, ...] | None = None,
+    target: int | None = None,
+) -> np.ndarray:
+    """Occlusion (captum): per input element, the mean drop of the score when a sliding
+    ``window`` of the modality's preprocessed input that covers it is reset to 0 (the
+    training mean after scaling). ``window``/``stride`` follow the per-patient shape, e.g.
+    ``(50, 1)`` = 0.1 s of one lead of a 500-Hz ECG, ``(1, 8, 8)`` = an 8x8 image patch.
+    Returns ``(n, *shape)``; rows of absent patients are NaN."""
+    from captum.attr import Occlusion
+
+    xt, pt, x = _inputs(model, cohort)
+    if modality not in xt:
+        raise ValueError(f"unknown modality {modality!r}; the model has {sorted(xt)}")
+    shape = tuple(xt[modality].shape[1:])
+    if len(window) != len(shape):
+        raise ValueError(f"window {window} must have one size per input axis {shape}")
+    stride = stride or window
+    occ = Occlusion(_forward(model, xt, pt, modality, target))
+    with torch.no_grad():
+        attr = occ.attribute(
+            xt[modality], sliding_window_shapes=tuple(window), strides=tuple(stride), baselines=0.0
+        )
+    a = attr.numpy().astype(float)
+    a[~pt[modality].numpy()] = np.nan
+    return a
+
+
 def integrated_gradients(
     model: Any, cohort: Any, n_steps: int = 32, target: int | None = None
 ) -> dict[str, np.ndarray]:
     """{modality: (n, p) attributions}; rows of absent patients are NaN."""
     from captum.attr import IntegratedGradients
 
-    x, present = model._arrays(cohort)
-    xt = {
-        k: torch.as_tensor(np.where(rows_mask(present[k], v.ndim), v, 0.0), dtype=torch.float32)
-        for k, v in x.items()
-    }
-    pt = {k: torch.as_tensor(v) for k, v in present.items()}
-    net = model.net_.eval()
-    multilabel = model.task_.name == "multilabel"
+    xt, pt, x = _inputs(model, cohort)
+    present = {k: v.numpy() for k, v in pt.items()}
     out: dict[str, np.ndarray] = {}
     for name in xt:
         if not present[name].any():
             out[name] = np.full(x[name].shape, np.nan)
             continue
-
-        def forward(inp: torch.Tensor, name: str = name) -> torch.Tensor:
-            k = inp.shape[0] // len(cohort)  # captum batches the interpolation steps
-            xs = {
-                n: (inp if n == name else v.repeat(k, *([1] * (v.dim() - 1))))
-                for n, v in xt.items()
-            }
-            ps = {n: v.repeat(k) for n, v in pt.items()}
-            logits = net(xs, ps)
-            return logits.mean(1) if multilabel and target is None else _score_logit(logits, target)
-
+        forward = _forward(model, xt, pt, name, target)
         ig = IntegratedGradients(forward)
         with torch.enable_grad():
             attr = ig.attribute(
