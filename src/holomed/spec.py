@@ -72,6 +72,23 @@ class ModalitySpec(_Strict):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str | Path) else v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_default_encoder(cls, data: Any) -> Any:
+        """No encoder named (or a name without options): the kind's default encoder,
+        e.g. ``grud`` for ``timeseries``, ``text_pool`` for ``text``."""
+        from holomed.modalities import MODALITIES
+
+        if not isinstance(data, dict) or data.get("kind") not in MODALITIES:
+            return data
+        enc = data.get("encoder")
+        default = MODALITIES.get(data["kind"]).default_encoder
+        if enc is None:
+            return {**data, "encoder": {"name": default}}
+        if isinstance(enc, dict) and "name" not in enc:
+            return {**data, "encoder": {**enc, "name": default}}
+        return data
+
     @field_validator("kind")
     @classmethod
     def _kind_known(cls, v: str, info: ValidationInfo) -> str:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from holomed.encoders import Encoded, create_encoder, encoder_names
+from holomed.encoders.base import example_input
 from holomed.fusion import IMPUTATIONS, Imputer, fusion_names, get_fusion
 from holomed.fusion.late import COMBINES
 from holomed.model import Model, load
@@ -296,12 +297,16 @@ def test_network_shapes_and_nan_safety(name, imputation, encoder):
 @pytest.mark.parametrize("encoder", encoder_names())
 def test_encoder_contract(encoder):
     torch.manual_seed(0)
-    e = create_encoder(encoder, 9)
+    in_dim, shape = example_input(encoder)
+    e = create_encoder(encoder, in_dim)
     assert isinstance(e.out_dim, int)
     for train in (False, True):
         e.train(train)
-        assert e(torch.randn(5, 9)).embedding.shape == (5, e.out_dim)
-        assert e(torch.zeros(0, 9)).embedding.shape == (0, e.out_dim)  # empty batch
+        out = e(torch.randn(5, *shape))
+        assert out.embedding.shape == (5, e.out_dim) and torch.isfinite(out.embedding).all()
+        if out.tokens is not None:
+            assert out.tokens.shape[0] == 5 and out.tokens.shape[-1] == e.out_dim
+        assert e(torch.zeros(0, *shape)).embedding.shape == (0, e.out_dim)  # empty batch
 
 
 # -- model level (preprocessing + training + persistence) ----------------------------

@@ -21,11 +21,21 @@ class Encoded:
 
 
 ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
+# per encoder, an input it accepts: (in_dim, per-patient shape); the compliance suite
+# feeds every registered encoder this (vectors of 9 features unless declared)
+EXAMPLE_INPUTS: dict[str, tuple[int, tuple[int, ...]]] = {}
 
 
-def register_encoder(name: str) -> Callable:
-    """Register a factory ``f(in_dim, **options) -> nn.Module`` under ``name``."""
+def register_encoder(name: str, example: tuple[int, tuple[int, ...]] | None = None) -> Callable:
+    """Register a factory ``f(in_dim, **options) -> nn.Module`` under ``name``.
+    ``example`` = ``(in_dim, per-patient input shape)`` for encoders of sequences or
+    images, e.g. ``(7, (12, 7))`` for 12 steps of 7 channels."""
+    EXAMPLE_INPUTS[name] = example or (9, (9,))
     return ENCODERS.register(name)
+
+
+def example_input(name: str) -> tuple[int, tuple[int, ...]]:
+    return EXAMPLE_INPUTS.get(name, (9, (9,)))
 
 
 def create_encoder(name: str, in_dim: int, **options) -> nn.Module:

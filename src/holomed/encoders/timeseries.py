@@ -105,7 +105,10 @@ class TSTransformer(nn.Module):
         h = torch.cat([self.cls.expand(b, -1, -1), h], 1)
         empty = mask.sum(-1) == 0  # steps without any observation
         pad = torch.cat([empty.new_zeros(b, 1), empty], 1)
-        out = self.norm(self.encoder(h, src_key_padding_mask=pad))
+        if b == 0:  # nobody has the modality in this batch (attention cannot reshape 0 rows)
+            out = self.norm(h)
+        else:
+            out = self.norm(self.encoder(h, src_key_padding_mask=pad))
         tokens = out[:, 1:] * (~empty).unsqueeze(-1)
         return Encoded(out[:, 0], tokens=tokens)
 
@@ -148,6 +151,7 @@ class TSSummary(nn.Module):
         return Encoded(self.net(summary_statistics_torch(x)))
 
 
-register_encoder("grud")(GRUD)
-register_encoder("ts_transformer")(TSTransformer)
-register_encoder("ts_summary")(TSSummary)
+_EXAMPLE = (7, (12, 7))  # 12 steps of 2 variables: values, masks, deltas, time
+register_encoder("grud", _EXAMPLE)(GRUD)
+register_encoder("ts_transformer", _EXAMPLE)(TSTransformer)
+register_encoder("ts_summary", _EXAMPLE)(TSSummary)
