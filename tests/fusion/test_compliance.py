@@ -252,37 +252,74 @@ def test_attention_weights_are_readable_and_respond_to_input(imputation):
 # -- network level (encoders + fusion + head) -----------------------------------------
 
 
-def net_inputs(present, fill, in_dims, seed=0):
+def net_inputs(present, fill, in_dims, seed=0, shapes=None):
     g = torch.Generator().manual_seed(seed)
     x = {}
     for n, d in in_dims.items():
-        x[n] = fill_absent(torch.randn(B, d, generator=g), ~present[n], fill)
+        shape = shapes[n] if shapes else (d,)
+        x[n] = fill_absent(torch.randn(B, *shape, generator=g), ~present[n], fill)
     return x
+
+
+VECTOR_ENCODERS = [e for e in encoder_names() if example_input(e)[1] == (9,)]
+SHAPED_ENCODERS = [e for e in encoder_names() if example_input(e)[1] != (9,)]
+
+
+def _net(name, imputation, encoder):
+    """Three modalities through ``encoder``: vectors of 8, 4 and 12 features, or three
+    copies of the encoder's declared example input (sequences, images, sets)."""
+    if encoder in VECTOR_ENCODERS:
+        in_dims, shapes = {"a": 8, "b": 4, "c": 12}, None
+        enc = {n: (encoder, {"out_dim": 6} if encoder != "identity" else {}) for n in in_dims}
+        sizes = None
+    else:
+        d, shape = example_input(encoder)
+        in_dims = {"a": d, "b": d, "c": d}
+        shapes = {n: shape for n in in_dims}
+        enc = {n: (encoder, {}) for n in in_dims}
+        sizes = {n: int(np.prod(shape)) for n in in_dims}
+    torch.manual_seed(0)
+    net = MultimodalNet(
+        in_dims,
+        enc,
+        name,
+        {"hidden": HIDDEN, "dropout": 0.1, "imputation": imputation},
+        3,
+        in_sizes=sizes,
+    )
+    return net, in_dims, shapes
 
 
 @pytest.mark.parametrize("imputation", IMPUTATIONS)
 @pytest.mark.parametrize("name", STRATEGIES)
-@pytest.mark.parametrize("encoder", encoder_names())
+@pytest.mark.parametrize("encoder", VECTOR_ENCODERS)
 def test_network_shapes_and_nan_safety(name, imputation, encoder):
-    in_dims = {"a": 8, "b": 4, "c": 12}
-    enc = {n: (encoder, {"out_dim": 6} if encoder != "identity" else {}) for n in in_dims}
-    torch.manual_seed(0)
-    net = MultimodalNet(
-        in_dims, enc, name, {"hidden": HIDDEN, "dropout": 0.1, "imputation": imputation}, 3
-    )
+    _network_checks(name, imputation, encoder)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize("encoder", SHAPED_ENCODERS)
+def test_network_shapes_and_nan_safety_sequence_and_image_encoders(name, encoder):
+    """Encoders of sequences, signals, notes and images under every strategy (one
+    imputation mode: the modes differ only in the fusion, checked above)."""
+    _network_checks(name, "mean", encoder)
+
+
+def _network_checks(name, imputation, encoder):
+    net, in_dims, shapes = _net(name, imputation, encoder)
     for pname, present in patterns().items():
         net.eval()
         with torch.no_grad():
-            ref = net(net_inputs(present, 0.0, in_dims), present)
+            ref = net(net_inputs(present, 0.0, in_dims, shapes=shapes), present)
             assert ref.shape == (B, 3)
             assert torch.isfinite(ref).all(), pname
             for fill in FILLS:
-                out = net(net_inputs(present, fill, in_dims), present)
+                out = net(net_inputs(present, fill, in_dims, shapes=shapes), present)
                 torch.testing.assert_close(out, ref, rtol=0, atol=0, msg=f"{pname} {fill}")
         net.train()
         net.zero_grad()
         torch.manual_seed(0)
-        out = net(net_inputs(present, float("nan"), in_dims), present)
+        out = net(net_inputs(present, float("nan"), in_dims, shapes=shapes), present)
         extras = list(net.aux_losses) + (
             [net.fusion.aux_loss] if net.fusion.aux_loss is not None else []
         )

