@@ -1,7 +1,8 @@
 """Copy a results JSON without patient-level content (ids of excluded patients), so it
 can be published beside BENCHMARKS.md.
 
-python benchmarks/strip.py runs/bench/physionet2012/results.json benchmarks/results/physionet2012/compare_results.json
+python benchmarks/strip.py runs/bench/physionet2012/results.json \
+    benchmarks/results/physionet2012/compare_results.json
 """
 
 from __future__ import annotations
