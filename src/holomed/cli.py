@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -135,6 +136,24 @@ def _progress() -> Progress:
     )
 
 
+def _ticker(prog: Progress, task: Any) -> Callable[[str], None]:
+    """Advance the bar; when output is not a terminal (a log file, CI) the bar cannot
+    redraw, so each step is also written as one line with its count and elapsed time."""
+    t0 = time.perf_counter()
+
+    def tick(msg: str) -> None:
+        prog.update(task, advance=1, description=msg)
+        if not console.is_terminal:
+            t = next(x for x in prog.tasks if x.id == task)
+            console.print(
+                f"[{int(t.completed)}/{int(t.total or 0)}] {msg} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                highlight=False,
+            )
+
+    return tick
+
+
 def _fmt(m: dict[str, Any]) -> str:
     lo, hi = m["ci"]
     return f"{m['mean']:.3f}±{m['sd']:.3f} [{lo:.2f},{hi:.2f}]"
@@ -224,7 +243,7 @@ def compare(
                 n_seeds,
                 baselines=baselines and spec.evaluation.baselines,
                 ablations=ablations and spec.evaluation.ablations,
-                tick=lambda msg: prog.update(task, advance=1, description=msg),
+                tick=_ticker(prog, task),
             )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
@@ -337,7 +356,7 @@ def robustness(
                 names,
                 n_seeds,
                 baselines=baselines,
-                tick=lambda m: prog.update(task, advance=1, description=m),
+                tick=_ticker(prog, task),
             )
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(curve, indent=1, default=float))

@@ -122,3 +122,17 @@ def test_contributions_and_baseline_shap_are_recorded(run):
     top = results["strategies"]["baseline:lr_early"]["features"]["top"]
     assert set(top) == set(cohort.modality_names)
     assert results["limitations"] and results["intended_use"]
+
+
+def test_one_candidate_skips_inner_cv(monkeypatch):
+    """With one strategy and no grid there is nothing to select: no inner-CV fits."""
+    import holomed.evaluation.compare as cmp
+
+    def boom(*_a, **_k):
+        raise AssertionError("inner CV ran for a single candidate")
+
+    monkeypatch.setattr(cmp, "cv_score", boom)
+    spec = tiny_spec(seeds=1, n_bootstrap=0, baselines=False, ablations=False)
+    res, _ = compare(spec, load_cohort(spec), ["joint"])
+    assert res["selected"] == "joint"
+    assert list(res["selection_detail"][0]["cv_scores"]["joint"].values()) == [None]

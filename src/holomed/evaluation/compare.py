@@ -148,17 +148,23 @@ def compare(
         # 1. selection by CV on training patients only
         chosen: dict[str, dict[str, Any]] = {}
         scores: dict[str, dict[str, float]] = {}
+        points = grid_points(spec)
+        single = len(fusions) * len(points) == 1  # one candidate: nothing to select
         for f in fusions:
             best, best_s = {}, -np.inf
             scores[f] = {}
-            for point in grid_points(spec):
-                s = cv_score(apply_overrides(spec, point), train, f, spec.training.seed)
+            for point in points:
+                s = (
+                    None
+                    if single
+                    else cv_score(apply_overrides(spec, point), train, f, spec.training.seed)
+                )
                 scores[f][json.dumps(point, sort_keys=True)] = s
                 tick(f"select {f}")
-                if s > best_s:
-                    best, best_s = point, s
+                if s is None or s > best_s:
+                    best, best_s = point, (-np.inf if s is None else s)
             chosen[f] = best
-        selected = max(fusions, key=lambda f: max(scores[f].values()))
+        selected = fusions[0] if single else max(fusions, key=lambda f: max(scores[f].values()))
         selection_log.append(
             {"fold": fold, "cv_scores": scores, "chosen_params": chosen, "selected": selected}
         )
