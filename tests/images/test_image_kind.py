@@ -414,3 +414,36 @@ def test_changed_file_is_a_cache_miss_and_undecodable_pixels_name_the_file(tmp_p
     bad = ModalityData("image", kept, np.array([True]), ["paths"])
     with pytest.raises(ValueError, match="cut.dcm"):
         ImagePreprocessor(size=[8, 8]).fit(bad)
+
+
+@pytest.mark.parametrize("mode", ["film", "cross_attention"])
+def test_the_clinical_table_guides_the_image_pathway(xray_cohort, mode):
+    """Guided fusion across kinds: the same X-rays with a different clinical table give
+    different image-pathway features; with the guide absent the image pathway is the
+    unconditioned one (FiLM) or carries no attention term (cross-attention)."""
+
+    spec, cohort = xray_cohort
+    spec = spec.model_copy(deep=True)
+    spec.fusion.options = {"guided.guide": "clinical", "guided.mode": mode}
+    m = Model(spec, fusion="guided", seed=0).fit(cohort)
+    fusion = m.net_.fusion
+    assert fusion.guide == "clinical" and fusion.targets == ["xray"] and fusion.mode == mode
+    x, present = m._arrays(cohort)
+    both = present["xray"] & present["clinical"]
+    x = {k: torch.as_tensor(np.nan_to_num(v)) for k, v in x.items()}
+    pres = {k: torch.as_tensor(v) for k, v in present.items()}
+
+    def image_features(x, pres):
+        m.net_.eval()
+        with torch.no_grad():
+            return fusion.condition(m.net_.encode(x, pres), pres)["xray"].numpy()
+
+    base = image_features(x, pres)
+    other = dict(x, clinical=x["clinical"] + 3.0)  # another clinical table, same images
+    changed = image_features(other, pres)
+    diff = np.abs(changed - base).max(axis=1)
+    assert (diff[both] > 1e-4).all()  # the guide reaches every guided image
+    no_guide = dict(pres, clinical=torch.zeros_like(pres["clinical"]))
+    a = image_features(x, no_guide)
+    b = image_features(other, no_guide)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # an absent guide cannot steer
