@@ -283,6 +283,11 @@ def fit(
         ):
             trust = assess(model, test, spec, train)
         res = fit_results(spec, cohort, model, len(tr), len(te), trust)
+        if spec.evaluation.explain:
+            from holomed.explain.maps import attribution_maps
+
+            with console.status("attribution maps (occlusion) of signals and images ..."):
+                res["attribution_plots"] = attribution_maps(model, test, out)
         card = {
             "metrics_test": {
                 k: {"value": v["mean"], "ci": v["ci"]} for k, v in trust["metrics"].items()
@@ -455,12 +460,17 @@ def explain(
     bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
     input: Annotated[list[str], typer.Option("--input", "-i", help="MODALITY=FILE, repeatable")],
     out: OutOpt = Path("runs/explain"),
+    maps: Annotated[
+        int, typer.Option(help="patients per signal/image modality drawn as attribution maps")
+    ] = 3,
 ) -> None:
     """Explain new patients: per-patient modality Shapley values and leave-one-out
-    deltas, the fusion's modality weights, and top features per modality."""
+    deltas, the fusion's modality weights and set-pooling weights, top features per
+    modality, and occlusion maps (PNG) of signal and image modalities."""
     import pandas as pd
 
     from holomed.cohort import unlabelled_cohort
+    from holomed.explain.maps import attribution_maps
     from holomed.model import load
 
     with _guard():
@@ -477,6 +487,7 @@ def explain(
             "attention": why["attention"],
             "features": {"method": "integrated gradients (captum)", "top": why["features"]},
             "excluded": cohort.excluded,
+            "attribution_plots": attribution_maps(model, cohort, out, n_patients=maps),
         }
     out.mkdir(parents=True, exist_ok=True)
     (out / "explanations.json").write_text(json.dumps(res, indent=1, default=float))

@@ -4,7 +4,8 @@
 short notes) or ``(B, F)`` tf-idf/SVD vectors (one token). Each chunk is projected to
 ``hidden`` (Linear -> LayerNorm -> GELU), a learned attention score pools the non-empty
 chunks (all-zero chunks are masked out), and an MLP gives the embedding ``(B, hidden)``.
-Tokens are the projected chunks ``(B, T, hidden)``, zero at padding.
+Tokens are the projected chunks ``(B, T, hidden)``, zero at padding. The last pooling
+weights are kept in ``last_weights_`` ``(B, T)`` (0 on padding chunks).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TextPool(nn.Module):
         self.proj = mlp([in_dim, d], dropout)
         self.score = nn.Linear(d, 1)
         self.head = mlp([d] * (layers + 1), dropout)
+        self.last_weights_: torch.Tensor | None = None  # (B, T) pooling weights, readable
 
     def forward(self, x: torch.Tensor) -> Encoded:
         if x.dim() == 2:
@@ -43,6 +45,7 @@ class TextPool(nn.Module):
         # a finite fill keeps gradients finite when a row has no chunk at all
         s = self.score(h).squeeze(-1).masked_fill(~used, -1e9)
         w = torch.softmax(s, dim=1) * used
+        self.last_weights_ = w.detach()
         pooled = (w.unsqueeze(-1) * h).sum(1)
         return Encoded(self.head(pooled), tokens=h)
 

@@ -57,6 +57,7 @@ def occlusion(
     window: tuple[int, ...],
     stride: tuple[int, ...] | None = None,
     target: int | None = None,
+    perturbations_per_eval: int = 8,
 ) -> np.ndarray:
     """Occlusion (captum): per input element, the mean drop of the score when a sliding
     ``window`` of the modality's preprocessed input that covers it is reset to 0 (the
@@ -75,7 +76,11 @@ def occlusion(
     occ = Occlusion(_forward(model, xt, pt, modality, target))
     with torch.no_grad():
         attr = occ.attribute(
-            xt[modality], sliding_window_shapes=tuple(window), strides=tuple(stride), baselines=0.0
+            xt[modality],
+            sliding_window_shapes=tuple(window),
+            strides=tuple(stride),
+            baselines=0.0,
+            perturbations_per_eval=perturbations_per_eval,
         )
     a = attr.numpy().astype(float)
     a[~pt[modality].numpy()] = np.nan

@@ -85,13 +85,18 @@ def render_report(run_dir: Path | str) -> Path:
     results = _load_json(res_path) if res_path.exists() else None
     robustness = _load_json(rob_path) if rob_path.exists() else None
     out = run_dir / REPORT_NAME
-    out.write_text(render_html(results, robustness), encoding="utf-8")
+    out.write_text(render_html(results, robustness, run_dir), encoding="utf-8")
     return out
 
 
-def render_html(results: dict[str, Any] | None, robustness: dict[str, Any] | None = None) -> str:
+def render_html(
+    results: dict[str, Any] | None,
+    robustness: dict[str, Any] | None = None,
+    run_dir: Path | str | None = None,
+) -> str:
     """The report as one HTML string (see module doc); ``results`` is the parsed
-    ``results.json`` (``None`` when only a robustness run exists)."""
+    ``results.json`` (``None`` when only a robustness run exists); ``run_dir`` is where
+    the PNG files the results list (attribution maps) are read from, to be inlined."""
     res = dict(results or {})
     if not res and robustness:
         res = {k: robustness[k] for k in ("dataset", "task", "synthetic") if k in robustness}
@@ -110,7 +115,7 @@ def render_html(results: dict[str, Any] | None, robustness: dict[str, Any] | Non
         ("calibration", "Calibration", lambda: _calibration(res)),
         ("robustness", "Missing-modality robustness", lambda: _robustness(robustness, res)),
         ("contributions", "Modality contributions", lambda: _contributions(res, kind)),
-        ("features", "Top features per modality", lambda: _features(res)),
+        ("features", "Top features per modality", lambda: _features(res, run_dir)),
         ("subgroups", "Subgroup audit", lambda: _subgroups(res)),
         ("model-card", "Model card", lambda: _model_card(res, kind)),
     ]
@@ -793,6 +798,8 @@ def _contributions(res: dict[str, Any], kind: str) -> str | None:
     att = res.get("attention")
     if att and att.get("names"):
         parts.append(_attention(att))
+    if att and att.get("set_pooling"):
+        parts.append(_set_pooling(att["set_pooling"]))
     return "\n".join(p for p in parts if p) or None
 
 
@@ -917,6 +924,31 @@ def _attention(att: dict[str, Any]) -> str:
     )
 
 
+def _set_pooling(pool: dict[str, Any]) -> str:
+    parts = ["<h3>Set pooling weights</h3>"]
+    parts.append(
+        _p(
+            "Encoders that pool a set per patient weigh its elements (they sum to 1 per "
+            "patient); a mean largest weight near 1 means one element decides.",
+            "note",
+        )
+    )
+    for m, info in pool.items():
+        rows = [
+            [ex.get("id", "?"), ", ".join(_num(v) for v in ex.get("weights") or [])]
+            for ex in (info.get("examples") or [])[:MAX_EXAMPLE_PATIENTS]
+        ]
+        parts.append(
+            _p(
+                f"{m}: {info.get('slots', '')}; {info.get('n_patients', '?')} patients, "
+                f"{_num(info.get('mean_slots_used'))} elements on average, mean largest "
+                f"weight {_num(info.get('mean_max_weight'))}."
+            )
+        )
+        parts.append(_table(["patient", "weights"], rows, set()))
+    return "".join(parts)
+
+
 def _contributions_compare(res: dict[str, Any]) -> str | None:
     strategies = res.get("strategies") or {}
     board = res.get("leaderboard") or list(strategies)
@@ -959,7 +991,7 @@ def _contributions_compare(res: dict[str, Any]) -> str | None:
     return "\n".join(parts)
 
 
-def _features(res: dict[str, Any]) -> str | None:
+def _features(res: dict[str, Any], run_dir: Path | str | None = None) -> str | None:
     feats = res.get("features") or {}
     top = {m: rows for m, rows in (feats.get("top") or {}).items() if rows}
     parts = []
@@ -1015,7 +1047,42 @@ def _features(res: dict[str, Any]) -> str | None:
                 "for the attributed order means the attributions point at what the model uses.",
             )
         )
+    maps = _attribution_maps(res.get("attribution_plots") or [], run_dir)
+    if maps:
+        parts.append(maps)
     return "\n".join(parts) or None
+
+
+def _attribution_maps(plots: list[dict[str, Any]], run_dir: Path | str | None) -> str | None:
+    """The attribution maps the run wrote as PNG files (signals, images), inlined."""
+    if not plots or run_dir is None:
+        return None
+    figs = []
+    for p in plots:
+        f = Path(run_dir) / str(p.get("file", ""))
+        if not f.is_file() or f.suffix.lower() != ".png":
+            continue
+        data = base64.b64encode(f.read_bytes()).decode("ascii")
+        cap = (
+            f"{p.get('modality', '?')} ({p.get('kind', '?')}), patient {p.get('patient', '?')}: "
+            f"{p.get('method', '')}, window {p.get('window', '')}"
+        )
+        figs.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(cap)}">'
+            f"<figcaption>{_esc(cap)}</figcaption></figure>"
+        )
+    if not figs:
+        return None
+    return (
+        "<h3>Attribution maps</h3>"
+        + _p(
+            "Occlusion: how much the score drops when a window of the input is reset to the "
+            "training mean; red raises the score, blue lowers it (signals), bright = large "
+            "|attribution| (images).",
+            "note",
+        )
+        + "".join(figs)
+    )
 
 
 def _features_figure(top: dict[str, list[dict[str, Any]]]) -> str:
