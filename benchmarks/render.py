@@ -16,6 +16,8 @@ def ci(m: dict) -> str:
 
 def compare_table(res: dict) -> str:
     metrics = ["accuracy", "f1", "auroc", "auprc", "brier"]
+    if res.get("task") == "multilabel":
+        metrics = ["auroc", "auprc", "f1_macro", "f1_micro", "hamming_loss"]
     lines = [
         f"Selected by {res['selection_folds']}-fold CV on the training patients "
         f"({res['selection_metric']}): **{res['selected']}**. "
@@ -44,8 +46,73 @@ def compare_table(res: dict) -> str:
     ]
     for f, pts in cv.items():
         for p, s in pts.items():
-            lines.append(f"| {f} | `{p}` | {s:.4f} |")
+            shown = "— (one candidate, nothing to select)" if s is None else f"{s:.4f}"
+            lines.append(f"| {f} | `{p}` | {shown} |")
     return "\n".join(lines)
+
+
+def _v(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "—"
+    lo, hi = m.get("ci") or (None, None)
+    if lo is None:
+        return f"{m['value']:.3f}"
+    return f"{m['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def fit_table(res: dict) -> str:
+    """Test metrics of one fit run, calibration before/after, and its subgroup audit."""
+    m, mu = res["metrics"], res["metrics_uncalibrated"]
+    lines = [
+        f"`{res['fusion']}`, {res['n_train']} training / {res['n_test']} test patients "
+        f"(first outer fold, seed {res['seed']}); 95 % bootstrap CIs.",
+        "",
+        "| metric | uncalibrated | calibrated |",
+        "|---|---|---|",
+    ]
+    for k in ("auroc", "auprc", "brier", "ece", "accuracy", "f1"):
+        if k in m:
+            lines.append(f"| {k} | {ci_fit(mu[k])} | {ci_fit(m[k])} |")
+    cal = res.get("calibration") or {}
+    if cal:
+        t = cal.get("temperature")
+        lines += [
+            "",
+            f"Calibration: {cal.get('method')}"
+            + (f" (T = {t:.3f})" if isinstance(t, float) else "")
+            + f", fitted on {cal.get('fitted_on')}; ECE {cal['before']['ece']:.3f} → "
+            f"{cal['after']['ece']:.3f}, Brier {cal['before']['brier']:.3f} → "
+            f"{cal['after']['brier']:.3f}.",
+        ]
+    fair = res.get("fairness") or {}
+    for attr, a in (fair.get("attributes") or {}).items():
+        lines += [
+            "",
+            f"Subgroups by **{attr}** (threshold {fair.get('threshold')}, "
+            f"{fair.get('n_boot')} bootstrap resamples; groups under "
+            f"{fair.get('min_group')} patients are not scored):",
+            "",
+            "| group | n | AUROC | TPR | FPR | PPV | ECE |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for g, r in a["groups"].items():
+            if r.get("too_small"):
+                lines.append(f"| {g} | {r['n']} | too small | | | | |")
+                continue
+            cells = " | ".join(_v(r.get(k)) for k in ("auroc", "tpr", "fpr", "ppv", "ece"))
+            lines.append(f"| {g} | {r['n']} | {cells} |")
+        flagged = [
+            f"{k} {gp['value']:.3f} ({gp['between'][0]} vs {gp['between'][1]}, CI "
+            f"[{gp['ci'][0]:.3f}, {gp['ci'][1]:.3f}])"
+            for k, gp in (a.get("gaps") or {}).items()
+            if gp.get("flag")
+        ]
+        lines += ["", "Flagged gaps (CI excludes 0): " + ("; ".join(flagged) or "none") + "."]
+    return "\n".join(lines)
+
+
+def ci_fit(m: dict) -> str:
+    return f"{m['mean']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
 
 
 def contributions_table(res: dict) -> str:
@@ -122,6 +189,11 @@ def main(folder: str) -> None:
         ("explain.json", "Explanation speed", explain_table),
         ("rosmap_robustness/robustness.json", "ROSMAP robustness", robustness_table),
         ("predict.json", "Prediction speed", predict_table),
+        ("physionet2012/results.json", "PhysioNet 2012 comparison", compare_table),
+        ("physionet2012_grud/results.json", "PhysioNet 2012, GRU-D joint", compare_table),
+        ("physionet2012_fit/results.json", "PhysioNet 2012 fit: calibration and subgroups",
+         fit_table),
+        ("cpsc2018/results.json", "CPSC 2018 comparison", compare_table),
     ):
         p = root / sub
         if p.exists():

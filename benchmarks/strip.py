@@ -1,5 +1,5 @@
-"""Copy a results JSON without patient-level content (ids of excluded patients), so it
-can be published beside BENCHMARKS.md.
+"""Copy a results JSON without patient-level content (ids, labels, predictions, the list
+of excluded patients: only its count stays), so it can be published beside BENCHMARKS.md.
 
 python benchmarks/strip.py runs/bench/physionet2012/results.json \
     benchmarks/results/physionet2012/compare_results.json
@@ -16,7 +16,7 @@ def strip(res: dict) -> dict:
     out = dict(res)
     if isinstance(out.get("excluded"), list):
         out["excluded"] = len(out["excluded"])
-    for key in ("eval_ids", "predictions", "ids"):
+    for key in ("eval_ids", "predictions", "ids", "y"):
         out.pop(key, None)
     return out
 
