@@ -18,6 +18,11 @@ def strip(res: dict) -> dict:
         out["excluded"] = len(out["excluded"])
     for key in ("eval_ids", "predictions", "ids", "y"):
         out.pop(key, None)
+    if isinstance(out.get("contributions"), dict):  # per-patient values and ids of a fit run
+        c = out["contributions"]
+        out["contributions"] = {k: v for k, v in c.items() if not k.startswith(("ids", "patient"))}
+    if isinstance(out.get("attention"), dict):
+        out["attention"] = {k: v for k, v in out["attention"].items() if k != "examples"}
     return out
 
 
