@@ -25,6 +25,8 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*number of training batches.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 warnings.filterwarnings("ignore", message=".*validation_step.*but have no .val_dataloader.*")
+# frozen extractors (EfficientNet, sentence models) stay in eval mode on purpose
+warnings.filterwarnings("ignore", message=".*module.*in eval mode at the start of training.*")
 
 
 class CohortTensors(Dataset):

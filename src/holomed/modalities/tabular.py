@@ -10,6 +10,7 @@ pickled scikit-learn objects: the bundle must load without executing code.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,8 @@ class TabularPreprocessor(Preprocessor):
         self.categorical_ = [c for c in df.columns if c in cat]
         self.numeric_ = [c for c in df.columns if c not in self.categorical_]
         x = df[self.numeric_].to_numpy(dtype=float)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a column no training patient has: filled with 0
+            warnings.simplefilter("ignore", RuntimeWarning)
             center = np.nanmedian(x, 0) if self.impute == "median" else np.nanmean(x, 0)
         self.fill_ = np.nan_to_num(center, nan=0.0)
         filled = np.where(np.isnan(x), self.fill_, x)
