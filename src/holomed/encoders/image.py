@@ -23,10 +23,24 @@ image.
   scale ImageNet-normalised inputs have.
 
 Every image encoder takes ``weights``: a file (safetensors, or a PyTorch state dict
-loaded with ``weights_only``) of the user's to load into the backbone, and ``augment``:
-during training only, a random affine per image (shift up to 5 %, scale 0.95-1.05,
-rotation up to 5 degrees; no flips, because left and right are anatomical in chest
-images).
+loaded with ``weights_only``) of the user's to load into the backbone, and ``augment``
+(default off), applied to the batch inside ``forward`` only while the encoder is in
+training mode (``self.training``), so never at validation, test, predict or explain
+time, and only to the real images' channels (the presence channel and the padding slots
+are left as they are). ``augment: true`` is a random affine per image (shift up to 5 %,
+scale 0.95-1.05, rotation up to 5 degrees; no flips, because left and right are
+anatomical in chest images); a mapping chooses, e.g. in a spec::
+
+    encoder: {name: cnn3d, options: {augment: {flip: [2], rotate: 10, shift: 0.1,
+                                               scale: 0.1, intensity: 0.1}}}
+
+``flip`` (true = every axis, or a list of spatial axes, 0 = the first of ``(H, W)`` /
+``(D, H, W)``; each flipped with probability 1/2), ``rotate`` (degrees, per axis in
+3D), ``shift`` (fraction of the size, per axis), ``scale`` (fraction, isotropic) and
+``intensity`` (gain ``1 +- f`` and offset ``+- f`` in standardised units); an unknown
+key is a ``ValueError`` naming it. See :class:`RandomAugment`. The weights do not
+depend on it: an encoder trained with ``augment`` is, in eval mode, the same function
+as one without.
 """
 
 from __future__ import annotations
@@ -34,8 +48,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -63,37 +77,187 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{p}: weights do not fit the encoder: {err}") from None
 
 
+AUGMENT_KEYS = ("flip", "rotate", "shift", "scale", "intensity")
+# ``augment: true``: shift up to 5 %, scale 0.95-1.05, rotation up to 5 degrees, no flip
+AUGMENT_DEFAULTS: dict[str, Any] = {"rotate": 5.0, "shift": 0.05, "scale": 0.05}
+
+
+class RandomAugment:
+    """Random augmentation of a batch of image sets, per image, on the batch's device.
+
+    ``flip``: ``true`` (every spatial axis) or a list of spatial axes (0 = the first of
+    ``(H, W)`` / ``(D, H, W)``), each flipped with probability 1/2; ``rotate``: degrees,
+    an angle drawn in ``[-rotate, rotate]`` (2D), or one per axis (3D); ``shift``: a
+    fraction of the size, drawn per axis in ``[-shift, shift]``; ``scale``: a fraction,
+    one zoom factor in ``[1 - scale, 1 + scale]``; ``intensity``: a fraction, a gain in
+    ``[1 - intensity, 1 + intensity]`` and an offset in ``[-intensity, intensity]``
+    (standardised units: the preprocessor's sd) applied to the image channels. The
+    geometric part is one affine map per image, in pixel units (rotations do not shear
+    non-square images), resampled with ``F.affine_grid`` + ``F.grid_sample`` (bilinear;
+    what comes from outside the image is 0, the training mean); draws come from torch's
+    global generator (or ``generator``), so a seeded run repeats.
+
+    Hand-written rather than MONAI's transforms: it runs on the collated batch inside
+    the network's forward, only while the encoder is in training mode, on whatever
+    device the batch is on, and must leave the set layout alone (the presence channel
+    and the padding slots); MONAI's transforms work per sample in a data pipeline, which
+    here hands the network preprocessed, cached tensors.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        flip: bool | list[int] = False,
+        rotate: float = 0.0,
+        shift: float = 0.0,
+        scale: float = 0.0,
+        intensity: float = 0.0,
+    ) -> None:
+        self.dims = int(dims)
+        if flip is True:
+            axes = list(range(self.dims))
+        elif flip is False or flip is None:
+            axes = []
+        elif isinstance(flip, list | tuple) and all(
+            isinstance(a, int) and not isinstance(a, bool) for a in flip
+        ):
+            axes = sorted({int(a) for a in flip})
+        else:
+            raise ValueError(f"augment.flip: {flip!r}; expected true/false or a list of axes")
+        if any(not 0 <= a < self.dims for a in axes):
+            raise ValueError(
+                f"augment.flip: axes {list(flip)} out of range for {self.dims}D images "
+                f"(0 to {self.dims - 1})"
+            )
+        self.flip = axes
+        for name, value, top in (
+            ("rotate", rotate, 180.0),
+            ("shift", shift, 1.0),
+            ("scale", scale, 0.99),
+            ("intensity", intensity, 0.99),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"augment.{name}: {value!r}; expected a number")
+            if not 0 <= value <= top:
+                raise ValueError(f"augment.{name}: {value}; expected 0 to {top}")
+        self.rotate, self.shift = float(rotate), float(shift)
+        self.scale, self.intensity = float(scale), float(intensity)
+
+    @classmethod
+    def from_option(cls, option: Any, dims: int) -> RandomAugment | None:
+        """The encoders' ``augment`` option: false/null (off), true (the defaults) or a
+        mapping of :data:`AUGMENT_KEYS`; None when nothing would change."""
+        if option is None or option is False:
+            return None
+        if option is True:
+            option = AUGMENT_DEFAULTS
+        if not isinstance(option, dict):
+            raise ValueError(
+                f"augment: {option!r}; expected true, false or a mapping of "
+                f"{', '.join(AUGMENT_KEYS)}"
+            )
+        unknown = [k for k in option if k not in AUGMENT_KEYS]
+        if unknown:
+            raise ValueError(
+                f"augment: unknown option {unknown[0]!r}; expected {', '.join(AUGMENT_KEYS)}"
+            )
+        aug = cls(dims, **option)
+        return aug if aug.active else None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip) or any((self.rotate, self.shift, self.scale, self.intensity))
+
+    @property
+    def geometric(self) -> bool:
+        return bool(self.flip) or any((self.rotate, self.shift, self.scale))
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, M, C, *spatial)`` sets -> the same with the image channels of the real
+        images augmented; the presence channel (last) and the padding slots are
+        returned as they came."""
+        valid = x[:, :, -1].flatten(2).amax(-1) > 0.5
+        if not valid.any():
+            return x
+        out = x.clone()
+        imgs = self.images(x[valid][:, :-1], generator)
+        out[valid] = torch.cat([imgs, x[valid][:, -1:]], 1)
+        return out
+
+    def _uniform(self, shape: tuple[int, ...], gen: torch.Generator | None) -> torch.Tensor:
+        return torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1  # [-1, 1)
+
+    def images(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(N, C, *spatial)`` images, each with its own random draw."""
+        n, nd = x.shape[0], self.dims
+        if x.dim() != nd + 2:
+            raise ValueError(f"expected (N, C, *{nd} spatial axes); got {tuple(x.shape)}")
+        if self.intensity:
+            gain = 1 + self.intensity * self._uniform((n,), generator)
+            offset = self.intensity * self._uniform((n,), generator)
+            view = (n,) + (1,) * (nd + 1)
+            x = x * gain.to(x).view(view) + offset.to(x).view(view)
+        if not self.geometric:
+            return x
+        # p_in = A p_out + b in pixel units (grid order x, y[, z] = the axes reversed)
+        a = torch.eye(nd, dtype=torch.float64).repeat(n, 1, 1)
+        if self.rotate:
+            ang = torch.deg2rad(self.rotate * self._uniform((n, 1 if nd == 2 else 3), generator))
+            for k, (i, j) in enumerate([(0, 1)] if nd == 2 else [(0, 1), (0, 2), (1, 2)]):
+                r = torch.eye(nd, dtype=torch.float64).repeat(n, 1, 1)
+                c, s = torch.cos(ang[:, k]), torch.sin(ang[:, k])
+                r[:, i, i], r[:, j, j], r[:, i, j], r[:, j, i] = c, c, -s, s
+                a = r @ a
+        if self.scale:
+            a = a * (1 + self.scale * self._uniform((n, 1, 1), generator))
+        if self.flip:
+            sign = torch.ones(n, nd, dtype=torch.float64)
+            for ax in self.flip:
+                coin = torch.rand(n, generator=generator, dtype=torch.float64) < 0.5
+                sign[:, nd - 1 - ax] = torch.where(coin, -1.0, 1.0)
+            a = a * sign[:, None, :]
+        half = torch.tensor([s / 2 for s in reversed(x.shape[2:])], dtype=torch.float64)
+        theta = torch.zeros(n, nd, nd + 1, dtype=torch.float64)
+        theta[:, :, :nd] = a * half[None, None, :] / half[None, :, None]  # D^-1 A D
+        if self.shift:
+            theta[:, :, nd] = 2 * self.shift * self._uniform((n, nd), generator)
+        theta = theta.to(x.device, x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
 def random_affine(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-    """A small random affine per image of ``(N, C, H, W)`` or ``(N, C, D, H, W)``."""
-    n, nd = x.shape[0], x.dim() - 2
-    theta = torch.zeros(n, nd, nd + 1, device=x.device, dtype=x.dtype)
-    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.1
-    for k in range(nd):
-        theta[:, k, k] = scale
-    if nd == 2:
-        ang = (torch.rand(n, generator=gen) - 0.5) * (math.pi / 18)
-        c, s = torch.cos(ang) * scale, torch.sin(ang) * scale
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
-    theta[:, :, -1] = (torch.rand(n, nd, generator=gen) - 0.5) * 0.2
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    """A small random affine per image of ``(N, C, H, W)`` or ``(N, C, D, H, W)`` (the
+    ``augment: true`` defaults); kept for callers of the earlier API."""
+    return RandomAugment(x.dim() - 2, **AUGMENT_DEFAULTS).images(x, gen)
 
 
 class SetEncoder(nn.Module):
     """Backbone per real image, attention pooling over the set."""
 
     def __init__(
-        self, backbone: nn.Module, feat_dim: int, hidden: int, dims: int, augment: bool
+        self, backbone: nn.Module, feat_dim: int, hidden: int, dims: int, augment: Any
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.dims = dims
         self.out_dim = int(hidden)
-        self.augment = augment
+        self.augment = augment  # checked and parsed by the setter
         self.proj = nn.Sequential(nn.Linear(feat_dim, hidden), nn.LayerNorm(hidden), nn.GELU())
         self.att_v = nn.Linear(hidden, hidden)
         self.att_w = nn.Linear(hidden, 1)
         self.last_weights_: torch.Tensor | None = None
+
+    @property
+    def augment(self) -> Any:
+        """The ``augment`` option as given (see :class:`RandomAugment`); setting it
+        checks it. Applied only in training mode."""
+        return self._augment_option
+
+    @augment.setter
+    def augment(self, option: Any) -> None:
+        self.augmenter = RandomAugment.from_option(option, self.dims)
+        self._augment_option = option
 
     def features(self, imgs: torch.Tensor) -> torch.Tensor:
         return self.backbone(imgs)
@@ -109,8 +273,8 @@ class SetEncoder(nn.Module):
         h = x.new_zeros(b, m, self.out_dim)
         if valid.any():
             imgs = x[valid][:, :-1]
-            if self.augment and self.training:
-                imgs = random_affine(imgs)
+            if self.training and self.augmenter is not None:  # never in eval / predict
+                imgs = self.augmenter.images(imgs)
             h[valid] = self.proj(self.features(imgs)).to(h.dtype)
         score = self.att_w(torch.tanh(self.att_v(h))).squeeze(-1)
         score = score.masked_fill(~valid, float("-inf"))
@@ -152,7 +316,7 @@ def cnn(
     hidden: int = 64,
     channels: list[int] | None = None,
     weights: str | None = None,
-    augment: bool = False,
+    augment: bool | dict[str, Any] | None = False,
 ) -> SetEncoder:
     channels = list(channels or ([16, 32, 64, 64] if dims == 2 else [8, 16, 32, 32]))
     backbone = _conv_blocks(_image_channels(in_dim), channels, dims)
@@ -242,16 +406,17 @@ def efficientnet_lite0(
     in_dim: int,
     hidden: int = 128,
     weights: str | None = None,
-    augment: bool = False,
+    augment: bool | dict[str, Any] | None = False,
     input_size: int = 224,
     feature_cache: int = 50_000,
 ) -> SetEncoder:
     c = _image_channels(in_dim)
     if c not in (1, 3):
         raise ValueError(f"efficientnet_lite0 takes 1 (gray) or 3 image channels; got {c}")
+    on = RandomAugment.from_option(augment, 2) is not None  # checked before loading
     return SetEncoder(
         # augmented images differ every epoch: nothing worth remembering
-        FrozenEfficientNet(weights, input_size, 0 if augment else feature_cache),
+        FrozenEfficientNet(weights, input_size, 0 if on else feature_cache),
         1280,
         hidden,
         2,

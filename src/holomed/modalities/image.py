@@ -28,10 +28,31 @@ then an error naming the file, never a silently blank image.
 4. standardised with the training pixels' mean and sd (fitted), so 0 is the training
    mean (the baseline of the attributions).
 
+Registration of co-acquired images (MR sequences, PET/CT, 2D views too): with
+``register: rigid`` or ``affine`` (default ``null``: none), every image of a patient's
+set but the reference, ``register_reference`` (default 0: the patient's first usable
+image, in table order), is registered to it between steps 1 and 2
+(:func:`holomed.io.images.register_image`: SimpleITK, Mattes mutual information, so it
+works across contrasts; a 3-level pyramid; a fixed sampling seed and one thread, so it
+is reproducible; started from the shared scanner coordinates). The moving image is
+resampled onto the reference's grid (the reference read, turned to RAS and, with
+``spacing``, resampled to it) and then goes through steps 2-3 like the reference, so
+both end on the same voxels. The transform of each image is kept in ``registration_``
+(``{patient id: [record, ...]}``, each record with ``image`` (its index in the set),
+``type``, ``matrix``, ``translation_mm``, ``rotation_deg``, ITK's parameters, the grid
+``spacing``, the metric before / after and the seconds it took; see
+:func:`~holomed.io.images.register_image`); a patient without the reference slot keeps
+its images in scanner space, recorded as ``skipped``. A summary over the training
+patients (counts, median / max translation and rotation) is ``registration_summary_``,
+saved with the state. A registration that fails (no overlap, a constant image) is an
+error naming the file. ``registered_`` counts registrations run (not read from cache).
+
 Steps 1-3 depend on the settings only, not on the fit: their result is cached on disk
-(``cache_dir``; key = sha256 of the file's bytes + the settings), so a second transform
-decodes nothing. ``cache_hits_`` / ``cache_misses_`` count lookups; ``decoded_`` counts
-images decoded.
+(``cache_dir``; key = sha256 of the file's bytes + the settings, which include
+``register`` / ``register_reference`` when set, + for a registered image the
+reference's bytes), so a second transform decodes nothing; a registered image's record
+is cached next to its array. ``cache_hits_`` / ``cache_misses_`` count lookups;
+``decoded_`` counts images decoded.
 
 Output ``(n, max_images, C + 1, H, W)`` (or ``(..., D, H, W)``) float32: ``C`` image
 channels (``gray``) and a presence channel (``image_present``: 1 on a real image, 0 on a
@@ -47,7 +68,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +76,15 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
-from holomed.io.images import Image, image_format, read_image, resample, to_ras
+from holomed.io.images import (
+    REGISTRATIONS,
+    Image,
+    image_format,
+    read_image,
+    register_image,
+    resample,
+    to_ras,
+)
 from holomed.modalities.base import ModalityData, ModalityKind, Preprocessor, register_modality
 
 CHANNELS = ("gray",)
@@ -63,6 +92,10 @@ PRESENT = "image_present"
 STATS = ("mean", "sd", "p05", "p25", "p50", "p75", "p95")
 CACHE_VERSION = 1
 MAX_IMAGES = 16
+# the registration recipe (metric, optimiser, pyramid, sampling seed) enters the cache
+# key; bump it when io.images.register_image changes what it computes
+REGISTER_RECIPE = "sitk-mattes32-rsgd-pyramid-v1"
+REGISTER_SEED = 0
 
 
 # -- reading and checking -----------------------------------------------------------
@@ -218,6 +251,43 @@ def _paths_of(data: ModalityData) -> list:
     return list(vals["paths"]) if isinstance(vals, pd.DataFrame) else list(vals)
 
 
+def _ids_of(data: ModalityData) -> list[str]:
+    """Patient ids (the frame's index), or ``row<i>`` when the values carry none."""
+    vals = data.values
+    if isinstance(vals, pd.DataFrame):
+        return [str(i) for i in vals.index]
+    return [f"row{i}" for i in range(len(data))]
+
+
+def _cell(paths: Any, i: int) -> list:
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    if not isinstance(paths, list | tuple | np.ndarray) or not len(paths):
+        raise ValueError(f"row {i} is marked present but lists no image")
+    return list(paths)
+
+
+def _summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Median / max of the recorded transforms' translation (mm, its norm) and rotation
+    (degrees), mean metric before / after and seconds, over all registered images."""
+    done = [r for recs in records.values() for r in recs if r.get("type")]
+    out: dict[str, Any] = {
+        "images": len(done),
+        "skipped": sum(1 for recs in records.values() for r in recs if not r.get("type")),
+    }
+    if done:
+        tr = np.array([np.linalg.norm(r["translation_mm"]) for r in done])
+        rot = np.array([r["rotation_deg"] for r in done])
+        out.update(
+            translation_mm={"median": float(np.median(tr)), "max": float(tr.max())},
+            rotation_deg={"median": float(np.median(rot)), "max": float(rot.max())},
+            metric_before=float(np.mean([r["metric_before"] for r in done])),
+            metric_after=float(np.mean([r["metric_after"] for r in done])),
+            seconds=float(np.mean([r["seconds"] for r in done if "seconds" in r] or [0.0])),
+        )
+    return out
+
+
 class ImagePreprocessor(Preprocessor):
     """Read, orient, scale intensities, resample/resize, cache; standardise with the
     training pixels' statistics. See the module docstring for the options."""
@@ -234,6 +304,8 @@ class ImagePreprocessor(Preprocessor):
         max_images: int | None = None,
         cache_dir: str | None = None,
         ras: bool = True,
+        register: str | None = None,
+        register_reference: int = 0,
     ) -> None:
         self.size = size
         self.spacing = spacing
@@ -243,10 +315,20 @@ class ImagePreprocessor(Preprocessor):
         self.max_images = max_images
         self.cache_dir = cache_dir
         self.ras = ras
+        self.register = register
+        self.register_reference = register_reference
 
     # -- per image (depends on the settings only) ------------------------------------
+    def _register_mode(self) -> str | None:
+        mode = self.register
+        if mode is None or mode is False or str(mode).lower() in ("none", "null", ""):
+            return None
+        if str(mode).lower() not in REGISTRATIONS:
+            raise ValueError(f"register: {mode!r} is not one of {', '.join(REGISTRATIONS)} or null")
+        return str(mode).lower()
+
     def _settings(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": CACHE_VERSION,
             "size": list(self.size_),
             "spacing": self.spacing,
@@ -255,6 +337,12 @@ class ImagePreprocessor(Preprocessor):
             "zscore": self.zscore,
             "ras": self.ras,
         }
+        mode = self._register_mode()
+        if mode is not None:  # only when set, so caches written without it stay valid
+            out["register"] = mode
+            out["register_reference"] = int(self.register_reference)
+            out["register_recipe"] = REGISTER_RECIPE
+        return out
 
     def _intensity(self, a: np.ndarray) -> np.ndarray:
         if self.window is not None:
@@ -298,8 +386,8 @@ class ImagePreprocessor(Preprocessor):
         r = F.interpolate(t, size=size, mode=mode, align_corners=False, antialias=a.ndim == 2)
         return r[0, 0].numpy()
 
-    def _decode(self, path: str) -> np.ndarray:
-        """One image through steps 1-3: ``(C, *size)`` float32."""
+    def _read(self, path: str) -> Image:
+        """Step 1: read, turned to RAS; the dimension checked against ``size``."""
         img = read_image(path)
         if self.ras:
             img = to_ras(img)
@@ -308,11 +396,33 @@ class ImagePreprocessor(Preprocessor):
                 f"{path}: image has {img.array.ndim} dimensions; this modality's images have "
                 f"{len(self.size_)} (size {list(self.size_)})"
             )
+        return img
+
+    def _reference(self, path: str) -> Image:
+        """The grid images are registered onto: the reference read, turned to RAS and,
+        with ``spacing``, resampled to it (intensities as read)."""
+        img = self._read(path)
+        return img if self.spacing is None else resample(img, self.spacing)
+
+    def _decode(
+        self, path: str, fixed: Callable[[], Image] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One image through steps 1-3: ``(C, *size)`` float32; registered first (and
+        its record returned) when ``fixed`` gives the reference."""
+        img = self._read(path)
+        record = None
+        if fixed is not None:
+            img, record = register_image(
+                fixed(), img, self._register_mode() or "rigid", seed=REGISTER_SEED
+            )
+            self.registered_ += 1
         self.decoded_ += 1
         a = self._intensity(img.array.astype(np.float32))
-        return self._geometry(img, a)[None].astype(np.float32)
+        return self._geometry(img, a)[None].astype(np.float32), record
 
-    def _digest(self, path: str) -> str:
+    def _hasher(self, path: str):
+        """sha256 of the file's bytes (a folder: its files' names and bytes), remembered
+        per (path, size, modification time)."""
         p = Path(path)
         st = p.stat()
         stamp = (str(p), st.st_size, st.st_mtime_ns)
@@ -326,43 +436,112 @@ class ImagePreprocessor(Preprocessor):
             with open(f, "rb") as fh:
                 for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                     h.update(chunk)
-        h.update(json.dumps(self._settings(), sort_keys=True).encode())
-        self._digests[stamp] = h.hexdigest()
-        return self._digests[stamp]
+        self._digests[stamp] = h
+        return h
 
-    def _load(self, path: str) -> np.ndarray:
+    def _digest(self, path: str, reference: str | None = None) -> str:
+        """Cache key: the file's bytes + the settings (+ the reference's bytes for an
+        image registered to it)."""
+        h = self._hasher(path).copy()
+        h.update(json.dumps(self._settings(), sort_keys=True).encode())
+        if reference is not None:
+            h.update(b"registered to " + self._hasher(reference).hexdigest().encode())
+        return h.hexdigest()
+
+    def _load(
+        self,
+        path: str,
+        reference: str | None = None,
+        fixed: Callable[[], Image] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Steps 1-3 of one image, from the cache when it has them. An image registered
+        to ``reference`` (whose grid ``fixed`` gives) keeps its registration record next
+        to its array (``<key>.json``)."""
         if not self.cache_dir:
-            return self._decode(path)
-        key = self._digest(path)
+            return self._decode(path, fixed)
+        key = self._digest(path, reference)
         root = Path(os.path.expandvars(os.path.expanduser(str(self.cache_dir))))
         f = root / key[:2] / f"{key}.npy"
+        side = f.with_suffix(".json")
         if f.exists():
             try:
                 arr = np.load(f, allow_pickle=False)
+                record = None
+                if reference is not None:
+                    record = json.loads(side.read_text())
+                    record.update(moving=str(path), reference=str(reference), cached=True)
                 self.cache_hits_ += 1
-                return arr
+                return arr, record
             except (OSError, ValueError):
-                pass  # a damaged cache entry is rebuilt
+                pass  # a damaged cache entry (or a missing record) is rebuilt
         self.cache_misses_ += 1
-        arr = self._decode(path)
+        arr, record = self._decode(path, fixed)
         f.parent.mkdir(parents=True, exist_ok=True)
+        if record is not None:
+            tmp = side.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, side)
         tmp = f.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
         os.replace(tmp, f)
-        return arr
+        return arr, record
+
+    def _patient(self, pid: str, paths: Sequence) -> list[np.ndarray]:
+        """A patient's images (the first ``max_images_``) through steps 1-3; with
+        ``register``, every image but the reference is registered to it and its record
+        goes to ``registration_[pid]``."""
+        paths = [str(p) for p in paths[: self.max_images_]]
+        if self._register_mode() is None or len(paths) < 2:
+            return [self._load(p)[0] for p in paths]
+        r = int(self.register_reference)
+        if r >= len(paths):  # no reference: left in scanner space, and said so
+            self.registration_[pid] = [
+                {"image": k, "moving": p, "type": None,
+                 "skipped": f"the patient has no image {r} (register_reference)"}
+                for k, p in enumerate(paths)
+            ]  # fmt: skip
+            return [self._load(p)[0] for p in paths]
+        ref = paths[r]
+        grid: list[Image] = []
+
+        def fixed() -> Image:  # read once per patient, only when a registration runs
+            if not grid:
+                grid.append(self._reference(ref))
+            return grid[0]
+
+        out, records = [], []
+        for k, p in enumerate(paths):
+            if k == r:
+                out.append(self._load(p)[0])
+                continue
+            a, rec = self._load(p, ref, fixed)
+            out.append(a)
+            records.append({"image": k, **(rec or {})})
+        self.registration_[pid] = records
+        return out
 
     def _init_counters(self) -> None:
         self.cache_hits_ = 0
         self.cache_misses_ = 0
         self.decoded_ = 0
         self.truncated_ = 0
-        self._digests: dict[tuple, str] = {}
+        self.registered_ = 0
+        self.registration_: dict[str, list[dict[str, Any]]] = {}
+        self._digests: dict[tuple, Any] = {}
 
     # -- fit / transform ---------------------------------------------------------------
     def fit(self, data: ModalityData) -> ImagePreprocessor:
         self._init_counters()
-        cells = [c for c, p in zip(_paths_of(data), data.present, strict=True) if p]
+        mode = self._register_mode()
+        rows = [
+            (pid, _cell(c, i))
+            for i, (pid, c, p) in enumerate(
+                zip(_ids_of(data), _paths_of(data), data.present, strict=True)
+            )
+            if p
+        ]
+        cells = [c for _, c in rows]
         if not cells:
             raise ValueError("no training patient has an image")
         if self.size is not None:
@@ -378,10 +557,20 @@ class ImagePreprocessor(Preprocessor):
                 raise ValueError(f"spacing {self.spacing} needs one value per axis of {self.size_}")
         most = max(len(c) for c in cells)
         self.max_images_ = int(self.max_images or min(most, MAX_IMAGES))
+        ref = self.register_reference
+        if mode is not None and (
+            isinstance(ref, bool) or not isinstance(ref, int | np.integer) or not 0 <= ref
+        ):
+            raise ValueError(f"register_reference: {ref!r}; expected an image index >= 0")
+        if mode is not None and ref >= self.max_images_:
+            raise ValueError(
+                f"register_reference {ref} is not among the {self.max_images_} images kept "
+                f"per patient (max_images)"
+            )
         s1 = s2 = cnt = 0.0
-        for paths in cells:
-            for p in paths[: self.max_images_]:
-                a = self._load(p).astype(np.float64)
+        for pid, paths in rows:
+            for arr in self._patient(pid, paths):
+                a = arr.astype(np.float64)
                 s1 += a.sum()
                 s2 += (a * a).sum()
                 cnt += a.size
@@ -389,6 +578,7 @@ class ImagePreprocessor(Preprocessor):
         sd = float(np.sqrt(max(s2 / cnt - mean**2, 0.0)))
         self.mean_ = np.array([mean], np.float32)
         self.sd_ = np.array([sd if sd > 1e-8 else 1.0], np.float32)
+        self.registration_summary_ = _summary(self.registration_) if mode else None
         self._names()
         return self
 
@@ -411,17 +601,12 @@ class ImagePreprocessor(Preprocessor):
             self._init_counters()
         n, m, c = len(data), self.max_images_, len(CHANNELS)
         out = np.full((n, *self.out_shape), np.nan, np.float32)
-        cells = _paths_of(data)
+        cells, ids = _paths_of(data), _ids_of(data)
         for i in np.nonzero(data.present)[0]:
-            paths = cells[i]
-            if isinstance(paths, str | Path):
-                paths = [paths]
-            if not isinstance(paths, list | tuple | np.ndarray) or not len(paths):
-                raise ValueError(f"row {i} is marked present but lists no image")
+            paths = _cell(cells[i], i)
             out[i] = 0.0
             self.truncated_ += max(0, len(paths) - m)
-            for k, p in enumerate(paths[:m]):
-                a = self._load(str(p))
+            for k, a in enumerate(self._patient(ids[i], paths)):
                 out[i, k, :c] = (a - self.mean_[0]) / self.sd_[0]
                 out[i, k, c] = 1.0
         return out
@@ -472,8 +657,11 @@ class ImagePreprocessor(Preprocessor):
             "max_images": self.max_images,
             "cache_dir": self.cache_dir,
             "ras": self.ras,
+            "register": self.register,
+            "register_reference": self.register_reference,
             "size_": list(self.size_),
             "max_images_": self.max_images_,
+            "registration_summary_": getattr(self, "registration_summary_", None),
         }
         return meta, {"mean": self.mean_, "sd": self.sd_}
 
@@ -488,7 +676,10 @@ class ImagePreprocessor(Preprocessor):
             max_images=meta["max_images"],
             cache_dir=meta["cache_dir"],
             ras=meta["ras"],
+            register=meta.get("register"),  # bundles saved before registration existed
+            register_reference=meta.get("register_reference") or 0,
         )
+        p.registration_summary_ = meta.get("registration_summary_")
         p.size_ = [int(s) for s in meta["size_"]]
         p.max_images_ = int(meta["max_images_"])
         p.mean_ = np.asarray(arrays["mean"], np.float32)
