@@ -25,6 +25,26 @@ class DatasetError(HolomedError):
     pass
 
 
+def download_file(url: str, target: Path, digest: str, dataset: str, hint: str = "") -> Path:
+    """Stream ``url`` into ``target`` through a ``.part`` file and keep it only if its
+    sha256 is ``digest``; errors name the dataset and the URL (``hint`` is appended)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"dataset {dataset!r}: cannot download {url}: {err}.{hint}") from None
+    got = sha256(tmp)
+    if got != digest:
+        tmp.unlink()
+        raise DatasetError(f"{url}: downloaded sha256 {got} does not match {digest}")
+    tmp.rename(target)
+    return target
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -84,21 +104,13 @@ class Dataset:
             target = dest / fname
             if target.exists() and sha256(target) == digest:
                 continue
-            tmp = target.with_suffix(target.suffix + ".part")
-            url = self.base_url + fname
-            try:
-                with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                    f.write(r.read())
-            except OSError as err:
-                raise DatasetError(
-                    f"dataset {self.name!r}: cannot download {url}: {err}. "
-                    f"Place the files in $HOLOMED_DATA/{self.name} instead."
-                ) from None
-            got = sha256(tmp)
-            if got != digest:
-                tmp.unlink()
-                raise DatasetError(f"{url}: downloaded sha256 {got} does not match {digest}")
-            tmp.rename(target)
+            download_file(
+                self.base_url + fname,
+                target,
+                digest,
+                self.name,
+                f" Place the files in $HOLOMED_DATA/{self.name} instead.",
+            )
         return dest
 
     def frames(self, **options) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:

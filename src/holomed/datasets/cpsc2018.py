@@ -18,7 +18,6 @@ demographics frame, which the cohort lists among its exclusions, scope ``value``
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,7 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from holomed.datasets.base import Dataset, DatasetError, cache_dir, register_dataset, sha256
+from holomed.datasets.base import (
+    Dataset,
+    cache_dir,
+    download_file,
+    register_dataset,
+    sha256,
+)
 
 
 def read_manifest(name: str) -> dict[str, str]:
@@ -73,22 +78,13 @@ class CPSC2018(Dataset):
             target = dest / fname
             if target.exists() and sha256(target) == digest:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".part")
-            url = self.url(fname)
-            try:
-                with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                    f.write(r.read())
-            except OSError as err:
-                raise DatasetError(
-                    f"dataset {self.name!r}: cannot download {url}: {err}. "
-                    f"Place the files in $HOLOMED_DATA/{self.folder} instead."
-                ) from None
-            got = sha256(tmp)
-            if got != digest:
-                tmp.unlink()
-                raise DatasetError(f"{url}: downloaded sha256 {got} does not match {digest}")
-            tmp.rename(target)
+            download_file(
+                self.url(fname),
+                target,
+                digest,
+                self.name,
+                f" Place the files in $HOLOMED_DATA/{self.folder} instead.",
+            )
         return dest
 
     def frames(self, **options: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:

@@ -41,7 +41,14 @@ from typing import Any
 
 import pandas as pd
 
-from holomed.datasets.base import Dataset, DatasetError, cache_dir, register_dataset, sha256
+from holomed.datasets.base import (
+    Dataset,
+    DatasetError,
+    cache_dir,
+    download_file,
+    register_dataset,
+    sha256,
+)
 
 CHANNELS = ["EEG Fpz-Cz", "EOG horizontal", "EMG submental"]
 EPOCH = 30.0  # seconds
@@ -155,21 +162,7 @@ class SleepEDF(Dataset):
                 f"dataset {self.name!r}: {name} not found in {[str(c) for c in self.candidates()]}"
             )
         dest = cache_dir() / self.name / "sleep-cassette" / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        url = self.base_url + name
-        tmp = dest.with_suffix(".part")
-        try:
-            with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-        except OSError as err:
-            raise DatasetError(f"dataset {self.name!r}: cannot download {url}: {err}") from None
-        got = sha256(tmp)
-        if got != digest:
-            tmp.unlink()
-            raise DatasetError(f"{url}: downloaded sha256 {got} does not match {digest}")
-        tmp.rename(dest)
-        return dest
+        return download_file(self.base_url + name, dest, digest, self.name)
 
     # -- frames --------------------------------------------------------------------------
     def frames(self, **options: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
