@@ -188,3 +188,32 @@ def test_epochs_as_a_signal_modality_through_a_model(sleep):
     assert emg[1000:2000].min() > 0.7 and emg[1000:2000].max() < 1.0
     p = m.predict_proba(cohort)
     assert p.shape == (53, 5) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_missing_files_download_from_the_source_and_are_verified(data_root, tmp_path, monkeypatch):
+    """No local copy: the manifest and the record's two files come from the source (here a
+    file:// mirror of the PhysioNet layout) into the cache, each checked by sha256."""
+    from dataclasses import replace
+
+    monkeypatch.setenv("HOLOMED_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOLOMED_CACHE", str(tmp_path / "cache"))
+    src = data_root / "sleep_edf"
+    sleep = replace(
+        DATASETS.get("sleep_edf"),
+        base_url=(src / "sleep-cassette").as_uri() + "/",
+        sums_url=(src / "SHA256SUMS.txt").as_uri(),
+    )
+    _, target = sleep.frames(records=["SC4001"], trim_wake=None)
+    assert len(target) == 18
+    got = sorted(p.name for p in (tmp_path / "cache" / "sleep_edf").rglob("*.edf"))
+    assert got == ["SC4001E0-PSG.edf", "SC4001EC-Hypnogram.edf"]
+    # a corrupted source file is refused, and nothing half-written stays in the cache
+    bad = tmp_path / "bad"
+    (bad / "sleep-cassette").mkdir(parents=True)
+    for f in (src / "sleep-cassette").glob("SC4011*"):
+        blob = f.read_bytes()
+        (bad / "sleep-cassette" / f.name).write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    broken = replace(sleep, base_url=(bad / "sleep-cassette").as_uri() + "/")
+    with pytest.raises(DatasetError, match="does not match"):
+        broken.frames(records=["SC4011"])
+    assert not list((tmp_path / "cache").rglob("SC4011*"))
