@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from holomed.modalities.base import rows_mask
+from holomed.modalities.base import LazyRows, rows_mask
 from holomed.network import MultimodalNet
 from holomed.spec import TrainingSpec
 from holomed.tasks import Task
@@ -37,9 +37,12 @@ class CohortTensors(Dataset):
     def __init__(
         self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], y: np.ndarray | None
     ) -> None:
+        # lazy arrays (image sets read from the disk cache) stay lazy: rows per batch
+        self.lazy = {k: v for k, v in x.items() if isinstance(v, LazyRows)}
         self.x = {
             k: torch.as_tensor(np.where(rows_mask(present[k], v.ndim), v, 0.0), dtype=torch.float32)
             for k, v in x.items()
+            if k not in self.lazy
         }
         self.present = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in present.items()}
         n = len(next(iter(present.values())))
@@ -50,8 +53,13 @@ class CohortTensors(Dataset):
 
     def __getitems__(self, idx: list[int]) -> dict[str, Any]:
         i = torch.as_tensor(idx, dtype=torch.long)
+        x = {k: v[i] for k, v in self.x.items()}
+        for k, v in self.lazy.items():
+            rows = v.rows(np.asarray(idx))
+            keep = rows_mask(self.present[k][i].numpy(), rows.ndim)
+            x[k] = torch.as_tensor(np.where(keep, rows, 0.0), dtype=torch.float32)
         return {
-            "x": {k: v[i] for k, v in self.x.items()},
+            "x": {k: x[k] for k in self.present},
             "present": {k: v[i] for k, v in self.present.items()},
             "y": self.y[i],
         }

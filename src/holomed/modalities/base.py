@@ -28,6 +28,41 @@ def rows_mask(present: np.ndarray, ndim: int) -> np.ndarray:
 
 
 @dataclass
+class LazyRows:
+    """A preprocessed array ``(n, *shape)`` that is not held in memory: rows are built
+    on demand (``rows(idx)``), e.g. from a disk cache, so training and prediction touch
+    one batch at a time. Anything else that needs the whole array gets it through
+    ``np.asarray`` (``__array__``), so code written for arrays keeps working."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, n: int, shape: tuple[int, ...]) -> None:
+        self.shape = (int(n), *shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self.rows(np.asarray([idx]))[0]
+        return self.rows(np.arange(len(self))[idx])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.rows(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype)
+
+
 class ModalityData:
     """One modality over a cohort's patients, row ``i`` = patient ``ids[i]``.
 
