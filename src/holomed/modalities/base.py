@@ -27,7 +27,6 @@ def rows_mask(present: np.ndarray, ndim: int) -> np.ndarray:
     return np.asarray(present, bool).reshape(-1, *([1] * (ndim - 1)))
 
 
-@dataclass
 class LazyRows:
     """A preprocessed array ``(n, *shape)`` that is not held in memory: rows are built
     on demand (``rows(idx)``), e.g. from a disk cache, so training and prediction touch
@@ -63,6 +62,7 @@ class LazyRows:
         return out if dtype is None else out.astype(dtype)
 
 
+@dataclass
 class ModalityData:
     """One modality over a cohort's patients, row ``i`` = patient ``ids[i]``.
 
