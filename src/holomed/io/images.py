@@ -17,7 +17,8 @@ Hounsfield units). PNG/JPEG are converted to 8-bit grayscale (PIL ``"L"``).
 
 Any unreadable, truncated or corrupt file raises :class:`~holomed.errors.CohortError`
 naming the file. :func:`resample` (scipy ``ndimage.zoom``, linear) changes the spacing
-while keeping the physical extent (shape x spacing); :func:`to_ras` reorders and flips
+while keeping the physical extent (shape x spacing), and :func:`resampled_shape` says
+which shape that gives without interpolating; :func:`to_ras` reorders and flips
 axes so they run toward Right, Anterior, Superior (nibabel's orientation tools), for
 any image with an affine.
 
@@ -267,6 +268,20 @@ def write_nifti(image: Image, path: str | Path) -> Path:
 # -- geometry -----------------------------------------------------------------------
 
 
+def resampled_shape(image: Image, spacing: float | tuple[float, ...]) -> tuple[int, ...]:
+    """The array shape :func:`resample` gives ``image`` at ``spacing`` mm (one value per
+    axis, or one for all): ``round(extent / spacing)`` samples per axis, at least 1.
+    Nothing is interpolated, so it is cheap."""
+    nd = image.array.ndim
+    target = (float(spacing),) * nd if np.isscalar(spacing) else tuple(map(float, spacing))
+    if len(target) != nd:
+        raise ValueError(f"spacing {target} has {len(target)} values; the image has {nd} axes")
+    if any(t <= 0 for t in target):
+        raise ValueError(f"spacing must be > 0 mm; got {target}")
+    shape = np.maximum(1, np.round(np.asarray(image.extent) / np.asarray(target)))
+    return tuple(int(v) for v in shape)
+
+
 def resample(image: Image, spacing: float | tuple[float, ...], order: int = 1) -> Image:
     """The image on a grid of ``spacing`` mm (one value per axis, or one for all) with
     its physical extent kept: each axis gets ``round(extent / spacing)`` samples and the
@@ -276,15 +291,8 @@ def resample(image: Image, spacing: float | tuple[float, ...], order: int = 1) -
     from scipy import ndimage
 
     arr = image.array
-    target = (float(spacing),) * arr.ndim if np.isscalar(spacing) else tuple(map(float, spacing))
-    if len(target) != arr.ndim:
-        raise ValueError(
-            f"spacing {target} has {len(target)} values; the image has {arr.ndim} axes"
-        )
-    if any(t <= 0 for t in target):
-        raise ValueError(f"spacing must be > 0 mm; got {target}")
     extent = np.asarray(image.extent)
-    shape = np.maximum(1, np.round(extent / np.asarray(target))).astype(int)
+    shape = np.asarray(resampled_shape(image, spacing))
     factors = shape / np.asarray(arr.shape)
     if np.allclose(factors, 1):
         return image
