@@ -46,3 +46,11 @@ def test_array_code_sees_an_ndarray():
     np.testing.assert_array_equal(lazy[1:3], a[1:3])
     np.testing.assert_array_equal(lazy[2], a[2])
     np.testing.assert_array_equal(np.where(True, lazy, 0.0), a)
+
+
+def test_tuple_indexing_selects_rows_first():
+    a = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+    lazy = Counting(a)
+    np.testing.assert_array_equal(lazy[2, :, -1], a[2, :, -1])
+    np.testing.assert_array_equal(lazy[1:4, 0], a[1:4, 0])
+    np.testing.assert_array_equal(lazy[[0, 4], 1:, ::2], a[[0, 4], 1:, ::2])

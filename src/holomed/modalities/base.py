@@ -53,13 +53,25 @@ class LazyRows:
         raise NotImplementedError
 
     def __getitem__(self, idx: Any) -> np.ndarray:
+        rest: tuple = ()
+        if isinstance(idx, tuple):  # rows first, then the rest within them
+            idx, rest = idx[0], idx[1:]
         if isinstance(idx, (int, np.integer)):
-            return self.rows(np.asarray([idx]))[0]
-        return self.rows(np.arange(len(self))[idx])
+            out = self.rows(np.asarray([idx]))[0]
+        else:
+            out = self.rows(np.arange(len(self))[idx])
+            rest = (slice(None), *rest) if rest else ()
+        return out[rest] if rest else out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.rows(np.arange(len(self)))
         return out if dtype is None else out.astype(dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        # other ndarray methods (reshape, copy, astype ...) act on the whole array
+        if name.startswith("__") or name in ("rows", "shape"):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)
 
 
 @dataclass

@@ -96,6 +96,12 @@ image the reference's bytes), so a second transform decodes nothing; a registere
 record is cached next to its array. ``cache_hits_`` / ``cache_misses_`` count lookups;
 ``decoded_`` counts images decoded.
 
+Memory: with a ``cache_dir``, a transform whose array would exceed ``lazy_mb`` MB (default
+1024; ``null`` = never) returns a :class:`LazyImages` instead of the array. Training and
+prediction then read one batch of patients at a time from the cache, so peak memory does
+not grow with the cohort; code that needs the whole array still gets it with
+``np.asarray``.
+
 Output (the set layout; for ``as_channels`` see above) ``(n, max_images, C + 1, H, W)``
 (or ``(..., D, H, W)``) float32: ``C`` image channels (``gray``) and a presence channel
 (``image_present``: 1 on a real image, 0 on a padding slot, whose pixels are 0 too). A
@@ -129,7 +135,13 @@ from holomed.io.images import (
     resampled_shape,
     to_ras,
 )
-from holomed.modalities.base import ModalityData, ModalityKind, Preprocessor, register_modality
+from holomed.modalities.base import (
+    LazyRows,
+    ModalityData,
+    ModalityKind,
+    Preprocessor,
+    register_modality,
+)
 
 CHANNELS = ("gray",)
 PRESENT = "image_present"
@@ -526,6 +538,18 @@ def _summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+class LazyImages(LazyRows):
+    """A patient-by-patient view of :meth:`ImagePreprocessor.transform`: rows are read
+    from the disk cache when a batch asks for them."""
+
+    def __init__(self, pre: ImagePreprocessor, data: ModalityData) -> None:
+        super().__init__(len(data), pre.out_shape)
+        self.pre, self.data = pre, data
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        return self.pre.rows(self.data, idx)
+
+
 class ImagePreprocessor(Preprocessor):
     """Read, orient, scale intensities, resample/resize, cache; standardise with the
     training pixels' statistics. See the module docstring for the options."""
@@ -545,6 +569,7 @@ class ImagePreprocessor(Preprocessor):
         register: str | None = None,
         register_reference: int | str = 0,
         as_channels: bool | list[str] | None = None,
+        lazy_mb: float | None = 1024,
     ) -> None:
         self.size = size
         self.spacing = spacing
@@ -557,6 +582,7 @@ class ImagePreprocessor(Preprocessor):
         self.register = register
         self.register_reference = register_reference
         self.as_channels = as_channels
+        self.lazy_mb = lazy_mb
 
     # -- per image (depends on the settings only) ------------------------------------
     def _register_mode(self) -> str | None:
@@ -1007,29 +1033,50 @@ class ImagePreprocessor(Preprocessor):
         return len(self._image_channels()) + 1
 
     def transform(self, data: ModalityData) -> np.ndarray:
+        """``(n, *out_shape)``; NaN rows for absent patients. With a disk cache and an
+        array larger than ``lazy_mb`` MB, a :class:`LazyImages` is returned instead: rows
+        are read from the cache per batch, so memory does not grow with the cohort."""
         if not hasattr(self, "cache_hits_"):
             self._init_counters()
-        n, m, c = len(data), self.max_images_, len(CHANNELS)
-        out = np.full((n, *self.out_shape), np.nan, np.float32)
+        cells = _paths_of(data)
+        labels = _labels_of(data) if self._channel_mode() else None
+        for i in np.nonzero(data.present)[0]:  # images beyond the set, counted once
+            if labels is not None:
+                self.truncated_ += len(_slots(cells[i], labels[i], self.channel_names_)[2])
+            else:
+                self.truncated_ += max(0, len(_cell(cells[i], i)) - self.max_images_)
+        size_mb = len(data) * int(np.prod(self.out_shape)) * 4 / 2**20
+        if self.cache_dir and self.lazy_mb is not None and size_mb > self.lazy_mb:
+            return LazyImages(self, data)  # type: ignore[return-value]
+        return self.rows(data, np.arange(len(data)))
+
+    def rows(self, data: ModalityData, idx: np.ndarray) -> np.ndarray:
+        """The preprocessed rows ``idx`` of ``data``."""
+        if not hasattr(self, "cache_hits_"):
+            self._init_counters()
+        idx = np.asarray(idx, dtype=int)
+        out = np.full((len(idx), *self.out_shape), np.nan, np.float32)
         cells, ids = _paths_of(data), _ids_of(data)
         if self._channel_mode():
             labels = _labels_of(data)
             k = len(self.channel_names_)
-            for i in np.nonzero(data.present)[0]:
-                out[i] = 0.0  # a missing channel stays 0: the training mean
-                self.truncated_ += len(_slots(cells[i], labels[i], self.channel_names_)[2])
+            for r, i in enumerate(idx):
+                if not data.present[i]:
+                    continue
+                out[r] = 0.0  # a missing channel stays 0: the training mean
                 for j, a in enumerate(self._channels(ids[i], cells[i], labels[i])):
                     if a is not None:
-                        out[i, 0, j] = (a[0] - self.mean_[j]) / self.sd_[j]
-                out[i, 0, k] = 1.0
+                        out[r, 0, j] = (a[0] - self.mean_[j]) / self.sd_[j]
+                out[r, 0, k] = 1.0
             return out
-        for i in np.nonzero(data.present)[0]:
-            paths = _cell(cells[i], i)
-            out[i] = 0.0
-            self.truncated_ += max(0, len(paths) - m)
-            for k, a in enumerate(self._patient(ids[i], paths)):
-                out[i, k, :c] = (a - self.mean_[0]) / self.sd_[0]
-                out[i, k, c] = 1.0
+        c = len(CHANNELS)
+        for r, i in enumerate(idx):
+            if not data.present[i]:
+                continue
+            out[r] = 0.0
+            for k, a in enumerate(self._patient(ids[i], _cell(cells[i], i))):
+                out[r, k, :c] = (a - self.mean_[0]) / self.sd_[0]
+                out[r, k, c] = 1.0
         return out
 
     def flat_features(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -1042,6 +1089,7 @@ class ImagePreprocessor(Preprocessor):
         import torch
         import torch.nn.functional as F
 
+        x = np.asarray(x)  # a lazy view is read once, not patient by patient
         n = len(x)
         nd = len(self.size_)
         grid = (4, 4) if nd == 2 else (2, 2, 2)
@@ -1101,6 +1149,7 @@ class ImagePreprocessor(Preprocessor):
             "ras": self.ras,
             "register": self.register,
             "register_reference": self.register_reference,
+            "lazy_mb": self.lazy_mb,
             "size_": list(self.size_),
             "max_images_": self.max_images_,
             "registration_summary_": getattr(self, "registration_summary_", None),
@@ -1127,6 +1176,7 @@ class ImagePreprocessor(Preprocessor):
             register=meta.get("register"),  # bundles saved before registration existed
             register_reference=meta.get("register_reference") or 0,
             as_channels=meta.get("as_channels"),  # states saved before channels existed
+            lazy_mb=meta.get("lazy_mb", 1024),
         )
         p.registration_summary_ = meta.get("registration_summary_")
         names = meta.get("channel_names_")

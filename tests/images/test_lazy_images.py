@@ -1,0 +1,94 @@
+"""Large image cohorts are read lazily from the disk cache: the lazy rows equal the eager
+array, and a model trained on them predicts exactly as one trained on the array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image as PILImage
+
+from holomed.cohort import build_cohort
+from holomed.modalities import ModalityData
+from holomed.modalities.base import LazyRows
+from holomed.modalities.image import ImagePreprocessor
+from holomed.model import Model
+from holomed.spec import parse_spec
+
+N = 20
+
+
+@pytest.fixture(scope="module")
+def frame(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lazy_png")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for i in range(N):
+        files = []
+        for k in range(1 + i % 2):
+            a = rng.integers(0, 80, (20, 20)).astype(np.uint8)
+            if i % 2:
+                a[4:10, 4:10] = 220
+            PILImage.fromarray(a).save(root / f"P{i}_{k}.png")
+            files.append(str(root / f"P{i}_{k}.png"))
+        paths[f"P{i:02d}"] = files
+    return pd.DataFrame({"paths": pd.Series(paths)})
+
+
+def test_lazy_rows_equal_the_array_and_read_the_cache(frame, tmp_path):
+    present = np.ones(N, bool)
+    present[3] = False
+    data = ModalityData("image", frame, present, ["paths"])
+    kw = {"size": [16, 16], "max_images": 2, "cache_dir": str(tmp_path)}
+    eager = ImagePreprocessor(**kw, lazy_mb=None).fit(data)
+    lazy = ImagePreprocessor(**kw, lazy_mb=0).fit(data)
+    x, lx = eager.transform(data), lazy.transform(data)
+    assert not isinstance(x, LazyRows) and isinstance(lx, LazyRows)
+    assert lx.shape == x.shape
+    decoded = lazy.decoded_
+    np.testing.assert_array_equal(lx.rows(np.array([5, 3, 0])), x[[5, 3, 0]])
+    np.testing.assert_array_equal(np.asarray(lx), x)
+    np.testing.assert_array_equal(lx.reshape(N, -1), x.reshape(N, -1))
+    assert lazy.decoded_ == decoded  # rows come from the disk cache, nothing decoded again
+    f1, names = eager.flat_features(x)
+    f2, _ = lazy.flat_features(lx)
+    np.testing.assert_allclose(f1, f2)
+    # without a cache, nothing is lazy (every batch would decode again)
+    assert not isinstance(ImagePreprocessor(size=[16, 16], lazy_mb=0).fit(data).transform(data),
+                          LazyRows)  # fmt: skip
+
+
+def test_a_model_on_lazy_images_predicts_as_one_on_the_array(frame, tmp_path):
+    ids = list(frame.index)
+    y = np.arange(N) % 2
+
+    def fit(lazy_mb):
+        spec = parse_spec(
+            {
+                "modalities": [
+                    {
+                        "name": "xray",
+                        "kind": "image",
+                        "preprocessing": {"size": [16, 16], "max_images": 2, "lazy_mb": lazy_mb,
+                                          "cache_dir": str(tmp_path / "cache")},
+                        "encoder": {"name": "cnn2d", "options": {"hidden": 8, "channels": [4]}},
+                    },
+                    {"name": "age", "kind": "tabular"},
+                ],
+                "target": {"column": "y"},
+                "fusion": {"name": "joint", "hidden": 8},
+                "training": {"max_epochs": 2, "batch_size": 8, "val_fraction": 0.0},
+            }
+        )  # fmt: skip
+        age = pd.DataFrame({"age": np.linspace(40, 80, N)}, index=ids)
+        c = build_cohort(spec, {"xray": frame, "age": age}, pd.DataFrame({"y": y}, index=ids))
+        m = Model(spec, seed=0).fit(c)
+        return m, c
+
+    m_eager, c = fit(None)
+    m_lazy, _ = fit(0)
+    x, _ = m_lazy._arrays(c)
+    assert isinstance(x["xray"], LazyRows)
+    np.testing.assert_allclose(m_lazy.predict_proba(c), m_eager.predict_proba(c), atol=1e-6)
+    ex = m_lazy.explain(c.subset(np.arange(4)), top_k=3)  # explanations materialise it
+    assert set(ex["contributions"]["global"]) == {"xray", "age"}
