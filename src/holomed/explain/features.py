@@ -3,13 +3,19 @@
 
 Neural models: Integrated Gradients (captum) on each modality's preprocessed input,
 baseline 0 (the training mean after scaling), other modalities held as they are.
-Absent modalities get no attribution. Classical baselines: SHAP's linear or tree
-explainers. A deletion curve checks faithfulness on real data: the metric as the
+Absent modalities get no attribution. A preprocessor whose output is not a continuous
+input (``differentiable = False``, e.g. text token ids) is attributed at its encoder's
+``attribution_layer`` instead (captum's LayerIntegratedGradients, baseline
+``encoder.attribution_baseline(x)``, reduced to one value per feature name by
+``encoder.reduce_attribution``), a few patients at a time; an encoder without these
+leaves that modality's attributions NaN, with a warning. Classical baselines: SHAP's
+linear or tree explainers. A deletion curve checks faithfulness on real data: the metric as the
 globally top-attributed features are reset to their baseline, against a random order.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -100,6 +106,9 @@ def integrated_gradients(
         if not present[name].any():
             out[name] = np.full(x[name].shape, np.nan)
             continue
+        if not getattr(model.preprocessors_[name], "differentiable", True):
+            out[name] = _layer_integrated_gradients(model, xt, pt, name, n_steps, target)
+            continue
         forward = _forward(model, xt, pt, name, target)
         ig = IntegratedGradients(forward)
         with torch.enable_grad():
@@ -112,6 +121,64 @@ def integrated_gradients(
         a = attr.detach().numpy().astype(float)
         a[~present[name]] = np.nan
         out[name] = a
+    return out
+
+
+# input elements per pass of layer attributions (patients x steps x per-patient input):
+# bounds the memory of one pass's graph, e.g. 4 patients x 8 chunks x 256 tokens x 1 step
+LAYER_BLOCK = 2**14
+
+
+def _layer_integrated_gradients(
+    model: Any, xt: dict, pt: dict, name: str, n_steps: int, target: int | None
+) -> np.ndarray:
+    """(n, len(feature names)) attributions of a non-differentiable input, through its
+    encoder's ``attribution_layer``; NaN for absent patients (see the module doc)."""
+    pre = model.preprocessors_[name]
+    n = len(pt[name])
+    enc = model.net_.encoders[name]
+    layer = getattr(enc, "attribution_layer", None)
+    if layer is None or not hasattr(enc, "reduce_attribution"):
+        warnings.warn(
+            f"modality {name!r}: no feature attributions; its input is not differentiable "
+            f"and its encoder ({type(enc).__name__}) declares no attribution_layer",
+            stacklevel=3,
+        )
+        return np.full((n, len(pre.feature_names_out_)), np.nan)
+    from captum.attr import LayerIntegratedGradients
+
+    rows_all = np.flatnonzero(pt[name].numpy())
+    per_row = int(np.prod(xt[name].shape[1:]))
+    block = max(1, LAYER_BLOCK // per_row)
+    out: np.ndarray | None = None
+    for s in range(0, len(rows_all), block):
+        rows = rows_all[s : s + block]
+        r = torch.as_tensor(rows)
+        xb = {k: v.index_select(0, r) for k, v in xt.items()}
+        pb = {k: v.index_select(0, r) for k, v in pt.items()}
+        forward = _forward(model, xb, pb, name, target)
+        # captum batches by the layer's output rows (e.g. chunks), whole steps per pass
+        seen: list[int] = []
+        hook = layer.register_forward_hook(lambda _m, _i, o, seen=seen: seen.append(len(o)))
+        try:
+            with torch.no_grad():
+                forward(xb[name])
+        finally:
+            hook.remove()
+        steps = max(1, min(n_steps, LAYER_BLOCK // (len(rows) * per_row)))
+        lig = LayerIntegratedGradients(forward, layer)
+        base = getattr(enc, "attribution_baseline", torch.zeros_like)(xb[name])
+        with torch.enable_grad():
+            attr = lig.attribute(
+                xb[name],
+                baselines=base,
+                n_steps=n_steps,
+                internal_batch_size=steps * max(1, sum(seen)),
+            )
+        a = enc.reduce_attribution(attr.detach(), xb[name]).numpy().astype(float)
+        if out is None:
+            out = np.full((n, *a.shape[1:]), np.nan)
+        out[rows] = a
     return out
 
 
