@@ -76,13 +76,14 @@ class ModalitySpec(_Strict):
     @classmethod
     def _kind_default_encoder(cls, data: Any) -> Any:
         """No encoder named (or a name without options): the kind's default encoder,
-        e.g. ``grud`` for ``timeseries``, ``text_pool`` for ``text``."""
+        e.g. ``grud`` for ``timeseries``, ``text_pool`` for ``text`` (``minilm`` for text
+        with ``preprocessing.method: tokens``)."""
         from holomed.modalities import MODALITIES
 
         if not isinstance(data, dict) or data.get("kind") not in MODALITIES:
             return data
         enc = data.get("encoder")
-        default = MODALITIES.get(data["kind"]).default_encoder
+        default = MODALITIES.get(data["kind"]).default_encoder_for(data.get("preprocessing"))
         if enc is None:
             return {**data, "encoder": {"name": default}}
         if isinstance(enc, dict) and "name" not in enc:

@@ -304,3 +304,19 @@ def test_every_strategy_fits_and_round_trips_with_token_notes(ward, fusion, tmp_
     p = m.predict_proba(cohort)
     assert p.shape == (16, 2) and np.isfinite(p).all()
     np.testing.assert_allclose(load(m.save(tmp_path / "b")).predict_proba(cohort), p, atol=1e-6)
+
+
+def test_tokens_method_defaults_to_the_minilm_encoder():
+    from holomed.spec import parse_spec
+
+    def enc(pre):
+        spec = parse_spec(
+            {
+                "modalities": [{"name": "notes", "kind": "text", "preprocessing": pre}],
+                "target": {"column": "y"},
+            }
+        )
+        return spec.modalities[0].encoder.name
+
+    assert enc({"method": "tokens"}) == "minilm"
+    assert enc({"method": "tfidf"}) == "text_pool"

@@ -156,13 +156,21 @@ class Preprocessor:
 
 @dataclass(frozen=True)
 class ModalityKind:
-    """A kind bundles a reader, a default preprocessor, a default encoder."""
+    """A kind bundles a reader, a default preprocessor, a default encoder.
+    ``encoder_for`` (optional) picks the default encoder from the preprocessing options
+    when they change the output's nature (text as tokens needs ``minilm``)."""
 
     name: str
     read: Callable[[ModalitySpec, Spec], pd.DataFrame]
     check: Callable[[pd.DataFrame, ModalitySpec, str], tuple[pd.DataFrame, list[dict]]]
     preprocessor: type[Preprocessor]
     default_encoder: str = "mlp"
+    encoder_for: Callable[[dict], str | None] | None = None
+
+    def default_encoder_for(self, preprocessing: Any) -> str:
+        if self.encoder_for is not None and isinstance(preprocessing, dict):
+            return self.encoder_for(preprocessing) or self.default_encoder
+        return self.default_encoder
 
 
 MODALITIES: Registry[ModalityKind] = Registry("modality kind")

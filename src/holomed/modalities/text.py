@@ -35,9 +35,9 @@ Preprocessing (``TextPreprocessor``, option ``method``: ``tfidf``, ``sentence`` 
   kept in ``truncated_``). Output ``(n, max_chunks, 2, max_len)`` float32: token ids
   (exact in float32), then the attention mask; all-zero rows pad short notes, NaN rows
   mark absent patients. For encoder ``minilm`` (:mod:`holomed.encoders.text`), which
-  runs the transformer itself and fine-tunes its last ``train_layers`` layers; the
-  spec must name it: ``encoder: {name: minilm}`` (the kind's default encoder is
-  ``text_pool``, which refuses token input with that hint). The state is the
+  runs the transformer itself and fine-tunes its last ``train_layers`` layers; it is
+  the default encoder of a text modality with ``method: tokens`` (``text_pool``
+  refuses token input, naming ``minilm``). The state is the
   parameters, the model id and the ids of a fixed sentence (checked against the
   installed tokenizer before the first transform), and the bag below; feature names
   are ``chunk0..`` (one attribution per chunk in explanations). ``flat_features`` (for
@@ -793,5 +793,6 @@ TEXT = register_modality(
         check=check_text,
         preprocessor=TextPreprocessor,
         default_encoder="text_pool",
+        encoder_for=lambda pre: "minilm" if pre.get("method") == "tokens" else None,
     )
 )
