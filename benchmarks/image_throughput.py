@@ -4,6 +4,7 @@ resident memory when the cohort is repeated 1x, 4x, 16x (each repetition in a fr
 process, so its peak is its own).
 
 HOLOMED_DATA=../shared/data python benchmarks/image_throughput.py --out runs/bench/images.json
+HOLOMED_DATA=../shared/data python benchmarks/image_throughput.py --lazy --out runs/bench/images_lazy.json
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def rss_mb() -> float:
 def child(a: argparse.Namespace) -> dict:
     torch.set_num_threads(a.threads)
     base = cohort(1)
-    pre = ImagePreprocessor(size=[a.size, a.size], max_images=a.max_images, cache_dir=a.cache)
+    pre = ImagePreprocessor(size=[a.size, a.size], max_images=a.max_images, cache_dir=a.cache,
+                            lazy_mb=0 if a.lazy else None)  # fmt: skip
     t = time.perf_counter()
     pre.fit(base)
     fit_s = time.perf_counter() - t
@@ -52,6 +54,9 @@ def child(a: argparse.Namespace) -> dict:
     hits0, dec0 = pre.cache_hits_, pre.decoded_
     t = time.perf_counter()
     x = pre.transform(data)
+    if a.lazy:  # as training reads it: one batch of patients at a time from the cache
+        for s in range(0, len(x), a.batch):
+            x.rows(np.arange(s, min(s + a.batch, len(x))))
     dt = time.perf_counter() - t
     n_img = pre.cache_hits_ - hits0 + pre.decoded_ - dec0
     out.update(
@@ -61,10 +66,11 @@ def child(a: argparse.Namespace) -> dict:
         decoded=int(pre.decoded_ - dec0),
         transform_images_per_s=round(n_img / dt, 1),
         array_mb=round(x.nbytes / 2**20, 1),
+        lazy=bool(a.lazy),
     )
     if a.encode:
         enc = create_encoder(a.encoder, pre.out_dim).eval()
-        xt = torch.from_numpy(x[: len(x) // a.rep])
+        xt = torch.from_numpy(np.asarray(x[: len(x) // a.rep]))
         n_real = int((xt[:, :, -1].flatten(2).amax(-1) > 0.5).sum())
         with torch.inference_mode():
             enc(xt[:2])  # warm-up
@@ -91,6 +97,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--rep", type=int, default=1)
     ap.add_argument("--encode", action="store_true")
+    ap.add_argument("--lazy", action="store_true", help="read batches lazily from the cache")
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(a)))
@@ -114,7 +121,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--rep", str(rep), "--cache", cache,
                    "--size", str(a.size), "--max-images", str(a.max_images),
                    "--encoder", a.encoder, "--batch", str(a.batch),
-                   "--threads", str(a.threads)]  # fmt: skip
+                   "--threads", str(a.threads)] + (["--lazy"] if a.lazy else [])  # fmt: skip
             if rep == a.reps[0]:
                 cmd.append("--encode")
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
