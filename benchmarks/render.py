@@ -194,6 +194,8 @@ def main(folder: str) -> None:
         ("physionet2012_fit/results.json", "PhysioNet 2012 fit: calibration and subgroups",
          fit_table),
         ("cpsc2018/results.json", "CPSC 2018 comparison", compare_table),
+        ("covid_cxr/results.json", "COVID CXR comparison", compare_table),
+        ("covid_cxr/results.json", "COVID CXR modality contributions", contributions_table),
     ):
         p = root / sub
         if p.exists():
