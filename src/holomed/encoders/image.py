@@ -11,7 +11,10 @@ is pooled by attention (Ilse et al., ICML 2018: ``w^T tanh(V h)``, softmax over 
 patient's real images only). The last pooling weights are kept, readable, in
 ``last_weights_`` ``(B, M)`` (0 on padding slots). Tokens are the per-image embeddings
 ``(B, M, d)`` (zeros on padding slots), so attention-based fusion sees one token per
-image.
+image; with ``spatial: g`` (``cnn2d``/``cnn3d``) they are spatial features instead: the
+last feature map average-pooled to a ``g x g`` (or ``g x g x g``) grid and projected,
+``(B, M * g^2, d)``, so cross-attention (guided fusion) can look at regions of an image.
+The embedding is the same either way.
 
 - ``cnn2d``: four conv blocks (3x3 conv, GroupNorm, GELU, 2x2 max-pool) and global
   average pooling;
@@ -240,11 +243,20 @@ class SetEncoder(nn.Module):
     """Backbone per real image, attention pooling over the set."""
 
     def __init__(
-        self, backbone: nn.Module, feat_dim: int, hidden: int, dims: int, augment: Any
+        self,
+        backbone: nn.Module,
+        feat_dim: int,
+        hidden: int,
+        dims: int,
+        augment: Any,
+        spatial: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.dims = dims
+        if spatial is not None and (isinstance(spatial, bool) or int(spatial) < 1):
+            raise ValueError(f"spatial must be a grid size >= 1 per axis; got {spatial!r}")
+        self.spatial = None if spatial is None else int(spatial)
         self.out_dim = int(hidden)
         self.augment = augment  # checked and parsed by the setter
         self.proj = nn.Sequential(nn.Linear(feat_dim, hidden), nn.LayerNorm(hidden), nn.GELU())
@@ -275,17 +287,28 @@ class SetEncoder(nn.Module):
         b, m = x.shape[:2]
         valid = x[:, :, -1].flatten(2).amax(-1) > 0.5
         h = x.new_zeros(b, m, self.out_dim)
+        cells = (self.spatial or 1) ** self.dims
+        spatial = x.new_zeros(b, m, cells, self.out_dim) if self.spatial else None
         if valid.any():
             imgs = x[valid][:, :-1]
             if self.training and self.augmenter is not None:  # never in eval / predict
                 imgs = self.augmenter.images(imgs)
-            h[valid] = self.proj(self.features(imgs)).to(h.dtype)
+            if spatial is not None:  # the feature map before global pooling, on a grid
+                fmap = self.backbone[:-2](imgs)
+                h[valid] = self.proj(self.backbone[-2:](fmap)).to(h.dtype)
+                pool = F.adaptive_avg_pool2d if self.dims == 2 else F.adaptive_avg_pool3d
+                grid = pool(fmap, self.spatial).flatten(2).transpose(1, 2)  # (n, cells, C)
+                spatial[valid] = self.proj(grid).to(h.dtype)
+            else:
+                h[valid] = self.proj(self.features(imgs)).to(h.dtype)
         score = self.att_w(torch.tanh(self.att_v(h))).squeeze(-1)
         score = score.masked_fill(~valid, float("-inf"))
         w = torch.softmax(score, dim=1)
         w = torch.nan_to_num(w, nan=0.0) * valid  # a set with no real image -> zeros
         self.last_weights_ = w.detach()
         emb = (w.unsqueeze(-1) * h).sum(1)
+        if spatial is not None:  # one token per grid cell of every image (0 on padding)
+            return Encoded(emb, tokens=spatial.reshape(b, m * cells, self.out_dim))
         return Encoded(emb, tokens=h)
 
 
@@ -321,12 +344,13 @@ def cnn(
     channels: list[int] | None = None,
     weights: str | None = None,
     augment: bool | dict[str, Any] | None = False,
+    spatial: int | None = None,
 ) -> SetEncoder:
     channels = list(channels or ([16, 32, 64, 64] if dims == 2 else [8, 16, 32, 32]))
     backbone = _conv_blocks(_image_channels(in_dim), channels, dims)
     if weights:
         load_weights(backbone, weights)
-    return SetEncoder(backbone, channels[-1], hidden, dims, augment)
+    return SetEncoder(backbone, channels[-1], hidden, dims, augment, spatial)
 
 
 def cnn2d(in_dim: int, **options) -> SetEncoder:
