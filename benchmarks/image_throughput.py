@@ -4,7 +4,8 @@ resident memory when the cohort is repeated 1x, 4x, 16x (each repetition in a fr
 process, so its peak is its own).
 
 HOLOMED_DATA=../shared/data python benchmarks/image_throughput.py --out runs/bench/images.json
-HOLOMED_DATA=../shared/data python benchmarks/image_throughput.py --lazy --out runs/bench/images_lazy.json
+HOLOMED_DATA=../shared/data python benchmarks/image_throughput.py --lazy \
+    --out runs/bench/images_lazy.json
 """
 
 from __future__ import annotations
