@@ -200,6 +200,8 @@ class Model:
         self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], batch_size: int = 8192
     ) -> torch.Tensor:
         ds = CohortTensors(x, present, None)
+        if ds.lazy:  # rows read from disk per batch: keep batches small, memory flat
+            batch_size = min(batch_size, max(self.spec.training.batch_size, 64))
         self.net_.eval()
         outs = []
         with torch.inference_mode():
