@@ -201,7 +201,7 @@ class Model:
     ) -> torch.Tensor:
         ds = CohortTensors(x, present, None)
         if ds.lazy:  # rows read from disk per batch: keep batches small, memory flat
-            batch_size = min(batch_size, max(self.spec.training.batch_size, 64))
+            batch_size = min(batch_size, self.spec.training.batch_size)
         self.net_.eval()
         outs = []
         with torch.inference_mode():

@@ -90,5 +90,13 @@ def test_a_model_on_lazy_images_predicts_as_one_on_the_array(frame, tmp_path):
     x, _ = m_lazy._arrays(c)
     assert isinstance(x["xray"], LazyRows)
     np.testing.assert_allclose(m_lazy.predict_proba(c), m_eager.predict_proba(c), atol=1e-6)
-    ex = m_lazy.explain(c.subset(np.arange(4)), top_k=3)  # explanations materialise it
+    sub = c.subset(np.arange(12))
+    ex = m_lazy.explain(sub, top_k=3)  # explanations materialise it
     assert set(ex["contributions"]["global"]) == {"xray", "age"}
+    ref = m_eager.explain(sub, top_k=3)
+    # set-pooling weights per patient, aligned with the eager model's (prediction over a
+    # lazy array runs in training-sized batches; the read-out must still see everyone)
+    got = [e["weights"] for e in ex["attention"]["set_pooling"]["xray"]["examples"]]
+    want = [e["weights"] for e in ref["attention"]["set_pooling"]["xray"]["examples"]]
+    assert len(got) == len(want) == 12
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-5)

@@ -41,7 +41,8 @@ def attention_readout(model: Any, cohort: Cohort, n_examples: int = 5) -> dict[s
     ``set_pooling``, the weights of encoders that pool a set per patient (images of a
     patient's set, chunks of a note). ``None`` when the model has neither."""
     x, present = model._arrays(cohort)
-    model._logits(x, present, batch_size=max(len(cohort), 1))  # one batch: weights align
+    x = {k: np.asarray(v) for k, v in x.items()}  # lazy arrays too: one batch, weights align
+    model._logits(x, present, batch_size=max(len(cohort), 1))
     out: dict[str, Any] = {}
     w = model.net_.fusion.attention_weights
     if w is not None:
