@@ -125,6 +125,12 @@ def test_image_maps_and_set_pooling_weights(image_model, tmp_path):
     )
     assert html.count("data:image/png;base64") >= 2
     assert "Attribution maps" in html and "Set pooling weights" in html
+    # a results file naming a PNG outside the run folder is not read
+    outside = tmp_path.parent / "outside.png"
+    outside.write_bytes((tmp_path / recs[0]["file"]).read_bytes())
+    bad = [{**recs[0], "file": "../outside.png"}]
+    assert "Attribution maps" not in render_html({"kind": "fit", "attribution_plots": bad},
+                                                 None, tmp_path)  # fmt: skip
 
 
 def test_occluding_the_informative_lead_matters_more(signal_model, tmp_path):

@@ -1058,9 +1058,11 @@ def _attribution_maps(plots: list[dict[str, Any]], run_dir: Path | str | None) -
     if not plots or run_dir is None:
         return None
     figs = []
+    root = Path(run_dir).resolve()
     for p in plots:
-        f = Path(run_dir) / str(p.get("file", ""))
-        if not f.is_file() or f.suffix.lower() != ".png":
+        f = (root / str(p.get("file", ""))).resolve()
+        # only PNG files inside the run folder: a results file cannot point elsewhere
+        if root not in f.parents or not f.is_file() or f.suffix.lower() != ".png":
             continue
         data = base64.b64encode(f.read_bytes()).decode("ascii")
         cap = (
