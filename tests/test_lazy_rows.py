@@ -54,3 +54,11 @@ def test_tuple_indexing_selects_rows_first():
     np.testing.assert_array_equal(lazy[2, :, -1], a[2, :, -1])
     np.testing.assert_array_equal(lazy[1:4, 0], a[1:4, 0])
     np.testing.assert_array_equal(lazy[[0, 4], 1:, ::2], a[[0, 4], 1:, ::2])
+
+
+def test_ellipsis_and_new_axes_index_the_whole_array():
+    a = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+    lazy = Counting(a)
+    np.testing.assert_array_equal(lazy[..., -1], a[..., -1])
+    np.testing.assert_array_equal(lazy[None], a[None])
+    np.testing.assert_array_equal(lazy[1, ..., 0], a[1, ..., 0])

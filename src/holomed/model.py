@@ -177,7 +177,8 @@ class Model:
         self.classes_ = train_cohort.classes
         self.net_ = self._build_net()
         ds = CohortTensors(*self._arrays(fit_c), fit_c.y)
-        vds = CohortTensors(*self._arrays(val_c), val_c.y) if val_c is not None else None
+        val_arrays = self._arrays(val_c) if val_c is not None else None
+        vds = CohortTensors(*val_arrays, val_c.y) if val_c is not None else None
         self.history_ = train(
             self.net_,
             self.task_,
@@ -191,7 +192,7 @@ class Model:
         self.val_ids_ = [] if val_c is None else val_c.ids.tolist()
         self.calibrator_ = Calibrator("none")
         if val_c is not None and self.task_.name != "regression":
-            val_logits = self._logits(*self._arrays(val_c))
+            val_logits = self._logits(*val_arrays)  # type: ignore[misc]
             self.calibrator_ = Calibrator(cfg.calibration).fit(val_logits, val_c.y, self.task_.name)
         self.fit_seconds_ = time.perf_counter() - t0
         return self

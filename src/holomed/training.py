@@ -214,7 +214,9 @@ def train(
         num_sanity_val_steps=0,
         deterministic=True,
     )
-    val_loader = loader(val_ds, 4096, False, seed) if has_val else None
+    # one large batch for validation, unless rows are read from disk (lazy images)
+    val_batch = cfg.batch_size if has_val and val_ds.lazy else 4096
+    val_loader = loader(val_ds, val_batch, False, seed) if has_val else None
     trainer.fit(lit, loader(train_ds, cfg.batch_size, True, seed), val_loader)
     if best.state is not None:
         net.load_state_dict(best.state)

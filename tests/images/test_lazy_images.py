@@ -50,6 +50,9 @@ def test_lazy_rows_equal_the_array_and_read_the_cache(frame, tmp_path):
     np.testing.assert_array_equal(np.asarray(lx), x)
     np.testing.assert_array_equal(lx.reshape(N, -1), x.reshape(N, -1))
     assert lazy.decoded_ == decoded  # rows come from the disk cache, nothing decoded again
+    import pickle  # spawned processes (ddp_spawn) receive it pickled
+
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(lx)).rows(np.array([1, 2])), x[1:3])
     f1, names = eager.flat_features(x)
     f2, _ = lazy.flat_features(lx)
     np.testing.assert_allclose(f1, f2)
@@ -100,3 +103,30 @@ def test_a_model_on_lazy_images_predicts_as_one_on_the_array(frame, tmp_path):
     want = [e["weights"] for e in ref["attention"]["set_pooling"]["xray"]["examples"]]
     assert len(got) == len(want) == 12
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-5)
+
+
+def test_unwritable_cache_warns_and_still_transforms(frame, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    data = ModalityData("image", frame, np.ones(N, bool), ["paths"])
+    pre = ImagePreprocessor(size=[16, 16], max_images=2, cache_dir=str(blocker / "cache"))
+    with pytest.warns(UserWarning, match="not writable"):
+        x = pre.fit(data).transform(data)
+    ref = ImagePreprocessor(size=[16, 16], max_images=2).fit(data).transform(data)
+    np.testing.assert_allclose(x, ref)
+
+
+def test_a_slice_rewritten_in_a_series_folder_is_a_cache_miss(tmp_path):
+    import os
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k in range(2):
+        PILImage.fromarray(np.full((8, 8), 10 * k, np.uint8)).save(folder / f"s{k}.png")
+    pre = ImagePreprocessor(size=[8, 8])
+    pre._init_counters()
+    before = pre._hasher(str(folder))
+    st = os.stat(folder)
+    PILImage.fromarray(np.full((8, 8), 99, np.uint8)).save(folder / "s1.png")
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder's own stamp unchanged
+    assert pre._hasher(str(folder)) != before

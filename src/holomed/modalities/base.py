@@ -53,6 +53,9 @@ class LazyRows:
         raise NotImplementedError
 
     def __getitem__(self, idx: Any) -> np.ndarray:
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        if any(i is Ellipsis or i is None for i in parts):  # rare: index the whole array
+            return np.asarray(self)[idx]
         rest: tuple = ()
         if isinstance(idx, tuple):  # rows first, then the rest within them
             idx, rest = idx[0], idx[1:]

@@ -117,6 +117,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -723,32 +724,33 @@ class ImagePreprocessor(Preprocessor):
         a = self._intensity(img.array.astype(np.float32))
         return self._geometry(img, a)[None].astype(np.float32), record
 
-    def _hasher(self, path: str):
+    def _hasher(self, path: str) -> str:
         """sha256 of the file's bytes (a folder: its files' names and bytes), remembered
-        per (path, size, modification time)."""
+        per (path, size, modification time) - of every file, for a folder, so a slice
+        rewritten in place is seen."""
         p = Path(path)
-        st = p.stat()
-        stamp = (str(p), st.st_size, st.st_mtime_ns)
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        stamp = (str(p), tuple(stats))
         hit = self._digests.get(stamp)
         if hit is not None:
             return hit
         h = hashlib.sha256()
-        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
         for f in files:
             h.update(f.name.encode() if p.is_dir() else b"")
             with open(f, "rb") as fh:
                 for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                     h.update(chunk)
-        self._digests[stamp] = h
-        return h
+        self._digests[stamp] = h.hexdigest()
+        return self._digests[stamp]
 
     def _digest(self, path: str, reference: str | None = None) -> str:
         """Cache key: the file's bytes + the settings (+ the reference's bytes for an
         image registered to it)."""
-        h = self._hasher(path).copy()
+        h = hashlib.sha256(self._hasher(path).encode())
         h.update(json.dumps(self._settings(), sort_keys=True).encode())
         if reference is not None:
-            h.update(b"registered to " + self._hasher(reference).hexdigest().encode())
+            h.update(b"registered to " + self._hasher(reference).encode())
         return h.hexdigest()
 
     def _load(
@@ -782,15 +784,24 @@ class ImagePreprocessor(Preprocessor):
                 pass  # a damaged cache entry (or a missing record) is rebuilt
         self.cache_misses_ += 1
         arr, record = self._decode(path, fixed)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        if record is not None:
-            tmp = side.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, side)
-        tmp = f.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, f)
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            if record is not None:
+                tmp = side.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(record))
+                os.replace(tmp, side)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            os.replace(tmp, f)
+        except OSError as err:  # e.g. a bundle's cache folder missing on another machine
+            if not getattr(self, "_cache_warned", False):
+                warnings.warn(
+                    f"image cache {root} is not writable ({err}); images are decoded "
+                    "without caching",
+                    stacklevel=2,
+                )
+                self._cache_warned = True
         return arr, record
 
     def _patient(self, pid: str, paths: Sequence) -> list[np.ndarray]:
