@@ -63,12 +63,15 @@ class MultimodalNet(nn.Module):
             )  # runs on an empty batch too (keeps DDP graphs equal)
             b = p.shape[0]
             emb = e.embedding.new_zeros(b, e.embedding.shape[1]).index_copy(0, idx, e.embedding)
-            tok = None
+            tok = mask = None
             if e.tokens is not None:
                 tok = e.tokens.new_zeros(b, *e.tokens.shape[1:]).index_copy(0, idx, e.tokens)
+            if e.token_mask is not None:  # absent rows: no real token
+                m = e.token_mask.to(torch.bool)
+                mask = m.new_zeros(b, m.shape[1]).index_copy(0, idx, m)
             if e.aux_loss is not None:
                 self.aux_losses.append(e.aux_loss)
-            out[n] = Encoded(emb, tok)
+            out[n] = Encoded(emb, tok, token_mask=mask)
         return out
 
     def forward(self, x: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -51,3 +51,29 @@ def test_cross_attention_reads_the_regions():
 def test_bad_grid_is_refused():
     with pytest.raises(ValueError, match="spatial"):
         create_encoder("cnn2d", 2, spatial=0)
+
+
+@pytest.mark.parametrize("fusion_name", ["attention", "guided"])
+@pytest.mark.parametrize("spatial", [None, 2])
+def test_padding_slots_do_not_change_the_output(fusion_name, spatial):
+    """The same real image with or without empty set slots after it: same fused output
+    (padding tokens are masked in attention and cross-attention)."""
+    from holomed.fusion.attention import AttentionFusion
+
+    torch.manual_seed(0)
+    enc = create_encoder("cnn2d", 2, hidden=8, channels=[4], spatial=spatial).eval()
+    one = torch.randn(3, 1, 2, 12, 12)
+    one[:, :, -1] = 1.0
+    padded = torch.cat([one, torch.zeros(3, 2, 2, 12, 12)], 1)  # 2 empty slots
+    dims = {"clin": 8, "img": 8}
+    if fusion_name == "attention":
+        fusion = AttentionFusion(dims, 1, hidden=8)
+    else:
+        fusion = GuidedFusion(dims, 1, hidden=8, guide="img", mode="cross_attention")
+    fusion.eval()
+    present = {"clin": torch.ones(3, dtype=torch.bool), "img": torch.ones(3, dtype=torch.bool)}
+    clin = Encoded(torch.randn(3, 8), None)
+    with torch.no_grad():
+        a = fusion({"clin": clin, "img": enc(one)}, present)
+        b = fusion({"clin": clin, "img": enc(padded)}, present)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

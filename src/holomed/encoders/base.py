@@ -15,9 +15,14 @@ from holomed.registry import Registry
 
 @dataclass
 class Encoded:
+    """``embedding`` (B, d); optional ``tokens`` (B, T, d) with ``token_mask`` (B, T),
+    True on real tokens (False on padding: empty image slots, empty note chunks), so
+    attention never attends to padding; no mask = every token is real."""
+
     embedding: torch.Tensor
     tokens: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
 
 
 ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")

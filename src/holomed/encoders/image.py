@@ -308,8 +308,12 @@ class SetEncoder(nn.Module):
         self.last_weights_ = w.detach()
         emb = (w.unsqueeze(-1) * h).sum(1)
         if spatial is not None:  # one token per grid cell of every image (0 on padding)
-            return Encoded(emb, tokens=spatial.reshape(b, m * cells, self.out_dim))
-        return Encoded(emb, tokens=h)
+            return Encoded(
+                emb,
+                tokens=spatial.reshape(b, m * cells, self.out_dim),
+                token_mask=valid.repeat_interleave(cells, dim=1),
+            )
+        return Encoded(emb, tokens=h, token_mask=valid)
 
 
 def _conv_blocks(c_in: int, channels: list[int], dims: int) -> nn.Sequential:

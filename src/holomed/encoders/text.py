@@ -93,7 +93,7 @@ class TextPool(nn.Module):
         w = torch.softmax(s, dim=1) * used
         self.last_weights_ = w.detach()
         pooled = (w.unsqueeze(-1) * h).sum(1)
-        return Encoded(self.head(pooled), tokens=h)
+        return Encoded(self.head(pooled), tokens=h, token_mask=used)
 
 
 register_encoder("text_pool")(TextPool)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from holomed.fusion.base import Fusion, Imputer, masked, register_fusion
+from holomed.fusion.base import Fusion, Imputer, masked, real_tokens, register_fusion
 
 
 class _Block(nn.Module):
@@ -63,14 +63,14 @@ class AttentionFusion(Fusion):
         toks, pads, owner = [], [], []
         for i, n in enumerate(self.names):
             enc = encoded[n]
-            t = (
-                filled[n][:, None, :]
-                if enc.tokens is None or self.imputation != "none"
-                else masked(enc.tokens, present[n])
-            )
+            own = enc.tokens is not None and self.imputation == "none"
+            t = masked(enc.tokens, present[n]) if own else filled[n][:, None, :]
             t = self.proj[n](masked(t, keep[n])) + self.kind_emb[i]
             toks.append(t)
-            pads.append((~keep[n])[:, None].expand(-1, t.shape[1]))
+            pad = (~keep[n])[:, None].expand(-1, t.shape[1])
+            if own:  # padding tokens (empty image slots, note chunks) are never attended
+                pad = pad | ~real_tokens(enc)
+            pads.append(pad)
             owner += [i] * t.shape[1]
         b = toks[0].shape[0]
         x = torch.cat([self.cls.expand(b, -1, -1)] + toks, 1)

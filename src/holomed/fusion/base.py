@@ -155,3 +155,11 @@ class Imputer(nn.Module):
 def modality_tokens(enc: Encoded) -> torch.Tensor:
     """(B, T, d) tokens of one modality; its embedding as one token if it has none."""
     return enc.tokens if enc.tokens is not None else enc.embedding[:, None, :]
+
+
+def real_tokens(enc: Encoded) -> torch.Tensor:
+    """(B, T) bool: which of :func:`modality_tokens` are real (not padding)."""
+    t = modality_tokens(enc)
+    if enc.tokens is not None and enc.token_mask is not None:
+        return enc.token_mask.to(torch.bool)
+    return torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)

@@ -17,6 +17,7 @@ from holomed.fusion.base import (
     masked,
     modality_tokens,
     presence_matrix,
+    real_tokens,
     register_fusion,
 )
 
@@ -74,12 +75,18 @@ class GuidedFusion(Fusion):
             return out
         gtok = masked(modality_tokens(encoded[self.guide]), g_ok)
         kv = self.kv(gtok)
+        # padding keys (empty image slots ...) are masked; a row without the guide masks
+        # nothing (its attention is discarded below), so softmax never sees only -inf
+        g_real = real_tokens(encoded[self.guide]) | ~g_ok[:, None]
+        g_real = g_real | ~g_real.any(1, keepdim=True)
         weights = []
         for n in self.targets:
             q = self.q[n](masked(modality_tokens(encoded[n]), present[n]))
-            att, w = self.attn(q, kv, kv, need_weights=True)
+            att, w = self.attn(q, kv, kv, need_weights=True, key_padding_mask=~g_real)
             att = torch.where(g_ok[:, None, None], att, torch.zeros_like(att))
-            out[n] = self.extract[n]((q + att).mean(1))
+            real = real_tokens(encoded[n]).to(q.dtype)[..., None]  # mean over real queries
+            h = ((q + att) * real).sum(1) / real.sum(1).clamp(min=1.0)
+            out[n] = self.extract[n](h)
             weights.append(w.mean(1))
         self.guide_attention = weights
         return out
@@ -91,6 +98,7 @@ class GuidedFusion(Fusion):
             n: type(encoded[n])(
                 filled[n],
                 None if encoded[n].tokens is None else masked(encoded[n].tokens, present[n]),
+                token_mask=encoded[n].token_mask,
             )
             for n in self.names
         }
