@@ -167,3 +167,29 @@ def test_explain_cli_writes_maps(signal_model, tmp_path):
     res = json.loads((out / "explanations.json").read_text())
     files = [p["file"] for p in res["attribution_plots"]]
     assert len(files) == 2 and all((out / f).is_file() for f in files)
+
+
+def test_multiclass_attributions_explain_each_patients_predicted_class():
+    from holomed.explain.features import integrated_gradients
+
+    rng = np.random.default_rng(0)
+    n = 45
+    ids = [f"M{i:02d}" for i in range(n)]
+    y = np.arange(n) % 3
+    tab = pd.DataFrame(rng.normal(size=(n, 3)) + np.eye(3)[y] * 2, index=ids,
+                       columns=["a", "b", "c"])  # fmt: skip
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "t", "kind": "tabular"}],
+            "target": {"column": "y", "task": "multiclass"},
+            "training": {"max_epochs": 5, "lr": 0.01, "batch_size": 16, "val_fraction": 0.0},
+        }
+    )
+    c = build_cohort(spec, {"t": tab}, pd.DataFrame({"y": y.astype(str)}, index=ids))
+    m = Model(spec, seed=0).fit(c)
+    pred = m.predict_proba(c).argmax(1)
+    assert len(set(pred)) > 1
+    got = integrated_gradients(m, c)["t"]
+    for k in set(pred):
+        want = integrated_gradients(m, c, target=int(k))["t"]
+        np.testing.assert_allclose(got[pred == k], want[pred == k], rtol=1e-4, atol=1e-6)

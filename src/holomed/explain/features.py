@@ -41,16 +41,24 @@ def _inputs(model: Any, cohort: Any) -> tuple[dict, dict, dict]:
 
 def _forward(model: Any, xt: dict, pt: dict, name: str, target: int | None):
     """The score as a function of one modality's input, others held as they are; captum
-    stacks perturbed copies along the batch axis, so the rest is repeated to match."""
+    stacks perturbed copies along the batch axis, so the rest is repeated to match.
+    Without a ``target``: binary = the positive logit, multilabel = the mean logit,
+    multiclass = each patient's predicted class (as modality Shapley uses)."""
     net = model.net_.eval()
     multilabel = model.task_.name == "multilabel"
     n = len(next(iter(pt.values())))
+    pred = None
+    if target is None and model.task_.name == "multiclass":
+        with torch.no_grad():
+            pred = net(xt, pt).argmax(1)
 
     def forward(inp: torch.Tensor) -> torch.Tensor:
         k = inp.shape[0] // n
         xs = {m: (inp if m == name else v.repeat(k, *([1] * (v.dim() - 1)))) for m, v in xt.items()}
         ps = {m: v.repeat(k) for m, v in pt.items()}
         logits = net(xs, ps)
+        if pred is not None:
+            return logits.gather(1, pred.repeat(k)[:, None])[:, 0]
         return logits.mean(1) if multilabel and target is None else _score_logit(logits, target)
 
     return forward

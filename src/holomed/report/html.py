@@ -1060,6 +1060,8 @@ def _attribution_maps(plots: list[dict[str, Any]], run_dir: Path | str | None) -
     figs = []
     root = Path(run_dir).resolve()
     for p in plots:
+        if not isinstance(p, dict):
+            continue
         f = (root / str(p.get("file", ""))).resolve()
         # only PNG files inside the run folder: a results file cannot point elsewhere
         if root not in f.parents or not f.is_file() or f.suffix.lower() != ".png":
