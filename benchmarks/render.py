@@ -191,8 +191,11 @@ def main(folder: str) -> None:
         ("predict.json", "Prediction speed", predict_table),
         ("physionet2012/results.json", "PhysioNet 2012 comparison", compare_table),
         ("physionet2012_grud/results.json", "PhysioNet 2012, GRU-D joint", compare_table),
-        ("physionet2012_fit/results.json", "PhysioNet 2012 fit: calibration and subgroups",
-         fit_table),
+        (
+            "physionet2012_fit/results.json",
+            "PhysioNet 2012 fit: calibration and subgroups",
+            fit_table,
+        ),
         ("cpsc2018/results.json", "CPSC 2018 comparison", compare_table),
         ("covid_cxr/results.json", "COVID CXR comparison", compare_table),
         ("covid_cxr/results.json", "COVID CXR modality contributions", contributions_table),
