@@ -130,3 +130,14 @@ def test_a_slice_rewritten_in_a_series_folder_is_a_cache_miss(tmp_path):
     PILImage.fromarray(np.full((8, 8), 99, np.uint8)).save(folder / "s1.png")
     os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder's own stamp unchanged
     assert pre._hasher(str(folder)) != before
+
+
+def test_images_beyond_max_images_are_reported(frame):
+    from holomed.modalities.image import check_images
+    from holomed.spec import ModalitySpec
+
+    m = ModalitySpec(name="xray", kind="image", preprocessing={"max_images": 1})
+    kept, report = check_images(frame, m, "test")
+    extra = [e for e in report if "beyond max_images" in e["reason"]]
+    assert sum(e["count"] for e in extra) == N // 2  # odd patients have 2 images
+    assert len(kept) == N  # the patients keep the modality

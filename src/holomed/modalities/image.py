@@ -264,6 +264,7 @@ def check_images(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame
     if option is not None and option is not False:
         return _check_channels(df, mspec, where, option)
     name = mspec.name
+    max_images = (getattr(mspec, "preprocessing", None) or {}).get("max_images")
     problems: list[dict] = []
     keep_ids, keep_paths = [], []
     for pid, paths in zip(df.index.astype(str), df["paths"], strict=True):
@@ -290,6 +291,12 @@ def check_images(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame
         if good:
             keep_ids.append(pid)
             keep_paths.append(good)
+            if max_images is not None and len(good) > int(max_images):  # kept, not used
+                problems.append(
+                    {"id": pid, "modality": name, "scope": "value",
+                     "reason": f"images beyond max_images ({int(max_images)}) not used",
+                     "count": len(good) - int(max_images)}
+                )  # fmt: skip
         else:
             problems.append({"id": pid, "modality": name, "reason": f"no usable image in {where}"})
     out = pd.DataFrame({"paths": keep_paths}, index=pd.Index(keep_ids, name="id"))
