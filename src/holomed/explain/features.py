@@ -109,12 +109,19 @@ def integrated_gradients(
 
     xt, pt, x = _inputs(model, cohort)
     present = {k: v.numpy() for k, v in pt.items()}
+    n = len(next(iter(present.values())))
+    # a transformer inside the model (token text) re-runs for every step: one step per
+    # pass keeps memory at one forward over the cohort instead of n_steps of them
+    heavy = any(not getattr(p, "differentiable", True) for p in model.preprocessors_.values())
     out: dict[str, np.ndarray] = {}
     for name in xt:
-        if not present[name].any():
-            out[name] = np.full(x[name].shape, np.nan)
+        pre = model.preprocessors_[name]
+        if not present[name].any():  # the same shape as when someone has it
+            differentiable = getattr(pre, "differentiable", True)
+            shape = x[name].shape if differentiable else (n, len(pre.feature_names_out_))
+            out[name] = np.full(shape, np.nan)
             continue
-        if not getattr(model.preprocessors_[name], "differentiable", True):
+        if not getattr(pre, "differentiable", True):
             out[name] = _layer_integrated_gradients(model, xt, pt, name, n_steps, target)
             continue
         forward = _forward(model, xt, pt, name, target)
@@ -124,7 +131,7 @@ def integrated_gradients(
                 xt[name],
                 baselines=torch.zeros_like(xt[name]),
                 n_steps=n_steps,
-                internal_batch_size=None,
+                internal_batch_size=max(n, 1) if heavy else None,
             )
         a = attr.detach().numpy().astype(float)
         a[~present[name]] = np.nan
