@@ -72,15 +72,17 @@ def occlusion(
     stride: tuple[int, ...] | None = None,
     target: int | None = None,
     perturbations_per_eval: int = 8,
+    inputs: tuple[dict, dict, dict] | None = None,
 ) -> np.ndarray:
     """Occlusion (captum): per input element, the mean drop of the score when a sliding
     ``window`` of the modality's preprocessed input that covers it is reset to 0 (the
     training mean after scaling). ``window``/``stride`` follow the per-patient shape, e.g.
     ``(50, 1)`` = 0.1 s of one lead of a 500-Hz ECG, ``(1, 8, 8)`` = an 8x8 image patch.
+    ``inputs``: the cohort's :func:`_inputs`, when the caller has them already.
     Returns ``(n, *shape)``; rows of absent patients are NaN."""
     from captum.attr import Occlusion
 
-    xt, pt, x = _inputs(model, cohort)
+    xt, pt, x = inputs if inputs is not None else _inputs(model, cohort)
     if modality not in xt:
         raise ValueError(f"unknown modality {modality!r}; the model has {sorted(xt)}")
     shape = tuple(xt[modality].shape[1:])

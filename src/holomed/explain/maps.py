@@ -5,7 +5,8 @@ image saliency overlays). Other kinds are explained by Integrated Gradients over
 named features (:mod:`holomed.explain.features`).
 
 Occlusion windows are coarse on purpose: 1/50 of the record per channel for signals,
-1/8 of each side of the first image's intensity channels (1/4 for volumes). The
+1/8 of each side of the first image's intensity channels (1/4 for volumes; only the
+first image of a set is occluded, as only it is drawn). The
 presence channel of an image set is never occluded, so "image absent" is not what is
 measured.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from holomed.explain.features import occlusion
+from holomed.explain.features import _forward, _inputs, occlusion
 
 MAP_KINDS = ("signal", "image")
 
@@ -56,13 +57,14 @@ def attribution_maps(
         if len(rows) == 0:
             continue
         sub = cohort.subset(rows)
-        x, _ = model._arrays(sub)
+        inputs = _inputs(model, sub)  # preprocessed once, for the occlusion and the plot
+        x = inputs[2]
         shape = tuple(x[name].shape[1:])
         window, stride = _window(kind, shape)
         if kind == "image":  # the presence channel (last) is not occluded
-            a = _image_occlusion(model, sub, name, shape, window)
+            a = _image_occlusion(model, inputs, name, window)
         else:
-            a = occlusion(model, sub, name, window, stride)
+            a = occlusion(model, sub, name, window, stride, inputs=inputs)
         pre = model.preprocessors_[name]
         out_dir.mkdir(parents=True, exist_ok=True)
         for k, i in enumerate(range(len(rows))):
@@ -99,28 +101,31 @@ def attribution_maps(
 
 
 def _image_occlusion(
-    model: Any, cohort: Any, name: str, shape: tuple[int, ...], window: tuple[int, ...]
+    model: Any, inputs: tuple[dict, dict, dict], name: str, window: tuple[int, ...]
 ) -> np.ndarray:
-    """Occlusion over the intensity channels only: the presence channel is restored in
-    every perturbed copy by occluding a view without it."""
+    """Occlusion of the first image's intensity channels (the one drawn): the presence
+    channel and the other slots of the set are put back in every perturbed copy.
+    Returns ``(n, 1, C, ...)``."""
     import torch
     from captum.attr import Occlusion
 
-    from holomed.explain.features import _forward, _inputs
-
-    xt, pt, _ = _inputs(model, cohort)
+    xt, pt, _ = inputs
     full = xt[name]
-    presence = full[:, :, -1:]
+    presence, others = full[:, :1, -1:], full[:, 1:]
     fwd = _forward(model, xt, pt, name, None)
+
+    def tile(t: torch.Tensor, k: int) -> torch.Tensor:
+        return t.repeat(k, *([1] * (t.dim() - 1)))
 
     def forward(intensity: torch.Tensor) -> torch.Tensor:
         k = intensity.shape[0] // full.shape[0]
-        return fwd(torch.cat([intensity, presence.repeat(k, *([1] * (presence.dim() - 1)))], 2))
+        first = torch.cat([intensity, tile(presence, k)], 2)
+        return fwd(torch.cat([first, tile(others, k)], 1))
 
     occ = Occlusion(forward)
     with torch.no_grad():
         attr = occ.attribute(
-            full[:, :, :-1].contiguous(),
+            full[:, :1, :-1].contiguous(),
             sliding_window_shapes=window,
             strides=window,
             baselines=0.0,
