@@ -244,11 +244,14 @@ def test_inf_is_reported_naming_the_column(tmp_path, bad):
         """,
     )
     c = build_cohort(spec_for(tmp_path))
-    assert "P2" not in c.ids
-    (entry,) = [e for e in c.excluded if e["id"] == "P2" and e["scope"] == "modality"]
+    # the cell becomes missing (imputed later); the patient keeps its other values
+    assert "P2" in c.ids and c.modalities["labs"].present.all()
+    (entry,) = [e for e in c.excluded if e["id"] == "P2" and e["scope"] == "value"]
     assert "'crp'" in entry["reason"] and "inf" in entry["reason"]
-    assert entry["modality"] == "labs"
-    assert np.isfinite(c.modalities["labs"].values.to_numpy(float)).all()
+    assert entry["modality"] == "labs" and entry["count"] == 1
+    vals = c.modalities["labs"].values
+    assert np.isnan(vals.loc["P2", "crp"]) and vals.loc["P2", "age"] == 60
+    assert not np.isinf(vals.to_numpy(float)).any()
 
 
 @pytest.mark.parametrize(("kind", "col"), [("tabular", "crp"), ("omics", "g2")])

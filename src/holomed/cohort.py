@@ -222,6 +222,21 @@ def _modality_data(
     return out
 
 
+def _without_usable_rows(excluded: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+    """One ``scope: patient`` entry per patient whose every modality row was unusable
+    (so it is not in ``ids``): prediction lists these patients with an empty score and
+    the reason rather than losing them."""
+    kept = {str(i) for i in ids}
+    done = {str(e["id"]) for e in excluded if e.get("scope") == "patient"}
+    lost = dict.fromkeys(
+        str(e["id"])
+        for e in excluded
+        if e.get("scope", "modality") == "modality" and str(e["id"]) not in kept | done
+    )
+    why = "all of its modality rows were unusable (see modality exclusions)"
+    return [{"id": pid, "reason": why, "scope": "patient"} for pid in lost]
+
+
 def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     """New patients for prediction: the named modalities' files (others absent for all);
     ids are the union of the files' ids, in order of first appearance."""
@@ -240,6 +255,7 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     ids = list(dict.fromkeys(i for df in raw.values() for i in df.index))
     if not ids:
         raise CohortError("no patient in the input files")
+    excluded += _without_usable_rows(excluded, ids)
     return Cohort(
         ids=np.asarray(ids, dtype=str),
         modalities=_modality_data(sub, raw, ids),
@@ -313,6 +329,8 @@ def build_cohort(
     if not ids:
         raise CohortError(f"{twhere}: no patient has both a label and data in any modality")
 
+    if t.task in ("binary", "multiclass"):
+        _require_two_classes(target.loc[ids, t.column], t, twhere, len(target) - len(ids))
     y, classes = _encode_target(target.loc[ids, t.column], t.task, t.classes, twhere, t.separator)
     modalities = _modality_data(spec, raw, ids)
     for name, md in modalities.items():
@@ -343,6 +361,29 @@ def build_cohort(
         scores=_scores(target.loc[ids], spec.evaluation.score_baselines, twhere),
         groups=_groups(target.loc[ids], group_col, twhere),
         reading=dict(target.attrs.get("ehr_report", target.attrs.get("reading_summary", {}))),
+    )
+
+
+def _require_two_classes(labels: pd.Series, t: Any, where: str, left_out: int) -> None:
+    """A classification target needs two classes among the cohort's patients (after
+    exclusions): one class cannot be learnt or scored (AUROC is undefined), so it is an
+    error naming the column and the class counts rather than a failure deep in training."""
+
+    def norm(v: Any) -> str:
+        if isinstance(v, float | np.floating) and float(v).is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    counts = labels.map(norm).value_counts()
+    if len(counts) >= 2:
+        return
+    shown = {str(c): 0 for c in t.classes or []}
+    shown.update({str(k): int(n) for k, n in counts.items()})
+    gone = f"; {left_out} row(s) of the label table left out, see cohort.excluded"
+    raise CohortError(
+        f"{where}: target column {t.column!r} has a single class among the {len(labels)} "
+        f"patients with a label and data (class counts {shown}{gone if left_out else ''}); "
+        f"a {t.task} task needs at least 2 classes"
     )
 
 
@@ -402,6 +443,7 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
     ids = list(dict.fromkeys(i for df in raw.values() for i in df.index))
     if not ids:
         raise CohortError(f"dataset {spec.dataset!r} with {options}: no patient found")
+    excluded += _without_usable_rows(excluded, ids)
     return Cohort(
         ids=np.asarray(ids, dtype=str),
         modalities=_modality_data(spec, raw, ids),

@@ -1,16 +1,74 @@
 """Tables: CSV, TSV, Parquet and AnnData ``.h5ad`` (samples x features) into a
-DataFrame indexed by patient id (strings). Errors name the file and the id."""
+DataFrame indexed by patient id (strings). Errors name the file and the id.
+
+Ids are text, never numbers: a CSV's id column is read as written (``00007`` stays
+``00007``; ``NA`` is an id, not a missing value), surrounding spaces are stripped and
+the text is put in Unicode NFC form (:func:`id_text`), so that one patient's id is
+spelled alike in every modality's file and in the label table."""
 
 from __future__ import annotations
 
+import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".pq", ".h5ad", ".gz"}
+
+
+def _one_id(v: Any) -> str:
+    # a number stored as float (a Parquet column with a gap) is written without '.0'
+    if isinstance(v, float | np.floating) and np.isfinite(v) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def id_text(values: Any, where: str) -> pd.Series:
+    """Patient ids as text: strings kept as written (no type inference), numbers (a
+    Parquet or AnnData id column) written as integers when they are whole, surrounding
+    spaces stripped, Unicode NFC form. Ids that NFC changed (a composed and a decomposed
+    accent look alike but differ) raise a warning naming ``where`` and the first row, so
+    that ids that look alike match across files. Missing ids stay missing (NaN)."""
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    missing = s.isna().to_numpy()
+    if pd.api.types.is_string_dtype(s) or s.dtype == object:
+        text = s.map(lambda v: v if isinstance(v, str) else _one_id(v), na_action="ignore")
+    else:
+        text = s.map(_one_id, na_action="ignore")
+    text = text.astype(object).where(~missing, np.nan)
+    text = text.map(lambda v: v.strip(), na_action="ignore")
+    ascii_only = text.map(lambda v: v.isascii(), na_action="ignore").fillna(True).all()
+    if not ascii_only:
+        nfc = text.map(lambda v: unicodedata.normalize("NFC", v), na_action="ignore")
+        changed = (nfc != text).to_numpy() & ~missing
+        if changed.any():
+            row = int(changed.nonzero()[0][0])
+            warnings.warn(
+                f"{where}: {int(changed.sum())} patient id(s) were not in Unicode NFC form "
+                f"and were normalised (first at data row {row + 1}); ids that look alike "
+                "now match across files",
+                UserWarning,
+                stacklevel=2,
+            )
+        text = nfc
+    return text
+
+
+def read_ids(column: pd.Series, path: str | Path, name: Any) -> pd.Series:
+    """A table's id column through :func:`id_text`; a row without an id (empty or
+    blank) is a :class:`CohortError` naming the file, the row (as a spreadsheet counts
+    it, header = row 1) and the column."""
+    ids = id_text(column, str(path))
+    blank = (ids.isna() | (ids == "")).to_numpy()
+    if blank.any():
+        row = int(blank.nonzero()[0][0])
+        raise CohortError(f"{path}: row {row + 2} has no patient id in column {name!r}")
+    return ids
 
 
 def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.DataFrame:
@@ -23,7 +81,8 @@ def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.
 
             ad = anndata.read_h5ad(path)
             x = ad.X.toarray() if hasattr(ad.X, "toarray") else ad.X
-            df = pd.DataFrame(x, index=ad.obs_names.astype(str), columns=ad.var_names.astype(str))
+            ids = id_text(pd.Series(list(ad.obs_names)), str(path))
+            df = pd.DataFrame(x, index=ids.to_numpy(), columns=ad.var_names.astype(str))
             df.index.name = id_column or "id"
             return df
         if suffixes.endswith((".parquet", ".pq")):
@@ -31,7 +90,11 @@ def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.
         else:
             sep = options.get("sep") or ("\t" if ".tsv" in suffixes or ".txt" in suffixes else ",")
             header = "infer" if options.get("header", True) else None
-            df = pd.read_csv(path, sep=sep, header=header, low_memory=False)
+            # the id column as written: no number parsing, no NA detection (files
+            # without a header or an id column get row ids instead)
+            key = 0 if id_column is None else id_column
+            conv = {} if header is None and id_column is None else {key: str}
+            df = pd.read_csv(path, sep=sep, header=header, low_memory=False, converters=conv)
     except CohortError:
         raise
     except Exception as err:  # noqa: BLE001 - any parser failure becomes a named error
@@ -50,12 +113,9 @@ def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.
         raise CohortError(
             f"{path}: id column {id_column!r} not found; columns are {list(df.columns)[:10]}"
         )
-    ids = df[id_column]
-    if ids.isna().any():
-        row = int(ids.isna().to_numpy().nonzero()[0][0])
-        raise CohortError(f"{path}: row {row + 2} has no patient id in column {id_column!r}")
+    ids = read_ids(df[id_column], path, id_column)
     df = df.drop(columns=[id_column])
-    df.index = ids.astype(str).str.strip()
+    df.index = pd.Index(ids.to_numpy(), dtype=object)
     df.index.name = str(id_column)
     df.columns = [str(c) for c in df.columns]
     return df

@@ -136,6 +136,7 @@ from holomed.io.images import (
     resampled_shape,
     to_ras,
 )
+from holomed.io.tables import read_ids
 from holomed.modalities.base import (
     LazyRows,
     ModalityData,
@@ -192,7 +193,7 @@ def read_images(mspec: Any, spec: Any) -> pd.DataFrame:
             df = pd.read_parquet(path)
         else:
             sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
-            df = pd.read_csv(path, sep=sep, dtype={idc: str})
+            df = pd.read_csv(path, sep=sep, converters={idc: str})  # ids as written
         miss = [c for c in (idc, pcol, *([ccol] if ccol else [])) if c not in df.columns]
         if miss:
             raise CohortError(
@@ -200,7 +201,7 @@ def read_images(mspec: Any, spec: Any) -> pd.DataFrame:
                 f"{list(df.columns)[:10]} (set id_column / options.path_column / "
                 f"options.channel_column)"
             )
-        ids = df[idc].astype(str).str.strip()
+        ids = read_ids(df[idc], path, idc)
         labels = df[ccol] if ccol else [None] * len(df)
         rows += [
             (i, _resolve(v, path.parent, spec), None if _blank(c) else str(c).strip())
@@ -222,9 +223,39 @@ def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip()
 
 
+NONFINITE = "non-finite voxel values (NaN or inf) in the image"
+
+
+def _may_be_nonfinite(img: Any) -> bool:
+    """A NIfTI whose voxels can hold NaN / inf: floating-point data, or integers with a
+    scaling (slope / intercept) applied."""
+    proxy = img.dataobj
+    slope = float(getattr(proxy, "slope", 1.0) or 1.0)
+    inter = float(getattr(proxy, "inter", 0.0) or 0.0)
+    return img.get_data_dtype().kind in "fc" or slope != 1.0 or inter != 0.0
+
+
+def _finite_voxels(img: Any) -> bool:
+    """Every voxel finite as float32 (what the reader returns), read in slabs so a
+    large volume is never held twice."""
+    proxy = img.dataobj
+    shape = img.shape
+    if not shape:
+        return True
+    step = max(1, int(2**24 // max(1, int(np.prod(shape[1:])))))  # ~16 M voxels a slab
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, shape[0], step):
+            slab = np.asarray(proxy[a : a + step], dtype=np.float32)
+            if not np.isfinite(slab).all():
+                return False
+    return True
+
+
 def probe(path: str | Path) -> str | None:
-    """Why the file cannot be used (not found, unreadable header), or None; pixels are
-    not decoded (PNG/JPEG get PIL's integrity check)."""
+    """Why the file cannot be used (not found, unreadable header, NaN / inf voxels), or
+    None. Pixels are not decoded (PNG/JPEG get PIL's integrity check), except those of
+    a floating-point (or scaled) NIfTI, which are read once to refuse NaN / inf voxels:
+    such an image would turn the patient's predictions into NaN."""
     p = Path(path)
     if not p.exists():
         return "image file not found"
@@ -244,7 +275,9 @@ def probe(path: str | Path) -> str | None:
         elif fmt == "nifti":
             import nibabel as nib
 
-            nib.load(str(p))
+            img = nib.load(str(p))
+            if _may_be_nonfinite(img) and not _finite_voxels(img):
+                return NONFINITE
         elif not any(f.is_file() for f in p.iterdir()):
             return "DICOM series folder is empty"
     except Exception as err:  # noqa: BLE001  any reader error means unusable
@@ -728,6 +761,10 @@ class ImagePreprocessor(Preprocessor):
         if self._channel_mode():
             record = {**(record or {}), "grid": self._grid(img)}
         self.decoded_ += 1
+        if not np.isfinite(img.array).all():  # the check refuses these (NIfTI); never silent
+            raise CohortError(
+                f"{path}: {NONFINITE}; leave the file out of the table or fix its pixels"
+            )
         a = self._intensity(img.array.astype(np.float32))
         return self._geometry(img, a)[None].astype(np.float32), record
 

@@ -28,7 +28,8 @@ present rows. :class:`SignalPreprocessor` (fitted on training patients only):
 - ``normalise``: ``record`` (z-score per record and channel), ``train`` (per-channel
   mean/sd over the training patients' samples) or ``none``.
 
-Missing samples (NaN in a WFDB file) are linearly interpolated before filtering.
+Missing samples (NaN in a WFDB file) and non-finite ones (inf) are linearly
+interpolated before filtering, so a record never feeds NaN or inf to the model.
 Output ``(n, L, C)`` float32, channels last (feature names = channel names), NaN rows
 for absent patients. Processed records are kept in a bounded in-memory cache
 (``cache_mb``, keyed by file, size and modification time) because a comparison
@@ -238,7 +239,9 @@ RECORD_CACHE = _RecordCache()
 
 
 def _fill_nan(x: np.ndarray) -> np.ndarray:
-    bad = np.isnan(x)
+    """Missing (NaN) and non-finite (inf) samples linearly interpolated per channel from
+    their neighbours; a channel with no finite sample becomes 0."""
+    bad = ~np.isfinite(x)
     if not bad.any():
         return x
     x = x.copy()

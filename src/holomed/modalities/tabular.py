@@ -2,7 +2,8 @@
 
 Numeric columns: median (or mean) imputation with missing-indicator columns, then
 standard (or min-max) scaling. Categorical columns: one-hot, unseen categories map to
-all zeros. Everything is fitted on the training patients' present rows only.
+all zeros; ``transform`` counts them per column in ``unknown_categories_`` (values are
+never kept). Everything is fitted on the training patients' present rows only.
 
 The fitted state is a handful of arrays, so it is written by hand on numpy rather than
 pickled scikit-learn objects: the bundle must load without executing code.
@@ -122,8 +123,14 @@ class TabularPreprocessor(Preprocessor):
         if self.indicator_cols_:
             idx = [self.numeric_.index(c) for c in self.indicator_cols_]
             parts.append(nan[:, idx].astype(float))
+        self.unknown_categories_ = {}
         for c in self.categorical_:
             s = df[c].map(category_text).astype("string")
+            # a category the training patients did not have (or beyond max_categories)
+            # becomes all zeros; counted so that predict can say so (counts, not values)
+            unknown = int((s.notna() & ~s.isin(self.categories_[c]) & data.present).sum())
+            if unknown:
+                self.unknown_categories_[c] = unknown
             parts.append(
                 np.stack([(s == v).fillna(False).to_numpy(bool) for v in self.categories_[c]], 1)
                 if self.categories_[c]

@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
+from holomed.io.tables import read_ids
 from holomed.modalities.base import (
     ModalityData,
     ModalityKind,
@@ -124,10 +125,7 @@ def read_text(mspec: Any, spec: Any) -> pd.DataFrame:
                 f"{path}: modality {mspec.name!r}: columns not found: {missing}; "
                 f"columns are {list(df.columns)[:10]}"
             )
-        ids = df[idc].astype(str).str.strip()
-        if (ids == "").any() or df[idc].isna().any():
-            row = int(((ids == "") | df[idc].isna()).to_numpy().nonzero()[0][0])
-            raise CohortError(f"{path}: row {row + 2} has no patient id in column {idc!r}")
+        ids = read_ids(df[idc], path, idc)
         out = pd.DataFrame({"id": ids.to_numpy()})
         if o.get("path_column"):
             texts, problems = [], []

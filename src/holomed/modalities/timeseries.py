@@ -25,10 +25,12 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
+from holomed.io.tables import read_ids
 from holomed.modalities.base import (
     ModalityData,
     ModalityKind,
     Preprocessor,
+    finite32,
     register_modality,
 )
 
@@ -104,7 +106,7 @@ def read_timeseries(mspec: Any, spec: Any) -> pd.DataFrame:
             df = pd.read_parquet(path)
         else:
             sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
-            df = pd.read_csv(path, sep=sep, dtype={idc: str})
+            df = pd.read_csv(path, sep=sep, converters={idc: str})  # ids as written
         if o.get("format", "long") == "wide":
             need = [idc, tc]
             miss = [c for c in need if c not in df.columns]
@@ -119,7 +121,7 @@ def read_timeseries(mspec: Any, spec: Any) -> pd.DataFrame:
             )
         out = pd.DataFrame(
             {
-                "id": df[idc].astype(str).str.strip(),
+                "id": read_ids(df[idc], path, idc).to_numpy(),
                 "time": parse_time(df[tc], o.get("time_unit", "hours"), str(path)),
                 "variable": df[vc].astype(str).str.strip(),
                 "value": df[valc],
@@ -177,13 +179,13 @@ def check_timeseries(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataF
     var = df["variable"].astype(str)
     keep = np.ones(len(df), bool)
 
-    bad = ~np.isfinite(time)
+    bad = ~finite32(time)  # float32 is what the model sees: 1e308 would be inf
     problems += _count_problems(ids, bad, f"unreadable time in {where}", name)
     keep &= ~bad
     bad = keep & pd.isna(raw).to_numpy()
     problems += _count_problems(ids, bad, "empty value", name)
     keep &= ~bad
-    bad = keep & ~np.isfinite(value)
+    bad = keep & ~finite32(value)
     problems += _count_problems(ids, bad, "value is not a finite number", name)
     keep &= ~bad
     if mspec.columns is not None:
