@@ -19,3 +19,7 @@ class RegistryError(HolomedError, KeyError):
 
 class BundleError(HolomedError, ValueError):
     """A saved model directory that cannot be loaded."""
+
+
+class ResultsError(HolomedError, ValueError):
+    """A run's results file (``results.json``) that cannot be read or rendered."""
