@@ -114,13 +114,16 @@ def test_compare_writes_results_and_plot(files, tmp_path):
     )
     assert "SYNTHETIC" in out
     res = json.loads((tmp_path / "results.json").read_text())
-    assert set(res["strategies"]) == {
+    assert {
         "early",
         "late",
         "baseline:lr_early",
         "baseline:lr_late",
         "baseline:gbm",
-    }
+        "lr_l1",
+        "stack",
+        "selection (per fold)",
+    } <= set(res["strategies"])
     assert (tmp_path / "leaderboard.png").stat().st_size > 1000
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert set(preds["entry"]) == set(res["strategies"])
@@ -152,7 +155,7 @@ def test_unknown_fusion_is_a_clear_error(files):
     _, spec_path = files
     r = runner.invoke(app, ["compare", str(spec_path), "--fusion", "erly"])
     assert r.exit_code == 2
-    assert "unknown fusion 'erly'" in r.output and "early" in r.output
+    assert "unknown candidate 'erly'" in r.output and "early" in r.output
 
 
 def test_bad_spec_names_the_field(tmp_path):

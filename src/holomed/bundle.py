@@ -1,13 +1,30 @@
-"""A trained model as a directory: ``spec.yaml``, ``weights.safetensors`` (network
-weights and preprocessing arrays), ``state.json`` (preprocessing settings, task,
-input sizes) and ``card.json`` (data summary, metrics, intended use). Loading parses
-YAML/JSON and reads tensors; it never unpickles or imports anything from the bundle.
+"""A trained candidate of any family as a directory a hospital can trust:
+
+- ``spec.yaml``: the spec it was trained from;
+- ``state.json``: the candidate's state (family, name, preprocessing settings, task,
+  members of a stack or ensemble), plain JSON;
+- ``weights.safetensors``: every numeric array (network weights, coefficients,
+  preprocessing arrays);
+- ``models/*.txt``: text model files in a library's own format (LightGBM);
+- ``card.json``: data summary, metrics, calibration, intended use;
+- ``manifest.json``: schema version, holomed version, sha256 of every file above and,
+  when ``HOLOMED_BUNDLE_KEY`` is set at save time, an HMAC-SHA256 signature of the list.
+
+Saving writes a temporary folder beside the target and renames it into place, so a
+bundle is whole or absent. Loading verifies the manifest (any edit, truncation, missing
+or unlisted model file is refused, naming the file), and, when ``HOLOMED_BUNDLE_KEY`` is
+set, requires a valid signature. It parses YAML/JSON, reads tensors and LightGBM text;
+it never unpickles or imports anything from the bundle, and no path it names is used to
+read or write outside the bundle (preprocessing caches are switched off on load).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-import platform
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,150 +33,176 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from holomed.candidate import Candidate, candidate_from_state
 from holomed.errors import BundleError
-from holomed.evaluation.calibration import Calibrator
-from holomed.modalities import get_modality
-from holomed.spec import parse_spec
-from holomed.tasks import Task
+from holomed.provenance import DEFAULT_USE, run_card, versions  # noqa: F401 (re-exported)
+from holomed.spec import load_yaml, parse_spec
 
-SCHEMA_VERSION = 1
-DEFAULT_USE = (
-    "Research use only. Not a medical device; predictions must not drive clinical "
-    "decisions without prospective validation."
-)
+SCHEMA_VERSION = 2
+KEY_ENV = "HOLOMED_BUNDLE_KEY"
+FILES = ("spec.yaml", "state.json", "weights.safetensors", "card.json")
 
 
-def versions() -> dict[str, str]:
-    import lightning
-    import numpy
-    import pandas
-    import sklearn
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    import holomed
 
+def _signature(files: dict[str, str], key: str) -> str:
+    msg = json.dumps(files, sort_keys=True).encode()
+    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def _summary(c: Candidate) -> dict[str, Any]:
     return {
-        "holomed": holomed.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "numpy": numpy.__version__,
-        "pandas": pandas.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
-
-
-def run_card(spec: Any) -> dict[str, Any]:
-    """Intended use, limitations (the dataset's and the spec's notes) and whether the data
-    are synthetic: the model-card fields every run records."""
-    from holomed.datasets import DATASETS
-
-    ds = DATASETS.get(spec.dataset) if spec.dataset in DATASETS else None
-    synthetic = bool((ds is not None and ds.synthetic) or spec.dataset.startswith("synthetic"))
-    limitations = []
-    if synthetic:
-        limitations.append("SYNTHETIC data: a check of the method, not a clinical result.")
-    if ds is not None:
-        limitations += list(ds.notes)
-        if ds.citation:
-            limitations.append(
-                f"Data: {ds.description}. Cite: {ds.citation}. Licence: {ds.licence}."
-            )
-    limitations += list(spec.notes)
-    if spec.description:
-        limitations.append(spec.description)
-    return {"intended_use": DEFAULT_USE, "limitations": limitations, "synthetic": synthetic}
-
-
-def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> Path:
-    if not hasattr(model, "net_"):
-        raise BundleError("the model is not fitted; call fit() before save()")
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items()
-    }
-    pre_state = {}
-    for name, pre in model.preprocessors_.items():
-        meta, arrays = pre.get_state()
-        pre_state[name] = {"kind": pre.kind, "meta": meta}
-        for k, a in arrays.items():
-            tensors[f"pre.{name}.{k}"] = torch.as_tensor(np.ascontiguousarray(a))
-    save_file(tensors, str(path / "weights.safetensors"))
-    spec = model.spec.model_copy(deep=True)
-    if spec.fusion.name != model.fusion_name:  # the saved strategy's own options, unprefixed
-        used = model._fusion_kwargs()
-        spec.fusion.options = {
-            k: used[k] for k in used if k not in ("hidden", "dropout", "imputation", "kinds")
-        }
-        spec.fusion.name = model.fusion_name
-    spec.training.seed = model.seed_
-    (path / "spec.yaml").write_text(spec.to_yaml())
-    state = {
-        "schema_version": SCHEMA_VERSION,
-        "fusion": model.fusion_name,
-        "seed": model.seed_,
-        "modalities": list(model.preprocessors_),
-        "in_dims": model.in_dims_,
-        "in_sizes": model.in_sizes_,
-        "task": model.task_.to_json(),
-        "classes": model.classes_,
-        "preprocessors": pre_state,
-        "history": model.history_,
-        "calibration": model.calibrator_.to_json(),
-    }
-    (path / "state.json").write_text(json.dumps(state, indent=2))
-    card = {
-        "schema_version": SCHEMA_VERSION,
-        "intended_use": DEFAULT_USE,
-        "dataset": spec.dataset,
-        "fusion": model.fusion_name,
-        "task": model.task_.name,
-        "classes": model.classes_,
+        "family": c.family,
+        "candidate": c.name,
+        "task": c.task_.name,
+        "classes": c.classes_,
         "modalities": {
-            n: {"kind": p.kind, "features_in": p.out_dim} for n, p in model.preprocessors_.items()
+            n: {"kind": p.kind, "features_in": p.out_dim} for n, p in c.preprocessors_.items()
         },
-        "versions": versions(),
-        **(card or {}),
     }
-    (path / "card.json").write_text(json.dumps(card, indent=2, default=str))
+
+
+def save_bundle(model: Candidate, path: Path, card: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a bundle at ``path`` (replacing an earlier one atomically)."""
+    if not hasattr(model, "task_"):
+        raise BundleError("the model is not fitted; call fit() before save()")
+    meta, arrays, texts = model.to_state()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tensors = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        save_file(tensors, str(tmp / "weights.safetensors"))
+        spec = model.spec.model_copy(deep=True)
+        if "spec" in meta:  # a neural model's own (strategy-resolved) spec
+            spec = parse_spec(meta["spec"], where="model spec")
+        (tmp / "spec.yaml").write_text(spec.to_yaml())
+        state = {"schema_version": SCHEMA_VERSION, **meta}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=False))
+        if texts:
+            (tmp / "models").mkdir()
+            for k, text in texts.items():
+                (tmp / "models" / k).write_text(text)
+        full_card = {
+            "schema_version": SCHEMA_VERSION,
+            "intended_use": DEFAULT_USE,
+            "dataset": spec.dataset,
+            "fusion": model.name,
+            **_summary(model),
+            "versions": versions(),
+            **(card or {}),
+        }
+        (tmp / "card.json").write_text(json.dumps(full_card, indent=2, default=str))
+        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "holomed": versions()["holomed"],
+            "files": files,
+        }
+        key = os.environ.get(KEY_ENV)
+        if key:
+            manifest["signature"] = {"hmac_sha256": _signature(files, key)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
-def load_bundle(path: Path) -> Any:
-    from holomed.model import Model
-
-    for f in ("spec.yaml", "state.json", "weights.safetensors"):
-        if not (path / f).exists():
-            raise BundleError(f"{path}: not a holomed bundle (missing {f})")
-    state = json.loads((path / "state.json").read_text())
-    if state.get("schema_version") != SCHEMA_VERSION:
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """Check the manifest: every listed file exists with its sha256, every model file is
+    listed, the schema is this one, and the signature is valid when a key is set."""
+    mpath = path / "manifest.json"
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle folder")
+    if not mpath.exists():
+        raise BundleError(f"{mpath}: missing; not a holomed bundle (or saved before schema 2)")
+    try:
+        manifest = json.loads(mpath.read_text())
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(f"{mpath}: not a valid manifest ({err})") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(
-            f"{path}: bundle schema {state.get('schema_version')} is not "
+            f"{mpath}: bundle schema {manifest.get('schema_version')} is not "
             f"{SCHEMA_VERSION}; re-save it with this holomed version"
         )
-    spec = parse_spec(
-        yaml.safe_load((path / "spec.yaml").read_text()), where=str(path / "spec.yaml")
-    )
-    tensors = load_file(str(path / "weights.safetensors"))
-    model = Model(spec, fusion=state["fusion"], seed=state["seed"], modalities=state["modalities"])
-    model.preprocessors_ = {}
-    for name in state["modalities"]:
-        ps = state["preprocessors"][name]
-        prefix = f"pre.{name}."
-        arrays = {k[len(prefix) :]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
-        model.preprocessors_[name] = get_modality(ps["kind"]).preprocessor.from_state(
-            ps["meta"], arrays
-        )
-    model.in_dims_ = {k: int(v) for k, v in state["in_dims"].items()}
-    model.in_sizes_ = {k: int(v) for k, v in state.get("in_sizes", state["in_dims"]).items()}
-    model.task_ = Task.from_json(state["task"])
-    model.classes_ = state["classes"]
-    model.history_ = state.get("history", {})
-    model.calibrator_ = Calibrator.from_json(state.get("calibration"))
-    model.net_ = model._build_net()
-    net_state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+    for name in ("spec.yaml", "state.json", "weights.safetensors"):
+        if name not in files:
+            raise BundleError(f"{path / name}: not listed in the manifest")
+    root = path.resolve()
+    for name, digest in files.items():
+        f = (path / name).resolve()
+        if root not in f.parents:
+            raise BundleError(f"{mpath}: file {name!r} lies outside the bundle")
+        if not f.is_file():
+            raise BundleError(f"{path / name}: missing (listed in the manifest)")
+        if _sha256(f) != digest:
+            raise BundleError(f"{path / name}: changed since the bundle was saved (sha256)")
+    models = path / "models"
+    if models.is_dir():
+        for f in models.rglob("*"):
+            if f.is_file() and str(f.relative_to(path)) not in files:
+                raise BundleError(f"{f}: not listed in the manifest")
+    key = os.environ.get(KEY_ENV)
+    if key:
+        sig = (manifest.get("signature") or {}).get("hmac_sha256")
+        if not sig or not hmac.compare_digest(sig, _signature(files, key)):
+            raise BundleError(f"{mpath}: signature missing or invalid for this site's key")
+    return manifest
+
+
+def _no_caches(meta: Any) -> Any:
+    """Preprocessing settings without on-disk cache folders (a loaded bundle never
+    writes outside itself)."""
+    if isinstance(meta, dict):
+        return {k: (None if k == "cache_dir" else _no_caches(v)) for k, v in meta.items()}
+    if isinstance(meta, list):
+        return [_no_caches(v) for v in meta]
+    return meta
+
+
+def load_bundle(path: Path) -> Candidate:
+    """Load and verify a bundle written by :func:`save_bundle`."""
+    import holomed.candidates  # noqa: F401  (every family registered)
+
+    path = Path(path)
+    verify_bundle(path)
     try:
-        model.net_.load_state_dict(net_state, strict=True)
-    except RuntimeError as err:
-        raise BundleError(f"{path}: weights do not match the spec: {err}") from None
-    model.net_.eval()
-    return model
+        state = json.loads((path / "state.json").read_text())
+    except ValueError as err:
+        raise BundleError(f"{path / 'state.json'}: not valid JSON ({err})") from None
+    try:
+        spec = parse_spec(
+            load_yaml((path / "spec.yaml").read_text()), where=str(path / "spec.yaml")
+        )
+    except yaml.YAMLError as err:
+        raise BundleError(f"{path / 'spec.yaml'}: not valid YAML ({err})") from None
+    try:
+        arrays = {k: v.numpy() for k, v in load_file(str(path / "weights.safetensors")).items()}
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types
+        raise BundleError(f"{path / 'weights.safetensors'}: unreadable ({err})") from None
+    texts = {}
+    models = path / "models"
+    if models.is_dir():
+        texts = {
+            str(f.relative_to(models)): f.read_text() for f in models.rglob("*") if f.is_file()
+        }
+    try:
+        return candidate_from_state(spec, _no_caches(state), arrays, texts)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise BundleError(
+            f"{path / 'state.json'}: does not describe a usable model ({err})"
+        ) from None

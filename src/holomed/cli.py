@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from holomed.runfiles import run_lock, write_json
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -38,8 +40,21 @@ SetOpt = Annotated[
 ]
 
 
+def _message(err: Exception) -> str:
+    """One readable line: holomed's own errors (and ValueError/OSError, which name the
+    value or the file) as they are; others (KeyError, TypeError ...) with their type."""
+    from holomed.errors import HolomedError
+
+    text = str(err).strip() or "(no message)"
+    if isinstance(err, HolomedError | ValueError | OSError):
+        return text
+    return f"{type(err).__name__}: {text}"
+
+
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(_message(err))}")
     raise typer.Exit(2)
 
 
@@ -56,15 +71,23 @@ def _guard() -> Iterator[None]:
         _fail(err)
 
 
-def _overrides(items: list[str] | None) -> dict[str, Any]:
+def _overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` items -> {KEY: VALUE read as YAML}; ``flag`` names the option in
+    errors."""
     import yaml
+
+    from holomed.spec import load_yaml
 
     out = {}
     for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[k.strip()] = load_yaml(v)
+        except yaml.YAMLError as err:
+            why = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"{flag} {item!r}: the value is not valid YAML ({why})") from None
     return out
 
 
@@ -91,7 +114,11 @@ def _load(spec_path: Path | None, overrides: list[str] | None = None):
     if overrides:
         from holomed.evaluation.compare import apply_overrides
 
-        spec = apply_overrides(spec, _overrides(overrides))
+        spec = apply_overrides(spec, _overrides(overrides), where="--set")
+    from holomed.threads import set_threads
+
+    n = set_threads(spec.training.threads)
+    console.print(f"threads: {n} (BLAS/OpenMP and torch; small networks train on one)")
     with console.status(f"loading cohort {spec.dataset!r} ..."):
         cohort = load_cohort(spec)
     _cohort_table(cohort)
@@ -115,13 +142,17 @@ def _cohort_table(cohort) -> None:
 
 
 def _fusions(arg: str, spec) -> list[str]:
-    from holomed.fusion import fusion_names, get_fusion
+    """'all' = every fusion strategy; else comma-separated candidate names (fusions,
+    lr_early, lr_late, gbm or baseline:gbm, stack, ensemble)."""
+    import holomed.candidates  # noqa: F401
+    from holomed.candidate import candidate_class, canonical
+    from holomed.fusion import fusion_names
 
     if arg == "all":
         return fusion_names()
-    names = [a.strip() for a in arg.split(",") if a.strip()] or [spec.fusion.name]
+    names = [canonical(a) for a in arg.split(",") if a.strip()] or [spec.fusion.name]
     for n in names:
-        get_fusion(n)
+        candidate_class(n)
     return names
 
 
@@ -222,7 +253,7 @@ def compare(
     from holomed.evaluation.compare import count_fits
     from holomed.report.plots import leaderboard_plot
 
-    with _guard():
+    with _guard(), run_lock(out):
         spec, cohort = _load(spec_path, set_)
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
@@ -245,9 +276,10 @@ def compare(
                 ablations=ablations and spec.evaluation.ablations,
                 tick=_ticker(prog, task),
             )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    _write_predictions(out / "predictions.csv", results, outputs)
+        if spec_path is not None and not set_:
+            results["spec_path"] = str(Path(spec_path).resolve())
+        write_json(out / "results.json", results)
+        _write_predictions(out / "predictions.csv", results, outputs)
     leaderboard_plot(results, out / "leaderboard.png")
     console.print(leaderboard(results))
     _report(out)
@@ -261,58 +293,95 @@ def compare(
 def fit(
     spec_path: SpecArg = None,
     out: OutOpt = Path("runs/fit"),
-    fusion: Annotated[str | None, typer.Option(help="strategy (default: the spec's)")] = None,
+    fusion: Annotated[
+        str | None,
+        typer.Option(
+            "--fusion",
+            "--candidate",
+            help="candidate: a fusion strategy, lr_early, lr_late, gbm (or baseline:gbm), "
+            "stack (default: the spec's fusion)",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    all_patients: Annotated[
+        bool, typer.Option("--all", help="train on all labelled patients (the model to deploy)")
+    ] = False,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="a 'holomed compare' run folder: train its selected candidate, with its "
+            "chosen parameters, on all labelled patients",
+        ),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Fit one strategy on the training patients, evaluate on the test patients and save
-    a bundle to OUT/bundle."""
-    from holomed.cohort import patient_splits
-    from holomed.evaluation.trust import assess, fit_results
-    from holomed.model import Model
+    """Fit one candidate and save a bundle to OUT/bundle: on the training patients with a
+    test evaluation (holdout/predefined split), per fold with out-of-fold evaluation and
+    then on all patients (kfold split), or on all labelled patients (--all, --from)."""
+    from holomed.evaluation.fitrun import fit_mode, fit_run
+    from holomed.evaluation.trust import attention_readout  # noqa: F401 (import cost up front)
 
-    with _guard():
+    with _guard(), run_lock(out):
+        params = None
+        if from_run is not None:
+            chosen = _read_selection(from_run)
+            if spec_path is None and chosen.get("spec_path"):
+                spec_path = Path(chosen["spec_path"])
+            fusion = fusion or chosen["selected"]
+            params = chosen.get("params")
+            all_patients = True
+            console.print(
+                f"deploying [bold]{fusion}[/] selected in {from_run} "
+                f"(family {chosen.get('family')}), trained on all labelled patients"
+            )
         spec, cohort = _load(spec_path, set_)
-        tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
-        train = cohort.subset(tr)
-        with console.status("training ..."):
-            model = Model(spec, fusion=fusion, seed=seed).fit(train)
-        test = cohort.subset(te)
-        with console.status(
-            "assessing on test patients (metrics, calibration, explanations, subgroups) ..."
-        ):
-            trust = assess(model, test, spec, train)
-        res = fit_results(spec, cohort, model, len(tr), len(te), trust)
-        if spec.evaluation.explain:
+        name = fusion or spec.fusion.name
+        mode = fit_mode(spec, all_patients)
+        with console.status(f"training {name} ({mode}) ..."):
+            model, res = fit_run(spec, cohort, name, seed, params, mode)
+        if from_run is not None:
+            res["selected_by"] = str(from_run)
+        trust = res
+        if spec.evaluation.explain and mode != "all" and res.get("test_ids"):
             from holomed.explain.maps import attribution_maps
 
+            test = cohort.subset(cohort.index_of(res["test_ids"]))
             with console.status("attribution maps (occlusion) of signals and images ..."):
                 res["attribution_plots"] = attribution_maps(model, test, out)
         card = {
             "metrics_test": {
-                k: {"value": v["mean"], "ci": v["ci"]} for k, v in trust["metrics"].items()
+                k: {"value": v["mean"], "ci": v["ci"]} for k, v in trust.get("metrics", {}).items()
             },
+            "evaluation": res.get("evaluation"),
             "data": cohort.summary(),
             "excluded": len(cohort.excluded),
-            "n_train": int(len(tr)),
-            "n_test": int(len(te)),
-            "calibration": {k: trust["calibration"][k] for k in ("method", "temperature")}
+            "n_train": res["n_train"],
+            "n_test": res["n_test"],
+            "calibration": {
+                k: trust["calibration"].get(k)
+                for k in ("method", "temperature", "calibration_in_the_large")
+            }
             if "calibration" in trust
             else None,
             "limitations": res["limitations"],
         }
         model.save(out / "bundle", card=card)
-    (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
-    metrics = trust["metrics"]
+        write_json(out / "results.json", res)
+    metrics = trust.get("metrics", {})
+    where = res["evaluation"] if mode != "holdout" else f"{res['n_test']} test patients"
     t = Table(
-        title=f"{model.fusion_name} on {len(te)} test patients (95% bootstrap CI)"
+        title=f"{model.name} ({model.family}) on {where} (95% bootstrap CI)"
         + ("  [SYNTHETIC DATA]" if res["synthetic"] else "")
     )
     t.add_column("metric")
     t.add_column("value")
     for k, v in metrics.items():
         t.add_row(k, f"{v['mean']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]")
-    console.print(t)
+    if metrics:
+        console.print(t)
+    else:
+        console.print(res["evaluation"])
     if "contributions" in trust:
         c = trust["contributions"]
         console.print(
@@ -322,9 +391,29 @@ def fit(
             + ", ".join(f"{k} {v:+.3f}" for k, v in c["global"].items())
         )
     console.print(
-        f"bundle: {out / 'bundle'}  ({model.fit_seconds_:.1f} s); results: {out / 'results.json'}"
+        f"bundle: {out / 'bundle'}  ({res.get('fit_seconds') or 0:.1f} s); "
+        f"results: {out / 'results.json'}"
     )
     _report(out)
+
+
+def _read_selection(run_dir: Path) -> dict[str, Any]:
+    """What a compare run selected: the candidate, its parameters and the spec path."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        raise ValueError(f"{path}: not found; --from needs a 'holomed compare' run folder")
+    try:
+        res = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if res.get("kind") != "compare" or "selected" not in res:
+        raise ValueError(f"{path}: not the results of 'holomed compare'")
+    return {
+        "selected": res["selected"],
+        "params": res.get("selected_params"),
+        "family": res.get("selected_family"),
+        "spec_path": res.get("spec_path"),
+    }
 
 
 def _report(run_dir: Path) -> None:
@@ -341,6 +430,10 @@ def robustness(
     fusion: Annotated[str, typer.Option(help="'all' or comma-separated names")] = "all",
     seeds: Annotated[int | None, typer.Option()] = None,
     baselines: Annotated[bool, typer.Option()] = True,
+    from_run: Annotated[
+        Path | None,
+        typer.Option("--from", help="a compare run: test its selected candidate (its params)"),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Test metrics with 0/20/40/60/80 % of test patients missing each modality (and
@@ -348,8 +441,13 @@ def robustness(
     from holomed.evaluation.robustness import robustness as run
     from holomed.report.plots import robustness_plot
 
-    with _guard():
+    with _guard(), run_lock(out):
         spec, cohort = _load(spec_path, set_)
+        params = None
+        if from_run is not None:
+            chosen = _read_selection(from_run)
+            fusion = chosen["selected"]
+            params = {_fusions(fusion, spec)[0]: chosen.get("params")}
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
         total = (len(names) + (3 if baselines else 0)) * n_seeds
@@ -362,9 +460,10 @@ def robustness(
                 n_seeds,
                 baselines=baselines,
                 tick=_ticker(prog, task),
+                params=params,
             )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "robustness.json").write_text(json.dumps(curve, indent=1, default=float))
+    write_json(out / "robustness.json", curve)
     robustness_plot(curve, out / "robustness.png")
     if (out / "results.json").exists():  # a run folder: its report gains the curve
         _report(out)
@@ -403,22 +502,78 @@ def predict(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("predictions.csv"),
 ) -> None:
-    """Predict new patients; any modality may be missing for any patient."""
-    import pandas as pd
-
+    """Predict new patients; any modality may be missing for any patient. A patient
+    without any usable data is listed with an empty score and its ``excluded_reason``.
+    OUT may be an existing folder: the table is then OUT/predictions.csv."""
     from holomed.cohort import dataset_cohort, unlabelled_cohort
     from holomed.model import load
 
     with _guard():
+        if out.is_dir():
+            out = out / "predictions.csv"
         model = load(bundle)
         if bool(input) == bool(dataset_option):
             raise ValueError("give either --input MODALITY=FILE or --dataset-option KEY=VALUE")
         if dataset_option:
-            cohort = dataset_cohort(model.spec, **_overrides(dataset_option))
+            cohort = dataset_cohort(
+                model.spec, **_overrides(dataset_option, flag="--dataset-option")
+            )
         else:
             cohort = unlabelled_cohort(model.spec, _sources(input))
         proba = model.predict_proba(cohort)
+        unknown = _unknown_categories(model)
         metrics = model.evaluate(cohort) if cohort.y is not None else None
+        df = _prediction_table(model, cohort, proba)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+        mpath = out.with_suffix(".metrics.json")
+        if metrics is not None:
+            summary = {"n": int(len(cohort)), "metrics": metrics, "excluded": len(cohort.excluded)}
+            write_json(mpath, summary)
+    console.print(f"{len(df)} patients -> {out}")
+    if metrics is not None:
+        console.print(
+            "labelled: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+            + f" -> {mpath}"
+        )
+    for modality, column, n in unknown:
+        console.print(
+            f"[yellow]modality {modality!r}, column {column!r}: {n} value(s) of a category "
+            "not seen in training (encoded as no category)[/]",
+            highlight=False,
+        )
+    for line in _exclusion_lines(cohort.excluded):
+        console.print(line, highlight=False)
+
+
+def _unknown_categories(model: Any) -> list[tuple[str, str, int]]:
+    """(modality, column, count) of categorical values the last transform had not seen
+    in training (counts only: the values themselves are never shown)."""
+    out = []
+    for name, pre in getattr(model, "preprocessors_", {}).items():
+        for column, n in (getattr(pre, "unknown_categories_", None) or {}).items():
+            out.append((name, str(column), int(n)))
+    return out
+
+
+def _excluded_patients(cohort: Any) -> dict[str, str]:
+    """{id: reason} of the patients excluded as a whole (``scope: patient``) and so not
+    in ``cohort.ids``."""
+    kept = set(cohort.ids)
+    out: dict[str, str] = {}
+    for e in cohort.excluded:
+        pid = str(e.get("id"))
+        if e.get("scope") == "patient" and pid not in kept:
+            out[pid] = f"{out[pid]}; {e['reason']}" if pid in out else str(e["reason"])
+    return out
+
+
+def _prediction_table(model: Any, cohort: Any, proba: Any) -> Any:
+    """One row per patient: scores, the predicted class, which modalities it had, and,
+    for a patient excluded as a whole, an empty score and ``excluded_reason``."""
+    import pandas as pd
+
     df = pd.DataFrame({"id": cohort.ids})
     if proba.ndim == 1:
         df["prediction"] = proba
@@ -435,24 +590,51 @@ def predict(
             df["predicted"] = [model.classes_[i] for i in proba.argmax(1)]
     for name in model.preprocessors_:
         df[f"has_{name}"] = cohort.modalities[name].present if name in cohort.modalities else False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    console.print(f"{len(df)} patients -> {out}")
-    if metrics is not None:
-        mpath = out.with_suffix(".metrics.json")
-        summary = {"n": int(len(cohort)), "metrics": metrics, "excluded": len(cohort.excluded)}
-        mpath.write_text(json.dumps(summary, indent=1, default=float))
-        console.print(
-            "labelled: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-            + f" -> {mpath}"
+    df["excluded_reason"] = ""
+    lost = _excluded_patients(cohort)
+    if lost:
+        extra = pd.DataFrame({"id": list(lost), "excluded_reason": list(lost.values())})
+        for name in model.preprocessors_:
+            extra[f"has_{name}"] = False
+        df = pd.concat([df, extra[[c for c in df.columns if c in extra.columns]]])
+        df = df.reset_index(drop=True)
+    return df
+
+
+def _exclusion_lines(excluded: list[dict[str, Any]], shown: int = 10) -> list[str]:
+    """What predict says about exclusions, each scope counted apart: patients without
+    usable data, modality rows treated as missing, single values set to missing."""
+    from rich.markup import escape
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for e in excluded:
+        by.setdefault(str(e.get("scope", "modality")), []).append(e)
+    lines = []
+    if by.get("patient"):
+        es = by.pop("patient")
+        lines.append(
+            f"[yellow]{len(es)} patient(s) without usable data: listed with an empty score "
+            "and their excluded_reason:[/]"
         )
-    if cohort.excluded:
-        console.print(
-            f"[yellow]{len(cohort.excluded)} modality row(s) unusable and treated as missing:[/]"
-        )
-        for e in cohort.excluded[:10]:
-            console.print(f"  {e['id']}: {e['reason']}")
+        lines += [f"  {escape(str(e['id']))}: {escape(str(e['reason']))}" for e in es[:shown]]
+    if by.get("modality"):
+        es = by.pop("modality")
+        lines.append(f"[yellow]{len(es)} modality row(s) unusable and treated as missing:[/]")
+        lines += [
+            f"  {escape(str(e['id']))} ({escape(str(e.get('modality', '?')))}): "
+            f"{escape(str(e['reason']))}"
+            for e in es[:shown]
+        ]
+    for scope, es in by.items():  # 'value' (and a dataset's own, e.g. 'epoch'): counted
+        counts: dict[str, int] = {}
+        for e in es:
+            key = f"{e['modality']}: {e['reason']}" if "modality" in e else str(e["reason"])
+            counts[key] = counts.get(key, 0) + int(e.get("count", 1))
+        what = "value(s) set to missing" if scope == "value" else f"{scope}(s) left out"
+        lines.append(f"[yellow]{sum(counts.values())} {escape(what)}:[/]")
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:shown]
+        lines += [f"  {n} x {escape(k)}" for k, n in top]
+    return lines
 
 
 @app.command()
@@ -474,6 +656,11 @@ def explain(
     from holomed.model import load
 
     with _guard():
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(
+                f"--out {out}: is a file; explain writes a folder (explanations.json, "
+                "contributions.csv, maps)"
+            )
         model = load(bundle)
         cohort = unlabelled_cohort(model.spec, _sources(input))
         why = model.explain(cohort)
@@ -489,18 +676,18 @@ def explain(
             "excluded": cohort.excluded,
             "attribution_plots": attribution_maps(model, cohort, out, n_patients=maps),
         }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "explanations.json").write_text(json.dumps(res, indent=1, default=float))
-    table = pd.DataFrame(
-        {
-            "id": cohort.ids,
-            "score": contrib["patient_score"],
-            "score_without_any_modality": contrib["patient_base"],
-            **{f"shapley_{m}": contrib["patient"][m] for m in contrib["modalities"]},
-            **{f"loo_{m}": contrib["patient_loo"][m] for m in contrib["modalities"]},
-        }
-    )
-    table.to_csv(out / "contributions.csv", index=False)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "explanations.json", res)
+        table = pd.DataFrame(
+            {
+                "id": cohort.ids,
+                "score": contrib["patient_score"],
+                "score_without_any_modality": contrib["patient_base"],
+                **{f"shapley_{m}": contrib["patient"][m] for m in contrib["modalities"]},
+                **{f"loo_{m}": contrib["patient_loo"][m] for m in contrib["modalities"]},
+            }
+        )
+        table.to_csv(out / "contributions.csv", index=False)
     console.print(
         f"{len(cohort)} patients explained -> {out / 'explanations.json'}, "
         f"{out / 'contributions.csv'}"
@@ -510,9 +697,40 @@ def explain(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with results.json")]) -> None:
     """Render RUN_DIR/report.html from the run's JSON results (never recomputed)."""
-    if not (run_dir / "results.json").exists():
-        _fail(FileNotFoundError(f"{run_dir / 'results.json'} not found"))
-    _report(run_dir)
+    with _guard():
+        _check_results(run_dir / "results.json")
+        _report(run_dir)
+
+
+# the keys without which a results.json of each kind is not a run's results
+RESULTS_KEYS = {
+    "fit": ("dataset", "task", "metrics"),
+    "compare": ("dataset", "task", "strategies", "leaderboard", "selected"),
+}
+
+
+def _check_results(path: Path) -> None:
+    """A results.json that is missing, unreadable, not JSON or lacks its kind's keys is
+    a :class:`ResultsError` naming the file (rather than a report of empty sections)."""
+    from holomed.errors import ResultsError
+
+    if not path.is_file():
+        why = "is a folder" if path.is_dir() else "not found"
+        raise ResultsError(f"{path}: {why}; run `holomed fit` or `holomed compare` --out there")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ResultsError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResultsError(f"{path}: cannot be read ({err})") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object of results; got {type(data).__name__}")
+    kind = data.get("kind") or "compare"
+    missing = [k for k in RESULTS_KEYS.get(kind, ("dataset", "task")) if k not in data]
+    if missing:
+        raise ResultsError(
+            f"{path}: not the results of a {kind} run: missing key(s) {', '.join(missing)}"
+        )
 
 
 @app.command()
@@ -541,7 +759,8 @@ def validate(spec_path: Annotated[Path, typer.Argument()]) -> None:
 @app.command()
 def demo(out: OutOpt = Path("runs/demo")) -> None:
     """The quick start: writes the SYNTHETIC cohort as CSV files + spec, compares every
-    strategy on it, and stress-tests the selected one with missing modalities."""
+    candidate on it, stress-tests the selected one with missing modalities, and trains it
+    on all labelled patients as the bundle to deploy (OUT/fit/bundle)."""
     from holomed.synthetic import write_synthetic
 
     spec_path = write_synthetic(out / "data")
@@ -565,9 +784,18 @@ def demo(out: OutOpt = Path("runs/demo")) -> None:
         fusion=results["selected"],
         seeds=None,
         baselines=True,
+        from_run=out / "compare",
         set_=None,
     )
-    fit(spec_path, out=out / "fit", fusion=results["selected"], seed=None, set_=None)
+    fit(
+        spec_path,
+        out=out / "fit",
+        fusion=None,
+        seed=None,
+        all_patients=True,
+        from_run=out / "compare",
+        set_=None,
+    )
 
 
 @datasets_app.command("list")

@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from holomed.candidate import Candidate, Param, register_candidate
 from holomed.cohort import Cohort, carve_validation
 from holomed.errors import CohortError
 from holomed.evaluation.calibration import Calibrator
-from holomed.evaluation.metrics import compute_metrics
-from holomed.fusion import get_fusion
+from holomed.fusion import fusion_names, get_fusion
 from holomed.modalities import Preprocessor, get_modality
 from holomed.network import MultimodalNet
-from holomed.spec import Spec, SpecError
+from holomed.spec import Spec, SpecError, override_spec
 from holomed.tasks import Task
+from holomed.threads import torch_threads_for
 from holomed.training import CohortTensors, train
 
 
@@ -71,11 +72,15 @@ def transform_cohort(
     return x, present
 
 
-class Model:
-    """A multimodal model described by a :class:`~holomed.spec.Spec`.
+class Model(Candidate):
+    """A multimodal network described by a :class:`~holomed.spec.Spec`: the neural family
+    of candidates, registered under every fusion strategy's name.
 
-    ``fusion`` and ``seed`` override the spec's ``fusion.name`` and ``training.seed``.
+    ``fusion`` and ``seed`` override the spec's ``fusion.name`` and ``training.seed``;
+    ``params`` are dotted spec paths (``training.lr``) applied at fit time (a search).
     """
+
+    family = "neural"
 
     def __init__(
         self,
@@ -83,11 +88,21 @@ class Model:
         fusion: str | None = None,
         seed: int | None = None,
         modalities: list[str] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.fusion = fusion
         self.seed = seed
         self.modalities = modalities
+        self.params = params
+
+    @property
+    def name(self) -> str:  # the candidate's registry name
+        return self.fusion_name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.fusion = value
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -159,6 +174,9 @@ class Model:
     # -- estimator API -------------------------------------------------------------
     def fit(self, train_cohort: Cohort, val: Cohort | None = None) -> Model:
         t0 = time.perf_counter()
+        if self.params:
+            self.spec = override_spec(self.spec, self.params, where="candidate parameters")
+            self.params = None
         cfg = self.spec.training
         if train_cohort.y is None:
             raise CohortError("fit needs a cohort with labels")
@@ -179,16 +197,18 @@ class Model:
         ds = CohortTensors(*self._arrays(fit_c), fit_c.y)
         val_arrays = self._arrays(val_c) if val_c is not None else None
         vds = CohortTensors(*val_arrays, val_c.y) if val_c is not None else None
-        self.history_ = train(
-            self.net_,
-            self.task_,
-            ds,
-            vds,
-            cfg,
-            self.spec.fusion.modality_dropout,
-            self.seed_,
-            cfg.unimodal_loss_weight,
-        )
+        n_params = sum(p.numel() for p in self.net_.parameters())
+        with torch_threads_for(n_params, cfg.threads):
+            self.history_ = train(
+                self.net_,
+                self.task_,
+                ds,
+                vds,
+                cfg,
+                self.spec.fusion.modality_dropout,
+                self.seed_,
+                cfg.unimodal_loss_weight,
+            )
         self.val_ids_ = [] if val_c is None else val_c.ids.tolist()
         self.calibrator_ = Calibrator("none")
         if val_c is not None and self.task_.name != "regression":
@@ -222,16 +242,109 @@ class Model:
         ``calibrated=False``; for regression, predictions (n,)."""
         return self._output(self._logits(*self._arrays(cohort)), calibrated)
 
-    def predict(self, cohort: Cohort) -> np.ndarray:
-        out = self.predict_proba(cohort)
-        if self.task_.name == "multilabel":
-            return (out >= 0.5).astype(int)
-        return out if self.task_.name == "regression" else out.argmax(1)
+    # public names of the network's steps, for explanation and assessment
+    def transform(self, cohort: Cohort) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Preprocessed inputs and presence masks of ``cohort``."""
+        return self._arrays(cohort)
 
-    def evaluate(self, cohort: Cohort) -> dict[str, float]:
-        if cohort.y is None:
-            raise CohortError("evaluate needs a cohort with labels")
-        return compute_metrics(self.task_.name, cohort.y, self.predict_proba(cohort))
+    def logits(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> torch.Tensor:
+        return self._logits(x, present)
+
+    def output(self, logits: torch.Tensor, calibrated: bool = True) -> np.ndarray:
+        return self._output(logits, calibrated)
+
+    def predictor(self, cohort: Cohort):
+        x, _ = self._arrays(cohort)  # inputs transformed once, masks varied
+        return lambda present: self._output(self._logits(x, present))
+
+    def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
+        return self.predictor(cohort)(present)
+
+    @classmethod
+    def search_space(cls, spec: Spec) -> dict[str, Param]:
+        space = {
+            "training.lr": Param("float", 3e-4, 1e-2, log=True),
+            "training.weight_decay": Param("float", 1e-5, 0.1, log=True),
+            "fusion.dropout": Param("float", 0.0, 0.6),
+            "fusion.hidden": Param("categorical", choices=(16, 32, 64, 128)),
+        }
+        if spec.training.val_fraction == 0:  # no early stopping: the epoch budget regularises
+            space["training.max_epochs"] = Param("int", 10, max(20, spec.training.max_epochs))
+        return space
+
+    def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
+        from holomed.explain.features import integrated_gradients
+
+        return integrated_gradients(self, cohort)
+
+    def feature_names(self) -> dict[str, list[str]]:
+        return {k: p.feature_names_out_ for k, p in self.preprocessors_.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"history": getattr(self, "history_", {})}
+
+    # -- state (bundle) ----------------------------------------------------------------
+    def to_state(self):
+        if not hasattr(self, "net_"):
+            raise CohortError("the model is not fitted; call fit() before save()")
+        arrays = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        pre_state = {}
+        for name, pre in self.preprocessors_.items():
+            meta, arr = pre.get_state()
+            pre_state[name] = {"kind": pre.kind, "meta": meta}
+            arrays.update({f"pre.{name}.{k}": np.ascontiguousarray(a) for k, a in arr.items()})
+        spec = self.spec.model_copy(deep=True)
+        if spec.fusion.name != self.fusion_name:  # the saved strategy's own options, unprefixed
+            used = self._fusion_kwargs()
+            spec.fusion.options = {
+                k: used[k] for k in used if k not in ("hidden", "dropout", "imputation", "kinds")
+            }
+            spec.fusion.name = self.fusion_name
+        spec.training.seed = self.seed_
+        meta = {
+            "family": self.family,
+            "name": self.fusion_name,
+            "fusion": self.fusion_name,
+            "seed": self.seed_,
+            "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
+            "modalities": list(self.preprocessors_),
+            "in_dims": self.in_dims_,
+            "in_sizes": self.in_sizes_,
+            "task": self.task_.to_json(),
+            "classes": self.classes_,
+            "preprocessors": pre_state,
+            "history": self.history_,
+            "calibration": self.calibrator_.to_json(),
+        }
+        return meta, arrays, {}
+
+    @classmethod
+    def from_state(cls, spec: Spec, meta: dict[str, Any], arrays: dict[str, np.ndarray], texts):
+        from holomed.spec import parse_spec
+
+        if "spec" in meta:  # a member's own spec (its strategy, options and seed)
+            spec = parse_spec(meta["spec"], where="bundle member spec", base_dir=spec.base_dir)
+        model = cls(spec, fusion=meta["fusion"], seed=meta["seed"], modalities=meta["modalities"])
+        model.preprocessors_ = {}
+        for name in meta["modalities"]:
+            ps = meta["preprocessors"][name]
+            prefix = f"pre.{name}."
+            sub = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            model.preprocessors_[name] = get_modality(ps["kind"]).preprocessor.from_state(
+                ps["meta"], sub
+            )
+        model.in_dims_ = {k: int(v) for k, v in meta["in_dims"].items()}
+        model.in_sizes_ = {k: int(v) for k, v in meta.get("in_sizes", meta["in_dims"]).items()}
+        model.task_ = Task.from_json(meta["task"])
+        model.classes_ = meta["classes"]
+        model.history_ = meta.get("history", {})
+        model.calibrator_ = Calibrator.from_json(meta.get("calibration"))
+        model.val_ids_ = []
+        model.net_ = model._build_net()
+        net_state = {k[4:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("net.")}
+        model.net_.load_state_dict(net_state, strict=True)
+        model.net_.eval()
+        return model
 
     def explain(self, cohort: Cohort, top_k: int = 15) -> dict[str, Any]:
         """Why these predictions: per-patient and global modality Shapley values with
@@ -248,15 +361,12 @@ class Model:
             "features": top_features(integrated_gradients(self, cohort), names, top_k),
         }
 
-    # -- persistence -----------------------------------------------------------------
-    def save(self, path: str | Path, card: dict[str, Any] | None = None) -> Path:
-        from holomed.bundle import save_bundle
 
-        return save_bundle(self, Path(path), card)
+register_candidate(*fusion_names())(Model)
 
 
-def load(path: str | Path) -> Model:
-    """Load a bundle saved by :meth:`Model.save` (no code from the bundle is run)."""
+def load(path: str | Path) -> Candidate:
+    """Load a bundle saved by :meth:`Candidate.save` (no code from the bundle is run)."""
     from holomed.bundle import load_bundle
 
     return load_bundle(Path(path))

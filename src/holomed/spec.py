@@ -8,8 +8,11 @@ attention, early, ...``.
 
 from __future__ import annotations
 
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -29,8 +32,61 @@ class SpecError(ValueError):
     """A spec that cannot be used; the message names the field and the file."""
 
 
+def _number_problem(v: Any, ann: Any) -> str | None:
+    """Why ``v`` cannot fill a field typed ``ann`` that wants a number, or ``None``.
+
+    pydantic's lax mode reads ``true`` as 1 and ``"5"`` as 5; a spec that says
+    ``max_epochs: true`` or ``n_folds: "5"`` is a mistake to report, not to guess at.
+    Lists and dict values of numbers are checked item by item; an int fills a float."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Annotated:
+        return _number_problem(v, args[0])
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if isinstance(v, list):
+            lists = [a for a in options if typing.get_origin(a) is list]
+            return _number_problem(v, lists[0]) if len(lists) == 1 else None
+        scalars = set(options)
+        if Any in scalars or (isinstance(v, bool) and bool in scalars):
+            return None
+        if isinstance(v, str) and str in scalars:
+            return None
+        want = [a for a in (int, float) if a in scalars]
+        return _number_problem(v, want[0]) if want else None
+    if origin is list and isinstance(v, list) and args:
+        for i, item in enumerate(v):
+            why = _number_problem(item, args[0])
+            if why:
+                return f"item {i} ({item!r}): {why}"
+        return None
+    if origin is dict and isinstance(v, dict) and len(args) == 2:
+        for k, item in v.items():
+            why = _number_problem(item, args[1])
+            if why:
+                return f"{k}: {why}"
+        return None
+    if ann in (int, float):
+        what = "an integer" if ann is int else "a number"
+        if isinstance(v, bool):
+            return f"expected {what}, not a boolean"
+        if isinstance(v, str | bytes):
+            return f"expected {what}, not text"
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """Every int/float field (and list/dict of them), of every spec model, refuses
+        booleans and text instead of coercing them (see :func:`_number_problem`)."""
+        field = cls.model_fields.get(info.field_name or "")
+        why = None if field is None else _number_problem(v, field.annotation)
+        if why:
+            raise ValueError(why)
+        return v
 
 
 class EncoderSpec(_Strict):
@@ -186,7 +242,11 @@ class TrainingSpec(_Strict):
     l2: float = Field(0.0, ge=0)
     patience: int = Field(15, ge=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
-    class_weights: bool = True
+    # class-weighted losses distort predicted risks (the mean risk follows the weights, not
+    # the data); imbalance is better met by the decision threshold, so this is off by default
+    class_weights: bool = False
+    # torch / BLAS threads; None = the cores this process may use (cgroup- and affinity-aware)
+    threads: int | None = Field(None, ge=1)
     unimodal_loss_weight: float = Field(0.5, ge=0)
     calibration: Literal["none", "temperature", "isotonic"] = "temperature"
     seed: int = 0
@@ -195,6 +255,17 @@ class TrainingSpec(_Strict):
     strategy: str = "auto"
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
+
+
+class SearchSpec(_Strict):
+    """Hyper-parameter search (Optuna, seeded TPE with median pruning) inside the inner CV
+    on training patients only, per candidate that declares a search space. The budget is
+    per candidate and outer split: ``trials`` and/or ``seconds``; ``trials: 0`` keeps the
+    defaults (and ``evaluation.grid``, a fixed grid of dotted spec paths, still works)."""
+
+    trials: int = Field(0, ge=0)
+    seconds: float | None = Field(None, gt=0)
+    candidates: list[str] | None = None  # None: every candidate with a search space
 
 
 class EvaluationSpec(_Strict):
@@ -216,6 +287,14 @@ class EvaluationSpec(_Strict):
     # reported alone as a baseline (a logistic map of the score fitted on training
     # patients), never used as a model input
     score_baselines: list[str] = Field(default_factory=list)
+    # the candidates selection chooses from, besides the fusion strategies being compared:
+    # classical learners, a stack of per-modality learners and a greedy ensemble (Caruana)
+    candidates: list[str] = Field(
+        default_factory=lambda: ["lr_early", "lr_late", "gbm", "lr_l1", "stack", "ensemble"]
+    )
+    search: SearchSpec = Field(default_factory=lambda: SearchSpec())
+    # neural candidates are also entered as a bag of this many seeds (1 = no bagging)
+    bag: int = Field(1, ge=1)
 
     @field_validator("missing_rates")
     @classmethod
@@ -313,13 +392,127 @@ def parse_spec(data: dict[str, Any], where: str = "<spec>", base_dir: str | None
     return spec
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one YAML mapping (plain YAML keeps the last silently)."""
+
+    def __init__(self, key: Any, where: str, line: int, first: int) -> None:
+        super().__init__(key, where, line, first)
+        self.key, self.where, self.line, self.first = key, where, line, first
+
+    def __str__(self) -> str:
+        return (
+            f"line {self.line}: key {self.where!r} is given twice (first on line "
+            f"{self.first}); remove one"
+        )
+
+
+class SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no object construction) that refuses duplicate keys and
+    reads ``1e-3`` as a number (YAML 1.1 alone reads it as text: it wants ``1.0e-3``).
+    Use it as ``yaml.load(text, Loader=SpecLoader)`` or through :func:`load_yaml`."""
+
+    _paths: dict[int, str]
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._paths = {}
+        _dotted_paths(node, "", self._paths)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<: *defaults': keys given here override the merged ones
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, typing.Hashable):
+                    continue  # the base class reports an unhashable key
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    parent = getattr(self, "_paths", {}).get(id(node), "")
+                    where = f"{parent}.{key}" if parent else str(key)
+                    raise DuplicateKeyError(key, where, line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _dotted_paths(node: yaml.Node, prefix: str, out: dict[int, str]) -> None:
+    """The dotted path of every mapping under ``node`` (a list item by its ``name`` when
+    it has one, as ``--set modalities.clinical.encoder.name`` addresses it)."""
+    if id(node) in out:  # an alias: named where it was first written
+        return
+    if isinstance(node, yaml.MappingNode):
+        out[id(node)] = prefix
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                _dotted_paths(v, f"{prefix}.{k.value}" if prefix else k.value, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            name = str(i)
+            if isinstance(item, yaml.MappingNode):
+                for k, v in item.value:
+                    if getattr(k, "value", None) == "name" and isinstance(v, yaml.ScalarNode):
+                        name = v.value
+            _dotted_paths(item, f"{prefix}.{name}" if prefix else name, out)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> Python data with :class:`SpecLoader` (safe; duplicate keys refused)."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+
+
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a YAML spec. Relative paths inside resolve against its folder."""
+    """Read and validate a YAML spec. Relative paths inside resolve against its folder.
+    A key given twice is an error naming the file, the key and both lines."""
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: spec file not found")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder; expected a spec YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
+    except DuplicateKeyError as err:
+        raise SpecError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot be read: {err}") from None
     return parse_spec(data, where=str(path), base_dir=str(path.parent.resolve()))
+
+
+def override_spec(spec: Spec, overrides: dict[str, Any], where: str = "--set") -> Spec:
+    """A copy of ``spec`` with dotted-path fields replaced, re-validated. A modality is
+    addressed by its name or position: ``modalities.series.encoder.name``. Errors name
+    ``where`` (``--set``, ``evaluation.grid``, a search trial ...) and the field."""
+    if not overrides:
+        return spec
+    data = spec.model_dump(mode="json", exclude={"base_dir"})
+    for path, value in overrides.items():
+        node: Any = data
+        keys = path.split(".")
+        for i, k in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                names = [m.get("name") if isinstance(m, dict) else None for m in node]
+                if k in names:
+                    node = node[names.index(k)]
+                elif k.isdigit() and int(k) < len(node):
+                    node = node[int(k)]
+                else:
+                    raise SpecError(
+                        f"{where}: {path}: no item {'.'.join(keys[: i + 1])!r} (names: {names})"
+                    )
+                continue
+            if k not in node or not isinstance(node[k], dict | list):
+                node[k] = {}
+            node = node[k]
+        if isinstance(node, list):
+            raise SpecError(f"{where}: {path}: cannot set a list item by this path")
+        node[keys[-1]] = value
+    return parse_spec(data, where=where, base_dir=spec.base_dir)

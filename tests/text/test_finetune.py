@@ -235,6 +235,15 @@ def test_fit_trains_the_last_layer_only_and_the_bundle_round_trips(ward, tmp_pat
     w = load_file(str(path / "weights.safetensors"))
     w["net.encoders.notes.frozen_sums"] = w["net.encoders.notes.frozen_sums"] * 1.01
     save_file(w, str(path / "weights.safetensors"))
+    with pytest.raises(BundleError, match="changed since the bundle was saved"):
+        load(path)  # the manifest refuses any edit ...
+    import hashlib
+    import json
+
+    man = json.loads((path / "manifest.json").read_text())  # ... so re-list the file
+    digest = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+    man["files"]["weights.safetensors"] = digest
+    (path / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(BundleError, match="differ from those the model was trained with"):
         load(path)
 

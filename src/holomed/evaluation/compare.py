@@ -1,96 +1,81 @@
-"""The comparison harness: every fusion strategy, each modality alone,
-leave-one-modality-out and classical baselines, on the same patient-level splits,
-over several seeds, with bootstrap CIs.
+"""The comparison harness: every candidate (fusion strategies, classical learners, a
+stack of per-modality learners, a greedy ensemble), each modality alone,
+leave-one-modality-out, on the same patient-level splits, over several seeds, with
+bootstrap CIs.
 
-Honest selection: each strategy's hyper-parameters (``evaluation.grid``, dotted spec
-paths such as ``training.weight_decay``) and the selected strategy are chosen by
-stratified CV *inside the training patients* of each outer split; test patients are
-only ever predicted. With a k-fold outer split every patient is predicted once per
-seed (out of fold) and metrics are computed on the pooled predictions.
+Honest selection (:mod:`holomed.evaluation.select`): hyper-parameters and the selected
+candidate are chosen by CV *inside the training patients* of each outer split; test
+patients are only ever predicted. With a k-fold outer split every patient is predicted
+once per seed (out of fold) and metrics are computed on the pooled predictions.
+
+What "selected" means:
+
+- the entry ``selection (per fold)`` is the evaluated *procedure*: in each outer split,
+  the test patients are predicted by the candidate that split's inner CV chose;
+- ``results["selected"]`` is the *deployable* choice: the candidate with the best mean
+  inner-CV score over all outer splits (with one split, that split's choice). ``holomed
+  fit --from RUN`` trains it on all labelled patients.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from holomed.cohort import Cohort, inner_folds, patient_splits
-from holomed.evaluation.baselines import BASELINES, ClassicalBaseline, ScoreBaseline
-from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics, metric_names, summarise
+from holomed.candidate import (
+    CLASSICAL,
+    candidate_class,
+    candidate_entry,
+    canonical,
+    make_candidate,
+)
+from holomed.candidates.ensemble import blend
+from holomed.cohort import Cohort, patient_splits
+from holomed.evaluation.baselines import ScoreBaseline
+from holomed.evaluation.metrics import (
+    LOWER_IS_BETTER,
+    calibration_stats,
+    metric_names,
+    summarise,
+)
 from holomed.evaluation.resources import Measure
+from holomed.evaluation.select import Selection, grid_points, select
 from holomed.evaluation.trust import curves
-from holomed.explain.features import baseline_shap, top_features
+from holomed.explain.features import top_features
 from holomed.explain.modality import modality_shapley
-from holomed.model import Model
-from holomed.spec import Spec, parse_spec
+from holomed.provenance import run_card, versions
+from holomed.spec import Spec, override_spec
 
 Tick = Callable[[str], None]
 _CONTRIB_KEYS = ("metric", "global", "global_loo", "value_all", "value_none")
 
 
-def apply_overrides(spec: Spec, overrides: dict[str, Any]) -> Spec:
-    """A copy of ``spec`` with dotted-path fields replaced, re-validated. A modality is
-    addressed by its name or position: ``modalities.series.encoder.name``."""
-    if not overrides:
-        return spec
-    data = spec.model_dump(mode="json", exclude={"base_dir"})
-    for path, value in overrides.items():
-        node: Any = data
-        keys = path.split(".")
-        for i, k in enumerate(keys[:-1]):
-            if isinstance(node, list):
-                names = [m.get("name") if isinstance(m, dict) else None for m in node]
-                if k in names:
-                    node = node[names.index(k)]
-                elif k.isdigit() and int(k) < len(node):
-                    node = node[int(k)]
-                else:
-                    where = ".".join(keys[: i + 1])
-                    raise ValueError(f"{path}: no item {where!r} (names: {names})")
-                continue
-            if k not in node or not isinstance(node[k], dict | list):
-                node[k] = {}
-            node = node[k]
-        if isinstance(node, list):
-            raise ValueError(f"{path}: cannot set a list item by this path")
-        node[keys[-1]] = value
-    return parse_spec(data, where="evaluation.grid", base_dir=spec.base_dir)
+def apply_overrides(spec: Spec, overrides: dict[str, Any], where: str = "evaluation.grid") -> Spec:
+    """A copy of ``spec`` with dotted-path fields replaced (see :func:`override_spec`)."""
+    return override_spec(spec, overrides, where)
 
 
-def grid_points(spec: Spec) -> list[dict[str, Any]]:
-    grid = spec.evaluation.grid
-    if not grid:
-        return [{}]
-    keys = sorted(grid)
-    return [
-        dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid[k] for k in keys))
-    ]
+def _group(name: str) -> str:
+    """Leaderboard group: the historical classical baselines stay ``baseline``; other
+    classical learners are ``classical``."""
+    if canonical(name) in CLASSICAL:
+        return "baseline"
+    fam = candidate_class(name).family
+    return {"neural": "fusion", "classical": "classical", "stacking": "stacking"}.get(fam, fam)
 
 
-def _score(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
-    v = compute_metrics(task, y, out)[metric]
-    return -v if metric in LOWER_IS_BETTER else v
-
-
-def cv_score(spec: Spec, train: Cohort, fusion: str, seed: int) -> float:
-    """Mean inner-CV score (higher is better) of one configuration on training patients."""
-    ev = spec.evaluation
-    scores = []
-    for a, b in inner_folds(train.y, ev.selection_folds, seed, train.task, train.groups):
-        m = Model(spec, fusion=fusion, seed=seed).fit(train.subset(a))
-        scores.append(
-            _score(train.task, ev.selection_metric, train.y[b], m.predict_proba(train.subset(b)))
-        )
-    return float(np.nanmean(scores))
-
-
-def _empty(n: int, task: str, k: int) -> np.ndarray:
-    return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
+def entries_to_select(spec: Spec, fusions: list[str], baselines: bool) -> list[str]:
+    """The candidates a comparison selects from: the fusions, then (with baselines) the
+    spec's ``evaluation.candidates`` (classical learners, ``stack``, ``ensemble``)."""
+    names = list(fusions)
+    if baselines:
+        names += [canonical(c) for c in spec.evaluation.candidates if canonical(c) not in names]
+    for n in names:
+        candidate_class(n)  # unknown names fail before any fit
+    return names
 
 
 def compare(
@@ -118,6 +103,8 @@ def compare(
             f"evaluation.selection_metric {metric!r} is not a {task} metric; "
             f"expected one of {metric_names(task)}"
         )
+    names = entries_to_select(spec, fusions, baselines)
+    fitted = [c for c in names if c != "ensemble"]
     splits = patient_splits(cohort, spec.split, seed=spec.training.seed)
     outputs: dict[str, list[np.ndarray]] = {}
     meta: dict[str, dict[str, Any]] = {}
@@ -143,57 +130,73 @@ def compare(
         if params is not None and params not in meta[name]["params"]:
             meta[name]["params"].append(params)
 
+    def explain(entry: str, model: Any, test: Cohort) -> None:
+        if len(names_all) > 1:
+            c = modality_shapley(model, test)
+            contributions[entry] = {key: c[key] for key in _CONTRIB_KEYS}
+        if entry.startswith("baseline:") and task != "multilabel":
+            attr = model.feature_attributions(test)
+            if attr:
+                features[entry] = {
+                    "method": "SHAP (exact linear / LightGBM TreeSHAP)",
+                    "top": top_features(attr, model.feature_names(), 10),
+                }
+
+    derived: dict[str, set[str]] = {}  # entries made of other entries' fits
     for fold, (tr, te) in enumerate(splits):
         train, test = cohort.subset(tr), cohort.subset(te)
-        # 1. selection by CV on training patients only
-        chosen: dict[str, dict[str, Any]] = {}
-        scores: dict[str, dict[str, float]] = {}
-        points = grid_points(spec)
-        single = len(fusions) * len(points) == 1  # one candidate: nothing to select
-        for f in fusions:
-            best, best_s = {}, -np.inf
-            scores[f] = {}
-            for point in points:
-                s = (
-                    None
-                    if single
-                    else cv_score(apply_overrides(spec, point), train, f, spec.training.seed)
-                )
-                scores[f][json.dumps(point, sort_keys=True)] = s
-                tick(f"select {f}")
-                if s is None or s > best_s:
-                    best, best_s = point, (-np.inf if s is None else s)
-            chosen[f] = best
-        selected = fusions[0] if single else max(fusions, key=lambda f: max(scores[f].values()))
-        selection_log.append(
-            {"fold": fold, "cv_scores": scores, "chosen_params": chosen, "selected": selected}
-        )
-        # 2. every strategy, refitted on all training patients, per seed
-        for f in fusions:
-            fspec = apply_overrides(spec, chosen[f])
+        # 1. selection by inner CV on training patients only
+        if len(names) == 1 and not (spec.evaluation.grid or ev.search.trials or ev.search.seconds):
+            sel = Selection({}, {}, names[0])  # one candidate: nothing to select
+            chosen: dict[str, Any] = {names[0]: None}
+        else:
+            sel = select(spec, train, names, spec.training.seed, tick)
+            chosen = {nm: s.params for nm, s in sel.scored.items()}
+        selection_log.append({"fold": fold, **sel.to_json()})
+        # 2. every candidate, refitted on all training patients, per seed
+        test_out: dict[str, list[np.ndarray]] = {}
+        for c in fitted:
+            entry = candidate_entry(c)
             with Measure() as mem:
                 for s in range(seeds):
-                    m = Model(fspec, fusion=f, seed=s).fit(train)
-                    record(f, "fusion", s, te, m.predict_proba(test), m.fit_seconds_, chosen[f])
-                    if s == 0 and fold == 0 and ev.explain and len(names_all) > 1:
-                        c = modality_shapley(m, test)
-                        contributions[f] = {k: c[k] for k in _CONTRIB_KEYS}
-                    tick(f"fit {f} seed {s}")
-            meta[f]["peak_rss_mb"] = max(meta[f]["peak_rss_mb"], mem.peak_rss_mb)
-        # 3. ablations with the selected strategy and its parameters
-        sspec = apply_overrides(spec, chosen[selected])
-        names = spec.modality_names
+                    m = make_candidate(spec, c, s, None, chosen.get(c)).fit(train)
+                    out = m.predict_proba(test)
+                    test_out.setdefault(c, []).append(out)
+                    record(entry, _group(c), s, te, out, m.fit_seconds_, _params(m, chosen.get(c)))
+                    if s == 0 and fold == 0 and ev.explain:
+                        explain(entry, m, test)
+                    tick(f"fit {entry} seed {s}")
+            meta[entry]["peak_rss_mb"] = max(meta[entry]["peak_rss_mb"], mem.peak_rss_mb)
+        if sel.ensemble_weights:  # the members' test outputs, blended: no extra fit
+            w = sel.ensemble_weights
+            members = [candidate_entry(m) for m in w]
+            for s in range(seeds):
+                out = blend([test_out[m][s] for m in w], list(w.values()))
+                cost = sum(meta[e]["fit_seconds"][-seeds + s] for e in members)
+                record("ensemble", "ensemble", s, te, out, cost, {"weights": w})
+            derived.setdefault("ensemble", set()).update(members)
+        for s in range(seeds):  # the procedure: this split's choice predicts its test patients
+            pick = candidate_entry(sel.selected)
+            out = outputs[pick][s][te]
+            cost = meta[pick]["fit_seconds"][-seeds + s] if pick in meta else 0.0
+            record(SELECTION_ENTRY, "selected", s, te, out, cost, {"fold": fold, "choice": pick})
+            derived.setdefault(SELECTION_ENTRY, set()).update(derived.get(pick, {pick}))
+        # 3. ablations with the best non-ensemble candidate and its parameters
+        abl = sel.selected
+        if abl == "ensemble":
+            abl = max((x for x in sel.scored if x != "ensemble"), key=lambda x: sel.scored[x].score)
         subsets = []
-        if ablations and len(names) > 1:
-            subsets = [(f"single:{m}", "single", [m]) for m in names]
-            if len(names) > 2:
+        if ablations and len(names_all) > 1:
+            subsets = [(f"single:{mo}", "single", [mo]) for mo in names_all]
+            if len(names_all) > 2:
                 subsets += [
-                    (f"without:{m}", "without", [x for x in names if x != m]) for m in names
+                    (f"without:{mo}", "without", [x for x in names_all if x != mo])
+                    for mo in names_all
                 ]
         for label, group, mods in subsets:
             with Measure() as mem:
                 for s in range(seeds):
-                    m = Model(sspec, fusion=selected, seed=s, modalities=mods).fit(train)
+                    m = make_candidate(spec, abl, s, mods, chosen.get(abl)).fit(train)
                     record(
                         label,
                         group,
@@ -201,53 +204,33 @@ def compare(
                         te,
                         m.predict_proba(test),
                         m.fit_seconds_,
-                        {"fusion": selected, **chosen[selected]},
+                        {"candidate": abl, "params": chosen.get(abl)},
                     )
                     tick(f"fit {label} seed {s}")
             meta[label]["peak_rss_mb"] = max(meta[label]["peak_rss_mb"], mem.peak_rss_mb)
-        # 4. existing risk scores alone (SAPS-I, SOFA ...), then classical baselines
+        # 4. existing risk scores alone (SAPS-I, SOFA ...)
         for col in ev.score_baselines if baselines else []:
             sb = ScoreBaseline(col).fit(train)
             for s in range(seeds):  # deterministic: the same output for every seed
                 record(
                     f"score:{col}", "baseline", s, te, sb.predict_proba(test), 0.0, sb.describe()
                 )
-        for b in BASELINES if baselines else []:
-            label = f"baseline:{b}"
-            with Measure() as mem:
-                for s in range(seeds):
-                    bl = ClassicalBaseline(spec, b, seed=s).fit(train)
-                    record(
-                        label,
-                        "baseline",
-                        s,
-                        te,
-                        bl.predict_proba(test),
-                        bl.fit_seconds_,
-                        bl.describe(),
-                    )
-                    if s == 0 and fold == 0 and ev.explain and task != "multilabel":
-                        if len(names_all) > 1:
-                            c = modality_shapley(bl, test)
-                            contributions[label] = {k: c[k] for k in _CONTRIB_KEYS}
-                        names = bl.feature_names()
-                        features[label] = {
-                            "method": "SHAP (linear / tree explainer)",
-                            "top": top_features(baseline_shap(bl, test), names, 10),
-                        }
-                    tick(f"fit {label} seed {s}")
-            meta[label]["peak_rss_mb"] = max(meta[label]["peak_rss_mb"], mem.peak_rss_mb)
 
     evaluated = np.unique(np.concatenate([te for _, te in splits]))
     y = cohort.y[evaluated]
     entries = {}
     final_outputs = {}
+    for name, parts in derived.items():  # memory of an entry made of others: their peak
+        meta[name]["peak_rss_mb"] = max(meta[p]["peak_rss_mb"] for p in parts if p in meta)
     for name, outs in outputs.items():
         outs = [o[evaluated] for o in outs]
         final_outputs[name] = outs
         entries[name] = {
             "group": meta[name]["group"],
             "curves": curves(y, outs[0]) if task == "binary" else {},
+            "calibration": calibration_stats(y, np.mean(outs, 0)[:, 1])
+            if task == "binary"
+            else None,
             "contributions": contributions.get(name),
             "features": features.get(name),
             "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed),
@@ -256,8 +239,7 @@ def compare(
             "peak_rss_mb": round(meta[name]["peak_rss_mb"], 1),
             "params": meta[name]["params"],
         }
-    sel_names = [s["selected"] for s in selection_log]
-    selected = max(set(sel_names), key=sel_names.count)
+    selected, cv_mean = deployable_choice(selection_log)
     sign = -1 if metric in LOWER_IS_BETTER else 1
     board = sorted(
         entries,
@@ -265,8 +247,6 @@ def compare(
             -sign * np.nan_to_num(entries[e]["metrics"][metric]["mean"], nan=-np.inf * sign)
         ),
     )
-    from holomed.bundle import run_card, versions
-
     card = run_card(spec)
     results = {
         "kind": "compare",
@@ -281,9 +261,14 @@ def compare(
         "n_splits": len(splits),
         "seeds": list(range(seeds)),
         "selection": "cv-on-train",
+        "selection_rule": SELECTION_RULE,
         "selection_metric": metric,
         "selection_folds": ev.selection_folds,
-        "selected": selected,
+        "candidates": names,
+        "selected": candidate_entry(selected),
+        "selected_family": candidate_class(selected).family,
+        "selected_params": _deploy_params(selection_log, selected),
+        "selection_cv_mean": cv_mean,
         "selection_detail": selection_log,
         "strategies": entries,
         "leaderboard": board,
@@ -299,6 +284,47 @@ def compare(
         "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
     }
     return results, final_outputs
+
+
+def _params(model: Any, chosen: Any) -> Any:
+    if chosen is not None or model.family == "neural":
+        return chosen or {}
+    return model.describe()
+
+
+SELECTION_ENTRY = "selection (per fold)"
+SELECTION_RULE = (
+    "In each outer split, every candidate is scored by the mean over inner folds of the "
+    "training patients of the selection metric; the best one predicts that split's test "
+    "patients (entry 'selection (per fold)'). The deployable choice ('selected') is the "
+    "candidate with the best inner-CV score averaged over all outer splits."
+)
+
+
+def deployable_choice(log: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    """The candidate with the best mean inner-CV score over the outer splits."""
+    scores: dict[str, list[float]] = {}
+    for entry in log:
+        for name, v in entry.get("cv_scores", {}).items():
+            scores.setdefault(name, []).append(v)
+    if not scores:
+        return log[0]["selected"], {}
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    return max(mean, key=lambda k: mean[k]), mean
+
+
+def _deploy_params(log: list[dict[str, Any]], name: str) -> Any:
+    """The chosen parameters of ``name`` in the outer split where it scored best."""
+    best, params = -np.inf, None
+    for entry in log:
+        v = entry.get("cv_scores", {}).get(name)
+        if v is not None and v > best:
+            best, params = v, entry.get("chosen_params", {}).get(name)
+    return params
+
+
+def _empty(n: int, task: str, k: int) -> np.ndarray:
+    return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
 
 
 def count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
@@ -317,10 +343,27 @@ def count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
 def count_fits(
     spec: Spec, fusions: list[str], seeds: int, n_splits: int, baselines: bool, ablations: bool
 ) -> int:
+    """The number of progress ticks a comparison makes (selection steps and fits)."""
     m = len(spec.modality_names)
-    per = len(fusions) * len(grid_points(spec)) + len(fusions) * seeds
+    names = entries_to_select(spec, fusions, baselines)
+    fitted = [c for c in names if c != "ensemble"]
+    search = spec.evaluation.search
+    per = 0
+    if len(names) > 1 or spec.evaluation.grid or search.trials or search.seconds:
+        for c in fitted:
+            cls = candidate_class(c)
+            if cls.family == "neural" and spec.evaluation.grid:
+                per += len(grid_points(spec))
+            elif (
+                search.trials
+                and (search.candidates is None or c in search.candidates)
+                and (cls.search_space(spec))
+            ):
+                per += search.trials
+            else:
+                per += 1
+        per += "ensemble" in names
+    per += len(fitted) * seeds
     if ablations and m > 1:
         per += (m + (m if m > 2 else 0)) * seeds
-    if baselines:
-        per += len(BASELINES) * seeds
     return per * n_splits

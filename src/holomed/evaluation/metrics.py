@@ -2,7 +2,9 @@
 
 Classification metrics take probabilities ``(n, K)``; the predicted class is the
 argmax (0.5 threshold for binary). ``ece`` is the expected calibration error of the
-top-class probability over 10 equal-width bins.
+top-class probability over 10 equal-width bins for multiclass tasks and of the
+positive-class probability (the risk scale) for binary tasks. :func:`calibration_stats`
+adds calibration-in-the-large, slope and intercept (logistic recalibration).
 """
 
 from __future__ import annotations
@@ -75,8 +77,13 @@ def multilabel_metrics(
 
 
 def ece(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
-    conf = proba.max(1)
-    correct = (proba.argmax(1) == y).astype(float)
+    """Expected calibration error: binary, |observed rate - mean risk| of the positive
+    class per risk bin; multiclass, accuracy vs confidence of the top class."""
+    if proba.shape[1] == 2:
+        conf, correct = proba[:, 1], (np.asarray(y) == 1).astype(float)
+    else:
+        conf = proba.max(1)
+        correct = (proba.argmax(1) == y).astype(float)
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
     total = 0.0
@@ -85,6 +92,33 @@ def ece(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
         if m.any():
             total += m.mean() * abs(correct[m].mean() - conf[m].mean())
     return float(total)
+
+
+def calibration_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Binary calibration summary of risks ``p`` (n,): calibration-in-the-large (observed
+    rate minus mean risk; 0 is ideal), and the intercept and slope of the logistic
+    recalibration ``logit P(y) = a + b logit(p)`` (ideal a = 0, b = 1), fitted by Newton's
+    method."""
+    y = np.asarray(y, dtype=float)
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p))
+    out = {"calibration_in_the_large": float(y.mean() - p.mean())}
+    if len(np.unique(y)) < 2 or np.ptp(z) < 1e-9:
+        return {**out, "calibration_intercept": float("nan"), "calibration_slope": float("nan")}
+    x = np.stack([np.ones_like(z), z], 1)
+    beta = np.array([0.0, 1.0])
+    for _ in range(50):
+        q = 1 / (1 + np.exp(-np.clip(x @ beta, -30, 30)))
+        h = x.T @ (x * (q * (1 - q))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(h, x.T @ (y - q))
+        beta += step
+        if np.abs(step).max() < 1e-8:
+            break
+    return {
+        **out,
+        "calibration_intercept": float(beta[0]),
+        "calibration_slope": float(beta[1]),
+    }
 
 
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:

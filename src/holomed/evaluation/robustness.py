@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+import holomed.candidates  # noqa: F401  (every family registered)
+from holomed.candidate import CLASSICAL as BASELINES
+from holomed.candidate import candidate_entry, canonical, make_candidate
 from holomed.cohort import Cohort, patient_splits
-from holomed.evaluation.baselines import BASELINES, ClassicalBaseline
 from holomed.evaluation.metrics import compute_metrics
-from holomed.model import Model
 from holomed.spec import Spec
 
 
@@ -54,6 +55,7 @@ def robustness(
     rates: list[float] | None = None,
     baselines: bool = True,
     tick: Callable[[str], None] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"rates", "scenarios", "curves": {entry: {scenario: {metric: {"mean": [...], "sd": [...]}}}}}
     on the first outer split's test patients."""
@@ -67,12 +69,17 @@ def robustness(
         cohort.task, ("auroc", "accuracy", "balanced_accuracy")
     )
     entries: list[tuple[str, Callable[[int], Any]]] = [
-        (f, lambda s, f=f: Model(spec, fusion=f, seed=s).fit(train)) for f in fusions
+        (
+            candidate_entry(canonical(f)),
+            lambda s, f=f, p=(params or {}).get(f): make_candidate(spec, f, s, None, p).fit(train),
+        )
+        for f in fusions
     ]
     if baselines:
         entries += [
-            (f"baseline:{b}", lambda s, b=b: ClassicalBaseline(spec, b, seed=s).fit(train))
+            (f"baseline:{b}", lambda s, b=b: make_candidate(spec, b, s).fit(train))
             for b in BASELINES
+            if f"baseline:{b}" not in {e[0] for e in entries}
         ]
     curves: dict[str, Any] = {}
     base_present = test.presence()

@@ -102,8 +102,9 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
     ev = spec.evaluation
     t0 = time.perf_counter()
     task = test.task
-    logits = model._logits(*model._arrays(test))  # one pass; calibrated and raw from it
-    proba, raw = model._output(logits), model._output(logits, calibrated=False)
+    proba = model.predict_proba(test)
+    raw = model.predict_proba(test, calibrated=False)
+    neural = getattr(model, "family", "neural") == "neural"
     out: dict[str, Any] = {
         "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed),
         "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, spec.training.seed),
@@ -114,12 +115,16 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         per = multilabel_metrics(test.y, proba, per_label=True)["per_label"]
         out["per_label"] = {test.classes[j]: v for j, v in per.items()}
     if task in ("binary", "multiclass"):
-        from holomed.evaluation.metrics import compute_metrics
+        from holomed.evaluation.metrics import calibration_stats, compute_metrics
 
         before, after = compute_metrics(task, test.y, raw), compute_metrics(task, test.y, proba)
+        cal = getattr(model, "calibrator_", None)
+        val_ids = getattr(model, "val_ids_", None) or []
         out["calibration"] = {
-            **model.calibrator_.to_json(),
-            "fitted_on": f"{len(model.val_ids_)} validation patients carved from training",
+            **(cal.to_json() if cal is not None else {"method": "none", "temperature": 1.0}),
+            "fitted_on": f"{len(val_ids)} validation patients carved from training"
+            if cal is not None and val_ids
+            else "not recalibrated (the model's own probabilities)",
             "before": {
                 "ece": before["ece"],
                 "brier": before["brier"],
@@ -131,6 +136,9 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
                 "reliability": reliability(test.y, proba),
             },
         }
+        if task == "binary":
+            out["calibration"]["after"].update(calibration_stats(test.y, proba[:, 1]))
+            out["calibration"]["before"].update(calibration_stats(test.y, raw[:, 1]))
         out["curves"] = curves(test.y, proba)
         out["predictions"] = {
             "ids": test.ids.tolist(),
@@ -138,21 +146,22 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
             "score": (proba[:, 1] if proba.shape[1] == 2 else proba.max(1)).round(5).tolist(),
         }
     if ev.explain:
-        from holomed.explain.features import deletion_curve, integrated_gradients, top_features
+        from holomed.explain.features import deletion_curve, top_features
         from holomed.explain.modality import modality_shapley
 
         t1 = time.perf_counter()
-        contrib = modality_shapley(model, test)
-        out["contributions"] = contrib
-        out["attention"] = attention_readout(model, test)
-        attr = integrated_gradients(model, test)
-        names = {k: p.feature_names_out_ for k, p in model.preprocessors_.items()}
-        out["features"] = {
-            "method": "integrated gradients (captum), baseline = training mean",
-            "top": top_features(attr, names),
-        }
+        out["contributions"] = modality_shapley(model, test)
+        out["attention"] = attention_readout(model, test) if neural else None
+        attr = model.feature_attributions(test)
+        if attr:
+            out["features"] = {
+                "method": "integrated gradients (captum), baseline = training mean"
+                if neural
+                else "SHAP (exact linear / LightGBM TreeSHAP / members' weighted mean)",
+                "top": top_features(attr, model.feature_names()),
+            }
         out["explain_seconds"] = round(time.perf_counter() - t1, 2)
-        if task in ("binary", "multiclass"):
+        if neural and attr and task in ("binary", "multiclass"):
             out["deletion_curve"] = deletion_curve(model, test, attr)
     if spec.attributes and test.attributes is not None and task == "binary":
         from holomed.fairness import audit, mitigate_thresholds
@@ -167,7 +176,7 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
             min_group=ev.min_group,
             seed=spec.training.seed,
         )
-        if ev.mitigation == "threshold" and train is not None and model.val_ids_:
+        if ev.mitigation == "threshold" and train is not None and getattr(model, "val_ids_", None):
             val = train.subset(np.asarray(model.val_ids_))
             sv = model.predict_proba(val)[:, 1]
             out["fairness"]["mitigation"] = {
@@ -191,8 +200,8 @@ def fit_results(
     spec: Spec, cohort: Cohort, model: Any, n_train: int, n_test: int, trust: dict[str, Any]
 ) -> dict[str, Any]:
     """The ``results.json`` of a fit run: run card, cohort, exclusions and trust sections."""
-    from holomed.bundle import run_card, versions
     from holomed.evaluation.compare import count_reasons
+    from holomed.provenance import run_card, versions
 
     card = run_card(spec)
     return {
@@ -201,15 +210,16 @@ def fit_results(
         "synthetic": card["synthetic"],
         "task": cohort.task,
         "classes": cohort.classes,
-        "fusion": model.fusion_name,
-        "seed": model.seed_,
+        "fusion": model.name,
+        "family": model.family,
+        "seed": getattr(model, "seed_", model.seed),
         "n_train": n_train,
         "n_test": n_test,
         "cohort": cohort.summary(),
         "excluded": cohort.excluded,
         "excluded_summary": count_reasons(cohort.excluded),
-        "fit_seconds": model.fit_seconds_,
-        "history": model.history_,
+        "fit_seconds": getattr(model, "fit_seconds_", None),
+        "history": getattr(model, "history_", {}),
         "intended_use": card["intended_use"],
         "limitations": card["limitations"],
         "versions": versions(),

@@ -200,34 +200,9 @@ def _layer_integrated_gradients(
 
 
 def baseline_shap(baseline: Any, cohort: Any) -> dict[str, np.ndarray]:
-    """SHAP values of a classical baseline, split back into modalities."""
-    import shap
-
-    if baseline.method == "lr_late":
-        from holomed.model import transform_cohort
-
-        x, present = transform_cohort(baseline.preprocessors_, cohort)
-        out = {}
-        for name, m in baseline.models_.items():
-            flat = baseline.preprocessors_[name].flat_features(x[name])[0]
-            xp = np.where(present[name][:, None], np.nan_to_num(flat), 0.0)
-            ex = shap.LinearExplainer(m, np.zeros((1, xp.shape[1])))
-            v = np.asarray(ex.shap_values(xp), dtype=float)
-            v = v.reshape(len(xp), -1)[:, : xp.shape[1]]
-            v[~present[name]] = np.nan
-            out[name] = v
-        return out
-    feats = baseline._features(cohort, baseline.method == "lr_early")
-    if baseline.method == "lr_early":
-        ex = shap.LinearExplainer(baseline.model_, np.zeros((1, feats.shape[1])))
-    else:
-        ex = shap.TreeExplainer(baseline.model_)
-    v = np.asarray(ex.shap_values(feats), dtype=float).reshape(len(feats), -1)
-    out, start = {}, 0
-    for name, names in baseline.feature_names().items():
-        out[name] = v[:, start : start + len(names)]
-        start += len(names)
-    return out
+    """SHAP values of a classical candidate, per modality (its
+    ``feature_attributions``: exact linear SHAP or LightGBM's TreeSHAP)."""
+    return baseline.feature_attributions(cohort)
 
 
 def top_features(

@@ -26,11 +26,10 @@ Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 def predictor(model: Any, cohort: Any) -> Predict:
-    """``f(present) -> outputs`` for a fitted Model (inputs transformed once) or any
-    estimator with ``predict_proba(cohort)`` (e.g. the classical baselines)."""
-    if hasattr(model, "net_"):
-        x, _ = model._arrays(cohort)
-        return lambda present: model._output(model._logits(x, present))
+    """``f(present) -> outputs`` for any candidate (inputs transformed once where the
+    family can) or any estimator with ``predict_proba(cohort)``."""
+    if hasattr(model, "predictor"):
+        return model.predictor(cohort)
     return lambda present: model.predict_proba(cohort.with_presence(present))
 
 

@@ -66,6 +66,10 @@ GROUP_COLOURS = {
     "single": "#2ca02c",
     "without": "#9467bd",
     "baseline": "#7f7f7f",
+    "classical": "#555555",
+    "stacking": "#17becf",
+    "ensemble": "#d62728",
+    "selected": "#000000",
 }
 SELECTION_LABELS = {"cv-on-train": "cross-validation on the training patients"}
 SHAPLEY_COLOUR, LOO_COLOUR = "#1f77b4", "#ff7f0e"
@@ -403,7 +407,17 @@ def _summary(res: dict[str, Any], kind: str) -> str:
     elif kind == "compare":
         sel, metric = res.get("selected"), res.get("selection_metric")
         if sel:
-            kpis.append(("selected strategy (CV on training patients)", str(sel)))
+            fam = res.get("selected_family")
+            label = f"{sel} ({fam})" if fam else str(sel)
+            kpis.append(("selected candidate (CV on training patients)", label))
+        proc = (res.get("strategies") or {}).get("selection (per fold)") or {}
+        if metric and metric in (proc.get("metrics") or {}):
+            kpis.append(
+                (
+                    f"selection procedure: {_label(metric)} (95% CI)",
+                    _val_ci_plain(proc["metrics"][metric]),
+                )
+            )
         entry = (res.get("strategies") or {}).get(sel) or {}
         if metric and metric in (entry.get("metrics") or {}):
             kpis.append(
@@ -594,13 +608,16 @@ def _patch(colour: str, label: str) -> Any:
 
 def _selection_detail(detail: list[dict[str, Any]]) -> str:
     strategies = sorted({s for d in detail for s in (d.get("cv_scores") or {})})
-    heads = ["strategy"] + [f"fold {d.get('fold', i)}" for i, d in enumerate(detail)]
+    heads = ["candidate"] + [f"fold {d.get('fold', i)}" for i, d in enumerate(detail)]
     rows = []
     for s in strategies:
         row: list[Any] = [s]
         for d in detail:
-            scores = (d.get("cv_scores") or {}).get(s) or {}
-            best = max((v for v in scores.values() if _is_num(v)), default=None)
+            scores = (d.get("cv_scores") or {}).get(s)
+            if isinstance(scores, dict):  # results before candidates: {grid point: score}
+                best = max((v for v in scores.values() if _is_num(v)), default=None)
+            else:
+                best = scores if _is_num(scores) else None
             params = (d.get("chosen_params") or {}).get(s)
             txt = _num(best)
             if params:
@@ -612,7 +629,12 @@ def _selection_detail(detail: list[dict[str, Any]]) -> str:
     return (
         "<details><summary>Selection detail: cross-validated scores on training patients"
         "</summary>"
-        + _table(heads, rows, caption="best grid point per strategy and outer fold; ★ = chosen")
+        + _table(
+            heads,
+            rows,
+            caption="mean inner-CV score of each candidate's best configuration, per outer fold "
+            "(an ensemble's score: its weights chosen without the scored inner fold); ★ = chosen",
+        )
         + "</details>"
     )
 

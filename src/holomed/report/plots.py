@@ -15,6 +15,10 @@ GROUP_COLOURS = {
     "single": "#2ca02c",
     "without": "#9467bd",
     "baseline": "#7f7f7f",
+    "classical": "#555555",
+    "stacking": "#17becf",
+    "ensemble": "#d62728",
+    "selected": "#000000",
 }
 
 

@@ -1,0 +1,226 @@
+"""The candidate contract: every model the harness evaluates, selects, saves and serves.
+
+A candidate is one family's answer to "predict this target from these modalities":
+a neural fusion (:class:`holomed.model.Model`), a classical learner (logistic
+regression, LightGBM), a stack of per-modality learners or an ensemble of other
+candidates. They share one life cycle, so that selection, explanation, calibration,
+bundles and serving never ask which family won:
+
+- ``__init__(spec, name, seed=0, modalities=None, params=None)`` stores and does nothing;
+- ``fit(cohort) -> self`` on labelled patients (preprocessors fitted on them only);
+- ``predict_proba(cohort)`` for any pattern of missing modalities: ``(n, K)``
+  probabilities, ``(n,)`` for regression; never NaN;
+- ``predict_present(cohort, present)``: the same with modalities masked per patient
+  (modality Shapley values, robustness curves);
+- ``to_state() -> (meta, arrays, texts)`` and ``from_state(spec, meta, arrays, texts)``:
+  JSON, numeric arrays (safetensors) and text model files (LightGBM's own format); no
+  pickle anywhere;
+- ``search_space(spec)``: what a hyper-parameter search may vary (:class:`Param`);
+- ``feature_attributions(cohort)``: ``{modality: (n, features)}`` where the family has
+  them (linear and tree SHAP, integrated gradients), else ``None``.
+
+Candidates are found by name in one registry (:func:`register_candidate`,
+:func:`make_candidate`); neural fusions are registered under their fusion names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from holomed.spec import Spec
+
+State = tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable hyper-parameter: ``float`` / ``int`` in ``[low, high]`` (``log``
+    scale optional) or ``categorical`` over ``choices``."""
+
+    kind: str
+    low: float = 0.0
+    high: float = 1.0
+    log: bool = False
+    choices: tuple = ()
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw a value from an Optuna trial."""
+        if self.kind == "float":
+            return trial.suggest_float(name, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+class Candidate:
+    """Base class of every candidate family (see module doc)."""
+
+    family: ClassVar[str] = "abstract"
+
+    def __init__(
+        self,
+        spec: Spec,
+        name: str,
+        seed: int = 0,
+        modalities: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = name
+        self.seed = seed
+        self.modalities = modalities
+        self.params = params
+
+    # -- the contract ------------------------------------------------------------------
+    def fit(self, cohort: Any) -> Candidate:
+        raise NotImplementedError
+
+    def predict_proba(self, cohort: Any, calibrated: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_present(self, cohort: Any, present: dict[str, np.ndarray]) -> np.ndarray:
+        return self.predict_proba(cohort.with_presence(present))
+
+    def predictor(self, cohort: Any):
+        """``f(present) -> outputs`` for repeated masking of one cohort (families that
+        can transform the inputs once override this)."""
+        return lambda present: self.predict_present(cohort, present)
+
+    def to_state(self) -> State:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(
+        cls, spec: Spec, meta: dict[str, Any], arrays: dict[str, np.ndarray], texts: dict[str, str]
+    ) -> Candidate:
+        raise NotImplementedError
+
+    @classmethod
+    def search_space(cls, spec: Spec) -> dict[str, Param]:
+        return {}
+
+    def feature_attributions(self, cohort: Any) -> dict[str, np.ndarray] | None:
+        return None
+
+    def feature_names(self) -> dict[str, list[str]]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.params or {})
+
+    # -- shared helpers ----------------------------------------------------------------
+    @property
+    def task_name(self) -> str:
+        return self.task_.name
+
+    @property
+    def modality_names_(self) -> list[str]:
+        return list(self.preprocessors_)
+
+    def predict(self, cohort: Any) -> np.ndarray:
+        out = self.predict_proba(cohort)
+        if self.task_name == "multilabel":
+            return (out >= 0.5).astype(int)
+        return out if self.task_name == "regression" else out.argmax(1)
+
+    def evaluate(self, cohort: Any) -> dict[str, float]:
+        from holomed.errors import CohortError
+        from holomed.evaluation.metrics import compute_metrics
+
+        if cohort.y is None:
+            raise CohortError("evaluate needs a cohort with labels")
+        return compute_metrics(self.task_name, cohort.y, self.predict_proba(cohort))
+
+    def save(self, path: Any, card: dict[str, Any] | None = None) -> Any:
+        from pathlib import Path
+
+        from holomed.bundle import save_bundle
+
+        return save_bundle(self, Path(path), card)
+
+
+# -- registry ---------------------------------------------------------------------------
+CANDIDATES: dict[str, type[Candidate]] = {}
+ALIASES = {"lr": "lr_early", "logistic": "lr_early", "lightgbm": "gbm", "lasso": "lr_l1"}
+
+
+def register_candidate(*names: str):
+    """Class decorator: make a candidate family creatable by these names."""
+
+    def deco(cls: type[Candidate]) -> type[Candidate]:
+        for n in names:
+            CANDIDATES[n] = cls
+        return cls
+
+    return deco
+
+
+def canonical(name: str) -> str:
+    """``baseline:gbm`` and ``lr`` name the candidates ``gbm`` and ``lr_early``."""
+    name = name.strip().removeprefix("baseline:")
+    return ALIASES.get(name, name)
+
+
+CLASSICAL = ("lr_early", "lr_late", "gbm")
+
+
+def candidate_entry(name: str) -> str:
+    """The results entry of a candidate: classical learners keep their historical names
+    (``baseline:gbm``), everything else its own."""
+    name = canonical(name)
+    return f"baseline:{name}" if name in CLASSICAL else name
+
+
+def candidate_names() -> list[str]:
+    from holomed.fusion import fusion_names
+
+    return sorted(set(CANDIDATES) | set(fusion_names()))
+
+
+def candidate_class(name: str) -> type[Candidate]:
+    name = canonical(name)
+    if name not in CANDIDATES:  # a fusion registered after import: the neural family
+        from holomed.fusion import fusion_names
+
+        neural = [c for c in CANDIDATES.values() if c.family == "neural"]
+        if neural and name in fusion_names():
+            return neural[0]
+        raise ValueError(
+            f"unknown candidate {name!r}; expected one of {', '.join(sorted(CANDIDATES))}"
+        )
+    return CANDIDATES[name]
+
+
+def make_candidate(
+    spec: Spec,
+    name: str,
+    seed: int = 0,
+    modalities: list[str] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Candidate:
+    """A fresh (unfitted) candidate by registry name."""
+    return candidate_class(name)(spec, canonical(name), seed, modalities, params)
+
+
+def candidate_from_state(
+    spec: Spec, meta: dict[str, Any], arrays: dict[str, np.ndarray], texts: dict[str, str]
+) -> Candidate:
+    family = meta.get("family")
+    for cls in set(CANDIDATES.values()):
+        if cls.family == family:
+            return cls.from_state(spec, meta, arrays, texts)
+    raise ValueError(f"unknown candidate family {family!r}")
+
+
+def sub_state(prefix: str, arrays: dict[str, np.ndarray], texts: dict[str, str]) -> tuple:
+    """The arrays and texts of one member (keys starting with ``prefix``), unprefixed."""
+    a = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+    t = {k[len(prefix) :]: v for k, v in texts.items() if k.startswith(prefix)}
+    return a, t
+
+
+def prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + k: v for k, v in d.items()}

@@ -1,0 +1,534 @@
+"""Classical learners as candidates, on the same preprocessed features as the networks:
+
+- ``lr_early``: L2 logistic regression on the concatenated modalities (absent modality =
+  its training mean, 0 after scaling, plus presence indicators); C chosen by stratified
+  CV on the training patients (``LogisticRegressionCV``); ridge (``RidgeCV``) for
+  regression. Stored as coefficient arrays and applied with numpy.
+- ``lr_l1``: the same with an L1 penalty (sparse; Lasso for regression), for cohorts where
+  few of many features carry signal (omics).
+- ``lr_late``: one such model per modality; the mean of the probabilities of the
+  modalities a patient has (the training prevalence when none).
+- ``gbm``: LightGBM on the concatenated features, absent values left missing (handled
+  natively). Stored in LightGBM's own text model format and loaded with
+  ``lightgbm.Booster(model_str=...)``, which parses numbers and runs no code.
+
+Feature attributions are exact SHAP values: ``coef * x`` for the linear models (the
+background is the training mean, 0 after scaling) and LightGBM's own TreeSHAP
+(``pred_contrib``) for boosting.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from holomed.candidate import Candidate, Param, register_candidate
+from holomed.cohort import Cohort
+from holomed.modalities import get_modality
+from holomed.model import fit_preprocessors, transform_cohort
+from holomed.tasks import Task
+from holomed.threads import cores, limit_threads
+
+C_GRID = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+L1_GRID = np.logspace(-2, 1, 10).tolist()
+GBM_DEFAULTS: dict[str, Any] = {
+    "n_estimators": 200,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_child_samples": 10,
+    "subsample": 0.8,
+    "colsample_bytree": 0.5,
+    "reg_lambda": 1.0,
+}
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+class Linear:
+    """A fitted linear model as arrays: ``coef`` (k, p), ``intercept`` (k,);
+    ``kind`` binary (k = 1), multiclass (softmax over k) or regression (k = 1), or a
+    constant ``prior`` (a label with one class in training)."""
+
+    def __init__(self, kind: str, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.kind, self.coef, self.intercept = kind, np.atleast_2d(coef), np.atleast_1d(intercept)
+
+    @classmethod
+    def fit(
+        cls, task: str, x: np.ndarray, y: np.ndarray, seed: int, folds: int, l1: bool = False
+    ) -> Linear:
+        from sklearn.linear_model import LassoCV, LogisticRegressionCV, RidgeCV
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if task == "regression":
+            if l1:
+                cv = KFold(max(2, folds), shuffle=True, random_state=seed)
+                m = LassoCV(cv=cv, random_state=seed, max_iter=5000).fit(x, y)
+            else:
+                m = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(x, y)
+            return cls("regression", m.coef_[None], np.atleast_1d(m.intercept_))
+        classes = np.unique(y)
+        if len(classes) < 2:
+            return cls("prior", np.zeros((1, x.shape[1])), np.array([float(classes[0])]))
+        counts = np.bincount(y.astype(int))
+        k = int(max(2, min(folds, counts[counts > 0].min())))
+        cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FutureWarnings of LogisticRegressionCV; rare folds
+            if l1:  # sparse: most omics features carry no signal
+                solver = "liblinear" if len(classes) == 2 else "saga"
+                m = LogisticRegressionCV(
+                    Cs=L1_GRID,
+                    cv=cv,
+                    scoring="neg_log_loss",
+                    max_iter=5000,
+                    penalty="l1",
+                    solver=solver,
+                    random_state=seed,
+                )
+            else:
+                m = LogisticRegressionCV(Cs=C_GRID, cv=cv, scoring="neg_log_loss", max_iter=5000)
+            m.fit(x, y)
+        kind = "binary" if len(m.classes_) == 2 else "multiclass"
+        lin = cls(kind, m.coef_, m.intercept_)
+        lin.C = float(np.atleast_1d(m.C_)[0])
+        lin.classes = m.classes_.astype(int)
+        return lin
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef.T + self.intercept
+
+    def proba_positive(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "prior":
+            return np.full(len(x), self.intercept[0])
+        return _sigmoid(self.decision(x)[:, 0])
+
+    def predict(self, x: np.ndarray, n_classes: int) -> np.ndarray:
+        if self.kind == "regression":
+            return self.decision(x)[:, 0]
+        if self.kind in ("binary", "prior"):
+            p = self.proba_positive(x)
+            return np.stack([1 - p, p], 1)
+        z = self.decision(x)
+        z = np.exp(z - z.max(1, keepdims=True))
+        p = z / z.sum(1, keepdims=True)
+        out = np.zeros((len(x), n_classes))
+        out[:, getattr(self, "classes", np.arange(p.shape[1]))] = p
+        return out
+
+    def shap(self, x: np.ndarray, cls_index: int = 0) -> np.ndarray:
+        """Exact linear SHAP with the training mean (0) as background: coef * x."""
+        row = min(cls_index, len(self.coef) - 1)
+        return x * self.coef[row][None, :]
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"kind": self.kind, "C": getattr(self, "C", None)}
+        arrays = {"coef": self.coef, "intercept": self.intercept}
+        if hasattr(self, "classes"):
+            arrays["classes"] = np.asarray(self.classes, dtype=np.int64)
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Linear:
+        lin = cls(meta["kind"], arrays["coef"], arrays["intercept"])
+        if "classes" in arrays:
+            lin.classes = arrays["classes"].astype(int)
+        return lin
+
+
+def _check_texts(name: str, text: str) -> str:
+    if not text.startswith("tree\n"):
+        raise ValueError(f"{name}: not a LightGBM text model")
+    return text
+
+
+class Boosted:
+    """LightGBM boosters as text: one for binary / multiclass / regression, one per label
+    for multilabel (a one-class label keeps its training prevalence)."""
+
+    def __init__(self, task: str, boosters: list[Any], priors: list[float | None]) -> None:
+        self.task, self.boosters, self.priors = task, boosters, priors
+
+    @classmethod
+    def fit(cls, task: str, x: np.ndarray, y: np.ndarray, seed: int, params: dict) -> Boosted:
+        import lightgbm as lgb
+
+        kw = {
+            **GBM_DEFAULTS,
+            **params,
+            "random_state": seed,
+            "n_jobs": cores(),
+            "deterministic": True,
+            "force_row_wise": True,
+            "subsample_freq": 1,
+            "verbose": -1,
+        }
+        if task == "regression":
+            return cls(task, [lgb.LGBMRegressor(**kw).fit(x, y).booster_], [None])
+        cols = [y] if task != "multilabel" else [y[:, j] for j in range(y.shape[1])]
+        boosters, priors = [], []
+        for col in cols:
+            if len(np.unique(col)) < 2:
+                boosters.append(None)
+                priors.append(float(np.mean(col)))
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                boosters.append(lgb.LGBMClassifier(**kw).fit(x, col.astype(int)).booster_)
+            priors.append(None)
+        return cls(task, boosters, priors)
+
+    def predict(self, x: np.ndarray, n_classes: int) -> np.ndarray:
+        outs = []
+        for b, prior in zip(self.boosters, self.priors, strict=True):
+            outs.append(np.full(len(x), prior) if b is None else b.predict(x))
+        if self.task == "regression":
+            return outs[0]
+        if self.task == "multilabel":
+            return np.stack(outs, 1)
+        p = outs[0]
+        if p.ndim == 1:
+            return np.stack([1 - p, p], 1)
+        return p
+
+    def shap(self, x: np.ndarray, cls_index: int = 0) -> np.ndarray:
+        """TreeSHAP (LightGBM ``pred_contrib``), on the log-odds scale, without the bias
+        column; for multiclass, the contributions to class ``cls_index``."""
+        b = next((b for b in self.boosters if b is not None), None)
+        if b is None:
+            return np.zeros_like(x)
+        c = np.asarray(b.predict(x, pred_contrib=True))
+        p = x.shape[1]
+        if c.shape[1] > p + 1:  # multiclass: K blocks of p + 1
+            c = c[:, cls_index * (p + 1) : (cls_index + 1) * (p + 1)]
+        return c[:, :p]
+
+    def state(self) -> tuple[dict[str, Any], dict[str, str]]:
+        texts = {
+            f"lgbm{j}.txt": b.model_to_string()
+            for j, b in enumerate(self.boosters)
+            if b is not None
+        }
+        return {"task": self.task, "priors": self.priors}, texts
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], texts: dict[str, str]) -> Boosted:
+        import lightgbm as lgb
+
+        boosters = []
+        for j, prior in enumerate(meta["priors"]):
+            if prior is not None:
+                boosters.append(None)
+                continue
+            name = f"lgbm{j}.txt"
+            boosters.append(lgb.Booster(model_str=_check_texts(name, texts[name])))
+        return cls(meta["task"], boosters, meta["priors"])
+
+
+def _fit_linear(
+    task: str, x: np.ndarray, y: np.ndarray, seed: int, folds: int, l1: bool = False
+) -> Any:
+    if task == "multilabel":
+        return [Linear.fit("binary", x, y[:, j], seed, folds, l1) for j in range(y.shape[1])]
+    return Linear.fit(task, x, y, seed, folds, l1)
+
+
+def _predict_linear(lin: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
+    if isinstance(lin, list):
+        return np.stack([m.proba_positive(x) for m in lin], 1)
+    return lin.predict(x, n_classes)
+
+
+class _Features:
+    """What the classical families share: preprocessors fitted on training patients and
+    flat features per modality (``flat_features`` of each kind)."""
+
+    def _fit_common(self, cohort: Cohort) -> None:
+        if cohort.y is None:
+            raise ValueError("fit needs a cohort with labels")
+        names = self.modalities or self.spec.modality_names
+        mspecs = [m for m in self.spec.modalities if m.name in names]
+        self.preprocessors_ = fit_preprocessors(mspecs, cohort, self.seed)
+        n_classes = len(cohort.classes or []) or 1
+        self.task_ = Task.fit(cohort.task, cohort.y, n_classes, False)
+        self.classes_ = cohort.classes
+        if cohort.task in ("binary", "multiclass"):
+            self.prior_ = np.bincount(cohort.y.astype(int), minlength=n_classes) / len(cohort.y)
+        elif cohort.task == "multilabel":
+            self.prior_ = cohort.y.mean(0)
+        else:
+            self.prior_ = np.array([float(np.mean(cohort.y))])
+
+    @property
+    def method(self) -> str:  # the historical name of the learner
+        return self.name
+
+    @property
+    def n_classes_(self) -> int:
+        return self.task_.n_classes
+
+    def _flat(self, x: dict[str, np.ndarray], name: str) -> np.ndarray:
+        return self.preprocessors_[name].flat_features(x[name])[0].astype(float)
+
+    def _design(self, cohort: Cohort, fill: bool, present: dict | None = None) -> np.ndarray:
+        x, pres = transform_cohort(self.preprocessors_, cohort)
+        present = pres if present is None else present
+        parts = []
+        for n in self.preprocessors_:
+            v = self._flat(x, n).copy()
+            v[~present[n]] = np.nan
+            if fill:  # absent rows and undefined statistics: the training mean (0)
+                v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+            parts.append(v)
+        parts.append(np.stack([present[n] for n in self.preprocessors_], 1).astype(float))
+        return np.concatenate(parts, 1)
+
+    def feature_names(self) -> dict[str, list[str]]:
+        out = {}
+        for n, pre in self.preprocessors_.items():
+            probe = np.zeros((1, *pre.out_shape), np.float32)
+            out[n] = pre.flat_features(probe)[1]
+        return out
+
+    def _split_attr(self, v: np.ndarray, present: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out, start = {}, 0
+        for name, names in self.feature_names().items():
+            a = v[:, start : start + len(names)].astype(float)
+            a[~present[name]] = np.nan
+            out[name] = a
+            start += len(names)
+        return out
+
+    def _pre_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = {}, {}
+        for name, pre in self.preprocessors_.items():
+            m, a = pre.get_state()
+            meta[name] = {"kind": pre.kind, "meta": m}
+            arrays.update({f"pre.{name}.{k}": np.ascontiguousarray(v) for k, v in a.items()})
+        return meta, arrays
+
+    def _common_meta(self) -> dict[str, Any]:
+        pre_meta, _ = self._pre_state()
+        return {
+            "family": self.family,
+            "name": self.name,
+            "seed": self.seed,
+            "modalities": list(self.preprocessors_),
+            "task": self.task_.to_json(),
+            "classes": self.classes_,
+            "preprocessors": pre_meta,
+            "params": self.params,
+        }
+
+    def _restore_common(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.preprocessors_ = {}
+        for name in meta["modalities"]:
+            ps = meta["preprocessors"][name]
+            prefix = f"pre.{name}."
+            sub = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            cls = get_modality(ps["kind"]).preprocessor
+            self.preprocessors_[name] = cls.from_state(ps["meta"], sub)
+        self.task_ = Task.from_json(meta["task"])
+        self.classes_ = meta["classes"]
+        self.prior_ = np.asarray(arrays["prior"], dtype=float)
+
+
+@register_candidate("lr_early", "lr_l1", "gbm")
+class Classical(_Features, Candidate):
+    """Logistic regression (``lr_early``: L2; ``lr_l1``: L1, sparse) or LightGBM (``gbm``)
+    on all modalities joined."""
+
+    family = "classical"
+
+    def fit(self, cohort: Cohort) -> Classical:
+        t0 = time.perf_counter()
+        self._fit_common(cohort)
+        folds = self.spec.evaluation.selection_folds
+        with limit_threads():
+            if self.name == "gbm":
+                self.model_ = Boosted.fit(
+                    cohort.task, self._design(cohort, False), cohort.y, self.seed, self.params or {}
+                )
+            else:
+                x = self._design(cohort, True)
+                l1 = self.name == "lr_l1"
+                self.model_ = _fit_linear(cohort.task, x, cohort.y, self.seed, folds, l1)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
+        return self._predict(cohort, None)
+
+    def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
+        return self._predict(cohort, present)
+
+    def _predict(self, cohort: Cohort, present: dict | None) -> np.ndarray:
+        x = self._design(cohort, self.name != "gbm", present)
+        with limit_threads():
+            if self.name == "gbm":
+                return self.model_.predict(x, self.n_classes_)
+            return _predict_linear(self.model_, x, self.n_classes_)
+
+    @classmethod
+    def search_space(cls, spec: Any) -> dict[str, Param]:
+        return {
+            "n_estimators": Param("int", 50, 600, log=True),
+            "learning_rate": Param("float", 0.01, 0.2, log=True),
+            "num_leaves": Param("int", 4, 48, log=True),
+            "min_child_samples": Param("int", 3, 40, log=True),
+            "colsample_bytree": Param("float", 0.1, 1.0),
+            "subsample": Param("float", 0.5, 1.0),
+            "reg_lambda": Param("float", 1e-3, 30.0, log=True),
+        }
+
+    def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
+        x = self._design(cohort, self.name != "gbm")
+        out = self._predict(cohort, None)
+        cls_index = int(np.bincount(out.argmax(1)).argmax()) if out.ndim == 2 else 0
+        if self.task_name == "binary":
+            cls_index = 0 if self.name == "gbm" else 0
+        model = self.model_[0] if isinstance(self.model_, list) else self.model_
+        v = model.shap(x, cls_index)
+        return self._split_attr(v, cohort.presence())
+
+    def describe(self) -> dict[str, Any]:
+        if self.name == "gbm":
+            return {**GBM_DEFAULTS, **(self.params or {})}
+        m = self.model_[0] if isinstance(self.model_, list) else self.model_
+        return {"C": getattr(m, "C", None)}
+
+    def to_state(self):
+        meta = self._common_meta()
+        _, arrays = self._pre_state()
+        arrays["prior"] = np.asarray(self.prior_, dtype=float)
+        texts: dict[str, str] = {}
+        if self.name == "gbm":
+            meta["model"], texts = self.model_.state()
+        else:
+            models = self.model_ if isinstance(self.model_, list) else [self.model_]
+            meta["model"] = {"per_label": isinstance(self.model_, list), "linear": []}
+            for j, m in enumerate(models):
+                mm, aa = m.state()
+                meta["model"]["linear"].append(mm)
+                arrays.update({f"lin{j}.{k}": v for k, v in aa.items()})
+        return meta, arrays, texts
+
+    @classmethod
+    def from_state(cls, spec, meta, arrays, texts) -> Classical:
+        c = cls(spec, meta["name"], meta["seed"], meta["modalities"], meta.get("params"))
+        c._restore_common(meta, arrays)
+        if c.name == "gbm":
+            c.model_ = Boosted.from_state(meta["model"], texts)
+        else:
+            lins = []
+            for j, mm in enumerate(meta["model"]["linear"]):
+                sub = {
+                    k[len(f"lin{j}.") :]: v for k, v in arrays.items() if k.startswith(f"lin{j}.")
+                }
+                lins.append(Linear.from_state(mm, sub))
+            c.model_ = lins if meta["model"]["per_label"] else lins[0]
+        return c
+
+
+@register_candidate("lr_late")
+class LateLinear(_Features, Candidate):
+    """One logistic regression per modality; the mean of the present ones' probabilities."""
+
+    family = "classical_late"
+
+    def fit(self, cohort: Cohort) -> LateLinear:
+        t0 = time.perf_counter()
+        self._fit_common(cohort)
+        folds = self.spec.evaluation.selection_folds
+        x, present = transform_cohort(self.preprocessors_, cohort)
+        self.models_: dict[str, Any] = {}
+        y = cohort.y
+        with limit_threads():
+            for n in self.preprocessors_:
+                rows = present[n]
+                if cohort.task in ("binary", "multiclass") and len(np.unique(y[rows])) < 2:
+                    continue  # too few patients with this modality to learn from
+                if not rows.any():
+                    continue
+                f = np.nan_to_num(self._flat(x, n)[rows])
+                self.models_[n] = _fit_linear(cohort.task, f, y[rows], self.seed, folds)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
+        return self.predict_present(cohort, cohort.presence())
+
+    def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
+        x, _ = transform_cohort(self.preprocessors_, cohort)
+        reg = self.task_name == "regression"
+        n = len(cohort)
+        k = self.n_classes_
+        total = np.zeros(n) if reg else np.zeros((n, k))
+        count = np.zeros(n)
+        for name, m in self.models_.items():
+            rows = present[name]
+            if rows.any():
+                f = np.nan_to_num(self._flat(x, name)[rows])
+                total[rows] += _predict_linear(m, f, k)
+                count[rows] += 1
+        none = count == 0
+        count[none] = 1
+        out = total / (count if reg else count[:, None])
+        if none.any():
+            out[none] = self.prior_[0] if reg else self.prior_
+        return out
+
+    def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
+        x, present = transform_cohort(self.preprocessors_, cohort)
+        out = {}
+        for name in self.preprocessors_:
+            f = np.nan_to_num(self._flat(x, name))
+            m = self.models_.get(name)
+            if m is None:
+                v = np.zeros_like(f)
+            else:
+                v = (m[0] if isinstance(m, list) else m).shap(f)
+            v[~present[name]] = np.nan
+            out[name] = v
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            n: getattr(m[0] if isinstance(m, list) else m, "C", None)
+            for n, m in self.models_.items()
+        }
+
+    def to_state(self):
+        meta = self._common_meta()
+        _, arrays = self._pre_state()
+        arrays["prior"] = np.asarray(self.prior_, dtype=float)
+        meta["models"] = {}
+        for n, m in self.models_.items():
+            models = m if isinstance(m, list) else [m]
+            meta["models"][n] = {"per_label": isinstance(m, list), "linear": []}
+            for j, lin in enumerate(models):
+                mm, aa = lin.state()
+                meta["models"][n]["linear"].append(mm)
+                arrays.update({f"lin.{n}.{j}.{k}": v for k, v in aa.items()})
+        return meta, arrays, {}
+
+    @classmethod
+    def from_state(cls, spec, meta, arrays, texts) -> LateLinear:
+        c = cls(spec, meta["name"], meta["seed"], meta["modalities"], meta.get("params"))
+        c._restore_common(meta, arrays)
+        c.models_ = {}
+        for n, d in meta["models"].items():
+            lins = []
+            for j, mm in enumerate(d["linear"]):
+                p = f"lin.{n}.{j}."
+                lins.append(
+                    Linear.from_state(
+                        mm, {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}
+                    )
+                )
+            c.models_[n] = lins if d["per_label"] else lins[0]
+        return c

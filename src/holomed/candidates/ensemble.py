@@ -1,0 +1,191 @@
+"""Ensembles of candidates: a weighted mean of members' probabilities.
+
+- Greedy ensemble selection with replacement (Caruana et al., 2004, "Ensemble selection
+  from libraries of models"): starting from the best member, repeatedly add (again, if
+  it helps) the member whose inclusion most improves the selection metric of the running
+  mean of out-of-fold predictions; the weights are the counts at the best round.
+- Bagging over seeds is the same ensemble with one candidate at several seeds.
+
+Members are any candidates; each handles missing modalities itself, so the ensemble
+does too. A bundle holds every member's state under a prefix.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from holomed.candidate import (
+    Candidate,
+    candidate_from_state,
+    make_candidate,
+    prefixed,
+    register_candidate,
+    sub_state,
+)
+from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics
+
+
+def _objective(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
+    v = compute_metrics(task, y, out)[metric]
+    v = -v if metric in LOWER_IS_BETTER else v
+    return float(v) if np.isfinite(v) else -np.inf
+
+
+def caruana(
+    preds: dict[str, np.ndarray], y: np.ndarray, task: str, metric: str, rounds: int = 40
+) -> dict[str, float]:
+    """Weights (summing to 1) of greedy ensemble selection with replacement over the
+    out-of-fold predictions ``preds`` of ``y``; members with non-finite predictions are
+    left out. Ties go to the member listed first."""
+    names = [n for n, p in preds.items() if np.isfinite(p).all()]
+    if not names:
+        return {}
+    counts = dict.fromkeys(names, 0)
+    total = np.zeros_like(preds[names[0]], dtype=float)
+    best_score, best_counts = -np.inf, None
+    for r in range(rounds):
+        scores = {n: _objective(task, metric, y, (total + preds[n]) / (r + 1)) for n in names}
+        pick = max(names, key=lambda n: scores[n])
+        counts[pick] += 1
+        total = total + preds[pick]
+        if scores[pick] > best_score + 1e-12:
+            best_score, best_counts = scores[pick], dict(counts)
+    assert best_counts is not None
+    k = sum(best_counts.values())
+    return {n: c / k for n, c in best_counts.items() if c}
+
+
+def blend(outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    w = np.asarray(weights, dtype=float)
+    return sum(wi * o for wi, o in zip(w / w.sum(), outputs, strict=True))
+
+
+@register_candidate("ensemble", "bag")
+class Ensemble(Candidate):
+    """``params = {"members": [{"name", "weight", "params"?, "seed"?}, ...]}``: each member
+    is fitted on the same patients and the outputs are averaged with these weights.
+    ``bag``: ``params = {"base": "late", "n": 5}`` is the ``base`` candidate at ``n`` seeds
+    with equal weights."""
+
+    family = "ensemble"
+
+    def _member_specs(self) -> list[dict[str, Any]]:
+        p = self.params or {}
+        if self.name == "bag" or "base" in p:
+            base, n = p.get("base"), int(p.get("n", 5))
+            if not base:
+                raise ValueError("a bag needs params {'base': candidate name, 'n': seeds}")
+            return [
+                {"name": base, "weight": 1.0, "seed": self.seed + i, "params": p.get("params")}
+                for i in range(n)
+            ]
+        members = p.get("members")
+        if not members:
+            raise ValueError("an ensemble needs params {'members': [{'name', 'weight'}, ...]}")
+        return members
+
+    def fit(self, cohort: Any) -> Ensemble:
+        t0 = time.perf_counter()
+        self.members_, self.weights_ = [], []
+        for m in self._member_specs():
+            c = make_candidate(
+                self.spec, m["name"], m.get("seed", self.seed), self.modalities, m.get("params")
+            ).fit(cohort)
+            self.members_.append(c)
+            self.weights_.append(float(m["weight"]))
+        self._adopt(self.members_[0])
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _adopt(self, first: Candidate) -> None:
+        self.task_, self.classes_ = first.task_, first.classes_
+        mods: dict[str, Any] = {}
+        for m in self.members_:
+            mods.update(m.preprocessors_)
+        self.preprocessors_ = mods
+
+    def predict_proba(self, cohort: Any, calibrated: bool = True) -> np.ndarray:
+        return blend([m.predict_proba(cohort, calibrated) for m in self.members_], self.weights_)
+
+    def predict_present(self, cohort: Any, present: dict[str, np.ndarray]) -> np.ndarray:
+        outs = []
+        for m in self.members_:
+            outs.append(m.predict_present(cohort, {k: present[k] for k in m.preprocessors_}))
+        return blend(outs, self.weights_)
+
+    def predictor(self, cohort: Any):
+        fs = [m.predictor(cohort) for m in self.members_]
+
+        def f(present: dict[str, np.ndarray]) -> np.ndarray:
+            return blend(
+                [
+                    g({k: present[k] for k in m.preprocessors_})
+                    for g, m in zip(fs, self.members_, strict=True)
+                ],
+                self.weights_,
+            )
+
+        return f
+
+    def feature_attributions(self, cohort: Any) -> dict[str, np.ndarray] | None:
+        """Weighted mean of the members' attributions (members without any are skipped)."""
+        total: dict[str, np.ndarray] = {}
+        wsum: dict[str, float] = {}
+        for m, w in zip(self.members_, self.weights_, strict=True):
+            a = m.feature_attributions(cohort)
+            for k, v in (a or {}).items():
+                v = np.asarray(v, dtype=float).reshape(len(v), -1)
+                if k in total and total[k].shape != v.shape:
+                    continue
+                total[k] = total.get(k, 0) + w * v
+                wsum[k] = wsum.get(k, 0.0) + w
+        return {k: v / wsum[k] for k, v in total.items()} or None
+
+    def feature_names(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for m in self.members_:
+            for k, v in m.feature_names().items():
+                out.setdefault(k, v)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "members": [
+                {"name": m.name, "seed": m.seed, "weight": round(w / sum(self.weights_), 4)}
+                for m, w in zip(self.members_, self.weights_, strict=True)
+            ]
+        }
+
+    def to_state(self):
+        meta: dict[str, Any] = {
+            "family": self.family,
+            "name": self.name,
+            "seed": self.seed,
+            "params": self.params,
+            "weights": self.weights_,
+            "members": [],
+        }
+        arrays: dict[str, np.ndarray] = {}
+        texts: dict[str, str] = {}
+        for i, m in enumerate(self.members_):
+            mm, aa, tt = m.to_state()
+            meta["members"].append(mm)
+            arrays.update(prefixed(f"m{i}.", aa))
+            texts.update(prefixed(f"m{i}.", tt))
+        return meta, arrays, texts
+
+    @classmethod
+    def from_state(cls, spec, meta, arrays, texts) -> Ensemble:
+        e = cls(spec, meta["name"], meta["seed"], None, meta.get("params"))
+        e.members_ = []
+        for i, mm in enumerate(meta["members"]):
+            a, t = sub_state(f"m{i}.", arrays, texts)
+            e.members_.append(candidate_from_state(spec, mm, a, t))
+        e.weights_ = [float(w) for w in meta["weights"]]
+        if len(e.weights_) != len(e.members_) or not e.members_:
+            raise ValueError("ensemble: weights do not match members")
+        e._adopt(e.members_[0])
+        return e

@@ -1,0 +1,142 @@
+"""One candidate, fitted and assessed: what ``holomed fit`` runs.
+
+Three modes:
+
+- ``holdout`` (a ``holdout`` or ``predefined`` split): train on the training patients,
+  assess on the test patients, save that model;
+- ``kfold`` (a ``kfold`` split): one model per fold; every patient is predicted once by
+  a model that never saw it, and metrics, calibration and the subgroup audit are
+  computed on these pooled out-of-fold predictions (explanations come from the first
+  fold's model on its test patients). The saved model is then trained on all labelled
+  patients;
+- ``all``: train on all labelled patients and save (no test patients are left; the
+  evaluation is the comparison or CV run that chose the candidate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import holomed.candidates  # noqa: F401  (every family registered)
+from holomed.candidate import Candidate, make_candidate
+from holomed.cohort import Cohort, patient_splits
+from holomed.evaluation.metrics import calibration_stats, compute_metrics, summarise
+from holomed.evaluation.trust import assess, curves, fit_results
+from holomed.spec import Spec
+
+MODES = ("holdout", "kfold", "all")
+
+
+def fit_mode(spec: Spec, all_patients: bool) -> str:
+    if all_patients:
+        return "all"
+    return "kfold" if spec.split.method == "kfold" else "holdout"
+
+
+def _pooled(
+    spec: Spec, cohort: Cohort, out: np.ndarray, raw: np.ndarray, trust: dict[str, Any]
+) -> dict[str, Any]:
+    """Replace the test-set sections of ``trust`` by their out-of-fold versions."""
+    ev, task, y = spec.evaluation, cohort.task, cohort.y
+    trust["metrics"] = summarise(task, y, [out], ev.n_bootstrap, spec.training.seed)
+    trust["metrics_uncalibrated"] = summarise(task, y, [raw], ev.n_bootstrap, spec.training.seed)
+    if task in ("binary", "multiclass") and "calibration" in trust:
+        from holomed.evaluation.calibration import reliability
+
+        after, before = compute_metrics(task, y, out), compute_metrics(task, y, raw)
+        cal = trust["calibration"]
+        cal["fitted_on"] = "per fold, on validation patients carved from that fold's training"
+        cal["after"] = {
+            "ece": after["ece"],
+            "brier": after["brier"],
+            "reliability": reliability(y, out),
+        }
+        cal["before"] = {
+            "ece": before["ece"],
+            "brier": before["brier"],
+            "reliability": reliability(y, raw),
+        }
+        if task == "binary":
+            cal["after"].update(calibration_stats(y, out[:, 1]))
+            cal["before"].update(calibration_stats(y, raw[:, 1]))
+        trust["curves"] = curves(y, out)
+        trust["predictions"] = {
+            "ids": cohort.ids.tolist(),
+            "y": y.tolist(),
+            "score": (out[:, 1] if out.shape[1] == 2 else out.max(1)).round(5).tolist(),
+        }
+    if spec.attributes and cohort.attributes is not None and task == "binary":
+        from holomed.fairness import audit
+
+        trust["fairness"] = audit(
+            y,
+            out[:, 1],
+            cohort.attributes,
+            ev.attribute_bins,
+            n_boot=min(ev.n_bootstrap, 200),
+            min_group=ev.min_group,
+            seed=spec.training.seed,
+        )
+    return trust
+
+
+def fit_run(
+    spec: Spec,
+    cohort: Cohort,
+    name: str,
+    seed: int | None = None,
+    params: dict[str, Any] | None = None,
+    mode: str = "holdout",
+) -> tuple[Candidate, dict[str, Any]]:
+    """Fit candidate ``name`` as ``mode`` says (see module doc); returns the model to
+    save and the run's results (``results.json``)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown fit mode {mode!r}; expected one of {MODES}")
+    seed = spec.training.seed if seed is None else seed
+    if cohort.y is None:
+        raise ValueError("fit needs labelled patients")
+
+    def make() -> Candidate:
+        return make_candidate(spec, name, seed, None, params)
+
+    if mode == "all":
+        model = make().fit(cohort)
+        trust: dict[str, Any] = {
+            "evaluation": f"none here: trained on all {len(cohort)} labelled patients; the "
+            "comparison or cross-validation run that chose this candidate is its evaluation"
+        }
+        res = fit_results(spec, cohort, model, len(cohort), 0, trust)
+        return model, res
+    splits = patient_splits(cohort, spec.split, seed=spec.training.seed)
+    if mode == "holdout":
+        tr, te = splits[0]
+        train, test = cohort.subset(tr), cohort.subset(te)
+        model = make().fit(train)
+        trust = assess(model, test, spec, train)
+        trust["evaluation"] = f"held-out test patients ({len(te)}), model trained on {len(tr)}"
+        res = fit_results(spec, cohort, model, len(tr), len(te), trust)
+        res["test_ids"] = test.ids.tolist()
+        return model, res
+    k = len(cohort.classes or []) or 1
+    shape = (len(cohort),) if cohort.task == "regression" else (len(cohort), k)
+    out, raw = np.full(shape, np.nan), np.full(shape, np.nan)
+    trust = {}
+    for fold, (tr, te) in enumerate(splits):
+        train, test = cohort.subset(tr), cohort.subset(te)
+        m = make().fit(train)
+        out[te] = m.predict_proba(test)
+        raw[te] = m.predict_proba(test, calibrated=False)
+        if fold == 0:
+            trust = assess(m, test, spec, train)
+    trust = _pooled(spec, cohort, out, raw, trust)
+    trust["evaluation"] = (
+        f"out-of-fold over {len(splits)} folds: every one of {len(cohort)} patients predicted "
+        "once by a model that did not see it; explanations from fold 0's model on its "
+        f"{len(splits[0][1])} test patients; the saved model is trained on all patients"
+    )
+    model = make().fit(cohort)
+    res = fit_results(spec, cohort, model, len(cohort), len(cohort), trust)
+    res["n_folds"] = len(splits)
+    return model, res

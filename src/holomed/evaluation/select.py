@@ -1,0 +1,259 @@
+"""Selection over all candidates by inner cross-validation on training patients only.
+
+The rule (one, documented): every candidate is scored by the mean, over the inner folds
+of the training patients, of ``evaluation.selection_metric`` on that fold's held-out
+predictions; the candidate with the best score is selected (ties: the first in the
+order given). Test patients are never seen.
+
+Per candidate, the hyper-parameters come from (in this order): a fixed grid
+(``evaluation.grid``, dotted spec paths, neural candidates), else an Optuna search
+(seeded TPE, median pruning after each inner fold) over the candidate's declared
+:meth:`~holomed.candidate.Candidate.search_space` under ``evaluation.search``'s budget,
+else the defaults.
+
+The greedy ensemble (Caruana) is built from the other candidates' out-of-fold
+predictions. Its own score is honest: for each inner fold, the weights are chosen on the
+other folds' out-of-fold predictions and scored on this fold's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from holomed.candidate import candidate_class, make_candidate
+from holomed.candidates.ensemble import blend, caruana
+from holomed.cohort import Cohort, inner_folds
+from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics
+from holomed.spec import Spec
+
+Tick = Callable[[str], None]
+
+
+def objective(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
+    """The selection metric, higher is better (NaN when undefined or non-finite output)."""
+    if not np.isfinite(out).all():
+        return float("nan")
+    v = compute_metrics(task, y, out)[metric]
+    return -v if metric in LOWER_IS_BETTER else v
+
+
+@dataclass
+class Scored:
+    """One candidate's inner-CV result."""
+
+    name: str
+    params: dict[str, Any] | None
+    score: float
+    fold_scores: list[float]
+    oof: np.ndarray
+    seconds: float
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+def grid_points(spec: Spec) -> list[dict[str, Any]]:
+    grid = spec.evaluation.grid
+    if not grid:
+        return [{}]
+    keys = sorted(grid)
+    return [
+        dict(zip(keys, vals, strict=True)) for vals in itertools.product(*(grid[k] for k in keys))
+    ]
+
+
+def _empty(n: int, task: str, k: int) -> np.ndarray:
+    return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
+
+
+def inner_cv(
+    spec: Spec,
+    train: Cohort,
+    name: str,
+    params: dict[str, Any] | None,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    report: Callable[[int, float], None] | None = None,
+) -> tuple[np.ndarray, list[float]]:
+    """Out-of-fold predictions of one configuration over ``folds`` and per-fold scores.
+    ``report(step, running mean)`` may raise to stop early (Optuna pruning)."""
+    ev = spec.evaluation
+    k = len(train.classes or []) or 1
+    oof = _empty(len(train), train.task, k)
+    scores: list[float] = []
+    for i, (a, b) in enumerate(folds):
+        c = make_candidate(spec, name, seed, None, params or None).fit(train.subset(a))
+        oof[b] = c.predict_proba(train.subset(b))
+        scores.append(objective(train.task, ev.selection_metric, train.y[b], oof[b]))
+        if report is not None:
+            report(i, float(np.nanmean(scores)) if np.isfinite(scores).any() else -np.inf)
+    return oof, scores
+
+
+def _mean(scores: list[float]) -> float:
+    s = np.asarray(scores, dtype=float)
+    return float(np.nanmean(s)) if np.isfinite(s).any() else -np.inf
+
+
+def search(
+    spec: Spec,
+    train: Cohort,
+    name: str,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    tick: Tick,
+) -> Scored:
+    """Optuna TPE search of one candidate's space within the budget; the default
+    configuration is always the first trial, so a search never does worse on the inner CV
+    than the defaults."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budget = spec.evaluation.search
+    space = candidate_class(name).search_space(spec)
+    best: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, budget.trials))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    trials: list[dict[str, Any]] = []
+
+    def run(trial: Any) -> float:
+        params = {} if trial.number == 0 else {k: p.suggest(trial, k) for k, p in space.items()}
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        try:
+            oof, scores = inner_cv(spec, train, name, params, folds, seed, report)
+        except optuna.TrialPruned:
+            trials.append({"params": params, "score": None, "pruned": True})
+            tick(f"search {name} trial {trial.number} (pruned)")
+            raise
+        score = _mean(scores)
+        trials.append({"params": params, "score": score, "pruned": False})
+        if not best or score > best["score"]:
+            best.update(params=params, score=score, scores=scores, oof=oof)
+        tick(f"search {name} trial {trial.number}")
+        return score
+
+    study.optimize(run, n_trials=budget.trials or None, timeout=budget.seconds)
+    return Scored(
+        name,
+        best["params"] or None,
+        best["score"],
+        best["scores"],
+        best["oof"],
+        time.perf_counter() - t0,
+        trials,
+    )
+
+
+def score_candidate(
+    spec: Spec,
+    train: Cohort,
+    name: str,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    tick: Tick,
+) -> Scored:
+    """Inner-CV score of one candidate with its best configuration (grid, search or
+    defaults)."""
+    cls = candidate_class(name)
+    budget = spec.evaluation.search
+    searchable = budget.candidates is None or name in budget.candidates
+    t0 = time.perf_counter()
+    if cls.family == "neural" and spec.evaluation.grid:
+        best: Scored | None = None
+        trials = []
+        for point in grid_points(spec):
+            oof, scores = inner_cv(spec, train, name, point, folds, seed)
+            trials.append({"params": point, "score": _mean(scores), "pruned": False})
+            if best is None or _mean(scores) > best.score:
+                best = Scored(name, point or None, _mean(scores), scores, oof, 0.0)
+            tick(f"select {name} {json.dumps(point, sort_keys=True)}")
+        assert best is not None
+        best.seconds, best.trials = time.perf_counter() - t0, trials
+        return best
+    if (budget.trials or budget.seconds) and searchable and cls.search_space(spec):
+        return search(spec, train, name, folds, seed, tick)
+    oof, scores = inner_cv(spec, train, name, None, folds, seed)
+    tick(f"select {name}")
+    return Scored(name, None, _mean(scores), scores, oof, time.perf_counter() - t0)
+
+
+def ensemble_selection(
+    scored: dict[str, Scored], y: np.ndarray, folds: list, task: str, metric: str
+) -> tuple[dict[str, float], list[float]]:
+    """Caruana weights over all candidates' out-of-fold predictions, and the honest
+    per-fold scores of the procedure (weights chosen without the scored fold)."""
+    preds = {n: s.oof for n, s in scored.items() if np.isfinite(s.oof).all()}
+    if len(preds) < 2:
+        return {}, []
+    weights = caruana(preds, y, task, metric)
+    fold_scores = []
+    for _, b in folds:
+        rest = np.setdiff1d(np.arange(len(y)), b)
+        w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, metric)
+        out = blend([preds[n][b] for n in w], list(w.values()))
+        fold_scores.append(objective(task, metric, y[b], out))
+    return weights, fold_scores
+
+
+@dataclass
+class Selection:
+    scored: dict[str, Scored]
+    ensemble_weights: dict[str, float]
+    selected: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cv_scores": {n: s.score for n, s in self.scored.items()},
+            "cv_fold_scores": {n: s.fold_scores for n, s in self.scored.items()},
+            "chosen_params": {n: s.params for n, s in self.scored.items()},
+            "search_trials": {n: s.trials for n, s in self.scored.items() if s.trials},
+            "select_seconds": {n: round(s.seconds, 2) for n, s in self.scored.items()},
+            "ensemble_weights": self.ensemble_weights,
+            "selected": self.selected,
+        }
+
+
+def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -> Selection:
+    """Score every candidate in ``names`` by inner CV on ``train`` and select the best
+    (``ensemble`` in ``names`` adds the greedy ensemble over the others)."""
+    ev = spec.evaluation
+    folds = inner_folds(train.y, ev.selection_folds, seed, train.task, train.groups)
+    scored: dict[str, Scored] = {}
+    for name in names:
+        if name == "ensemble":
+            continue
+        scored[name] = score_candidate(spec, train, name, folds, seed, tick)
+    weights: dict[str, float] = {}
+    if "ensemble" in names:
+        t0 = time.perf_counter()
+        weights, fold_scores = ensemble_selection(
+            scored, train.y, folds, train.task, ev.selection_metric
+        )
+        if weights:
+            oof = blend([scored[n].oof for n in weights], list(weights.values()))
+            members = [
+                {"name": n, "weight": w, "params": scored[n].params} for n, w in weights.items()
+            ]
+            scored["ensemble"] = Scored(
+                "ensemble",
+                {"members": members},
+                _mean(fold_scores),
+                fold_scores,
+                oof,
+                time.perf_counter() - t0,
+            )
+        tick("select ensemble")
+    selected = max(scored, key=lambda n: scored[n].score)
+    return Selection(scored, weights, selected)

@@ -1,0 +1,54 @@
+"""Provenance of a run: package versions and the model-card fields every run records
+(intended use, limitations, whether the data are synthetic)."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+DEFAULT_USE = (
+    "Research use only. Not a medical device; predictions must not drive clinical "
+    "decisions without prospective validation."
+)
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import numpy
+    import pandas
+    import sklearn
+    import torch
+
+    import holomed
+
+    return {
+        "holomed": holomed.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def run_card(spec: Any) -> dict[str, Any]:
+    """Intended use, limitations (the dataset's and the spec's notes) and whether the data
+    are synthetic: the model-card fields every run records."""
+    from holomed.datasets import DATASETS
+
+    ds = DATASETS.get(spec.dataset) if spec.dataset in DATASETS else None
+    synthetic = bool((ds is not None and ds.synthetic) or spec.dataset.startswith("synthetic"))
+    limitations = []
+    if synthetic:
+        limitations.append("SYNTHETIC data: a check of the method, not a clinical result.")
+    if ds is not None:
+        limitations += list(ds.notes)
+        if ds.citation:
+            limitations.append(
+                f"Data: {ds.description}. Cite: {ds.citation}. Licence: {ds.licence}."
+            )
+    limitations += list(spec.notes)
+    if spec.description:
+        limitations.append(spec.description)
+    return {"intended_use": DEFAULT_USE, "limitations": limitations, "synthetic": synthetic}

@@ -1,0 +1,96 @@
+"""Run folders: one writer at a time, an interrupted run leaves a marker, and results are
+strict JSON.
+
+``run_lock(out)`` creates ``out/.holomed.lock`` exclusively (``O_EXCL``) with the writer's
+pid; a second run into the same folder is refused while that process lives (a lock left
+by a dead process is taken over). While the run works, ``out/INCOMPLETE`` says so; it is
+removed only when the run finishes, so a killed run never looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOCK = ".holomed.lock"
+MARKER = "INCOMPLETE"
+
+
+class RunLockedError(RuntimeError):
+    """Another live run is writing into this folder."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out: Path | str) -> Iterator[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RunLockedError(
+                    f"{out}: another holomed run (pid {pid}) is writing here; "
+                    "wait for it or choose another --out"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a run that died
+    else:
+        raise RunLockedError(f"{out}: could not take the run lock {lock}")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    marker = out / MARKER
+    marker.write_text("this run has not finished (or was interrupted); its outputs are partial\n")
+    try:
+        yield out
+        marker.unlink(missing_ok=True)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become null, numpy scalars and arrays plain."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        return clean(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    """Strict JSON (no bare NaN), written to a temporary file and renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(clean(obj), indent=1, allow_nan=False, default=str))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,190 @@
+"""The candidate contract, run over every family: fit, predict with any modality missing,
+bundle round trip (identical predictions, no pickle), attributions; plus the pieces of
+selection (Caruana, stacking's mask-awareness)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import holomed.candidates as C
+from holomed.bundle import load_bundle, save_bundle, verify_bundle
+from holomed.cohort import load_cohort, patient_splits
+from holomed.errors import BundleError
+from holomed.spec import parse_spec
+from holomed.synthetic import synthetic_spec_dict
+
+FAMILIES = [
+    ("lr_early", None),
+    ("lr_late", None),
+    ("gbm", {"n_estimators": 30}),
+    ("late", None),
+    ("attention", None),
+    ("stack", {"learners": ["lr_early", "gbm"]}),
+    ("ensemble", {"members": [{"name": "lr_early", "weight": 2}, {"name": "joint", "weight": 1}]}),
+    ("bag", {"base": "joint", "n": 2}),
+]
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = synthetic_spec_dict(n_patients=220, seed=5)
+    d["training"].update({"max_epochs": 3, "patience": 2})
+    d["evaluation"].update({"selection_folds": 2})
+    spec = parse_spec(d)
+    cohort = load_cohort(spec)
+    tr, te = patient_splits(cohort, spec.split)[0]
+    return spec, cohort.subset(tr), cohort.subset(te)
+
+
+@pytest.mark.parametrize("name,params", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_every_family_round_trips_through_a_bundle(data, name, params, tmp_path, monkeypatch):
+    spec, train, test = data
+    model = C.make_candidate(spec, name, 0, None, params).fit(train)
+    p = model.predict_proba(test)
+    assert p.shape == (len(test), 2) and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-9)
+    # a pattern of missing modalities: expression gone for everyone, methylation for half
+    pres = test.presence()
+    pres["expression"] = np.zeros(len(test), bool)
+    pres["methylation"] = pres["methylation"] & (np.arange(len(test)) % 2 == 0)
+    q = model.predict_present(test, pres)
+    assert np.isfinite(q).all()
+    save_bundle(model, tmp_path / "b")
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a bundle load unpickled something")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.family == model.family
+    np.testing.assert_array_equal(loaded.predict_proba(test), p)
+    np.testing.assert_array_equal(loaded.predict_present(test, pres), q)
+
+
+def test_an_absent_modality_is_never_read(data):
+    """Values of absent rows are replaced by garbage: no family's prediction changes."""
+    spec, train, test = data
+    for name, params in FAMILIES[:6]:
+        model = C.make_candidate(spec, name, 0, None, params).fit(train)
+        before = model.predict_proba(test)
+        m = test.modalities["methylation"]
+        frame = m.values.copy()
+        absent = ~m.present
+        assert absent.any()
+        frame.loc[frame.index[absent], :] = 1e6
+        test.modalities["methylation"] = type(m)(
+            m.kind, frame, m.present.copy(), list(m.feature_names)
+        )
+        try:
+            np.testing.assert_allclose(model.predict_proba(test), before, err_msg=name)
+        finally:
+            test.modalities["methylation"] = m
+
+
+def test_classical_attributions_are_exact_shap(data):
+    spec, train, test = data
+    lr = C.make_candidate(spec, "lr_early", 0).fit(train)
+    attr = lr.feature_attributions(test)
+    # linear SHAP with the training-mean (0) background sums to the logit minus intercept
+    # (presence indicators aside)
+    total = sum(np.nan_to_num(a).sum(1) for a in attr.values())
+    x = lr._design(test, True)
+    logit = x @ lr.model_.coef[0] + lr.model_.intercept[0]
+    n_ind = len(lr.preprocessors_)
+    pres_part = x[:, -n_ind:] @ lr.model_.coef[0][-n_ind:]
+    np.testing.assert_allclose(total, logit - lr.model_.intercept[0] - pres_part, atol=1e-8)
+    gbm = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 20}).fit(train)
+    a = gbm.feature_attributions(test)
+    assert set(a) == set(spec.modality_names)
+
+
+def test_caruana_prefers_the_better_member_and_can_mix():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = np.clip(y * 0.6 + rng.normal(0.2, 0.25, 400), 0.01, 0.99)
+    other = np.clip(y * 0.5 + rng.normal(0.25, 0.3, 400), 0.01, 0.99)
+    noise = rng.random(400)
+    preds = {
+        n: np.stack([1 - p, p], 1) for n, p in [("good", good), ("other", other), ("noise", noise)]
+    }
+    w = C.caruana(preds, y, "binary", "auroc")
+    assert abs(sum(w.values()) - 1) < 1e-9
+    assert w.get("good", 0) >= max(w.get("other", 0), w.get("noise", 0))
+    assert w.get("noise", 0) <= 0.1
+
+
+def test_stack_gives_no_vote_to_an_absent_modality(data):
+    spec, train, test = data
+    st = C.make_candidate(spec, "stack", 0, None, {"learners": ["lr_early"]}).fit(train)
+    pres = test.presence()
+    x_all = st.predict_present(test, pres)
+    pres2 = dict(pres)
+    pres2["noise"] = np.zeros(len(test), bool)
+    # a patient without 'noise' gets the same prediction whatever 'noise' holds
+    rows = ~pres["noise"]
+    np.testing.assert_allclose(st.predict_present(test, pres2)[rows], x_all[rows])
+
+
+def test_tampered_bundles_are_refused_naming_the_file(data, tmp_path, monkeypatch):
+    spec, train, test = data
+    model = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 10}).fit(train)
+    path = save_bundle(model, tmp_path / "b")
+    verify_bundle(path)
+    state = json.loads((path / "state.json").read_text())
+    state["classes"] = state["classes"][::-1]
+    (path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(BundleError, match="state.json"):
+        load_bundle(path)
+    path = save_bundle(model, tmp_path / "c")
+    lgbm = next((path / "models").iterdir())
+    lgbm.write_text(lgbm.read_text().replace("tree", "tree ", 1))
+    with pytest.raises(BundleError, match=lgbm.name):
+        load_bundle(path)
+    # a site key: unsigned bundles are refused, signed ones load
+    monkeypatch.setenv("HOLOMED_BUNDLE_KEY", "site-secret")
+    with pytest.raises(BundleError, match="signature"):
+        load_bundle(save_bundle_unsigned(model, tmp_path / "d", monkeypatch))
+    signed = save_bundle(model, tmp_path / "e")
+    np.testing.assert_array_equal(
+        load_bundle(signed).predict_proba(test), model.predict_proba(test)
+    )
+
+
+def save_bundle_unsigned(model, path, monkeypatch):
+    monkeypatch.delenv("HOLOMED_BUNDLE_KEY")
+    out = save_bundle(model, path)
+    monkeypatch.setenv("HOLOMED_BUNDLE_KEY", "site-secret")
+    return out
+
+
+def test_a_bundle_is_replaced_whole(data, tmp_path, monkeypatch):
+    """A save that fails half-way leaves the earlier bundle untouched and loadable."""
+    spec, train, test = data
+    a = C.make_candidate(spec, "lr_early", 0).fit(train)
+    path = save_bundle(a, tmp_path / "b")
+    before = load_bundle(path).predict_proba(test)
+    import holomed.bundle as B
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(B, "versions", boom)
+    b = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train)
+    with pytest.raises(OSError):
+        save_bundle(b, path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load_bundle(path).predict_proba(test), before)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_unknown_candidate_names_the_choices(data):
+    spec, _, _ = data
+    with pytest.raises(ValueError, match="unknown candidate 'xgb'.*gbm"):
+        C.make_candidate(spec, "xgb")
+    assert C.canonical("baseline:gbm") == "gbm"
