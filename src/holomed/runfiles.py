@@ -51,7 +51,7 @@ def run_lock(out: Path | str) -> Iterator[Path]:
                 pid = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and _alive(pid):
                 raise RunLockedError(
                     f"{out}: another holomed run (pid {pid}) is writing here; "
                     "wait for it or choose another --out"

@@ -113,12 +113,17 @@ def synthetic_spec_dict(**dataset_options: Any) -> dict[str, Any]:
         "attributes": ["sex", "site"],
         "split": {"method": "predefined", "column": "split"},
         "fusion": {"name": "joint", "hidden": 32, "dropout": 0.2, "modality_dropout": 0.2},
+        # no validation carve-out: with ~440 training patients, early stopping on ~90 of
+        # them stopped near the initial weights (5-fold CV AUROC on training patients of
+        # joint fusion 0.611 +- 0.071 with the carve-out, 0.737 +- 0.025 with a fixed
+        # budget of 40 epochs; benchmarks/neural_small_cohort.py)
         "training": {
-            "max_epochs": 80,
+            "max_epochs": 40,
             "batch_size": 64,
             "lr": 0.003,
             "patience": 15,
             "weight_decay": 0.01,
+            "val_fraction": 0.0,
         },
         "evaluation": {"seeds": 2, "n_bootstrap": 200, "selection_folds": 2},
     }

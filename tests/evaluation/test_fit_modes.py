@@ -1,0 +1,146 @@
+"""``holomed fit`` in its three modes, deployment from a comparison, the run-folder lock,
+strict JSON, thread bounds and the calibration metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from holomed.cli import app
+from holomed.cohort import load_cohort
+from holomed.evaluation.fitrun import fit_run
+from holomed.evaluation.metrics import calibration_stats, ece
+from holomed.model import load
+from holomed.runfiles import RunLockedError, run_lock, write_json
+from holomed.spec import parse_spec
+from holomed.synthetic import synthetic_spec_dict, write_synthetic
+from holomed.threads import available_cores, cores, torch_threads_for
+
+runner = CliRunner()
+
+
+def kfold_spec(n=150):
+    d = synthetic_spec_dict(n_patients=n, seed=2)
+    d["split"] = {"method": "kfold", "n_folds": 3}
+    d["training"].update({"max_epochs": 3, "patience": 2})
+    d["evaluation"].update({"n_bootstrap": 20, "selection_folds": 2, "explain": False})
+    return parse_spec(d)
+
+
+def test_kfold_fit_evaluates_every_patient_out_of_fold_and_deploys_on_all():
+    spec = kfold_spec()
+    cohort = load_cohort(spec)
+    model, res = fit_run(spec, cohort, "lr_early", mode="kfold")
+    assert res["n_train"] == len(cohort) and res["n_folds"] == 3
+    assert len(res["predictions"]["ids"]) == len(cohort)  # everyone, once
+    assert "out-of-fold" in res["evaluation"]
+    # the deployed model saw every patient: it equals a fit on all of them
+    again, _ = fit_run(spec, cohort, "lr_early", mode="all")
+    np.testing.assert_allclose(model.predict_proba(cohort), again.predict_proba(cohort))
+    # pooled out-of-fold predictions are not the deployed model's in-sample ones
+    score = np.asarray(res["predictions"]["score"])
+    assert not np.allclose(score, model.predict_proba(cohort)[:, 1], atol=1e-3)
+
+
+def test_fit_from_a_comparison_deploys_its_selection(tmp_path):
+    spec_path = write_synthetic(tmp_path / "data", n_patients=140, seed=4)
+    common = ["--set", "training.max_epochs=2", "--set", "evaluation.n_bootstrap=10"]
+    r = runner.invoke(
+        app,
+        [
+            "compare",
+            str(spec_path),
+            "--fusion",
+            "late",
+            "--seeds",
+            "1",
+            "--no-ablations",
+            "--out",
+            str(tmp_path / "cmp"),
+            *common,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert not (tmp_path / "cmp" / "INCOMPLETE").exists()
+    r = runner.invoke(
+        app,
+        ["fit", str(spec_path), "--from", str(tmp_path / "cmp"), "--out", str(tmp_path / "dep")],
+    )
+    assert r.exit_code == 0, r.output
+    model = load(tmp_path / "dep" / "bundle")
+    assert model.name == res["selected"].removeprefix("baseline:")
+    fitres = json.loads((tmp_path / "dep" / "results.json").read_text())
+    assert fitres["n_train"] == 140 and fitres["n_test"] == 0
+    # a classical baseline can be fitted and deployed by name
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            str(spec_path),
+            "--fusion",
+            "baseline:gbm",
+            "--out",
+            str(tmp_path / "g"),
+            "--set",
+            "evaluation.explain=false",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert load(tmp_path / "g" / "bundle").family == "classical"
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    with run_lock(tmp_path / "out"):
+        assert (tmp_path / "out" / "INCOMPLETE").exists()
+        with pytest.raises(RunLockedError, match="another holomed run"):
+            with run_lock(tmp_path / "out"):
+                pass
+    assert not (tmp_path / "out" / "INCOMPLETE").exists()
+    # a lock left by a dead process is taken over
+    (tmp_path / "out" / ".holomed.lock").write_text("999999")
+    with run_lock(tmp_path / "out"):
+        pass
+    # an interrupted run leaves its marker
+    with pytest.raises(KeyboardInterrupt):
+        with run_lock(tmp_path / "x"):
+            raise KeyboardInterrupt
+    assert (tmp_path / "x" / "INCOMPLETE").exists()
+
+
+def test_results_are_strict_json(tmp_path):
+    write_json(tmp_path / "r.json", {"a": float("nan"), "b": [np.float32(1.5), np.inf]})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": [1.5, None]}
+
+
+def test_threads_follow_the_cores_available(monkeypatch):
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
+    monkeypatch.setenv("HOLOMED_THREADS", "1")
+    assert cores() == 1
+    import torch
+
+    before = torch.get_num_threads()
+    with torch_threads_for(10_000) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_binary_ece_is_on_the_risk_scale_and_calibration_slope():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 20000)
+    y = (rng.random(20000) < p).astype(int)
+    out = np.stack([1 - p, p], 1)
+    assert ece(y, out) < 0.02
+    # every risk overstated: the top-class ECE would hide it, the risk-scale one does not
+    shifted = np.clip(p + 0.2, 0, 1)
+    assert ece(y, np.stack([1 - shifted, shifted], 1)) > 0.15
+    c = calibration_stats(y, p)
+    assert abs(c["calibration_slope"] - 1) < 0.05 and abs(c["calibration_intercept"]) < 0.05
+    assert abs(c["calibration_in_the_large"]) < 0.01
+    z = np.log(p / (1 - p))
+    over = 1 / (1 + np.exp(-2 * z))  # overconfident: slope 0.5
+    assert abs(calibration_stats(y, over)["calibration_slope"] - 0.5) < 0.05
