@@ -31,6 +31,16 @@ VARIANTS = {
     "no carve-out, 40 epochs": {"training.val_fraction": 0.0, "training.max_epochs": 40},
     "no carve-out, 80 epochs": {"training.val_fraction": 0.0, "training.max_epochs": 80},
     "weight decay 0.1": {"training.weight_decay": 0.1},
+    "no carve-out, 40 epochs, L1 1e-3 on input weights": {
+        "training.val_fraction": 0.0,
+        "training.max_epochs": 40,
+        "training.l1": 1e-3,
+    },
+    "no carve-out, 40 epochs, L1 1e-2 on input weights": {
+        "training.val_fraction": 0.0,
+        "training.max_epochs": 40,
+        "training.l1": 1e-2,
+    },
     "lr 0.001": {"training.lr": 0.001},
     "identity encoders + no carve-out, 60 epochs": {
         "training.val_fraction": 0.0,

@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def ci(m: dict) -> str:
-    return f"{m['mean']:.3f} ± {m['sd']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
+    if m.get("mean") is None:
+        return "—"
+    lo, hi = m["ci"]
+    rng = "" if lo is None else f" [{lo:.3f}, {hi:.3f}]"
+    return f"{m['mean']:.3f} ± {m['sd']:.3f}{rng}"
 
 
 def compare_table(res: dict) -> str:
@@ -20,7 +24,8 @@ def compare_table(res: dict) -> str:
         metrics = ["auroc", "auprc", "f1_macro", "f1_micro", "hamming_loss"]
     lines = [
         f"Selected by {res['selection_folds']}-fold CV on the training patients "
-        f"({res['selection_metric']}): **{res['selected']}**. "
+        f"({res['selection_metric']}): **{res['selected']}** "
+        f"({res.get('selected_family', '')}). "
         f"{len(res['seeds'])} seeds; mean ± sd over seeds [95 % stratified bootstrap CI of "
         f"the seed-mean, {res['n_bootstrap']} resamples, {res['n_evaluated']} test patients]. "
         f"Whole run: {res['total_seconds']:.0f} s.",
@@ -36,18 +41,25 @@ def compare_table(res: dict) -> str:
             + " | ".join(ci(e["metrics"][m]) for m in metrics)
             + f" | {e['fit_seconds']:.2f} | {e['peak_rss_mb']:.0f} |"
         )
-    cv = res["selection_detail"][0]["cv_scores"]
+    detail = res["selection_detail"]
     lines += [
         "",
-        "CV-on-train scores used for selection:",
+        "Inner-CV scores (mean over inner folds of the training patients) used for selection, "
+        "per outer split; the chosen parameters of searched or grid-tuned candidates:",
         "",
-        "| strategy | grid point | CV " + res["selection_metric"] + " |",
-        "|---|---|---|",
+        "| candidate | " + " | ".join(f"split {d['fold']}" for d in detail) + " | parameters |",
+        "|---" * (len(detail) + 2) + "|",
     ]
-    for f, pts in cv.items():
-        for p, s in pts.items():
-            shown = "— (one candidate, nothing to select)" if s is None else f"{s:.4f}"
-            lines.append(f"| {f} | `{p}` | {shown} |")
+    names = sorted({n for d in detail for n in d["cv_scores"]})
+    for n in names:
+        cells = []
+        for d in detail:
+            v = d["cv_scores"].get(n)
+            mark = " ★" if d.get("selected") == n else ""
+            cells.append("—" if v is None else f"{v:.4f}{mark}")
+        params = (detail[0].get("chosen_params") or {}).get(n)
+        shown = "" if not params else f"`{json.dumps(params, sort_keys=True)[:120]}`"
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {shown} |")
     return "\n".join(lines)
 
 

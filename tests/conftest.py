@@ -23,6 +23,8 @@ TINY_MISSING = 0.3  # chance each omics modality is absent for a patient
 # when other processes load the CPUs (OpenMP's spinning threads can then slow tiny ops
 # down a hundredfold).
 torch.set_num_threads(int(os.environ.get("HOLOMED_TEST_THREADS", "1")))
+# commands run through the CLI bound their threads too (holomed.threads): keep them at one
+os.environ.setdefault("HOLOMED_THREADS", os.environ.get("HOLOMED_TEST_THREADS", "1"))
 
 
 # -- real data ---------------------------------------------------------------------

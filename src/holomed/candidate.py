@@ -128,7 +128,7 @@ class Candidate:
 
     def evaluate(self, cohort: Any) -> dict[str, float]:
         from holomed.errors import CohortError
-        from holomed.evaluation.metrics import compute_metrics
+        from holomed.scoring.metrics import compute_metrics
 
         if cohort.y is None:
             raise CohortError("evaluate needs a cohort with labels")
@@ -224,3 +224,32 @@ def sub_state(prefix: str, arrays: dict[str, np.ndarray], texts: dict[str, str])
 
 def prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
     return {prefix + k: v for k, v in d.items()}
+
+
+def pack_members(members: list[Candidate], prefix: str) -> State:
+    """The states of member candidates (of a stack or an ensemble): their metadata in
+    order, and their arrays and texts under ``{prefix}{i}.``."""
+    metas: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {}
+    texts: dict[str, str] = {}
+    for i, m in enumerate(members):
+        mm, aa, tt = m.to_state()
+        metas.append(mm)
+        arrays.update(prefixed(f"{prefix}{i}.", aa))
+        texts.update(prefixed(f"{prefix}{i}.", tt))
+    return {"members": metas}, arrays, texts
+
+
+def unpack_members(
+    spec: Spec,
+    metas: list[dict[str, Any]],
+    arrays: dict[str, np.ndarray],
+    texts: dict[str, str],
+    prefix: str,
+) -> list[Candidate]:
+    """The member candidates written by :func:`pack_members`."""
+    out = []
+    for i, mm in enumerate(metas):
+        a, t = sub_state(f"{prefix}{i}.", arrays, texts)
+        out.append(candidate_from_state(spec, mm, a, t))
+    return out

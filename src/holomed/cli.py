@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from holomed.runfiles import run_lock, write_json
@@ -134,7 +141,7 @@ def _cohort_table(cohort) -> None:
         t.add_row(name, m["kind"], str(m["present"]), f"{m['coverage']:.0%}", str(m["features"]))
     console.print(t)
     if cohort.excluded:
-        from holomed.evaluation.compare import count_reasons
+        from holomed.cohort import count_reasons
 
         console.print(f"[yellow]{len(cohort.excluded)} exclusion(s):[/]")
         for reason, n in count_reasons(cohort.excluded).items():
@@ -162,6 +169,8 @@ def _progress() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     )
@@ -176,9 +185,11 @@ def _ticker(prog: Progress, task: Any) -> Callable[[str], None]:
         prog.update(task, advance=1, description=msg)
         if not console.is_terminal:
             t = next(x for x in prog.tasks if x.id == task)
+            done, total = int(t.completed), int(t.total or 0)
+            spent = time.perf_counter() - t0
+            left = spent / max(done, 1) * max(total - done, 0)
             console.print(
-                f"[{int(t.completed)}/{int(t.total or 0)}] {msg} "
-                f"({time.perf_counter() - t0:.0f} s)",
+                f"[{done}/{total}] {msg} ({spent:.0f} s; about {left:.0f} s left)",
                 highlight=False,
             )
 

@@ -560,3 +560,16 @@ def carve_validation(
     except ValueError:  # a class too small to stratify
         a, b = train_test_split(idx, test_size=frac, random_state=seed)
     return np.sort(a), np.sort(b)
+
+
+def count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in excluded:
+        if e.get("scope") == "value":  # values set to missing; 'count' of them
+            key = f"values of modality {e['modality']}: {e['reason']}"
+        elif "modality" in e:
+            key = f"modality {e['modality']}: {e['reason'].split(' in ')[0]}"
+        else:
+            key = f"{e.get('scope', 'patient')}: {e['reason']}"
+        out[key] = out.get(key, 0) + int(e.get("count", 1))
+    return out

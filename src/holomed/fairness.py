@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from holomed.evaluation.metrics import ece as _ece
+from holomed.scoring.metrics import ece as _ece
 
 METRICS = ("auroc", "tpr", "fpr", "ppv", "ece", "calibration_gap", "prevalence")
 

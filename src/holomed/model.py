@@ -19,10 +19,10 @@ import torch
 from holomed.candidate import Candidate, Param, register_candidate
 from holomed.cohort import Cohort, carve_validation
 from holomed.errors import CohortError
-from holomed.evaluation.calibration import Calibrator
 from holomed.fusion import fusion_names, get_fusion
 from holomed.modalities import Preprocessor, get_modality
 from holomed.network import MultimodalNet
+from holomed.scoring.calibration import Calibrator
 from holomed.spec import Spec, SpecError, override_spec
 from holomed.tasks import Task
 from holomed.threads import torch_threads_for
@@ -247,8 +247,15 @@ class Model(Candidate):
         """Preprocessed inputs and presence masks of ``cohort``."""
         return self._arrays(cohort)
 
-    def logits(self, x: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> torch.Tensor:
-        return self._logits(x, present)
+    def logits(
+        self, x: dict[str, np.ndarray], present: dict[str, np.ndarray], batch_size: int = 8192
+    ) -> torch.Tensor:
+        """Network outputs before the task's link, in batches (inference mode)."""
+        return self._logits(x, present, batch_size)
+
+    def modality_specs(self) -> list:
+        """The spec entries of the modalities this model uses."""
+        return self._modality_specs()
 
     def output(self, logits: torch.Tensor, calibrated: bool = True) -> np.ndarray:
         return self._output(logits, calibrated)
@@ -267,6 +274,7 @@ class Model(Candidate):
             "training.weight_decay": Param("float", 1e-5, 0.1, log=True),
             "fusion.dropout": Param("float", 0.0, 0.6),
             "fusion.hidden": Param("categorical", choices=(16, 32, 64, 128)),
+            "training.l1": Param("float", 1e-6, 1e-2, log=True),
         }
         if spec.training.val_fraction == 0:  # no early stopping: the epoch budget regularises
             space["training.max_epochs"] = Param("int", 10, max(20, spec.training.max_epochs))

@@ -32,6 +32,7 @@ class MultimodalNet(nn.Module):
         super().__init__()
         fcls = get_fusion(fusion)
         self.names = list(in_dims)
+        self.in_dims = dict(in_dims)
         sizes = in_sizes or in_dims
         self.encoders = nn.ModuleDict(
             {
@@ -72,6 +73,18 @@ class MultimodalNet(nn.Module):
             if e.aux_loss is not None:
                 self.aux_losses.append(e.aux_loss)
             out[n] = Encoded(emb, tok, token_mask=mask)
+        return out
+
+    def input_weights(self) -> list[torch.Tensor]:
+        """Weight matrices that read a modality's input features directly (an encoder's
+        first layer, or a fusion's input-level layer): what an L1 penalty makes sparse."""
+        out = []
+        for n, enc in self.encoders.items():
+            out += [p for p in enc.parameters() if p.dim() == 2 and p.shape[1] == self.in_dims[n]]
+        sizes = set(self.in_dims.values())
+        for p in self.fusion.parameters():
+            if p.dim() == 2 and (p.shape[1] in sizes or p.shape[1] == sum(self.in_dims.values())):
+                out.append(p)
         return out
 
     def forward(self, x: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -240,6 +240,9 @@ class TrainingSpec(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     l2: float = Field(0.0, ge=0)
+    # L1 on the weights that read input features (encoders' first layers): sparse feature
+    # use, for cohorts where few of many features carry signal (omics)
+    l1: float = Field(0.0, ge=0)
     patience: int = Field(15, ge=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
     # class-weighted losses distort predicted risks (the mean risk follows the weights, not
@@ -293,7 +296,8 @@ class EvaluationSpec(_Strict):
         default_factory=lambda: ["lr_early", "lr_late", "gbm", "lr_l1", "stack", "ensemble"]
     )
     search: SearchSpec = Field(default_factory=lambda: SearchSpec())
-    # neural candidates are also entered as a bag of this many seeds (1 = no bagging)
+    # neural candidates are fitted as bags of this many seeds, probabilities averaged
+    # (selection, refits, ablations and the deployed model alike; 1 = no bagging)
     bag: int = Field(1, ge=1)
 
     @field_validator("missing_rates")

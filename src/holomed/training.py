@@ -110,6 +110,7 @@ class LitMultimodal(L.LightningModule):
         modality_dropout: float = 0.0,
         unimodal_weight: float = 0.5,
         l2: float = 0.0,
+        l1: float = 0.0,
     ) -> None:
         super().__init__()
         self.net, self.task = net, task
@@ -118,6 +119,8 @@ class LitMultimodal(L.LightningModule):
         self.l2 = l2
         # coupled L2 on weight matrices (not biases / norms), as in penalised regression
         self._l2_params = [p for n, p in net.named_parameters() if p.dim() >= 2]
+        # L1 on the weights that read input features: sparse feature use, as the lasso
+        self.l1, self._l1_params = l1, net.input_weights() if l1 > 0 else []
 
     def forward(self, x, present):
         return self.net(x, present)
@@ -143,6 +146,8 @@ class LitMultimodal(L.LightningModule):
                     extras.append(self.unimodal_weight * torch.stack(uni).mean())
             if self.l2 > 0:
                 extras.append(self.l2 * sum((p**2).sum() for p in self._l2_params))
+            if self.l1 > 0 and self._l1_params:
+                extras.append(self.l1 * sum(p.abs().sum() for p in self._l1_params))
             if extras:
                 loss = loss + torch.stack(extras).sum()
         return loss
@@ -188,7 +193,7 @@ def train(
     """Fit ``net`` in place; returns a small history (epochs run, best epoch, losses)."""
     L.seed_everything(seed, workers=True, verbose=False)
     lit = LitMultimodal(
-        net, task, cfg.lr, cfg.weight_decay, modality_dropout, unimodal_weight, cfg.l2
+        net, task, cfg.lr, cfg.weight_decay, modality_dropout, unimodal_weight, cfg.l2, cfg.l1
     )
     best = BestWeights()
     callbacks: list[L.Callback] = [best]

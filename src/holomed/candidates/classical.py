@@ -75,6 +75,17 @@ class Linear:
         if len(classes) < 2:
             return cls("prior", np.zeros((1, x.shape[1])), np.array([float(classes[0])]))
         counts = np.bincount(y.astype(int))
+        if counts[counts > 0].min() < 2:  # a class seen once: no CV of C is possible
+            from sklearn.linear_model import LogisticRegression
+
+            if l1 and len(classes) == 2:  # liblinear would shrink the intercept too
+                return cls("prior", np.zeros((1, x.shape[1])), np.array([float(np.mean(y))]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = LogisticRegression(C=0.1, max_iter=5000).fit(x, y)
+            lin = cls("binary" if len(m.classes_) == 2 else "multiclass", m.coef_, m.intercept_)
+            lin.C, lin.classes = 0.1, m.classes_.astype(int)
+            return lin
         k = int(max(2, min(folds, counts[counts > 0].min())))
         cv = StratifiedKFold(k, shuffle=True, random_state=seed)
         with warnings.catch_warnings():

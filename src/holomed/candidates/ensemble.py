@@ -19,13 +19,12 @@ import numpy as np
 
 from holomed.candidate import (
     Candidate,
-    candidate_from_state,
     make_candidate,
-    prefixed,
+    pack_members,
     register_candidate,
-    sub_state,
+    unpack_members,
 )
-from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics
+from holomed.scoring.metrics import LOWER_IS_BETTER, compute_metrics
 
 
 def _objective(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
@@ -166,24 +165,15 @@ class Ensemble(Candidate):
             "seed": self.seed,
             "params": self.params,
             "weights": self.weights_,
-            "members": [],
         }
-        arrays: dict[str, np.ndarray] = {}
-        texts: dict[str, str] = {}
-        for i, m in enumerate(self.members_):
-            mm, aa, tt = m.to_state()
-            meta["members"].append(mm)
-            arrays.update(prefixed(f"m{i}.", aa))
-            texts.update(prefixed(f"m{i}.", tt))
+        packed, arrays, texts = pack_members(self.members_, "m")
+        meta["members"] = packed["members"]
         return meta, arrays, texts
 
     @classmethod
     def from_state(cls, spec, meta, arrays, texts) -> Ensemble:
         e = cls(spec, meta["name"], meta["seed"], None, meta.get("params"))
-        e.members_ = []
-        for i, mm in enumerate(meta["members"]):
-            a, t = sub_state(f"m{i}.", arrays, texts)
-            e.members_.append(candidate_from_state(spec, mm, a, t))
+        e.members_ = unpack_members(spec, meta["members"], arrays, texts, "m")
         e.weights_ = [float(w) for w in meta["weights"]]
         if len(e.weights_) != len(e.members_) or not e.members_:
             raise ValueError("ensemble: weights do not match members")

@@ -20,11 +20,12 @@ import numpy as np
 
 from holomed.candidate import (
     Candidate,
-    candidate_from_state,
     make_candidate,
+    pack_members,
     prefixed,
     register_candidate,
     sub_state,
+    unpack_members,
 )
 from holomed.candidates.classical import Linear, _fit_linear, _predict_linear
 from holomed.cohort import Cohort, inner_folds
@@ -145,20 +146,14 @@ class Stack(Candidate):
             "task": self.task_.to_json(),
             "classes": self.classes_,
             "units": [list(u) for u in self.units_],
-            "bases": [],
             "meta_learner": {"per_label": isinstance(self.meta_, list), "linear": []},
         }
-        arrays: dict[str, np.ndarray] = {}
-        texts: dict[str, str] = {}
+        packed, arrays, texts = pack_members(self.bases_, "u")
+        meta["bases"] = packed["members"]
         for j, lin in enumerate(metas):
             mm, aa = lin.state()
             meta["meta_learner"]["linear"].append(mm)
             arrays.update(prefixed(f"meta{j}.", aa))
-        for i, b in enumerate(self.bases_):
-            mm, aa, tt = b.to_state()
-            meta["bases"].append(mm)
-            arrays.update(prefixed(f"u{i}.", aa))
-            texts.update(prefixed(f"u{i}.", tt))
         return meta, arrays, texts
 
     @classmethod
@@ -168,10 +163,7 @@ class Stack(Candidate):
         s.task_ = Task.from_json(meta["task"])
         s.classes_ = meta["classes"]
         s.units_ = [tuple(u) for u in meta["units"]]
-        s.bases_ = []
-        for i, mm in enumerate(meta["bases"]):
-            a, t = sub_state(f"u{i}.", arrays, texts)
-            s.bases_.append(candidate_from_state(spec, mm, a, t))
+        s.bases_ = unpack_members(spec, meta["bases"], arrays, texts, "u")
         lins = []
         for j, mm in enumerate(meta["meta_learner"]["linear"]):
             a, _ = sub_state(f"meta{j}.", arrays, {})

@@ -30,23 +30,22 @@ from holomed.candidate import (
     candidate_class,
     candidate_entry,
     canonical,
-    make_candidate,
 )
 from holomed.candidates.ensemble import blend
-from holomed.cohort import Cohort, patient_splits
+from holomed.cohort import Cohort, count_reasons, patient_splits  # noqa: F401 (re-exported)
 from holomed.evaluation.baselines import ScoreBaseline
-from holomed.evaluation.metrics import (
+from holomed.evaluation.resources import Measure
+from holomed.evaluation.select import Selection, build_candidate, grid_points, select
+from holomed.evaluation.trust import curves
+from holomed.explain.features import top_features
+from holomed.explain.modality import modality_shapley
+from holomed.provenance import run_card, versions
+from holomed.scoring.metrics import (
     LOWER_IS_BETTER,
     calibration_stats,
     metric_names,
     summarise,
 )
-from holomed.evaluation.resources import Measure
-from holomed.evaluation.select import Selection, grid_points, select
-from holomed.evaluation.trust import curves
-from holomed.explain.features import top_features
-from holomed.explain.modality import modality_shapley
-from holomed.provenance import run_card, versions
 from holomed.spec import Spec, override_spec
 
 Tick = Callable[[str], None]
@@ -159,7 +158,7 @@ def compare(
             entry = candidate_entry(c)
             with Measure() as mem:
                 for s in range(seeds):
-                    m = make_candidate(spec, c, s, None, chosen.get(c)).fit(train)
+                    m = build_candidate(spec, c, s, None, chosen.get(c)).fit(train)
                     out = m.predict_proba(test)
                     test_out.setdefault(c, []).append(out)
                     record(entry, _group(c), s, te, out, m.fit_seconds_, _params(m, chosen.get(c)))
@@ -196,7 +195,7 @@ def compare(
         for label, group, mods in subsets:
             with Measure() as mem:
                 for s in range(seeds):
-                    m = make_candidate(spec, abl, s, mods, chosen.get(abl)).fit(train)
+                    m = build_candidate(spec, abl, s, mods, chosen.get(abl)).fit(train)
                     record(
                         label,
                         group,
@@ -325,19 +324,6 @@ def _deploy_params(log: list[dict[str, Any]], name: str) -> Any:
 
 def _empty(n: int, task: str, k: int) -> np.ndarray:
     return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
-
-
-def count_reasons(excluded: list[dict[str, Any]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for e in excluded:
-        if e.get("scope") == "value":  # values set to missing; 'count' of them
-            key = f"values of modality {e['modality']}: {e['reason']}"
-        elif "modality" in e:
-            key = f"modality {e['modality']}: {e['reason'].split(' in ')[0]}"
-        else:
-            key = f"{e.get('scope', 'patient')}: {e['reason']}"
-        out[key] = out.get(key, 0) + int(e.get("count", 1))
-    return out
 
 
 def count_fits(

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 import holomed.candidates  # noqa: F401  (every family registered)
-from holomed.candidate import Candidate, make_candidate
+from holomed.candidate import Candidate
 from holomed.cohort import Cohort, patient_splits
-from holomed.evaluation.metrics import calibration_stats, compute_metrics, summarise
+from holomed.evaluation.select import build_candidate
 from holomed.evaluation.trust import assess, curves, fit_results
+from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
 from holomed.spec import Spec
 
 MODES = ("holdout", "kfold", "all")
@@ -43,7 +44,7 @@ def _pooled(
     trust["metrics"] = summarise(task, y, [out], ev.n_bootstrap, spec.training.seed)
     trust["metrics_uncalibrated"] = summarise(task, y, [raw], ev.n_bootstrap, spec.training.seed)
     if task in ("binary", "multiclass") and "calibration" in trust:
-        from holomed.evaluation.calibration import reliability
+        from holomed.scoring.calibration import reliability
 
         after, before = compute_metrics(task, y, out), compute_metrics(task, y, raw)
         cal = trust["calibration"]
@@ -99,7 +100,7 @@ def fit_run(
         raise ValueError("fit needs labelled patients")
 
     def make() -> Candidate:
-        return make_candidate(spec, name, seed, None, params)
+        return build_candidate(spec, name, seed, None, params)
 
     if mode == "all":
         model = make().fit(cohort)

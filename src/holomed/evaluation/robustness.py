@@ -19,7 +19,8 @@ import holomed.candidates  # noqa: F401  (every family registered)
 from holomed.candidate import CLASSICAL as BASELINES
 from holomed.candidate import candidate_entry, canonical, make_candidate
 from holomed.cohort import Cohort, patient_splits
-from holomed.evaluation.metrics import compute_metrics
+from holomed.evaluation.select import build_candidate
+from holomed.scoring.metrics import compute_metrics
 from holomed.spec import Spec
 
 
@@ -71,7 +72,7 @@ def robustness(
     entries: list[tuple[str, Callable[[int], Any]]] = [
         (
             candidate_entry(canonical(f)),
-            lambda s, f=f, p=(params or {}).get(f): make_candidate(spec, f, s, None, p).fit(train),
+            lambda s, f=f, p=(params or {}).get(f): build_candidate(spec, f, s, None, p).fit(train),
         )
         for f in fusions
     ]

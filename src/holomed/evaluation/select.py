@@ -30,7 +30,7 @@ import numpy as np
 from holomed.candidate import candidate_class, make_candidate
 from holomed.candidates.ensemble import blend, caruana
 from holomed.cohort import Cohort, inner_folds
-from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics
+from holomed.scoring.metrics import LOWER_IS_BETTER, compute_metrics
 from holomed.spec import Spec
 
 Tick = Callable[[str], None]
@@ -71,6 +71,23 @@ def _empty(n: int, task: str, k: int) -> np.ndarray:
     return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
 
 
+def build_candidate(
+    spec: Spec,
+    name: str,
+    seed: int,
+    modalities: list[str] | None = None,
+    params: dict[str, Any] | None = None,
+):
+    """A fresh candidate as the harness fits it: a neural candidate is a bag of
+    ``evaluation.bag`` seeds when that is above 1."""
+    bag = spec.evaluation.bag
+    if bag > 1 and candidate_class(name).family == "neural":
+        return make_candidate(
+            spec, "bag", seed, modalities, {"base": name, "n": bag, "params": params}
+        )
+    return make_candidate(spec, name, seed, modalities, params or None)
+
+
 def inner_cv(
     spec: Spec,
     train: Cohort,
@@ -87,7 +104,7 @@ def inner_cv(
     oof = _empty(len(train), train.task, k)
     scores: list[float] = []
     for i, (a, b) in enumerate(folds):
-        c = make_candidate(spec, name, seed, None, params or None).fit(train.subset(a))
+        c = build_candidate(spec, name, seed, None, params).fit(train.subset(a))
         oof[b] = c.predict_proba(train.subset(b))
         scores.append(objective(train.task, ev.selection_metric, train.y[b], oof[b]))
         if report is not None:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from holomed.cohort import Cohort
-from holomed.evaluation.calibration import reliability
-from holomed.evaluation.metrics import summarise
+from holomed.scoring.calibration import reliability
+from holomed.scoring.metrics import summarise
 from holomed.spec import Spec
 
 
@@ -40,9 +40,9 @@ def attention_readout(model: Any, cohort: Cohort, n_examples: int = 5) -> dict[s
     hybrid, ...): their mean over patients and a few example patients; and, under
     ``set_pooling``, the weights of encoders that pool a set per patient (images of a
     patient's set, chunks of a note). ``None`` when the model has neither."""
-    x, present = model._arrays(cohort)
+    x, present = model.transform(cohort)
     x = {k: np.asarray(v) for k, v in x.items()}  # lazy arrays too: one batch, weights align
-    model._logits(x, present, batch_size=max(len(cohort), 1))
+    model.logits(x, present, batch_size=max(len(cohort), 1))
     out: dict[str, Any] = {}
     w = model.net_.fusion.attention_weights
     if w is not None:
@@ -72,7 +72,7 @@ def set_pooling_readout(
 ) -> dict[str, Any]:
     """The last forward pass's set-pooling weights of each encoder that keeps them
     (``last_weights_``, ``(n present, slots)``, 0 on padding slots), per patient."""
-    kinds = {m.name: m.kind for m in model._modality_specs()}
+    kinds = {m.name: m.kind for m in model.modality_specs()}
     out: dict[str, Any] = {}
     for name, enc in model.net_.encoders.items():
         w = getattr(enc, "last_weights_", None)
@@ -110,12 +110,12 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, spec.training.seed),
     }
     if task == "multilabel":
-        from holomed.evaluation.metrics import multilabel_metrics
+        from holomed.scoring.metrics import multilabel_metrics
 
         per = multilabel_metrics(test.y, proba, per_label=True)["per_label"]
         out["per_label"] = {test.classes[j]: v for j, v in per.items()}
     if task in ("binary", "multiclass"):
-        from holomed.evaluation.metrics import calibration_stats, compute_metrics
+        from holomed.scoring.metrics import calibration_stats, compute_metrics
 
         before, after = compute_metrics(task, test.y, raw), compute_metrics(task, test.y, proba)
         cal = getattr(model, "calibrator_", None)
@@ -200,7 +200,7 @@ def fit_results(
     spec: Spec, cohort: Cohort, model: Any, n_train: int, n_test: int, trust: dict[str, Any]
 ) -> dict[str, Any]:
     """The ``results.json`` of a fit run: run card, cohort, exclusions and trust sections."""
-    from holomed.evaluation.compare import count_reasons
+    from holomed.cohort import count_reasons
     from holomed.provenance import run_card, versions
 
     card = run_card(spec)

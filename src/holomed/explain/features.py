@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from holomed.evaluation.metrics import compute_metrics
 from holomed.modalities.base import rows_mask
+from holomed.scoring.metrics import compute_metrics
 
 
 def _score_logit(out: torch.Tensor, target: int | None) -> torch.Tensor:
@@ -31,7 +31,7 @@ def _score_logit(out: torch.Tensor, target: int | None) -> torch.Tensor:
 
 def _inputs(model: Any, cohort: Any) -> tuple[dict, dict, dict]:
     """Preprocessed inputs (absent rows zeroed) as tensors, presence masks, raw arrays."""
-    x, present = model._arrays(cohort)
+    x, present = model.transform(cohort)
     xt = {
         k: torch.as_tensor(np.where(rows_mask(present[k], v.ndim), v, 0.0), dtype=torch.float32)
         for k, v in x.items()
@@ -245,7 +245,7 @@ def deletion_curve(
 ) -> dict[str, Any]:
     """Metric as the top-k features (by global mean |attribution|, across modalities)
     are reset to baseline 0, vs. the same number of features in a random order."""
-    x, present = model._arrays(cohort)
+    x, present = model.transform(cohort)
     keys = [(m, j) for m, a in attr.items() for j in range(a.shape[1])]
     mag = np.array(
         [
@@ -264,7 +264,7 @@ def deletion_curve(
             xx = {m: v.copy() for m, v in x.items()}
             for m, j in order[:k]:
                 xx[m][:, j] = 0.0
-            out = model._output(model._logits(xx, present))
+            out = model.output(model.logits(xx, present))
             vals.append(float(compute_metrics(cohort.task, cohort.y, out)[metric]))
         return vals
 

@@ -48,7 +48,7 @@ def attribution_maps(
     from holomed.report.plots import image_saliency_plot, signal_attribution_plot
 
     out_dir = Path(out_dir)
-    kinds = {m.name: m.kind for m in model._modality_specs()}
+    kinds = {m.name: m.kind for m in model.modality_specs()}
     records: list[dict[str, Any]] = []
     for name, kind in kinds.items():
         if kind not in MAP_KINDS or name not in cohort.modalities:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from holomed.evaluation.metrics import LOWER_IS_BETTER, compute_metrics
+from holomed.scoring.metrics import LOWER_IS_BETTER, compute_metrics
 
 Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 

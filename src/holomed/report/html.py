@@ -30,6 +30,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from holomed.scoring.metrics import LOWER_IS_BETTER
+
 __all__ = ["render_report", "render_html"]
 
 REPORT_NAME = "report.html"
@@ -37,7 +39,6 @@ MAX_EXAMPLE_PATIENTS = 4  # per-patient contribution examples shown
 MAX_CURVE_ENTRIES = 8  # leaderboard entries drawn on the ROC/PR figure
 TOP_FEATURES_SHOWN = 10
 
-LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "mse"}
 KEY_METRICS = ("auroc", "auprc", "balanced_accuracy", "brier", "ece", "f1_macro")
 KEY_METRICS_REGRESSION = ("rmse", "mae", "r2", "pearson", "spearman")
 METRIC_LABELS = {
