@@ -108,6 +108,23 @@ class Candidate:
     def feature_names(self) -> dict[str, list[str]]:
         return {}
 
+    def explain(self, cohort: Any, top_k: int = 15) -> dict[str, Any]:
+        """Why these predictions, for any family: per-patient and global modality Shapley
+        values with leave-one-out deltas, and the top features per modality from the
+        family's own attributions (``features_method`` says which)."""
+        from holomed.explain.features import top_features
+        from holomed.explain.modality import modality_shapley
+
+        attr = self.feature_attributions(cohort)
+        return {
+            "contributions": modality_shapley(self, cohort),
+            "attention": None,
+            "features": top_features(attr, self.feature_names(), top_k) if attr else {},
+            "features_method": self.attribution_method,
+        }
+
+    attribution_method: ClassVar[str] = "SHAP (exact linear / LightGBM TreeSHAP)"
+
     def describe(self) -> dict[str, Any]:
         return dict(self.params or {})
 

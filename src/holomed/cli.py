@@ -354,7 +354,8 @@ def fit(
         if from_run is not None:
             res["selected_by"] = str(from_run)
         trust = res
-        if spec.evaluation.explain and mode != "all" and res.get("test_ids"):
+        maps = spec.evaluation.explain and model.family == "neural"
+        if maps and mode != "all" and res.get("test_ids"):
             from holomed.explain.maps import attribution_maps
 
             test = cohort.subset(cohort.index_of(res["test_ids"]))
@@ -679,13 +680,16 @@ def explain(
         res = {
             "kind": "explain",
             "bundle": str(bundle),
-            "fusion": model.fusion_name,
+            "fusion": model.name,
+            "family": model.family,
             "n_patients": len(cohort),
             "contributions": contrib,
             "attention": why["attention"],
-            "features": {"method": "integrated gradients (captum)", "top": why["features"]},
+            "features": {"method": why.get("features_method"), "top": why["features"]},
             "excluded": cohort.excluded,
-            "attribution_plots": attribution_maps(model, cohort, out, n_patients=maps),
+            "attribution_plots": attribution_maps(model, cohort, out, n_patients=maps)
+            if model.family == "neural"
+            else [],
         }
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "explanations.json", res)

@@ -367,7 +367,10 @@ class Model(Candidate):
             "contributions": modality_shapley(self, cohort),
             "attention": attention_readout(self, cohort, n_examples=len(cohort)),
             "features": top_features(integrated_gradients(self, cohort), names, top_k),
+            "features_method": self.attribution_method,
         }
+
+    attribution_method = "integrated gradients (captum), baseline = training mean"
 
 
 register_candidate(*fusion_names())(Model)

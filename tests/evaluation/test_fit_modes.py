@@ -147,3 +147,24 @@ def test_binary_ece_is_on_the_risk_scale_and_calibration_slope():
     z = np.log(p / (1 - p))
     over = 1 / (1 + np.exp(-2 * z))  # overconfident: slope 0.5
     assert abs(calibration_stats(y, over)["calibration_slope"] - 0.5) < 0.05
+
+
+def test_predict_and_explain_do_not_care_which_family_won(tmp_path):
+    """A classical bundle goes through predict and explain like a network does."""
+    spec_path = write_synthetic(tmp_path / "data", n_patients=120, seed=9)
+    r = runner.invoke(app, ["fit", str(spec_path), "--fusion", "gbm", "--out", str(tmp_path / "g")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "g" / "results.json").read_text())
+    assert res["family"] == "classical" and "contributions" in res
+    assert "SHAP" in res["features"]["method"]
+    inputs = ["--input", f"clinical={tmp_path / 'data' / 'clinical.csv'}"]
+    r = runner.invoke(
+        app, ["predict", str(tmp_path / "g" / "bundle"), *inputs, "--out", str(tmp_path / "p.csv")]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["explain", str(tmp_path / "g" / "bundle"), *inputs, "--out", str(tmp_path / "e")]
+    )
+    assert r.exit_code == 0, r.output
+    why = json.loads((tmp_path / "e" / "explanations.json").read_text())
+    assert why["family"] == "classical" and why["contributions"]["modalities"]

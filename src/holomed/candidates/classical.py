@@ -404,7 +404,7 @@ class Classical(_Features, Candidate):
             cls_index = 0 if self.name == "gbm" else 0
         model = self.model_[0] if isinstance(self.model_, list) else self.model_
         v = model.shap(x, cls_index)
-        return self._split_attr(v, cohort.presence())
+        return self._split_attr(v, transform_cohort(self.preprocessors_, cohort)[1])
 
     def describe(self) -> dict[str, Any]:
         if self.name == "gbm":
@@ -471,10 +471,11 @@ class LateLinear(_Features, Candidate):
         return self
 
     def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
-        return self.predict_present(cohort, cohort.presence())
+        return self.predict_present(cohort, transform_cohort(self.preprocessors_, cohort)[1])
 
     def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
-        x, _ = transform_cohort(self.preprocessors_, cohort)
+        x, known = transform_cohort(self.preprocessors_, cohort)
+        present = {n: present.get(n, known[n]) for n in self.preprocessors_}
         reg = self.task_name == "regression"
         n = len(cohort)
         k = self.n_classes_

@@ -70,6 +70,7 @@ class Ensemble(Candidate):
     with equal weights."""
 
     family = "ensemble"
+    attribution_method = "members' attributions, weighted mean"
 
     def _member_specs(self) -> list[dict[str, Any]]:
         p = self.params or {}
