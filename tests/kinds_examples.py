@@ -92,19 +92,16 @@ def target() -> pd.DataFrame:
     return pd.DataFrame({"y": labels()}, index=ids())
 
 
-def with_m(kind: str, spec: Spec, m: pd.DataFrame, rng, column, garbage) -> KindExample:
+def with_m(kind: str, spec: Spec, m: pd.DataFrame, rng, folder: Path) -> KindExample:
     frames = {"clin": clinical(rng), "m": m}
     cohort = build_cohort(spec, frames, target())
     assert not cohort.excluded, cohort.excluded
-    return KindExample(kind, spec, cohort, column, garbage)
+    garbage = {name: make(folder) for name, make in GARBAGE[kind].items()}
+    return KindExample(kind, spec, cohort, COLUMN[kind], garbage)
 
 
 def _has_m() -> list[str]:
     return ids()[: N - WITHOUT_M]
-
-
-def _numeric_garbage() -> dict[str, Any]:
-    return {"nan": np.nan, "huge": 1e30, "neg_huge": -1e30, "inf": np.inf, "text": "garbage"}
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -125,7 +122,7 @@ def tabular(folder: Path) -> KindExample:
         index=_has_m(),
     )
     spec = spec_of("tabular", {}, ("mlp", {"hidden": [8]}))
-    return with_m("tabular", spec, df, rng, None, _numeric_garbage())
+    return with_m("tabular", spec, df, rng, folder)
 
 
 def omics(folder: Path) -> KindExample:
@@ -137,7 +134,7 @@ def omics(folder: Path) -> KindExample:
     df = pd.DataFrame(x, index=_has_m(), columns=[f"g{i}" for i in range(12)])
     pre = {"variance_top_k": 8, "reduce": "pca", "dim": 4}
     spec = spec_of("omics", pre, ("mlp", {"hidden": [8]}))
-    return with_m("omics", spec, df, rng, None, _numeric_garbage())
+    return with_m("omics", spec, df, rng, folder)
 
 
 # -- irregular series ----------------------------------------------------------------
@@ -154,20 +151,8 @@ def timeseries(folder: Path) -> KindExample:
             if rng.random() < 0.5:
                 rows.append((pid, t, "hr", rng.normal(90, 10)))
     long = pd.DataFrame(rows, columns=["id", "time", "variable", "value"])
-    spec = spec_of(
-        "timeseries", {"window": [0, 6], "resolution": 2.0}, ("grud", {"hidden": 8})
-    )
-    nan_events = Events(
-        np.array([1.0, 2.0]), np.array([0, 1]), np.array([np.nan, np.inf]), ("lactate", "zzz")
-    )
-    huge_events = Events(np.array([1.0]), np.array([0]), np.array([1e30]), ("hr",))
-    garbage = {
-        "nan_events": nan_events,
-        "huge_events": huge_events,
-        "none": None,
-        "text": "garbage",
-    }
-    return with_m("timeseries", spec, long, rng, "events", garbage)
+    spec = spec_of("timeseries", {"window": [0, 6], "resolution": 2.0}, ("grud", {"hidden": 8}))
+    return with_m("timeseries", spec, long, rng, folder)
 
 
 # -- regular signals (lazy: read per patient from files) ------------------------------
@@ -234,18 +219,9 @@ def signal(folder: Path) -> KindExample:
             paths[pid] = write_wfdb(folder, pid, x, ["I", "II"], FS)
         else:
             paths[pid] = write_edf(folder / f"{pid}.edf", x, ["I", "II"], FS)
-    spec = spec_of(
-        "signal", {"fs": FS, "duration": 2.0}, ("resnet1d", {"width": 8, "blocks": 2})
-    )
-    garbage = {
-        "gone": str(folder / "does-not-exist.edf"),
-        "corrupt_edf": corrupt_file(folder, "corrupt.edf", b"0       "),
-        "corrupt_wfdb": corrupt_file(folder, "corrupt.hea"),
-        "nan": np.nan,
-        "directory": str(folder),
-    }
+    spec = spec_of("signal", {"fs": FS, "duration": 2.0}, ("resnet1d", {"width": 8, "blocks": 2}))
     df = pd.DataFrame({"path": pd.Series(paths)})
-    return with_m("signal", spec, df, rng, "path", garbage)
+    return with_m("signal", spec, df, rng, folder)
 
 
 # -- images (lazy: decoded per patient, through a disk cache) ------------------------------
@@ -268,16 +244,8 @@ def image(folder: Path) -> KindExample:
         cells[pid] = [png(folder / f"{pid}_{k}.png", y[i], rng) for k in range(1 + i % 2)]
     pre = {"size": [8, 8], "max_images": 2, "cache_dir": str(folder / "cache"), "lazy_mb": 0}
     spec = spec_of("image", pre, ("cnn2d", {"hidden": 8, "channels": [4]}))
-    garbage = {
-        "gone": [str(folder / "does-not-exist.png")],
-        "corrupt": [corrupt_file(folder, "corrupt.png", b"\x89PNG\r\n\x1a\n")],
-        "one_good_one_gone": [cells[_has_m()[0]][0], str(folder / "gone.png")],
-        "empty": [],
-        "none": None,
-        "text": "garbage",
-    }
     df = pd.DataFrame({"paths": pd.Series(cells)})
-    return with_m("image", spec, df, rng, "paths", garbage)
+    return with_m("image", spec, df, rng, folder)
 
 
 # -- notes -------------------------------------------------------------------------
@@ -299,14 +267,7 @@ def text(folder: Path) -> KindExample:
     notes = pd.DataFrame(rows, columns=["id", "text"])
     pre = {"method": "tfidf", "dim": 4, "min_df": 1}
     spec = spec_of("text", pre, ("text_pool", {"hidden": 8}))
-    garbage = {
-        "nan": np.nan,
-        "none": None,
-        "number": 12345,
-        "unseen_words": "zebrastripe " * 500,
-        "empty": "",
-    }
-    return with_m("text", spec, notes, rng, "text", garbage)
+    return with_m("text", spec, notes, rng, folder)
 
 
 BUILDERS: dict[str, Callable[[Path], KindExample]] = {
@@ -316,4 +277,61 @@ BUILDERS: dict[str, Callable[[Path], KindExample]] = {
     "signal": signal,
     "image": image,
     "text": text,
+}
+
+
+# -- garbage an absent row of ``m`` may hold ----------------------------------------------
+
+# The column of ``m``'s values that holds a patient's data (None: every feature column).
+COLUMN: dict[str, str | None] = {
+    "tabular": None,
+    "omics": None,
+    "timeseries": "events",
+    "signal": "path",
+    "image": "paths",
+    "text": "text",
+}
+
+NUMERIC_GARBAGE: dict[str, Callable[[Path], Any]] = {
+    "nan": lambda f: np.nan,
+    "huge": lambda f: 1e30,
+    "neg_huge": lambda f: -1e30,
+    "inf": lambda f: np.inf,
+    "text": lambda f: "garbage",
+}
+
+# By kind: name -> ``make(folder) -> value`` (files a value names are written by make).
+GARBAGE: dict[str, dict[str, Callable[[Path], Any]]] = {
+    "tabular": NUMERIC_GARBAGE,
+    "omics": NUMERIC_GARBAGE,
+    "timeseries": {
+        "nan_events": lambda f: Events(
+            np.array([1.0, 2.0]), np.array([0, 1]), np.array([np.nan, np.inf]), ("lactate", "zzz")
+        ),
+        "huge_events": lambda f: Events(np.array([1.0]), np.array([0]), np.array([1e30]), ("hr",)),
+        "none": lambda f: None,
+        "text": lambda f: "garbage",
+    },
+    "signal": {
+        "gone": lambda f: str(f / "does-not-exist.edf"),
+        "corrupt_edf": lambda f: corrupt_file(f, "corrupt.edf", b"0       "),
+        "corrupt_wfdb": lambda f: corrupt_file(f, "corrupt.hea"),
+        "nan": lambda f: np.nan,
+        "directory": lambda f: str(f),
+    },
+    "image": {
+        "gone": lambda f: [str(f / "does-not-exist.png")],
+        "corrupt": lambda f: [corrupt_file(f, "corrupt.png", b"\x89PNG\r\n\x1a\n")],
+        "one_good_one_gone": lambda f: [str(f / "P000_0.png"), str(f / "gone.png")],
+        "empty": lambda f: [],
+        "none": lambda f: None,
+        "text": lambda f: "garbage",
+    },
+    "text": {
+        "nan": lambda f: np.nan,
+        "none": lambda f: None,
+        "number": lambda f: 12345,
+        "unseen_words": lambda f: "zebrastripe " * 500,
+        "empty": lambda f: "",
+    },
 }

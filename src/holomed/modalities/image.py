@@ -773,8 +773,11 @@ class ImagePreprocessor(Preprocessor):
         per (path, size, modification time) - of every file, for a folder, so a slice
         rewritten in place is seen."""
         p = Path(path)
-        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
-        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        try:
+            files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+            stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        except OSError as err:
+            raise CohortError(f"{path}: image file not found or unreadable ({err})") from None
         stamp = (str(p), tuple(stats))
         hit = self._digests.get(stamp)
         if hit is not None:

@@ -59,6 +59,16 @@ def check_tabular(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFram
     return drop_nonfinite_rows(df, num, mspec.name, where)
 
 
+def _numbers(col: pd.Series) -> bool:
+    """A column of numbers: numeric dtype, or (an object column) only numbers and gaps."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return True
+    vals = col.dropna()
+    return len(vals) > 0 and bool(
+        vals.map(lambda v: isinstance(v, int | float | np.number) and not isinstance(v, bool)).all()
+    )
+
+
 class TabularPreprocessor(Preprocessor):
     kind = "tabular"
 
@@ -82,7 +92,7 @@ class TabularPreprocessor(Preprocessor):
             raise ValueError("tabular preprocessor: no training patient has this modality")
         cat = self.categorical
         if cat is None:  # the checker left numeric columns as float, categories as text
-            cat = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+            cat = [c for c in df.columns if not _numbers(df[c])]
         self.categorical_ = [c for c in df.columns if c in cat]
         self.numeric_ = [c for c in df.columns if c not in self.categorical_]
         x = df[self.numeric_].to_numpy(dtype=float)
@@ -116,7 +126,10 @@ class TabularPreprocessor(Preprocessor):
         missing_cols = [c for c in self.numeric_ + self.categorical_ if c not in df.columns]
         if missing_cols:
             raise ValueError(f"tabular input lacks fitted columns {missing_cols}")
-        x = df[self.numeric_].to_numpy(dtype=float)
+        present = np.asarray(data.present, bool)
+        x = np.full((len(df), len(self.numeric_)), np.nan)
+        if present.any():  # absent rows are never read (they may hold anything)
+            x[present] = df[self.numeric_].iloc[np.flatnonzero(present)].to_numpy(dtype=float)
         nan = np.isnan(x)
         x = (np.where(nan, self.fill_, x) - self.loc_) / self.scale_
         parts = [x]
