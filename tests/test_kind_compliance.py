@@ -28,7 +28,10 @@ from holomed.modalities import get_modality, modality_names
 from holomed.modalities.base import LazyRows
 from holomed.model import Model
 
-KINDS = modality_names()
+# the kinds holomed ships (tests may register toy kinds of their own, e.g. test_extending)
+KINDS = [
+    k for k in modality_names() if get_modality(k).preprocessor.__module__.startswith("holomed.")
+]
 STRATEGIES = fusion_names()
 # present patients of ``m`` whose row is made absent and filled with garbage
 VICTIMS = [2, 5, 9, 14]

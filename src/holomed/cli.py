@@ -337,7 +337,13 @@ def fit(
         params = None
         if from_run is not None:
             chosen = _read_selection(from_run)
-            if spec_path is None and chosen.get("spec_path"):
+            if spec_path is None:
+                if not chosen.get("spec_path"):
+                    raise ValueError(
+                        f"--from {from_run}: the run did not record its spec file (it was "
+                        "run with --set or on the embedded demo); give the spec: "
+                        f"holomed fit SPEC --from {from_run}"
+                    )
                 spec_path = Path(chosen["spec_path"])
             fusion = fusion or chosen["selected"]
             params = chosen.get("params")

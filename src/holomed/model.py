@@ -308,6 +308,8 @@ class Model(Candidate):
                 k: used[k] for k in used if k not in ("hidden", "dropout", "imputation", "kinds")
             }
             spec.fusion.name = self.fusion_name
+        if not getattr(get_fusion(self.fusion_name), "imputes", True):
+            spec.fusion.imputation = "none"  # this strategy never imputes
         spec.training.seed = self.seed_
         meta = {
             "family": self.family,

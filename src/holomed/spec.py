@@ -346,6 +346,7 @@ class Spec(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"modality names must be unique; repeated: {dup}")
+        _check_declared_options(self)
         return self
 
     # -- helpers ---------------------------------------------------------------------
@@ -371,6 +372,66 @@ class Spec(_Strict):
         new = self.model_copy(update={"fusion": fusion})
         new.base_dir = self.base_dir
         return new
+
+
+def _declared(fn: Any, skip: tuple[str, ...] = ()) -> set[str] | None:
+    """The keyword options a registered class or factory declares (its ``__init__``
+    parameters), or None when it takes any (``**kwargs``)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return set(sig.parameters) - {"self", *skip}
+
+
+def _check(where: str, given: dict[str, Any], owner: Any, skip: tuple[str, ...] = ()) -> None:
+    known = _declared(owner, skip)
+    unknown = sorted(k for k in given if known is not None and k not in known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown option(s) {unknown}; "
+            f"{getattr(owner, '__qualname__', owner)} takes {sorted(known or [])}"
+        )
+    for k, allowed in getattr(owner, "OPTION_CHOICES", {}).items():
+        if k in given and given[k] not in allowed:
+            raise ValueError(f"{where}.{k}: {given[k]!r} is not one of {list(allowed)}")
+
+
+def _check_declared_options(spec: Spec) -> None:
+    """Every option in the spec is one its registered class declares, so a typo is an
+    error when the spec loads instead of a setting silently ignored at fit time."""
+    from holomed.encoders.base import ENCODERS
+    from holomed.fusion import get_fusion
+    from holomed.modalities import get_modality
+
+    for m in spec.modalities:
+        pre = get_modality(m.kind).preprocessor
+        _check(f"modalities.{m.name}.preprocessing", m.preprocessing, pre.__init__, ("seed",))
+        if hasattr(pre, "OPTION_CHOICES"):
+            _check(f"modalities.{m.name}.preprocessing", m.preprocessing, pre, ("seed",))
+        if m.encoder.name in ENCODERS:
+            _check(
+                f"modalities.{m.name}.encoder.options",
+                m.encoder.options,
+                ENCODERS.get(m.encoder.name),
+                ("in_dim",),
+            )
+    base = ("dims", "n_outputs", "hidden", "dropout", "imputation", "kinds")
+    f = spec.fusion
+    plain = {k: v for k, v in f.options.items() if "." not in k}
+    _check("fusion.options", plain, get_fusion(f.name).__init__, base)
+    for k in {k.split(".", 1)[0] for k in f.options if "." in k}:
+        sub = {o.split(".", 1)[1]: v for o, v in f.options.items() if o.startswith(k + ".")}
+        _check(f"fusion.options ({k}.)", sub, get_fusion(k).__init__, base)
+    if f.imputation != "none" and not getattr(get_fusion(f.name), "imputes", True):
+        raise ValueError(
+            f"fusion.imputation: {f.name!r} fusion combines the present modalities' "
+            "predictions and never imputes; remove the setting"
+        )
 
 
 def _format_error(err: ValidationError, where: str) -> str:

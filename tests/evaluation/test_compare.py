@@ -119,11 +119,11 @@ def test_kfold_predicts_every_patient_once_per_seed():
 
 
 def test_grid_and_overrides():
-    spec = tiny_spec(grid={"training.lr": [0.1, 0.01], "fusion.options.combine": ["mean"]})
+    spec = tiny_spec(grid={"training.lr": [0.1, 0.01], "fusion.options.layers": [1]})
     points = grid_points(spec)
     assert len(points) == 2
     new = apply_overrides(spec, points[0])
-    assert new.fusion.options["combine"] == "mean"
+    assert new.fusion.options["layers"] == 1
     assert new.training.lr in (0.1, 0.01)
     assert spec.training.lr != 0.1 or spec.training.lr == new.training.lr
 

@@ -29,6 +29,7 @@ IMPUTATIONS = ("none", "mean", "learned", "reconstruct")
 class Fusion(nn.Module):
     raw_inputs: bool = False  # True: encoders are identity, inputs are joined (early)
     decision_level: bool = False  # True: forward returns logits (B, n_outputs)
+    imputes: bool = True  # False: fusion.imputation would be ignored (the spec refuses it)
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ def combine_logits(
 @register_fusion("late")
 class LateFusion(Fusion):
     decision_level = True
+    imputes = False  # combines the present modalities' predictions; nothing to impute
 
     def __init__(
         self,

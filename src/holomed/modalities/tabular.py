@@ -71,6 +71,7 @@ def _numbers(col: pd.Series) -> bool:
 
 class TabularPreprocessor(Preprocessor):
     kind = "tabular"
+    OPTION_CHOICES = {"scale": ("standard", "minmax", "none"), "impute": ("median", "mean")}
 
     def __init__(
         self,
