@@ -24,6 +24,7 @@ FAMILIES = [
     ("late", None),
     ("attention", None),
     ("stack", {"learners": ["lr_early", "gbm"]}),
+    ("stack", {"learners": ["lr_l1", "joint"]}),  # a neural per-modality learner too
     ("ensemble", {"members": [{"name": "lr_early", "weight": 2}, {"name": "joint", "weight": 1}]}),
     ("bag", {"base": "joint", "n": 2}),
 ]
