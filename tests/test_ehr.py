@@ -437,10 +437,6 @@ def test_mimic_iv_demo_frames(mimic) -> None:
 
 
 def test_mimic_iv_demo_end_to_end(mimic) -> None:
-    from holomed.modalities import modality_names
-
-    if "timeseries" not in modality_names():
-        pytest.skip("the 'timeseries' modality kind is not registered yet")
     from holomed.model import Model
 
     spec, *_ = mimic

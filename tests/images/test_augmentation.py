@@ -146,7 +146,8 @@ def test_the_option_flows_from_the_spec():
 
 
 def test_efficientnet_takes_the_option_and_skips_its_feature_memory():
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
+
     enc = create_encoder("efficientnet_lite0", 2, hidden=4, augment={"shift": 0.1})
     assert enc.backbone.feature_cache == 0 and enc.augmenter.shift == 0.1
     x = torch.randn(2, 1, 2, 32, 32)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK  # noqa: F401
 import torch
 from scipy import ndimage
 
@@ -22,9 +24,6 @@ from holomed.errors import CohortError
 from holomed.modalities import ModalityData
 from holomed.modalities.image import ImagePreprocessor, check_images
 from holomed.spec import ModalitySpec, parse_spec
-
-pytest.importorskip("SimpleITK")
-nib = pytest.importorskip("nibabel")
 
 N = 16
 NAMES = ["T1", "T2", "FLAIR"]
@@ -391,7 +390,8 @@ def test_a_model_with_stacked_sequences_fits_predicts_saves_and_loads(tmp_path):
 
 
 def test_efficientnet_reads_three_stacked_sequences_as_rgb():
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
+
     enc = create_encoder("efficientnet_lite0", 4, hidden=8, input_size=64).eval()
     x = torch.randn(2, 1, 4, 24, 24)
     x[:, :, 3] = 1

@@ -117,8 +117,6 @@ def test_image_and_table_cohort_with_person_grouped_folds(covid, tmp_path):
 
 
 def test_notes_read_as_text_when_the_kind_is_available(covid):
-    pytest.importorskip("holomed.modalities.text")
-    pytest.importorskip("holomed.encoders.text")
     frames, target = covid
     spec = parse_spec(
         {

@@ -7,14 +7,13 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from holomed.errors import CohortError
 from holomed.io.images import Image, read_image, resample, to_ras, write_nifti
-
-pydicom = pytest.importorskip("pydicom")
-nib = pytest.importorskip("nibabel")
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 

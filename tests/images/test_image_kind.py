@@ -249,7 +249,8 @@ def test_set_encoders_pool_real_images_only(name):
 
 
 def test_efficientnet_extractor_loads_offline_and_is_frozen():
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
+
     enc = create_encoder("efficientnet_lite0", 2, hidden=16)
     feats = enc.backbone(torch.zeros(2, 1, 64, 64))
     assert feats.shape == (2, 1280)
@@ -264,7 +265,7 @@ def test_efficientnet_extractor_loads_offline_and_is_frozen():
 
 
 def test_efficientnet_features_are_remembered_and_user_weights_load(tmp_path, monkeypatch):
-    pytest.importorskip("efficientnet_lite_pytorch")
+    import efficientnet_lite_pytorch  # noqa: F401
     from safetensors.torch import save_file
 
     enc = create_encoder("efficientnet_lite0", 2, hidden=4).eval()

