@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import ENCODERS, Encoded, register_encoder
 from holomed.fusion import fusion_names
 from holomed.modalities import MODALITIES, ModalityKind, Preprocessor, register_modality
 from holomed.modalities.omics import check_omics
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import parse_spec
 
 T, C = 8, 3

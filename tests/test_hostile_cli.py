@@ -182,7 +182,7 @@ def test_unknown_category_is_counted_and_shown_without_its_value(fitted, tmp_pat
     assert "atlantis" not in text
     assert len(pd.read_csv(out)) == 6
 
-    from holomed.model import load
+    from holomed.candidates import load
 
     model = load(bundle)
     cohort_csv = {"clinical": [str(tmp_path / "c.csv")]}

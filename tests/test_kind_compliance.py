@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from kinds_examples import BUILDERS, COLUMN, GARBAGE, WITHOUT_CLIN, WITHOUT_M, KindExample, N
 
-from holomed.bundle import load_bundle, save_bundle
+from holomed.bundle import save_bundle
+from holomed.candidates import load_bundle
 from holomed.cohort import Cohort
 from holomed.errors import CohortError
 from holomed.explain.modality import modality_shapley

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import parse_spec
 from holomed.tasks import Task
 

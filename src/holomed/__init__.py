@@ -22,7 +22,7 @@ _EXPORTS = {
     "ModalityData": "holomed.modalities",
     "register_modality": "holomed.modalities",
     "Model": "holomed.model",
-    "load": "holomed.model",
+    "load": "holomed.candidates",
     "Spec": "holomed.spec",
     "SpecError": "holomed.spec",
     "load_spec": "holomed.spec",

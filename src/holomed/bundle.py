@@ -33,7 +33,6 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from holomed.candidate import Candidate, candidate_from_state
 from holomed.errors import BundleError
 from holomed.provenance import DEFAULT_USE, run_card, versions  # noqa: F401 (re-exported)
 from holomed.spec import load_yaml, parse_spec
@@ -56,7 +55,7 @@ def _signature(files: dict[str, str], key: str) -> str:
     return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def _summary(c: Candidate) -> dict[str, Any]:
+def _summary(c: Any) -> dict[str, Any]:
     return {
         "family": c.family,
         "candidate": c.name,
@@ -68,7 +67,7 @@ def _summary(c: Candidate) -> dict[str, Any]:
     }
 
 
-def save_bundle(model: Candidate, path: Path, card: dict[str, Any] | None = None) -> Path:
+def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a bundle at ``path`` (replacing an earlier one atomically)."""
     if not hasattr(model, "task_"):
         raise BundleError("the model is not fitted; call fit() before save()")
@@ -174,10 +173,10 @@ def _no_caches(meta: Any) -> Any:
     return meta
 
 
-def load_bundle(path: Path) -> Candidate:
-    """Load and verify a bundle written by :func:`save_bundle`."""
-    import holomed.candidates  # noqa: F401  (every family registered)
-
+def read_bundle(path: Path) -> tuple[Any, dict[str, Any], dict[str, np.ndarray], dict[str, str]]:
+    """Verify a bundle written by :func:`save_bundle` and read it: (spec, state with
+    cache folders switched off, arrays, texts). Turning these into a candidate is the
+    candidate registry's job (``holomed.candidates.load_bundle``)."""
     path = Path(path)
     verify_bundle(path)
     try:
@@ -200,9 +199,4 @@ def load_bundle(path: Path) -> Candidate:
         texts = {
             str(f.relative_to(models)): f.read_text() for f in models.rglob("*") if f.is_file()
         }
-    try:
-        return candidate_from_state(spec, _no_caches(state), arrays, texts)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise BundleError(
-            f"{path / 'state.json'}: does not describe a usable model ({err})"
-        ) from None
+    return spec, _no_caches(state), arrays, texts

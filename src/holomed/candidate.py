@@ -84,6 +84,11 @@ class Candidate:
     def predict_present(self, cohort: Any, present: dict[str, np.ndarray]) -> np.ndarray:
         return self.predict_proba(cohort.with_presence(present))
 
+    def predict_both(self, cohort: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated, uncalibrated) outputs; families with a recalibration step
+        override this to share one pass over the inputs."""
+        return self.predict_proba(cohort), self.predict_proba(cohort, calibrated=False)
+
     def predictor(self, cohort: Any):
         """``f(present) -> outputs`` for repeated masking of one cohort (families that
         can transform the inputs once override this)."""

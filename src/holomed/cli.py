@@ -523,8 +523,8 @@ def predict(
     """Predict new patients; any modality may be missing for any patient. A patient
     without any usable data is listed with an empty score and its ``excluded_reason``.
     OUT may be an existing folder: the table is then OUT/predictions.csv."""
+    from holomed.candidates import load
     from holomed.cohort import dataset_cohort, unlabelled_cohort
-    from holomed.model import load
 
     with _guard():
         if out.is_dir():
@@ -669,9 +669,9 @@ def explain(
     modality, and occlusion maps (PNG) of signal and image modalities."""
     import pandas as pd
 
+    from holomed.candidates import load
     from holomed.cohort import unlabelled_cohort
     from holomed.explain.maps import attribution_maps
-    from holomed.model import load
 
     with _guard():
         if out.exists() and not out.is_dir():

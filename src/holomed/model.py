@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,6 +241,10 @@ class Model(Candidate):
         ``calibrated=False``; for regression, predictions (n,)."""
         return self._output(self._logits(*self._arrays(cohort)), calibrated)
 
+    def predict_both(self, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+        logits = self._logits(*self._arrays(cohort))  # one pass: calibrated and raw from it
+        return self._output(logits), self._output(logits, calibrated=False)
+
     # public names of the network's steps, for explanation and assessment
     def transform(self, cohort: Cohort) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Preprocessed inputs and presence masks of ``cohort``."""
@@ -376,10 +379,3 @@ class Model(Candidate):
 
 
 register_candidate(*fusion_names())(Model)
-
-
-def load(path: str | Path) -> Candidate:
-    """Load a bundle saved by :meth:`Candidate.save` (no code from the bundle is run)."""
-    from holomed.bundle import load_bundle
-
-    return load_bundle(Path(path))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import holomed.candidates as C
-from holomed.bundle import load_bundle, save_bundle, verify_bundle
+from holomed.bundle import save_bundle, verify_bundle
+from holomed.candidates import load_bundle
 from holomed.cohort import load_cohort, patient_splits
 from holomed.errors import BundleError
 from holomed.spec import parse_spec

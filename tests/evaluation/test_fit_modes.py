@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from holomed.candidates import load
 from holomed.cli import app
 from holomed.cohort import load_cohort
 from holomed.evaluation.fitrun import fit_run
 from holomed.evaluation.metrics import calibration_stats, ece
-from holomed.model import load
 from holomed.runfiles import RunLockedError, run_lock, write_json
 from holomed.spec import parse_spec
 from holomed.synthetic import synthetic_spec_dict, write_synthetic

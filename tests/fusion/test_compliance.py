@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
+from holomed.candidates import load
 from holomed.encoders import Encoded, create_encoder, encoder_names
 from holomed.encoders.base import example_input
 from holomed.fusion import IMPUTATIONS, Imputer, fusion_names, get_fusion
 from holomed.fusion.late import COMBINES
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.network import MultimodalNet
 from holomed.training import modality_dropout
 

@@ -336,8 +336,9 @@ def test_a_grid_mismatch_without_registration_names_the_patient_and_file(volumes
 
 
 def test_a_model_with_stacked_sequences_fits_predicts_saves_and_loads(tmp_path):
+    from holomed.candidates import load
     from holomed.explain.features import integrated_gradients, top_features
-    from holomed.model import Model, load
+    from holomed.model import Model
 
     ids = [f"V{i}" for i in range(6)]
     y = np.arange(6) % 2

@@ -15,13 +15,14 @@ from PIL import Image as PILImage
 
 import holomed.encoders.image  # noqa: F401  (registers the image encoders)
 import holomed.modalities.image as image_kind
+from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import create_encoder
 from holomed.explain.features import top_features
 from holomed.fusion import fusion_names
 from holomed.modalities import ModalityData
 from holomed.modalities.image import ImagePreprocessor, check_images
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import ModalitySpec, parse_spec
 
 N = 36

@@ -287,8 +287,9 @@ def test_unreadable_or_unregistrable_moving_files_are_named(pair, tmp_path):
 
 
 def test_a_model_with_registration_and_augmentation_trains_saves_and_loads(tmp_path):
+    from holomed.candidates import load
     from holomed.cohort import build_cohort
-    from holomed.model import Model, load
+    from holomed.model import Model
     from holomed.spec import parse_spec
 
     ids = [f"V{i}" for i in range(6)]

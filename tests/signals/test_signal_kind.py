@@ -14,6 +14,7 @@ import pytest
 import torch
 from test_signal_io import write_edf, write_wfdb  # same folder (rootdir-relative import)
 
+from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import create_encoder
 from holomed.errors import CohortError
@@ -21,7 +22,7 @@ from holomed.evaluation.baselines import ClassicalBaseline
 from holomed.fusion import fusion_names
 from holomed.modalities import ModalityData
 from holomed.modalities.signal import RECORD_CACHE, SignalPreprocessor
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import parse_spec
 
 FS = 100.0

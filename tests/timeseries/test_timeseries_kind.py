@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import create_encoder
 from holomed.evaluation.baselines import ClassicalBaseline
@@ -21,7 +22,7 @@ from holomed.modalities.timeseries import (
     check_timeseries,
     summary_statistics,
 )
-from holomed.model import Model, load
+from holomed.model import Model
 from holomed.spec import ModalitySpec, parse_spec
 
 TS_ENCODERS = ("grud", "ts_transformer", "ts_summary")

@@ -3,6 +3,9 @@ neural fusions (``holomed.model.Model``, one name per fusion strategy), classica
 learners (``lr_early``, ``lr_late``, ``gbm``), stacking (``stack``) and ensembles
 (``ensemble``, ``bag``)."""
 
+from pathlib import Path
+
+from holomed.bundle import read_bundle
 from holomed.candidate import (
     CANDIDATES,
     CLASSICAL,
@@ -19,7 +22,24 @@ from holomed.candidate import (
 from holomed.candidates.classical import Classical, LateLinear
 from holomed.candidates.ensemble import Ensemble, blend, caruana
 from holomed.candidates.stacking import Stack
+from holomed.errors import BundleError
 from holomed.model import Model
+
+
+def load_bundle(path: Path | str) -> Candidate:
+    """Load a verified bundle (:mod:`holomed.bundle`) as the candidate it holds, of any
+    family; no code from the bundle runs."""
+    path = Path(path)
+    spec, state, arrays, texts = read_bundle(path)
+    try:
+        return candidate_from_state(spec, state, arrays, texts)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise BundleError(
+            f"{path / 'state.json'}: does not describe a usable model ({err})"
+        ) from None
+
+
+load = load_bundle
 
 __all__ = [
     "CANDIDATES",
@@ -38,6 +58,8 @@ __all__ = [
     "candidate_names",
     "canonical",
     "caruana",
+    "load",
+    "load_bundle",
     "make_candidate",
     "register_candidate",
 ]

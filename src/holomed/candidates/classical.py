@@ -240,7 +240,7 @@ class Boosted:
         return cls(meta["task"], boosters, meta["priors"])
 
 
-def _fit_linear(
+def fit_linear(
     task: str, x: np.ndarray, y: np.ndarray, seed: int, folds: int, l1: bool = False
 ) -> Any:
     if task == "multilabel":
@@ -248,7 +248,7 @@ def _fit_linear(
     return Linear.fit(task, x, y, seed, folds, l1)
 
 
-def _predict_linear(lin: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
+def predict_linear(lin: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
     if isinstance(lin, list):
         return np.stack([m.proba_positive(x) for m in lin], 1)
     return lin.predict(x, n_classes)
@@ -273,6 +273,10 @@ class _Features:
             self.prior_ = cohort.y.mean(0)
         else:
             self.prior_ = np.array([float(np.mean(cohort.y))])
+
+    def predict_both(self, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+        p = self.predict_proba(cohort)  # the model's own probabilities: no recalibration
+        return p, p
 
     @property
     def method(self) -> str:  # the historical name of the learner
@@ -367,7 +371,7 @@ class Classical(_Features, Candidate):
             else:
                 x = self._design(cohort, True)
                 l1 = self.name == "lr_l1"
-                self.model_ = _fit_linear(cohort.task, x, cohort.y, self.seed, folds, l1)
+                self.model_ = fit_linear(cohort.task, x, cohort.y, self.seed, folds, l1)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -382,7 +386,7 @@ class Classical(_Features, Candidate):
         with limit_threads():
             if self.name == "gbm":
                 return self.model_.predict(x, self.n_classes_)
-            return _predict_linear(self.model_, x, self.n_classes_)
+            return predict_linear(self.model_, x, self.n_classes_)
 
     @classmethod
     def search_space(cls, spec: Any) -> dict[str, Param]:
@@ -466,7 +470,7 @@ class LateLinear(_Features, Candidate):
                 if not rows.any():
                     continue
                 f = np.nan_to_num(self._flat(x, n)[rows])
-                self.models_[n] = _fit_linear(cohort.task, f, y[rows], self.seed, folds)
+                self.models_[n] = fit_linear(cohort.task, f, y[rows], self.seed, folds)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -485,7 +489,7 @@ class LateLinear(_Features, Candidate):
             rows = present[name]
             if rows.any():
                 f = np.nan_to_num(self._flat(x, name)[rows])
-                total[rows] += _predict_linear(m, f, k)
+                total[rows] += predict_linear(m, f, k)
                 count[rows] += 1
         none = count == 0
         count[none] = 1

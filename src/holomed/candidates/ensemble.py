@@ -24,13 +24,12 @@ from holomed.candidate import (
     register_candidate,
     unpack_members,
 )
-from holomed.scoring.metrics import LOWER_IS_BETTER, compute_metrics
+from holomed.scoring.metrics import oriented
 
 
 def _objective(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
-    v = compute_metrics(task, y, out)[metric]
-    v = -v if metric in LOWER_IS_BETTER else v
-    return float(v) if np.isfinite(v) else -np.inf
+    v = oriented(task, metric, y, out)
+    return v if np.isfinite(v) else -np.inf
 
 
 def caruana(

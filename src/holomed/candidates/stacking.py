@@ -27,7 +27,7 @@ from holomed.candidate import (
     sub_state,
     unpack_members,
 )
-from holomed.candidates.classical import Linear, _fit_linear, _predict_linear
+from holomed.candidates.classical import Linear, fit_linear, predict_linear
 from holomed.cohort import Cohort, inner_folds
 from holomed.tasks import Task
 
@@ -98,7 +98,7 @@ class Stack(Candidate):
             self.bases_.append(base)
             kept_oof.append(col)
         x = self._meta_x(kept_oof, present)
-        self.meta_ = _fit_linear(cohort.task, x, cohort.y, self.seed, k)
+        self.meta_ = fit_linear(cohort.task, x, cohort.y, self.seed, k)
         self.preprocessors_ = {}
         for b in self.bases_:
             self.preprocessors_.update(b.preprocessors_)
@@ -126,7 +126,7 @@ class Stack(Candidate):
             if len(rows):
                 v[rows] = self._votes(base.predict_proba(cohort.subset(rows)))
             votes.append(v)
-        return _predict_linear(self.meta_, self._meta_x(votes, present), t.n_classes)
+        return predict_linear(self.meta_, self._meta_x(votes, present), t.n_classes)
 
     def describe(self) -> dict[str, Any]:
         meta = self.meta_[0] if isinstance(self.meta_, list) else self.meta_

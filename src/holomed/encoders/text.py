@@ -141,9 +141,9 @@ def _restore_frozen(module: MiniLM, state_dict: dict, prefix: str, *args: Any) -
 
 
 def _package() -> str:
-    from holomed.modalities.text import _model_id
+    from holomed.modalities.text import model_id
 
-    return _model_id()
+    return model_id()
 
 
 class MiniLM(nn.Module):

@@ -35,7 +35,13 @@ from holomed.candidates.ensemble import blend
 from holomed.cohort import Cohort, count_reasons, patient_splits  # noqa: F401 (re-exported)
 from holomed.evaluation.baselines import ScoreBaseline
 from holomed.evaluation.resources import Measure
-from holomed.evaluation.select import Selection, build_candidate, grid_points, select
+from holomed.evaluation.select import (
+    Selection,
+    build_candidate,
+    empty_outputs,
+    grid_points,
+    select,
+)
 from holomed.evaluation.trust import curves
 from holomed.explain.features import top_features
 from holomed.explain.modality import modality_shapley
@@ -122,7 +128,7 @@ def compare(
         params: Any = None,
     ) -> None:
         if name not in outputs:
-            outputs[name] = [_empty(n, task, k) for _ in range(seeds)]
+            outputs[name] = [empty_outputs(n, task, k) for _ in range(seeds)]
             meta[name] = {"group": group, "fit_seconds": [], "peak_rss_mb": 0.0, "params": []}
         outputs[name][seed][te] = out
         meta[name]["fit_seconds"].append(seconds)
@@ -320,10 +326,6 @@ def _deploy_params(log: list[dict[str, Any]], name: str) -> Any:
         if v is not None and v > best:
             best, params = v, entry.get("chosen_params", {}).get(name)
     return params
-
-
-def _empty(n: int, task: str, k: int) -> np.ndarray:
-    return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
 
 
 def count_fits(

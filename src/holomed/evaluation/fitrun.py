@@ -22,7 +22,7 @@ import numpy as np
 import holomed.candidates  # noqa: F401  (every family registered)
 from holomed.candidate import Candidate
 from holomed.cohort import Cohort, patient_splits
-from holomed.evaluation.select import build_candidate
+from holomed.evaluation.select import build_candidate, empty_outputs
 from holomed.evaluation.trust import assess, curves, fit_results
 from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
 from holomed.spec import Spec
@@ -121,14 +121,15 @@ def fit_run(
         res["test_ids"] = test.ids.tolist()
         return model, res
     k = len(cohort.classes or []) or 1
-    shape = (len(cohort),) if cohort.task == "regression" else (len(cohort), k)
-    out, raw = np.full(shape, np.nan), np.full(shape, np.nan)
+    out, raw = (
+        empty_outputs(len(cohort), cohort.task, k),
+        empty_outputs(len(cohort), cohort.task, k),
+    )
     trust = {}
     for fold, (tr, te) in enumerate(splits):
         train, test = cohort.subset(tr), cohort.subset(te)
         m = make().fit(train)
-        out[te] = m.predict_proba(test)
-        raw[te] = m.predict_proba(test, calibrated=False)
+        out[te], raw[te] = m.predict_both(test)
         if fold == 0:
             trust = assess(m, test, spec, train)
     trust = _pooled(spec, cohort, out, raw, trust)

@@ -2,8 +2,6 @@
 
 from holomed.scoring.metrics import *  # noqa: F403
 from holomed.scoring.metrics import (  # noqa: F401
-    _auroc,
-    _average_precision,
     calibration_stats,
     ece,
     multilabel_metrics,

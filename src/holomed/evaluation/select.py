@@ -30,18 +30,10 @@ import numpy as np
 from holomed.candidate import candidate_class, make_candidate
 from holomed.candidates.ensemble import blend, caruana
 from holomed.cohort import Cohort, inner_folds
-from holomed.scoring.metrics import LOWER_IS_BETTER, compute_metrics
+from holomed.scoring.metrics import oriented
 from holomed.spec import Spec
 
 Tick = Callable[[str], None]
-
-
-def objective(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
-    """The selection metric, higher is better (NaN when undefined or non-finite output)."""
-    if not np.isfinite(out).all():
-        return float("nan")
-    v = compute_metrics(task, y, out)[metric]
-    return -v if metric in LOWER_IS_BETTER else v
 
 
 @dataclass
@@ -67,7 +59,8 @@ def grid_points(spec: Spec) -> list[dict[str, Any]]:
     ]
 
 
-def _empty(n: int, task: str, k: int) -> np.ndarray:
+def empty_outputs(n: int, task: str, k: int) -> np.ndarray:
+    """NaN outputs for ``n`` patients: (n,) for regression, (n, k) otherwise."""
     return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
 
 
@@ -101,12 +94,12 @@ def inner_cv(
     ``report(step, running mean)`` may raise to stop early (Optuna pruning)."""
     ev = spec.evaluation
     k = len(train.classes or []) or 1
-    oof = _empty(len(train), train.task, k)
+    oof = empty_outputs(len(train), train.task, k)
     scores: list[float] = []
     for i, (a, b) in enumerate(folds):
         c = build_candidate(spec, name, seed, None, params).fit(train.subset(a))
         oof[b] = c.predict_proba(train.subset(b))
-        scores.append(objective(train.task, ev.selection_metric, train.y[b], oof[b]))
+        scores.append(oriented(train.task, ev.selection_metric, train.y[b], oof[b]))
         if report is not None:
             report(i, float(np.nanmean(scores)) if np.isfinite(scores).any() else -np.inf)
     return oof, scores
@@ -220,7 +213,7 @@ def ensemble_selection(
         rest = np.setdiff1d(np.arange(len(y)), b)
         w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, metric)
         out = blend([preds[n][b] for n in w], list(w.values()))
-        fold_scores.append(objective(task, metric, y[b], out))
+        fold_scores.append(oriented(task, metric, y[b], out))
     return weights, fold_scores
 
 

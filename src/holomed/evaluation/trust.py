@@ -102,8 +102,7 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
     ev = spec.evaluation
     t0 = time.perf_counter()
     task = test.task
-    proba = model.predict_proba(test)
-    raw = model.predict_proba(test, calibrated=False)
+    proba, raw = model.predict_both(test)
     neural = getattr(model, "family", "neural") == "neural"
     out: dict[str, Any] = {
         "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed),

@@ -29,7 +29,7 @@ def _score_logit(out: torch.Tensor, target: int | None) -> torch.Tensor:
     return out[:, 0] if out.shape[1] == 1 else out[:, target or 0]
 
 
-def _inputs(model: Any, cohort: Any) -> tuple[dict, dict, dict]:
+def model_inputs(model: Any, cohort: Any) -> tuple[dict, dict, dict]:
     """Preprocessed inputs (absent rows zeroed) as tensors, presence masks, raw arrays."""
     x, present = model.transform(cohort)
     xt = {
@@ -39,7 +39,7 @@ def _inputs(model: Any, cohort: Any) -> tuple[dict, dict, dict]:
     return xt, {k: torch.as_tensor(v) for k, v in present.items()}, x
 
 
-def _forward(model: Any, xt: dict, pt: dict, name: str, target: int | None):
+def modality_forward(model: Any, xt: dict, pt: dict, name: str, target: int | None):
     """The score as a function of one modality's input, others held as they are; captum
     stacks perturbed copies along the batch axis, so the rest is repeated to match.
     Without a ``target``: binary = the positive logit, multilabel = the mean logit,
@@ -78,18 +78,18 @@ def occlusion(
     ``window`` of the modality's preprocessed input that covers it is reset to 0 (the
     training mean after scaling). ``window``/``stride`` follow the per-patient shape, e.g.
     ``(50, 1)`` = 0.1 s of one lead of a 500-Hz ECG, ``(1, 8, 8)`` = an 8x8 image patch.
-    ``inputs``: the cohort's :func:`_inputs`, when the caller has them already.
+    ``inputs``: the cohort's :func:`model_inputs`, when the caller has them already.
     Returns ``(n, *shape)``; rows of absent patients are NaN."""
     from captum.attr import Occlusion
 
-    xt, pt, x = inputs if inputs is not None else _inputs(model, cohort)
+    xt, pt, x = inputs if inputs is not None else model_inputs(model, cohort)
     if modality not in xt:
         raise ValueError(f"unknown modality {modality!r}; the model has {sorted(xt)}")
     shape = tuple(xt[modality].shape[1:])
     if len(window) != len(shape):
         raise ValueError(f"window {window} must have one size per input axis {shape}")
     stride = stride or window
-    occ = Occlusion(_forward(model, xt, pt, modality, target))
+    occ = Occlusion(modality_forward(model, xt, pt, modality, target))
     with torch.no_grad():
         attr = occ.attribute(
             xt[modality],
@@ -109,7 +109,7 @@ def integrated_gradients(
     """{modality: (n, p) attributions}; rows of absent patients are NaN."""
     from captum.attr import IntegratedGradients
 
-    xt, pt, x = _inputs(model, cohort)
+    xt, pt, x = model_inputs(model, cohort)
     present = {k: v.numpy() for k, v in pt.items()}
     n = len(next(iter(present.values())))
     # a transformer inside the model (token text) re-runs for every step: one step per
@@ -126,7 +126,7 @@ def integrated_gradients(
         if not getattr(pre, "differentiable", True):
             out[name] = _layer_integrated_gradients(model, xt, pt, name, n_steps, target)
             continue
-        forward = _forward(model, xt, pt, name, target)
+        forward = modality_forward(model, xt, pt, name, target)
         ig = IntegratedGradients(forward)
         with torch.enable_grad():
             attr = ig.attribute(
@@ -173,7 +173,7 @@ def _layer_integrated_gradients(
         r = torch.as_tensor(rows)
         xb = {k: v.index_select(0, r) for k, v in xt.items()}
         pb = {k: v.index_select(0, r) for k, v in pt.items()}
-        forward = _forward(model, xb, pb, name, target)
+        forward = modality_forward(model, xb, pb, name, target)
         # captum batches by the layer's output rows (e.g. chunks), whole steps per pass
         seen: list[int] = []
         hook = layer.register_forward_hook(lambda _m, _i, o, seen=seen: seen.append(len(o)))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from holomed.explain.features import _forward, _inputs, occlusion
+from holomed.explain.features import modality_forward, model_inputs, occlusion
 
 MAP_KINDS = ("signal", "image")
 
@@ -57,7 +57,7 @@ def attribution_maps(
         if len(rows) == 0:
             continue
         sub = cohort.subset(rows)
-        inputs = _inputs(model, sub)  # preprocessed once, for the occlusion and the plot
+        inputs = model_inputs(model, sub)  # preprocessed once, for the occlusion and the plot
         x = inputs[2]
         shape = tuple(x[name].shape[1:])
         window, stride = _window(kind, shape)
@@ -112,7 +112,7 @@ def _image_occlusion(
     xt, pt, _ = inputs
     full = xt[name]
     presence, others = full[:, :1, -1:], full[:, 1:]
-    fwd = _forward(model, xt, pt, name, None)
+    fwd = modality_forward(model, xt, pt, name, None)
 
     def tile(t: torch.Tensor, k: int) -> torch.Tensor:
         return t.repeat(k, *([1] * (t.dim() - 1)))

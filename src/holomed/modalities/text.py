@@ -339,7 +339,7 @@ def _encode(chunks: list[str], batch_size: int) -> np.ndarray:
 
 
 @functools.cache
-def _model_id() -> str:
+def model_id() -> str:
     """Model name and package version: a new release of the weights gets new cache keys."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -351,7 +351,7 @@ def _model_id() -> str:
 
 def chunk_key(chunk: str) -> str:
     """sha256 of the model id and the chunk's text."""
-    return hashlib.sha256(f"{_model_id()}\0{chunk}".encode()).hexdigest()
+    return hashlib.sha256(f"{model_id()}\0{chunk}".encode()).hexdigest()
 
 
 def embed_chunks(chunks: list[str], batch_size: int = 32, cache_dir: str | None = None):
@@ -507,7 +507,7 @@ class TextPreprocessor(Preprocessor):
         if int(self.bag_size) < 1:
             raise ValueError(f"bag_size must be >= 1; got {self.bag_size}")
         tok = load_tokenizer()  # fail early, with the install hint, when it is missing
-        self.model_id_ = _model_id()
+        self.model_id_ = model_id()
         self.probe_ids_ = tokenize_chunks([PROBE], 32)[0][0]
         self.feature_names_out_ = [f"chunk{i}" for i in range(int(self.max_chunks))]
         chunks = [c for d in docs for c in self._chunks(d)]

@@ -31,6 +31,15 @@ MULTILABEL = ("auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy", "hamm
 LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss"}
 
 
+def oriented(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
+    """``metric`` with its sign set so that higher is better (selection, ensembles); NaN
+    when it is undefined here or the outputs are not finite."""
+    if not np.isfinite(out).all():
+        return float("nan")
+    v = float(compute_metrics(task, y, out)[metric])
+    return -v if metric in LOWER_IS_BETTER else v
+
+
 def metric_names(task: str) -> tuple[str, ...]:
     if task == "multilabel":
         return MULTILABEL
