@@ -59,6 +59,22 @@ class Candidate:
     """Base class of every candidate family (see module doc)."""
 
     family: ClassVar[str] = "abstract"
+    # how complex the family is, for the one-standard-error selection rule (lower is
+    # simpler): linear 0, boosted trees 1, stacks 2, networks 3, ensembles 4
+    complexity: ClassVar[int] = 3
+    # the tasks this family can learn
+    tasks: ClassVar[tuple[str, ...]] = (
+        "binary",
+        "multiclass",
+        "multilabel",
+        "regression",
+        "survival",
+    )
+
+    @classmethod
+    def complexity_of(cls, name: str) -> int:
+        """The complexity rank of the candidate ``name`` of this class."""
+        return cls.complexity
 
     def __init__(
         self,
@@ -186,7 +202,15 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-CLASSICAL = ("lr_early", "lr_late", "gbm")
+CLASSICAL = ("lr_early", "lr_late", "gbm", "cox", "coxnet", "km")
+# the candidates a comparison selects from besides the fusions, per task, unless
+# ``evaluation.candidates`` names them
+DEFAULT_CANDIDATES = ["lr_early", "lr_late", "gbm", "lr_l1", "stack", "ensemble"]
+SURVIVAL_CANDIDATES = ["cox", "coxnet", "km", "ensemble"]
+
+
+def default_candidates(task: str) -> list[str]:
+    return list(SURVIVAL_CANDIDATES if task == "survival" else DEFAULT_CANDIDATES)
 
 
 def candidate_entry(name: str) -> str:

@@ -205,6 +205,7 @@ def leaderboard(results: dict[str, Any]) -> Table:
     metrics = {
         "regression": ["rmse", "mae", "r2"],
         "multilabel": ["auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy"],
+        "survival": ["c_index", "c_index_uno", "td_auroc", "ibs"],
     }.get(results["task"], ["accuracy", "f1", "auroc", "auprc", "brier"])
     tag = "  [SYNTHETIC DATA]" if results.get("synthetic") else ""
     t = Table(
@@ -232,16 +233,28 @@ def leaderboard(results: dict[str, Any]) -> Table:
 
 
 def _write_predictions(path: Path, results: dict[str, Any], outputs: dict[str, list]) -> None:
+    import numpy as np
     import pandas as pd
+
+    from holomed.survival import output_names
 
     rows = []
     ids, y = results["eval_ids"], results["y"]
     for name, outs in outputs.items():
         for seed, o in enumerate(outs):
-            df = pd.DataFrame({"entry": name, "seed": seed, "id": ids, "y": y})
-            if o.ndim == 1:
+            if results["task"] == "survival":
+                yy = np.asarray(y, dtype=float)
+                df = pd.DataFrame(
+                    {"entry": name, "seed": seed, "id": ids, "time": yy[:, 0], "event": yy[:, 1]}
+                )
+                hs = results["spec"]["target"]["horizons"]
+                for j, c in enumerate(output_names(hs)):
+                    df[c] = o[:, j]
+            elif o.ndim == 1:
+                df = pd.DataFrame({"entry": name, "seed": seed, "id": ids, "y": y})
                 df["prediction"] = o
             else:
+                df = pd.DataFrame({"entry": name, "seed": seed, "id": ids, "y": y})
                 for j, c in enumerate(results["classes"]):
                     df[f"p_{c}"] = o[:, j]
             rows.append(df)
@@ -588,12 +601,18 @@ def _excluded_patients(cohort: Any) -> dict[str, str]:
 
 
 def _prediction_table(model: Any, cohort: Any, proba: Any) -> Any:
-    """One row per patient: scores, the predicted class, which modalities it had, and,
-    for a patient excluded as a whole, an empty score and ``excluded_reason``."""
+    """One row per patient: scores, the predicted class (survival: the risk score and the
+    survival probability at each horizon), which modalities it had, and, for a patient
+    excluded as a whole, an empty score and ``excluded_reason``."""
     import pandas as pd
 
+    from holomed.survival import output_names
+
     df = pd.DataFrame({"id": cohort.ids})
-    if proba.ndim == 1:
+    if model.task_.name == "survival":  # risk, then survival at each horizon
+        for j, c in enumerate(output_names(model.spec.target.horizons)):
+            df[c] = proba[:, j]
+    elif proba.ndim == 1:
         df["prediction"] = proba
     else:
         for j, c in enumerate(model.classes_):

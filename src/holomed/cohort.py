@@ -108,7 +108,11 @@ class Cohort:
             out["groups"] = int(len(np.unique(self.groups)))
         if self.reading:
             out["reading"] = self.reading
-        if self.y is not None and self.classes is not None and self.y.ndim == 2:
+        if self.y is not None and self.task == "survival":
+            out["events"] = int(self.y[:, 1].sum())
+            out["censored"] = int(len(self.y) - self.y[:, 1].sum())
+            out["median_follow_up"] = float(np.median(self.y[:, 0]))
+        elif self.y is not None and self.classes is not None and self.y.ndim == 2:
             out["classes"] = {c: int(n) for c, n in zip(self.classes, self.y.sum(0), strict=True)}
         elif self.y is not None and self.classes is not None:
             counts = np.bincount(self.y.astype(int), minlength=len(self.classes))
@@ -310,11 +314,20 @@ def build_cohort(
 
     in_any = set().union(*(set(df.index) for df in raw.values())) if raw else set()
     dropped_any = {p["id"] for p in excluded if p.get("scope") != "value"}
-    labelled = target.index[target[t.column].notna()]
-    for pid in target.index[target[t.column].isna()]:
-        excluded.append(
-            {"id": str(pid), "reason": f"missing label in column {t.column!r}", "scope": "patient"}
-        )
+    if t.task == "survival":
+        surv, dropped = survival_target(target, t, twhere)
+        excluded.extend(dropped)
+        labelled = surv.index
+    else:
+        labelled = target.index[target[t.column].notna()]
+        for pid in target.index[target[t.column].isna()]:
+            excluded.append(
+                {
+                    "id": str(pid),
+                    "reason": f"missing label in column {t.column!r}",
+                    "scope": "patient",
+                }
+            )
     for pid in sorted(in_any - set(target.index)):
         excluded.append({"id": str(pid), "reason": "not in the label table", "scope": "patient"})
     ids = [p for p in labelled if p in in_any]
@@ -331,7 +344,13 @@ def build_cohort(
 
     if t.task in ("binary", "multiclass"):
         _require_two_classes(target.loc[ids, t.column], t, twhere, len(target) - len(ids))
-    y, classes = _encode_target(target.loc[ids, t.column], t.task, t.classes, twhere, t.separator)
+    if t.task == "survival":
+        y, classes = surv.loc[ids].to_numpy(dtype=float), None
+        _check_survival(y, t, twhere)
+    else:
+        y, classes = _encode_target(
+            target.loc[ids, t.column], t.task, t.classes, twhere, t.separator
+        )
     modalities = _modality_data(spec, raw, ids)
     for name, md in modalities.items():
         if not md.present.any():
@@ -362,6 +381,79 @@ def build_cohort(
         groups=_groups(target.loc[ids], group_col, twhere),
         reading=dict(target.attrs.get("ehr_report", target.attrs.get("reading_summary", {}))),
     )
+
+
+def survival_target(
+    target: pd.DataFrame, t: Any, where: str
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Time and event (columns ``time``, ``event``) of every row with a usable survival
+    target, and the rows left out with their reason: a missing time or event, or a time
+    <= 0 (no time at risk). An event that is not 0/1 or a time that is not a number is
+    a named error: it signals a wrong column, not a patient to drop."""
+    if t.event is None:  # one column "time,event"
+        parts = target[t.column].astype("string").str.split(",", n=1, expand=True)
+        if parts.shape[1] < 2:
+            raise CohortError(
+                f"{where}: target column {t.column!r} must hold 'time,event' (e.g. '12.5,1') "
+                "when target.event is not given"
+            )
+        time_raw, event_raw = parts[0].str.strip(), parts[1].str.strip()
+        ename = t.column
+    else:
+        if t.event not in target.columns:
+            raise CohortError(f"{where}: event column {t.event!r} (target.event) not found")
+        time_raw, event_raw, ename = target[t.column], target[t.event], t.event
+    time = pd.to_numeric(time_raw, errors="coerce")
+    event = pd.to_numeric(event_raw, errors="coerce")
+    for raw, num, col in ((time_raw, time, t.column), (event_raw, event, ename)):
+        bad = num.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
+        if bad.any():
+            pid = target.index[bad.to_numpy().nonzero()[0][0]]
+            raise CohortError(
+                f"{where}: column {col!r} of patient {pid!r} is not a number: {raw[pid]!r} "
+                f"({int(bad.sum())} such row(s))"
+            )
+    bad = event.notna() & ~event.isin([0, 1])
+    if bad.any():
+        pid = target.index[bad.to_numpy().nonzero()[0][0]]
+        raise CohortError(
+            f"{where}: event column {ename!r} must be 0 (censored) or 1 (event); patient "
+            f"{pid!r} has {event_raw[pid]} ({int(bad.sum())} such row(s))"
+        )
+    if not np.isfinite(time.dropna().to_numpy(dtype=float)).all():
+        raise CohortError(f"{where}: time column {t.column!r} holds an infinite value")
+    excluded = []
+    for pid in target.index[time.isna() | event.isna()]:
+        excluded.append(
+            {"id": str(pid), "reason": "missing survival time or event", "scope": "patient"}
+        )
+    for pid in target.index[time.notna() & event.notna() & (time <= 0)]:
+        excluded.append(
+            {
+                "id": str(pid),
+                "reason": f"survival time {float(time[pid]):g} <= 0 (no time at risk)",
+                "scope": "patient",
+            }
+        )
+    ok = time.notna() & event.notna() & (time > 0)
+    out = pd.DataFrame({"time": time[ok].astype(float), "event": event[ok].astype(float)})
+    return out, excluded
+
+
+def _check_survival(y: np.ndarray, t: Any, where: str) -> None:
+    """At least one event, and every horizon within the observed follow-up."""
+    if y[:, 1].sum() == 0:
+        raise CohortError(
+            f"{where}: all {len(y)} patients are censored (no event in {t.event or t.column!r}); "
+            "a survival model cannot be learnt or scored without events"
+        )
+    last = float(y[:, 0].max())
+    beyond = [h for h in t.horizons if h >= last]
+    if beyond:
+        raise CohortError(
+            f"{where}: target.horizons {beyond} are at or beyond the last observed time "
+            f"({last:g} {t.time_unit}); survival there cannot be estimated"
+        )
 
 
 def _require_two_classes(labels: pd.Series, t: Any, where: str, left_out: int) -> None:
@@ -458,7 +550,10 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
 
 
 def strata(y: np.ndarray | None, task: str) -> np.ndarray | None:
-    """What splits stratify on: the class for binary/multiclass, nothing otherwise."""
+    """What splits stratify on: the class for binary/multiclass, the event indicator for
+    survival, nothing otherwise."""
+    if y is not None and task == "survival":
+        return np.asarray(y)[:, 1].astype(int)
     return None if y is None or task in ("regression", "multilabel") else y
 
 

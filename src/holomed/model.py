@@ -23,6 +23,7 @@ from holomed.modalities import Preprocessor, get_modality
 from holomed.network import MultimodalNet
 from holomed.scoring.calibration import Calibrator
 from holomed.spec import Spec, SpecError, override_spec
+from holomed.survival import Baseline
 from holomed.tasks import Task
 from holomed.threads import torch_threads_for
 from holomed.training import CohortTensors, train
@@ -210,7 +211,11 @@ class Model(Candidate):
             )
         self.val_ids_ = [] if val_c is None else val_c.ids.tolist()
         self.calibrator_ = Calibrator("none")
-        if val_c is not None and self.task_.name != "regression":
+        if self.task_.name == "survival":  # curves: Breslow on the training patients
+            self.task_.extra["horizons"] = list(self.spec.target.horizons)
+            risk = self._logits(*self._arrays(fit_c))[:, 0].double().numpy()
+            self.task_.extra["baseline"] = Baseline.fit(risk, fit_c.y).to_json()
+        elif val_c is not None and self.task_.name != "regression":
             val_logits = self._logits(*val_arrays)  # type: ignore[misc]
             self.calibrator_ = Calibrator(cfg.calibration).fit(val_logits, val_c.y, self.task_.name)
         self.fit_seconds_ = time.perf_counter() - t0

@@ -8,6 +8,7 @@ attention, early, ...``.
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
@@ -172,9 +173,34 @@ class TargetSpec(_Strict):
     source: list[str] = Field(default_factory=list)
     id_column: str | None = None
     column: str = "label"
-    task: Literal["binary", "multiclass", "multilabel", "regression"] = "binary"
+    task: Literal["binary", "multiclass", "multilabel", "regression", "survival"] = "binary"
     classes: list[str] | None = None
     separator: str = ";"  # multilabel: the labels of one patient in one cell, e.g. "AF;RBBB"
+    # survival (right-censored time to event): ``column`` holds the time and ``event`` the
+    # event indicator (1 = the event was observed, 0 = censored); without ``event``,
+    # ``column`` holds both as "time,event"; times are in ``time_unit``; predictions give
+    # the survival probability at each of ``horizons`` (same unit, required)
+    event: str | None = None
+    time_unit: str = "days"
+    horizons: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _survival(self) -> TargetSpec:
+        if self.task != "survival":
+            if self.event is not None or self.horizons:
+                raise ValueError("target.event and target.horizons belong to task: survival")
+            return self
+        if not self.horizons:
+            raise ValueError(
+                f"target.horizons: a survival task needs at least one horizon "
+                f"(in {self.time_unit}), e.g. [30, 90, 365]"
+            )
+        bad = [h for h in self.horizons if not (math.isfinite(h) and h > 0)]
+        if bad:
+            raise ValueError(f"target.horizons must be positive numbers; got {bad}")
+        if sorted(set(self.horizons)) != list(self.horizons):
+            raise ValueError(f"target.horizons must increase strictly; got {self.horizons}")
+        return self
 
     @field_validator("source", mode="before")
     @classmethod
@@ -278,6 +304,13 @@ class EvaluationSpec(_Strict):
     n_bootstrap: int = Field(1000, ge=0)
     selection_folds: int = Field(3, ge=2)
     selection_metric: str = "auroc"
+    # "one_se": the simplest candidate (linear < boosted trees < stack < network <
+    # ensemble) whose mean inner-CV score is within one standard error (of its paired
+    # per-fold difference) of the best; "best": the best mean, however small the margin
+    selection_rule: Literal["one_se", "best"] = "one_se"
+    # what greedy ensemble selection optimises: the log loss (classification; a smooth
+    # proper scoring rule) or the selection metric ("metric"; always so for regression)
+    ensemble_objective: Literal["log_loss", "metric"] = "log_loss"
     baselines: bool = True
     ablations: bool = True
     missing_rates: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8])
@@ -292,9 +325,9 @@ class EvaluationSpec(_Strict):
     score_baselines: list[str] = Field(default_factory=list)
     # the candidates selection chooses from, besides the fusion strategies being compared:
     # classical learners, a stack of per-modality learners and a greedy ensemble (Caruana)
-    candidates: list[str] = Field(
-        default_factory=lambda: ["lr_early", "lr_late", "gbm", "lr_l1", "stack", "ensemble"]
-    )
+    # (None: the task's defaults, lr_early, lr_late, gbm, lr_l1, stack, ensemble; for
+    # survival cox, coxnet, km, ensemble)
+    candidates: list[str] | None = None
     search: SearchSpec = Field(default_factory=lambda: SearchSpec())
     # neural candidates are fitted as bags of this many seeds, probabilities averaged
     # (selection, refits, ablations and the deployed model alike; 1 = no bagging)

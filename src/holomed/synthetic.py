@@ -13,6 +13,12 @@ where each ``*_signal`` is a scaled sum (sd 1) of a few features of that modalit
 term is a cross-modal interaction that only a model seeing both modalities at once
 (early or joint fusion) can use: with ``interaction_only=True`` it is the whole signal.
 ``missing`` is the chance that each non-clinical modality is absent for a patient.
+
+With ``survival=True`` the target is also a time to event: exponential times whose log
+hazard is half that log-odds (without its noise term: column ``true_log_hazard``), with
+baseline rate 0.1 per month, independently censored by exponential times of rate
+``censoring`` x 0.05 per month and administratively at 36 months (columns ``time``,
+``event``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ def make_synthetic(
     noise: float = 1.0,
     interaction: float = 1.0,
     interaction_only: bool = False,
+    survival: bool = False,
+    censoring: float = 1.0,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """(frames by modality, target frame with label/sex/site/split columns, ground truth)."""
     rng = np.random.default_rng(seed)
@@ -58,8 +66,12 @@ def make_synthetic(
     logit = 1.0 * clin_sig + 3.0 * expr_sig + 1.5 * meth_sig
     inter = expr[:, 5] * meth[:, 5]
     logit = interaction * inter * 1.5 if interaction_only else logit + interaction * inter
+    true_log_hazard = 0.5 * logit
     logit = logit + rng.normal(scale=0.3, size=n)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    # drawn whether or not asked for, so the other columns do not depend on ``survival``
+    t_event = rng.exponential(1.0, n) / (0.1 * np.exp(true_log_hazard))
+    t_censor = rng.exponential(1.0, n) / (0.05 * max(censoring, 1e-9))
     expr += rng.normal(scale=0.5 * noise, size=expr.shape) * (noise > 1)
     frames = {
         "clinical": pd.DataFrame(
@@ -80,6 +92,11 @@ def make_synthetic(
         {"label": np.where(y == 1, "event", "no_event"), "sex": sex, "site": site, "split": split},
         index=ids,
     )
+    if survival:
+        t_obs = np.minimum.reduce([t_event, t_censor, np.full(n, 36.0)])
+        target["time"] = np.maximum(t_obs, 1e-3).round(4)
+        target["event"] = (t_event <= np.minimum(t_censor, 36.0)).astype(int)
+        target["true_log_hazard"] = true_log_hazard
     truth = dict(GROUND_TRUTH, interaction_weight=interaction, interaction_only=interaction_only)
     return frames, target, truth
 
@@ -127,6 +144,21 @@ def synthetic_spec_dict(**dataset_options: Any) -> dict[str, Any]:
         },
         "evaluation": {"seeds": 2, "n_bootstrap": 200, "selection_folds": 2},
     }
+
+
+def synthetic_survival_spec_dict(**dataset_options: Any) -> dict[str, Any]:
+    """The synthetic cohort with its time-to-event target (months; horizons 3, 6, 12)."""
+    d = synthetic_spec_dict(survival=True, **dataset_options)
+    d["description"] = "SYNTHETIC cohort, time to event (not clinical data)"
+    d["target"] = {
+        "column": "time",
+        "event": "event",
+        "task": "survival",
+        "time_unit": "months",
+        "horizons": [3, 6, 12],
+    }
+    d["evaluation"]["selection_metric"] = "c_index"
+    return d
 
 
 def write_synthetic(folder: str | Path, **options: Any) -> Path:

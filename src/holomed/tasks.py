@@ -1,15 +1,21 @@
 """Heads and losses per task: ``binary`` (1 logit), ``multiclass`` (K logits),
-``regression`` (1 output on the standardised target)."""
+``multilabel`` (K logits), ``regression`` (1 output on the standardised target),
+``survival`` (1 output, the log relative hazard, trained by the Cox partial likelihood
+with Efron's ties from torchsurv; curves from a Breslow baseline hazard set after
+training, see :mod:`holomed.survival`)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-TASKS = ("binary", "multiclass", "multilabel", "regression")
+from holomed.survival import Baseline, pack
+
+TASKS = ("binary", "multiclass", "multilabel", "regression", "survival")
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Task:
     def fit(cls, name: str, y: np.ndarray, n_classes: int, balance: bool) -> Task:
         if name not in TASKS:
             raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
+        if name == "survival":
+            return cls(name, 1)
         if name == "regression":
             sd = float(np.std(y))
             return cls(name, 1, None, float(np.mean(y)), sd if sd > 1e-12 else 1.0)
@@ -66,6 +74,8 @@ class Task:
                 else None
             )
             return F.cross_entropy(logits, y.long(), weight=w)
+        if self.name == "survival":
+            return cox_loss(logits[:, 0], y)
         return F.mse_loss(logits[:, 0], (y.float() - self.y_mean) / self.y_sd)
 
     def output(self, logits: torch.Tensor) -> np.ndarray:
@@ -77,6 +87,13 @@ class Task:
             return torch.softmax(logits.double(), 1).numpy()
         if self.name == "multilabel":
             return torch.sigmoid(logits.double()).numpy()
+        if self.name == "survival":
+            risk = logits[:, 0].double().numpy()
+            horizons = self.extra.get("horizons", [])
+            if "baseline" not in self.extra:  # before the baseline is set: risk only
+                return pack(risk, np.full((len(risk), len(horizons)), np.nan))
+            base = Baseline.from_json(self.extra["baseline"])
+            return pack(risk, base.survival(risk, horizons))
         return logits[:, 0].double().numpy() * self.y_sd + self.y_mean
 
     def to_json(self) -> dict:
@@ -86,8 +103,27 @@ class Task:
             "class_weights": self.class_weights,
             "y_mean": self.y_mean,
             "y_sd": self.y_sd,
+            "extra": self.extra,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> Task:
-        return cls(d["name"], d["n_classes"], d["class_weights"], d["y_mean"], d["y_sd"])
+        extra = dict(d.get("extra") or {})
+        if "baseline" in extra:  # checked on load: a bad file names itself
+            Baseline.from_json(extra["baseline"])
+        return cls(d["name"], d["n_classes"], d["class_weights"], d["y_mean"], d["y_sd"], extra)
+
+
+def cox_loss(log_hz: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Negative Cox partial log-likelihood (Efron's ties) of a batch; 0 (with a
+    gradient path) for a batch without events."""
+    from torchsurv.loss.cox import neg_partial_log_likelihood
+
+    event = y[:, 1] > 0
+    if not bool(event.any()):
+        return (log_hz * 0.0).sum()
+    with warnings.catch_warnings():  # "ties detected: using Efron" is the intent here
+        warnings.simplefilter("ignore", UserWarning)
+        return neg_partial_log_likelihood(
+            log_hz.float()[:, None], event, y[:, 0].float(), ties_method="efron", reduction="mean"
+        )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from holomed.cohort import inner_folds, load_cohort, patient_splits
-from holomed.evaluation.select import ensemble_selection, score_candidate, select
+from holomed.evaluation.select import (
+    choose,
+    ensemble_selection,
+    paired_se,
+    score_candidate,
+    select,
+)
+from holomed.scoring.metrics import log_loss, oriented
 from holomed.spec import parse_spec
 from holomed.synthetic import synthetic_spec_dict
 
@@ -35,8 +42,8 @@ def test_search_tries_the_defaults_first_and_respects_the_trial_budget():
     assert [t["params"] for t in again.trials] == [t["params"] for t in s.trials]
 
 
-def test_the_rule_picks_the_best_mean_inner_score_and_the_ensemble_is_scored_honestly():
-    spec, train = small()
+def test_the_best_rule_picks_the_best_mean_inner_score_and_the_ensemble_is_scored_honestly():
+    spec, train = small(selection_rule="best")
     sel = select(spec, train, ["joint", "lr_early", "gbm", "ensemble"], 0, lambda _m: None)
     scores = {n: s.score for n, s in sel.scored.items()}
     assert sel.selected == max(scores, key=scores.get)
@@ -44,7 +51,53 @@ def test_the_rule_picks_the_best_mean_inner_score_and_the_ensemble_is_scored_hon
     # the ensemble's reported score is not the in-sample score of its weights
     folds = inner_folds(train.y, 2, 0, train.task, train.groups)
     w, fold_scores = ensemble_selection(
-        {n: sel.scored[n] for n in ("joint", "lr_early", "gbm")}, train.y, folds, "binary", "auroc"
+        {n: sel.scored[n] for n in ("joint", "lr_early", "gbm")},
+        train.y,
+        folds,
+        "binary",
+        "auroc",
+        "log_loss",
     )
     assert w == sel.ensemble_weights
     assert np.isclose(np.mean(fold_scores), sel.scored["ensemble"].score)
+
+
+def test_one_se_rule_takes_the_simplest_candidate_within_noise_of_the_best():
+    # the network leads by less than the noise of its paired per-fold difference: the
+    # linear model is chosen; a clear lead (consistent over folds) keeps the network
+    noisy = {"late": [0.90, 0.80, 0.88], "gbm": [0.80, 0.86, 0.85], "lr_late": [0.84, 0.86, 0.86]}
+    assert choose(noisy, "best") == "late"
+    assert choose(noisy, "one_se") == "lr_late"
+    clear = {"late": [0.90, 0.91, 0.92], "lr_late": [0.85, 0.86, 0.86]}
+    assert paired_se(clear, "late", "lr_late") < 0.01
+    assert choose(clear, "one_se") == "late"
+    # among equally simple candidates within the band, the best mean; boosted trees are
+    # simpler than a stack, a stack simpler than an ensemble
+    assert choose({"ensemble": [0.9, 0.8], "stack": [0.85, 0.84], "gbm": [0.8, 0.9]}) == "gbm"
+    assert choose({"ensemble": [0.9, 0.91], "stack": [0.85, 0.84]}) == "ensemble"
+    # undefined folds are left out of the pairing; all undefined: the first listed
+    assert choose({"late": [np.nan, np.nan], "lr_early": [np.nan, np.nan]}) == "late"
+    assert paired_se({"a": [0.9, np.nan, 0.8], "b": [0.8, 0.7, np.nan]}, "a", "b") == 0.0
+
+
+def test_one_se_rule_is_the_default_and_selects_within_the_band():
+    spec, train = small()
+    assert spec.evaluation.selection_rule == "one_se"
+    sel = select(spec, train, ["joint", "lr_early", "gbm"], 0, lambda _m: None)
+    scores = {n: s.score for n, s in sel.scored.items()}
+    best = max(scores, key=scores.get)
+    folds = {n: s.fold_scores for n, s in sel.scored.items()}
+    assert scores[best] - scores[sel.selected] <= paired_se(folds, best, sel.selected) + 1e-12
+
+
+def test_log_loss_is_the_mean_negative_log_likelihood_for_every_classification_task():
+    y = np.array([0, 1, 1])
+    p = np.array([[0.8, 0.2], [0.3, 0.7], [0.5, 0.5]])
+    want = -np.mean(np.log([0.8, 0.7, 0.5]))
+    assert np.isclose(log_loss("binary", y, p), want)
+    assert np.isclose(oriented("binary", "log_loss", y, p), -want)
+    ym = np.array([[1, 0], [0, 1]])
+    pm = np.array([[0.9, 0.2], [0.4, 0.6]])
+    bce = -np.mean(np.log([0.9, 0.8, 0.6, 0.6]))
+    assert np.isclose(log_loss("multilabel", ym, pm), bce)
+    assert np.isnan(log_loss("regression", np.zeros(2), np.zeros(2)))

@@ -1,7 +1,7 @@
 """Every family of candidates, registered by name (see :mod:`holomed.candidate`):
 neural fusions (``holomed.model.Model``, one name per fusion strategy), classical
 learners (``lr_early``, ``lr_late``, ``gbm``), stacking (``stack``) and ensembles
-(``ensemble``, ``bag``)."""
+(``ensemble``, ``bag``); survival learners (``cox``, ``coxnet``, ``km``)."""
 
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from holomed.candidate import (
 from holomed.candidates.classical import Classical, LateLinear
 from holomed.candidates.ensemble import Ensemble, blend, caruana
 from holomed.candidates.stacking import Stack
+from holomed.candidates.survival import CoxLinear
 from holomed.errors import BundleError
 from holomed.model import Model
 
@@ -46,6 +47,7 @@ __all__ = [
     "CLASSICAL",
     "Candidate",
     "Classical",
+    "CoxLinear",
     "Ensemble",
     "LateLinear",
     "Model",

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from holomed.candidate import Candidate, Param, register_candidate
+from holomed.candidate import Candidate, Param, canonical, register_candidate
 from holomed.cohort import Cohort
 from holomed.modalities import get_modality
 from holomed.model import fit_preprocessors, transform_cohort
@@ -254,7 +254,7 @@ def predict_linear(lin: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
     return lin.predict(x, n_classes)
 
 
-class _Features:
+class FeatureDesign:
     """What the classical families share: preprocessors fitted on training patients and
     flat features per modality (``flat_features`` of each kind)."""
 
@@ -271,6 +271,8 @@ class _Features:
             self.prior_ = np.bincount(cohort.y.astype(int), minlength=n_classes) / len(cohort.y)
         elif cohort.task == "multilabel":
             self.prior_ = cohort.y.mean(0)
+        elif cohort.task == "survival":  # the event rate
+            self.prior_ = np.array([float(np.mean(cohort.y[:, 1]))])
         else:
             self.prior_ = np.array([float(np.mean(cohort.y))])
 
@@ -353,11 +355,17 @@ class _Features:
 
 
 @register_candidate("lr_early", "lr_l1", "gbm")
-class Classical(_Features, Candidate):
+class Classical(FeatureDesign, Candidate):
     """Logistic regression (``lr_early``: L2; ``lr_l1``: L1, sparse) or LightGBM (``gbm``)
     on all modalities joined."""
 
     family = "classical"
+    complexity = 0
+    tasks = ("binary", "multiclass", "multilabel", "regression")
+
+    @classmethod
+    def complexity_of(cls, name: str) -> int:
+        return 1 if canonical(name) == "gbm" else 0
 
     def fit(self, cohort: Cohort) -> Classical:
         t0 = time.perf_counter()
@@ -450,10 +458,12 @@ class Classical(_Features, Candidate):
 
 
 @register_candidate("lr_late")
-class LateLinear(_Features, Candidate):
+class LateLinear(FeatureDesign, Candidate):
     """One logistic regression per modality; the mean of the present ones' probabilities."""
 
     family = "classical_late"
+    complexity = 0
+    tasks = ("binary", "multiclass", "multilabel", "regression")
 
     def fit(self, cohort: Cohort) -> LateLinear:
         t0 = time.perf_counter()

@@ -2,8 +2,11 @@
 
 - Greedy ensemble selection with replacement (Caruana et al., 2004, "Ensemble selection
   from libraries of models"): starting from the best member, repeatedly add (again, if
-  it helps) the member whose inclusion most improves the selection metric of the running
-  mean of out-of-fold predictions; the weights are the counts at the best round.
+  it helps) the member whose inclusion most improves an objective of the running mean of
+  out-of-fold predictions; the weights are the counts at the best round. The objective
+  is ``evaluation.ensemble_objective``: the log loss by default (a smooth, proper
+  scoring rule: on a few hundred patients a rank metric such as AUROC moves in steps of
+  one pair and greedy steps on it fit noise), or the selection metric.
 - Bagging over seeds is the same ensemble with one candidate at several seeds.
 
 Members are any candidates; each handles missing modalities itself, so the ensemble
@@ -69,6 +72,7 @@ class Ensemble(Candidate):
     with equal weights."""
 
     family = "ensemble"
+    complexity = 4
     attribution_method = "members' attributions, weighted mean"
 
     def _member_specs(self) -> list[dict[str, Any]]:

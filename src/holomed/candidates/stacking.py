@@ -42,6 +42,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 @register_candidate("stack")
 class Stack(Candidate):
     family = "stacking"
+    complexity = 2
+    tasks = ("binary", "multiclass", "multilabel", "regression")
 
     def _learners(self) -> list[str]:
         return list((self.params or {}).get("learners", DEFAULT_LEARNERS))

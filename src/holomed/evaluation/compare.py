@@ -30,6 +30,7 @@ from holomed.candidate import (
     candidate_class,
     candidate_entry,
     canonical,
+    default_candidates,
 )
 from holomed.candidates.ensemble import blend
 from holomed.cohort import Cohort, count_reasons, patient_splits  # noqa: F401 (re-exported)
@@ -38,8 +39,10 @@ from holomed.evaluation.resources import Measure
 from holomed.evaluation.select import (
     Selection,
     build_candidate,
+    choose,
     empty_outputs,
     grid_points,
+    output_columns,
     select,
 )
 from holomed.evaluation.trust import curves
@@ -52,7 +55,8 @@ from holomed.scoring.metrics import (
     metric_names,
     summarise,
 )
-from holomed.spec import Spec, override_spec
+from holomed.scoring.survival import calibration_at, per_horizon, risk_groups
+from holomed.spec import Spec, SpecError, override_spec
 
 Tick = Callable[[str], None]
 _CONTRIB_KEYS = ("metric", "global", "global_loo", "value_all", "value_none")
@@ -76,10 +80,17 @@ def entries_to_select(spec: Spec, fusions: list[str], baselines: bool) -> list[s
     """The candidates a comparison selects from: the fusions, then (with baselines) the
     spec's ``evaluation.candidates`` (classical learners, ``stack``, ``ensemble``)."""
     names = list(fusions)
+    task = spec.target.task
     if baselines:
-        names += [canonical(c) for c in spec.evaluation.candidates if canonical(c) not in names]
-    for n in names:
-        candidate_class(n)  # unknown names fail before any fit
+        extra = spec.evaluation.candidates
+        extra = default_candidates(task) if extra is None else extra
+        names += [canonical(c) for c in extra if canonical(c) not in names]
+    wrong = [n for n in names if task not in candidate_class(n).tasks]  # unknown: fails here
+    if wrong:
+        raise SpecError(
+            f"evaluation.candidates: {wrong} cannot learn a {task} task; "
+            f"the defaults for it are {default_candidates(task)}"
+        )
     return names
 
 
@@ -101,7 +112,7 @@ def compare(
     ablations = ev.ablations if ablations is None else ablations
     tick = tick or (lambda _msg: None)
     task, n = cohort.task, len(cohort)
-    k = len(cohort.classes or []) or 1
+    k = output_columns(spec, cohort)
     metric = ev.selection_metric
     if metric not in metric_names(task):
         raise ValueError(
@@ -222,6 +233,9 @@ def compare(
                 )
 
     evaluated = np.unique(np.concatenate([te for _, te in splits]))
+    # survival: the censoring distribution (Uno's C, td-AUROC, Brier) from every labelled
+    # patient's follow-up, a label-only quantity shared by all candidates
+    ctx = {"horizons": spec.target.horizons, "reference": cohort.y} if task == "survival" else {}
     y = cohort.y[evaluated]
     entries = {}
     final_outputs = {}
@@ -238,13 +252,16 @@ def compare(
             else None,
             "contributions": contributions.get(name),
             "features": features.get(name),
-            "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed),
+            "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed, **ctx),
+            "survival": survival_summary(spec, y, np.mean(outs, 0), cohort.y)
+            if task == "survival"
+            else None,
             "fit_seconds": float(np.mean(meta[name]["fit_seconds"])),
             "fit_seconds_total": float(np.sum(meta[name]["fit_seconds"])),
             "peak_rss_mb": round(meta[name]["peak_rss_mb"], 1),
             "params": meta[name]["params"],
         }
-    selected, cv_mean = deployable_choice(selection_log)
+    selected, cv_mean = deployable_choice(selection_log, ev.selection_rule)
     sign = -1 if metric in LOWER_IS_BETTER else 1
     board = sorted(
         entries,
@@ -266,7 +283,7 @@ def compare(
         "n_splits": len(splits),
         "seeds": list(range(seeds)),
         "selection": "cv-on-train",
-        "selection_rule": SELECTION_RULE,
+        "selection_rule": SELECTION_RULES[ev.selection_rule],
         "selection_metric": metric,
         "selection_folds": ev.selection_folds,
         "candidates": names,
@@ -291,6 +308,24 @@ def compare(
     return results, final_outputs
 
 
+def survival_summary(
+    spec: Spec, y: np.ndarray, out: np.ndarray, reference: np.ndarray
+) -> dict[str, Any]:
+    """Per-horizon AUROC and Brier, calibration at the middle horizon (predicted vs
+    Kaplan–Meier observed, by risk decile) and Kaplan–Meier curves by risk tertile with
+    the log-rank p, for one entry's seed-mean output."""
+    hs = spec.target.horizons
+    mid = len(hs) // 2
+    surv = out[:, 1:]
+    return {
+        "per_horizon": per_horizon(y, out, hs, reference),
+        "calibration": calibration_at(y, surv[:, mid], hs[mid])
+        if np.isfinite(surv[:, mid]).all()
+        else None,
+        "risk_groups": risk_groups(y, out[:, 0]),
+    }
+
+
 def _params(model: Any, chosen: Any) -> Any:
     if chosen is not None or model.family == "neural":
         return chosen or {}
@@ -298,24 +333,44 @@ def _params(model: Any, chosen: Any) -> Any:
 
 
 SELECTION_ENTRY = "selection (per fold)"
-SELECTION_RULE = (
-    "In each outer split, every candidate is scored by the mean over inner folds of the "
-    "training patients of the selection metric; the best one predicts that split's test "
-    "patients (entry 'selection (per fold)'). The deployable choice ('selected') is the "
-    "candidate with the best inner-CV score averaged over all outer splits."
-)
+SELECTION_RULES = {
+    "one_se": (
+        "In each outer split, every candidate is scored on the inner folds of the training "
+        "patients by the selection metric; the simplest candidate (linear < boosted trees < "
+        "stack < network < ensemble) whose mean is within one standard error (paired "
+        "per-fold difference) of the best mean predicts that split's test patients (entry "
+        "'selection (per fold)'). The deployable choice ('selected') applies the same rule "
+        "to the inner folds of all outer splits together."
+    ),
+    "best": (
+        "In each outer split, every candidate is scored by the mean over inner folds of the "
+        "training patients of the selection metric; the best one predicts that split's test "
+        "patients (entry 'selection (per fold)'). The deployable choice ('selected') is the "
+        "candidate with the best inner-CV score averaged over all outer splits."
+    ),
+}
 
 
-def deployable_choice(log: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
-    """The candidate with the best mean inner-CV score over the outer splits."""
+def deployable_choice(
+    log: list[dict[str, Any]], rule: str = "one_se"
+) -> tuple[str, dict[str, float]]:
+    """The selection rule applied to the inner folds of all outer splits together (each
+    candidate's per-fold scores, paired by outer split and inner fold), and each
+    candidate's mean inner-CV score over the outer splits."""
     scores: dict[str, list[float]] = {}
+    folds: dict[str, list[float]] = {}
     for entry in log:
+        k = max((len(v) for v in entry.get("cv_fold_scores", {}).values()), default=0)
         for name, v in entry.get("cv_scores", {}).items():
             scores.setdefault(name, []).append(v)
+            f = list(entry.get("cv_fold_scores", {}).get(name, []))
+            folds.setdefault(name, []).extend(f + [float("nan")] * (k - len(f)))
     if not scores:
         return log[0]["selected"], {}
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
-    return max(mean, key=lambda k: mean[k]), mean
+    if not any(folds.values()):
+        return max(mean, key=lambda k: mean[k]), mean
+    return choose(folds, rule), mean
 
 
 def _deploy_params(log: list[dict[str, Any]], name: str) -> Any:

@@ -22,7 +22,7 @@ import numpy as np
 import holomed.candidates  # noqa: F401  (every family registered)
 from holomed.candidate import Candidate
 from holomed.cohort import Cohort, patient_splits
-from holomed.evaluation.select import build_candidate, empty_outputs
+from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
 from holomed.evaluation.trust import assess, curves, fit_results
 from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
 from holomed.spec import Spec
@@ -120,7 +120,7 @@ def fit_run(
         res = fit_results(spec, cohort, model, len(tr), len(te), trust)
         res["test_ids"] = test.ids.tolist()
         return model, res
-    k = len(cohort.classes or []) or 1
+    k = output_columns(spec, cohort)
     out, raw = (
         empty_outputs(len(cohort), cohort.task, k),
         empty_outputs(len(cohort), cohort.task, k),

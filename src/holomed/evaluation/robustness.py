@@ -17,7 +17,7 @@ import numpy as np
 
 import holomed.candidates  # noqa: F401  (every family registered)
 from holomed.candidate import CLASSICAL as BASELINES
-from holomed.candidate import candidate_entry, canonical, make_candidate
+from holomed.candidate import candidate_class, candidate_entry, canonical, make_candidate
 from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate
 from holomed.scoring.metrics import compute_metrics
@@ -66,8 +66,15 @@ def robustness(
     tr, te = patient_splits(cohort, spec.split, seed=spec.training.seed)[0]
     train, test = cohort.subset(tr), cohort.subset(te)
     scenarios = list(cohort.modality_names) + (["random"] if len(cohort.modality_names) > 1 else [])
-    metrics = {"regression": ("rmse", "r2"), "multilabel": ("auroc", "f1_macro")}.get(
-        cohort.task, ("auroc", "accuracy", "balanced_accuracy")
+    metrics = {
+        "regression": ("rmse", "r2"),
+        "multilabel": ("auroc", "f1_macro"),
+        "survival": ("c_index", "td_auroc", "ibs"),
+    }.get(cohort.task, ("auroc", "accuracy", "balanced_accuracy"))
+    context = (
+        {"horizons": spec.target.horizons, "reference": train.y}
+        if cohort.task == "survival"
+        else {}
     )
     entries: list[tuple[str, Callable[[int], Any]]] = [
         (
@@ -81,6 +88,7 @@ def robustness(
             (f"baseline:{b}", lambda s, b=b: make_candidate(spec, b, s).fit(train))
             for b in BASELINES
             if f"baseline:{b}" not in {e[0] for e in entries}
+            and cohort.task in candidate_class(b).tasks
         ]
     curves: dict[str, Any] = {}
     base_present = test.presence()
@@ -92,7 +100,9 @@ def robustness(
                 for j, r in enumerate(rates):
                     rng = np.random.default_rng([s, j, scenarios.index(sc)])
                     masked = test.with_presence(drop_modalities(base_present, sc, r, rng))
-                    res = compute_metrics(cohort.task, test.y, model.predict_proba(masked))
+                    res = compute_metrics(
+                        cohort.task, test.y, model.predict_proba(masked), **context
+                    )
                     for m in metrics:
                         vals[sc][m][s, j] = res[m]
             tick(f"robustness {name} seed {s}")

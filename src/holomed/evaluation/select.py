@@ -2,8 +2,16 @@
 
 The rule (one, documented): every candidate is scored by the mean, over the inner folds
 of the training patients, of ``evaluation.selection_metric`` on that fold's held-out
-predictions; the candidate with the best score is selected (ties: the first in the
-order given). Test patients are never seen.
+predictions. With ``evaluation.selection_rule: one_se`` (the default; Breiman et al.
+1984, Hastie et al. "Elements of Statistical Learning" 7.10) the selected candidate is
+the *simplest* one whose mean is within one standard error of the best mean, the
+standard error being that of its paired per-fold difference to the best; among equally
+simple ones, the best mean wins. Simplicity is the candidate's declared complexity
+rank: linear models, then boosted trees, stacks, networks, ensembles. On a few hundred
+patients the inner-CV means of the leading candidates are often closer than their noise,
+and the simpler model generalises at least as well there. ``best`` takes the best mean
+however small the margin (ties: the first in the order given). Test patients are never
+seen.
 
 Per candidate, the hyper-parameters come from (in this order): a fixed grid
 (``evaluation.grid``, dotted spec paths, neural candidates), else an Optuna search
@@ -59,6 +67,14 @@ def grid_points(spec: Spec) -> list[dict[str, Any]]:
     ]
 
 
+def output_columns(spec: Spec, cohort: Cohort) -> int:
+    """Columns of a candidate's output: classes (1 for regression), or for survival the
+    risk score and one survival probability per horizon."""
+    if cohort.task == "survival":
+        return 1 + len(spec.target.horizons)
+    return len(cohort.classes or []) or 1
+
+
 def empty_outputs(n: int, task: str, k: int) -> np.ndarray:
     """NaN outputs for ``n`` patients: (n,) for regression, (n, k) otherwise."""
     return np.full(n, np.nan) if task == "regression" else np.full((n, k), np.nan)
@@ -93,7 +109,7 @@ def inner_cv(
     """Out-of-fold predictions of one configuration over ``folds`` and per-fold scores.
     ``report(step, running mean)`` may raise to stop early (Optuna pruning)."""
     ev = spec.evaluation
-    k = len(train.classes or []) or 1
+    k = output_columns(spec, train)
     oof = empty_outputs(len(train), train.task, k)
     scores: list[float] = []
     for i, (a, b) in enumerate(folds):
@@ -200,18 +216,26 @@ def score_candidate(
 
 
 def ensemble_selection(
-    scored: dict[str, Scored], y: np.ndarray, folds: list, task: str, metric: str
+    scored: dict[str, Scored],
+    y: np.ndarray,
+    folds: list,
+    task: str,
+    metric: str,
+    objective: str = "log_loss",
 ) -> tuple[dict[str, float], list[float]]:
-    """Caruana weights over all candidates' out-of-fold predictions, and the honest
-    per-fold scores of the procedure (weights chosen without the scored fold)."""
+    """Caruana weights (greedy on ``objective``: ``log_loss`` or ``metric``) over all
+    candidates' out-of-fold predictions, and the honest per-fold scores, in ``metric``,
+    of the procedure (weights chosen without the scored fold)."""
+    if objective == "metric" or task in ("regression", "survival"):
+        objective = metric
     preds = {n: s.oof for n, s in scored.items() if np.isfinite(s.oof).all()}
     if len(preds) < 2:
         return {}, []
-    weights = caruana(preds, y, task, metric)
+    weights = caruana(preds, y, task, objective)
     fold_scores = []
     for _, b in folds:
         rest = np.setdiff1d(np.arange(len(y)), b)
-        w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, metric)
+        w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, objective)
         out = blend([preds[n][b] for n in w], list(w.values()))
         fold_scores.append(oriented(task, metric, y[b], out))
     return weights, fold_scores
@@ -249,7 +273,7 @@ def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -
     if "ensemble" in names:
         t0 = time.perf_counter()
         weights, fold_scores = ensemble_selection(
-            scored, train.y, folds, train.task, ev.selection_metric
+            scored, train.y, folds, train.task, ev.selection_metric, ev.ensemble_objective
         )
         if weights:
             oof = blend([scored[n].oof for n in weights], list(weights.values()))
@@ -265,5 +289,33 @@ def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -
                 time.perf_counter() - t0,
             )
         tick("select ensemble")
-    selected = max(scored, key=lambda n: scored[n].score)
+    fold_scores = {n: s.fold_scores for n, s in scored.items()}
+    selected = choose(fold_scores, ev.selection_rule)
     return Selection(scored, weights, selected)
+
+
+def choose(fold_scores: dict[str, list[float]], rule: str = "one_se") -> str:
+    """The selected candidate from per-fold scores (higher is better; NaN where a fold is
+    undefined), by ``rule`` (module doc). The lists are paired by position: the same
+    folds in the same order for every candidate."""
+    means = {n: _mean(v) for n, v in fold_scores.items()}
+    best = max(means, key=lambda n: means[n])  # ties: the first listed
+    if rule == "best" or not np.isfinite(means[best]):
+        return best
+    ok = [n for n in fold_scores if means[best] - means[n] <= paired_se(fold_scores, best, n)]
+    simplest = min(candidate_class(n).complexity_of(n) for n in ok)
+    return max(
+        (n for n in ok if candidate_class(n).complexity_of(n) == simplest),
+        key=lambda n: means[n],
+    )
+
+
+def paired_se(fold_scores: dict[str, list[float]], a: str, b: str) -> float:
+    """Standard error of the mean per-fold difference between ``a`` and ``b`` (folds
+    where both are defined); 0 with fewer than two such folds."""
+    x, y = np.asarray(fold_scores[a], float), np.asarray(fold_scores[b], float)
+    n = min(len(x), len(y))
+    d = (x[:n] - y[:n])[np.isfinite(x[:n]) & np.isfinite(y[:n])]
+    if len(d) < 2:
+        return 0.0
+    return float(d.std(ddof=1) / np.sqrt(len(d)))

@@ -4,7 +4,8 @@ The presence masks make "this modality is absent" well defined: the value of a s
 ``S`` is the model's output when only the modalities in ``S`` (and actually present for
 that patient) are given. Per patient, the value is the predicted score (probability of
 the positive class, of the predicted class for multiclass, or the prediction for
-regression); globally, it is a metric (AUROC by default) over the cohort.
+regression, the risk score for survival); globally, it is a metric (AUROC by default;
+Harrell's C for survival) over the cohort.
 
 Exact Shapley values enumerate all 2^M subsets (M <= ``exact_max`` = 8 modalities);
 above that, permutation sampling estimates them. Leave-one-out deltas
@@ -35,9 +36,12 @@ def predictor(model: Any, cohort: Any) -> Predict:
 
 def _score(out: np.ndarray, ref: np.ndarray | None = None, task: str = "") -> np.ndarray:
     """Per-patient score: P(positive) for binary, P(reference class) for multiclass, the
-    mean label probability for multilabel, the prediction for regression."""
+    mean label probability for multilabel, the prediction for regression, the risk score
+    (log relative hazard) for survival."""
     if out.ndim == 1:
         return out
+    if task == "survival":
+        return out[:, 0]
     if task == "multilabel":
         return out.mean(1)
     if out.shape[1] == 2:
@@ -76,7 +80,7 @@ def modality_shapley(
     """Global and per-patient modality Shapley values + leave-one-out deltas."""
     names = list(getattr(model, "preprocessors_", {}) or cohort.modality_names)
     task = cohort.task
-    metric = metric or ("rmse" if task == "regression" else "auroc")
+    metric = metric or {"regression": "rmse", "survival": "c_index"}.get(task, "auroc")
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     f = predictor(model, cohort)
     base = {

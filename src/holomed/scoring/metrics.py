@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from sklearn import metrics as skm
 
+from holomed.scoring.survival import SURVIVAL, survival_metrics
+
 CLASSIFICATION = (
     "accuracy",
     "balanced_accuracy",
@@ -28,19 +30,36 @@ CLASSIFICATION = (
 )
 REGRESSION = ("mae", "rmse", "r2")
 MULTILABEL = ("auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy", "hamming_loss", "brier")
-LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss"}
+LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss", "ibs"}
 
 
-def oriented(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
-    """``metric`` with its sign set so that higher is better (selection, ensembles); NaN
-    when it is undefined here or the outputs are not finite."""
+def log_loss(task: str, y: np.ndarray, out: np.ndarray, eps: float = 1e-6) -> float:
+    """Mean negative log-likelihood of ``y`` under the predicted probabilities: binary and
+    multiclass (``out`` (n, k), ``y`` class indices), multilabel (mean binary
+    cross-entropy over labels). Undefined (NaN) for regression and survival."""
+    if task in ("regression", "survival"):
+        return float("nan")
+    p = np.clip(np.asarray(out, dtype=float), eps, 1 - eps)
+    y = np.asarray(y)
+    if task == "multilabel":
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    return float(-np.log(p[np.arange(len(y)), y.astype(int)]).mean())
+
+
+def oriented(task: str, metric: str, y: np.ndarray, out: np.ndarray, **context) -> float:
+    """``metric`` (or ``log_loss``) with its sign set so that higher is better (selection,
+    ensembles); NaN when it is undefined here or the outputs are not finite."""
     if not np.isfinite(out).all():
         return float("nan")
-    v = float(compute_metrics(task, y, out)[metric])
+    if metric == "log_loss":
+        return -log_loss(task, y, out)
+    v = float(compute_metrics(task, y, out, **context)[metric])
     return -v if metric in LOWER_IS_BETTER else v
 
 
 def metric_names(task: str) -> tuple[str, ...]:
+    if task == "survival":
+        return SURVIVAL
     if task == "multilabel":
         return MULTILABEL
     return REGRESSION if task == "regression" else CLASSIFICATION
@@ -180,9 +199,19 @@ def _binary(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
     }
 
 
-def compute_metrics(task: str, y: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """All metrics of ``task``; a metric undefined on this sample (one class only) is NaN."""
+def compute_metrics(
+    task: str,
+    y: np.ndarray,
+    out: np.ndarray,
+    horizons: list[float] | None = None,
+    reference: np.ndarray | None = None,
+) -> dict[str, float]:
+    """All metrics of ``task``; a metric undefined on this sample (one class only) is NaN.
+    Survival only: ``horizons`` of the curves in ``out`` and the ``reference`` (training)
+    targets for the censoring distribution (:mod:`holomed.scoring.survival`)."""
     y = np.asarray(y)
+    if task == "survival":
+        return survival_metrics(y, out, horizons, reference)
     if task == "multilabel":
         return multilabel_metrics(y, np.asarray(out, dtype=float))
     if task != "regression" and out.shape[1] == 2:
@@ -272,18 +301,25 @@ def bootstrap_ci(
 
 
 def summarise(
-    task: str, y: np.ndarray, outputs: list[np.ndarray], n_boot: int = 1000, seed: int = 0
+    task: str,
+    y: np.ndarray,
+    outputs: list[np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    **context,
 ) -> dict[str, dict[str, float | list[float]]]:
     """Per metric: mean and sd over seeds (one output per seed, same patients) and a
     bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class).
 
     Percentile intervals. ECE is biased upward on resamples (duplicated patients sharpen
     the bins), so its interval can sit above the point estimate on small test sets."""
-    per_seed = [compute_metrics(task, y, o) for o in outputs]
+    per_seed = [compute_metrics(task, y, o, **context) for o in outputs]
     from holomed.cohort import strata as class_strata
 
     names = metric_names(task)
-    boots = bootstrap_metrics(task, y, outputs, n_boot, seed, class_strata(np.asarray(y), task))
+    boots = bootstrap_metrics(
+        task, y, outputs, n_boot, seed, class_strata(np.asarray(y), task), **context
+    )
     out: dict[str, dict[str, float | list[float]]] = {}
     for m in names:
         vals = np.array([s[m] for s in per_seed], dtype=float)
@@ -305,6 +341,7 @@ def bootstrap_metrics(
     n_boot: int,
     seed: int = 0,
     strata: np.ndarray | None = None,
+    **context,
 ) -> dict[str, np.ndarray]:
     """Seed-mean of every metric on ``n_boot`` resamples of the patients: {metric: (n_boot,)}."""
     names = metric_names(task)
@@ -312,7 +349,7 @@ def bootstrap_metrics(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for b, idx in enumerate(resamples(len(y), n_boot, seed, strata)):
-            per = [compute_metrics(task, y[idx], o[idx]) for o in outputs]
+            per = [compute_metrics(task, y[idx], o[idx], **context) for o in outputs]
             for m in names:
                 res[m][b] = np.nanmean([p[m] for p in per])
     return res

@@ -1,0 +1,253 @@
+"""Survival: the target, the Cox head of every fusion, the classical survival candidates,
+the metrics, bad input, and known-hazard ground truth (SYNTHETIC data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sksurv.datasets import load_gbsg2
+from sksurv.metrics import concordance_index_censored
+
+import holomed.candidates  # noqa: F401  (every family registered)
+from holomed.candidate import make_candidate
+from holomed.candidates import load_bundle
+from holomed.cohort import CohortError, build_cohort, load_cohort, patient_splits
+from holomed.fusion import fusion_names
+from holomed.scoring.metrics import compute_metrics
+from holomed.scoring.survival import calibration_at, risk_groups
+from holomed.spec import SpecError, parse_spec
+from holomed.survival import Baseline, kaplan_meier
+from holomed.synthetic import make_synthetic, synthetic_survival_spec_dict
+
+
+def spec_for(n=400, seed=1, epochs=10, **options):
+    d = synthetic_survival_spec_dict(n_patients=n, seed=seed, **options)
+    d["training"]["max_epochs"] = epochs
+    return parse_spec(d)
+
+
+@pytest.fixture(scope="module")
+def cohort_split():
+    spec = spec_for()
+    c = load_cohort(spec)
+    tr, te = patient_splits(c, spec.split)[0]
+    return spec, c, c.subset(tr), c.subset(te)
+
+
+def test_the_target_is_time_and_event_and_stratifies_the_split(cohort_split):
+    spec, c, train, test = cohort_split
+    assert c.task == "survival" and c.y.shape == (len(c), 2)
+    assert set(np.unique(c.y[:, 1])) == {0.0, 1.0} and (c.y[:, 0] > 0).all()
+    s = c.summary()
+    assert s["events"] + s["censored"] == len(c)
+
+
+@pytest.mark.parametrize("fusion", sorted(fusion_names()))
+def test_every_fusion_learns_a_cox_head_with_curves_and_missing_modalities(cohort_split, fusion):
+    spec, _, train, test = cohort_split
+    m = make_candidate(spec, fusion, 0).fit(train)
+    out = m.predict_proba(test)
+    assert out.shape == (len(test), 1 + len(spec.target.horizons))
+    surv = out[:, 1:]
+    assert np.isfinite(out).all() and ((surv >= 0) & (surv <= 1)).all()
+    assert (np.diff(surv, axis=1) <= 1e-12).all()  # S decreases with time
+    # higher risk, lower survival at every horizon
+    order = np.argsort(out[:, 0])
+    assert (np.diff(surv[order], axis=0) <= 1e-9).all()
+    # a patient with no modality at all still gets a curve
+    none = {n: np.zeros(len(test), bool) for n in m.preprocessors_}
+    assert np.isfinite(m.predict_present(test, none)).all()
+
+
+def test_classical_survival_candidates_round_trip_through_a_bundle(cohort_split, tmp_path):
+    spec, _, train, test = cohort_split
+    for name in ("cox", "coxnet", "km"):
+        m = make_candidate(spec, name, 0).fit(train)
+        out = m.predict_proba(test)
+        path = m.save(tmp_path / name)
+        again = load_bundle(path)
+        assert np.allclose(again.predict_proba(test), out)
+    km = make_candidate(spec, "km", 0).fit(train)
+    assert np.allclose(km.predict_proba(test)[:, 1:], kaplan_meier(train.y, spec.target.horizons))
+    neural = make_candidate(spec, "late", 0).fit(train)
+    again = load_bundle(neural.save(tmp_path / "late"))
+    assert np.allclose(again.predict_proba(test), neural.predict_proba(test), atol=1e-6)
+
+
+def test_learned_risk_ranks_patients_by_the_true_hazard_and_ignores_independent_censoring():
+    # SYNTHETIC: exponential times whose log hazard mixes clinical, expression and
+    # methylation signals; the truth is known per patient
+    # (every modality present, so the truth is recoverable from the inputs)
+    def c_vs_truth(censoring):
+        opts = {"n_patients": 2000, "seed": 3, "censoring": censoring, "missing": 0.0}
+        spec = parse_spec(synthetic_survival_spec_dict(**opts))
+        c = load_cohort(spec)
+        _, target, _ = make_synthetic(survival=True, **opts)
+        tr, te = patient_splits(c, spec.split)[0]
+        m = make_candidate(spec, "coxnet", 0).fit(c.subset(tr))
+        risk = m.predict_proba(c.subset(te))[:, 0]
+        truth = target.loc[c.ids[te], "true_log_hazard"].to_numpy()
+        # concordance with the true hazard: every pair comparable (no censoring)
+        return concordance_index_censored(np.ones(len(te), bool), -truth, risk)[0], c
+
+    light, c1 = c_vs_truth(1.0)
+    heavy, c2 = c_vs_truth(4.0)
+    assert c2.y[:, 1].mean() < c1.y[:, 1].mean() - 0.1  # censoring really is heavier
+    assert light >= 0.9 and heavy >= 0.9
+    assert abs(light - heavy) < 0.02
+
+
+def test_metrics_match_scikit_survival_and_detect_a_reversed_model(cohort_split):
+    spec, _, train, test = cohort_split
+    m = make_candidate(spec, "coxnet", 0).fit(train)
+    out = m.predict_proba(test)
+    res = compute_metrics("survival", test.y, out, spec.target.horizons, train.y)
+    want = concordance_index_censored(test.y[:, 1] > 0, test.y[:, 0], out[:, 0])[0]
+    assert np.isclose(res["c_index"], want) and res["c_index"] > 0.65
+    flipped = out.copy()
+    flipped[:, 0] *= -1
+    assert compute_metrics("survival", test.y, flipped)["c_index"] < 0.35
+    km = make_candidate(spec, "km", 0).fit(train).predict_proba(test)
+    assert (
+        res["ibs"] < compute_metrics("survival", test.y, km, spec.target.horizons, train.y)["ibs"]
+    )
+    cal = calibration_at(test.y, out[:, 2], spec.target.horizons[1])
+    assert len(cal["predicted"]) == 10 and np.isfinite(cal["ici"])
+    groups = risk_groups(test.y, out[:, 0])
+    assert len(groups["groups"]) == 3 and groups["logrank_p"] < 0.01
+
+
+def test_gbsg2_penalised_cox_matches_scikit_survivals_own_cox():
+    # scikit-survival's bundled GBSG2 (686 breast-cancer patients, clinical table)
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.preprocessing import OneHotEncoder
+
+    x, y = load_gbsg2()
+    x = OneHotEncoder().fit_transform(x)
+    x = (x - x.mean()) / x.std()
+    ids = [f"P{i:04d}" for i in range(len(x))]
+    frame = pd.DataFrame(x.to_numpy(), index=ids, columns=[str(c) for c in x.columns])
+    target = pd.DataFrame(
+        {"time": y["time"], "event": y["cens"].astype(int)},
+        index=ids,
+    )
+    rng = np.random.default_rng(0)
+    target["split"] = np.where(rng.random(len(ids)) < 0.3, "test", "train")
+    spec = parse_spec(
+        {
+            "dataset": "custom",
+            "modalities": [{"name": "clinical", "kind": "tabular"}],
+            "target": {
+                "column": "time",
+                "event": "event",
+                "task": "survival",
+                "horizons": [365, 730, 1460],
+            },
+            "split": {"method": "predefined", "column": "split"},
+        }
+    )
+    c = build_cohort(spec, {"clinical": frame}, target)
+    tr, te = patient_splits(c, spec.split)[0]
+    out = make_candidate(spec, "cox", 0).fit(c.subset(tr)).predict_proba(c.subset(te))
+    ours = compute_metrics("survival", c.y[te], out)["c_index"]
+    ref = CoxPHSurvivalAnalysis().fit(x.iloc[tr], y[tr])
+    theirs = concordance_index_censored(y["cens"][te], y["time"][te], ref.predict(x.iloc[te]))[0]
+    assert abs(ours - theirs) < 0.02 and ours > 0.65
+
+
+def test_breslow_baseline_is_the_nelson_aalen_estimate_at_zero_risk():
+    y = np.array([[1, 1], [2, 0], [3, 1], [4, 1]], dtype=float)
+    b = Baseline.fit(np.zeros(4), y)
+    # Nelson–Aalen: 1/4 at t=1, + 1/2 at t=3, + 1/1 at t=4
+    assert np.allclose(b.at([0.5, 1, 2.5, 3, 10]), [0, 0.25, 0.25, 0.75, 1.75])
+    with pytest.raises(ValueError):
+        Baseline([1.0, 0.5], [0.1, 0.2])
+
+
+def _cohort_with(target: pd.DataFrame, **target_spec):
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "t", "kind": "tabular"}],
+            "target": {
+                "column": "time",
+                "event": "event",
+                "task": "survival",
+                "horizons": [5],
+                **target_spec,
+            },
+            "split": {"method": "holdout"},
+        }
+    )
+    ids = list(target.index)
+    frame = pd.DataFrame({"x": np.arange(len(ids), dtype=float)}, index=ids)
+    return build_cohort(spec, {"t": frame}, target)
+
+
+def _target(time, event):
+    ids = [f"p{i}" for i in range(len(time))]
+    return pd.DataFrame({"time": time, "event": event}, index=ids)
+
+
+def test_bad_survival_input_gets_a_named_error_or_a_reported_exclusion():
+    ok_t, ok_e = [1.0, 2, 3, 4, 8, 9, 10, 12], [1, 0, 1, 1, 0, 1, 0, 1]
+    # times <= 0 and missing values: reported exclusions, the rest is kept
+    c = _cohort_with(_target([0.0, -1.0, np.nan] + ok_t, [1, 0, 1] + ok_e))
+    reasons = {e["id"]: e["reason"] for e in c.excluded}
+    assert "<= 0" in reasons["p0"] and "<= 0" in reasons["p1"]
+    assert "missing" in reasons["p2"] and len(c) == len(ok_t)
+    # events not 0/1; text in the event column; text in the time column
+    with pytest.raises(CohortError, match="must be 0 .* patient 'p1' has 2"):
+        _cohort_with(_target(ok_t, [1, 2] + ok_e[2:]))
+    with pytest.raises(CohortError, match="'event' of patient 'p0' is not a number: 'dead'"):
+        _cohort_with(_target(ok_t, ["dead"] + ok_e[1:]))
+    with pytest.raises(CohortError, match="'time' of patient 'p3' is not a number"):
+        _cohort_with(_target(ok_t[:3] + ["soon"] + ok_t[4:], ok_e))
+    # all censored
+    with pytest.raises(CohortError, match="all 8 patients are censored"):
+        _cohort_with(_target(ok_t, [0] * 8))
+    # a horizon beyond the last observed time
+    with pytest.raises(CohortError, match=r"horizons \[50.0\] are at or beyond"):
+        _cohort_with(_target(ok_t, ok_e), horizons=[5, 50])
+    # the spec: survival needs horizons; horizons belong to survival
+    with pytest.raises(SpecError, match="horizon"):
+        parse_spec(
+            {
+                "modalities": [{"name": "t", "kind": "tabular"}],
+                "target": {"column": "time", "task": "survival"},
+            }
+        )
+    with pytest.raises(SpecError, match="belong to task: survival"):
+        parse_spec(
+            {
+                "modalities": [{"name": "t", "kind": "tabular"}],
+                "target": {"column": "y", "horizons": [3]},
+            }
+        )
+
+
+def test_one_column_time_event_is_read():
+    t = pd.DataFrame(
+        {"time": ["1.5,1", "2,0", "3,1", "4,1", "8,0", "9,1", "10,0", "12,1"]},
+        index=[f"p{i}" for i in range(8)],
+    )
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "t", "kind": "tabular"}],
+            "target": {"column": "time", "task": "survival", "horizons": [5]},
+            "split": {"method": "holdout"},
+        }
+    )
+    frame = pd.DataFrame({"x": np.arange(8.0)}, index=t.index)
+    c = build_cohort(spec, {"t": frame}, t)
+    assert np.allclose(c.y[:2], [[1.5, 1], [2, 0]])
+
+
+def test_calibration_at_a_horizon_is_small_for_the_true_curve_and_large_for_a_wrong_one():
+    _, target, _ = make_synthetic(n_patients=3000, seed=5, survival=True)
+    y = target[["time", "event"]].to_numpy(dtype=float)
+    true_s6 = np.exp(-0.1 * 6 * np.exp(target["true_log_hazard"].to_numpy()))
+    good = calibration_at(y, true_s6, 6.0)
+    bad = calibration_at(y, true_s6**3, 6.0)  # events predicted far too often
+    assert good["ici"] < 0.04 < 0.1 < bad["ici"]
+    assert sum(good["n"]) == len(y)
