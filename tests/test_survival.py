@@ -62,7 +62,7 @@ def test_every_fusion_learns_a_cox_head_with_curves_and_missing_modalities(cohor
 
 def test_classical_survival_candidates_round_trip_through_a_bundle(cohort_split, tmp_path):
     spec, _, train, test = cohort_split
-    for name in ("cox", "coxnet", "km"):
+    for name in ("cox", "coxnet", "xgb_cox", "km"):
         m = make_candidate(spec, name, 0).fit(train)
         out = m.predict_proba(test)
         path = m.save(tmp_path / name)

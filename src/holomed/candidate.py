@@ -167,10 +167,13 @@ class Candidate:
     def evaluate(self, cohort: Any) -> dict[str, float]:
         from holomed.errors import CohortError
         from holomed.scoring.metrics import compute_metrics
+        from holomed.scoring.survival import metric_context
 
         if cohort.y is None:
             raise CohortError("evaluate needs a cohort with labels")
-        return compute_metrics(self.task_name, cohort.y, self.predict_proba(cohort))
+        # survival: the censoring distribution of the evaluated patients themselves
+        ctx = metric_context(self.task_name, self.spec.target.horizons, None)
+        return compute_metrics(self.task_name, cohort.y, self.predict_proba(cohort), **ctx)
 
     def save(self, path: Any, card: dict[str, Any] | None = None) -> Any:
         from pathlib import Path
@@ -202,11 +205,11 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-CLASSICAL = ("lr_early", "lr_late", "gbm", "cox", "coxnet", "km")
+CLASSICAL = ("lr_early", "lr_late", "gbm", "cox", "coxnet", "xgb_cox", "km")
 # the candidates a comparison selects from besides the fusions, per task, unless
 # ``evaluation.candidates`` names them
 DEFAULT_CANDIDATES = ["lr_early", "lr_late", "gbm", "lr_l1", "stack", "ensemble"]
-SURVIVAL_CANDIDATES = ["cox", "coxnet", "km", "ensemble"]
+SURVIVAL_CANDIDATES = ["cox", "coxnet", "xgb_cox", "km", "ensemble"]
 
 
 def default_candidates(task: str) -> list[str]:

@@ -304,10 +304,10 @@ class EvaluationSpec(_Strict):
     n_bootstrap: int = Field(1000, ge=0)
     selection_folds: int = Field(3, ge=2)
     selection_metric: str = "auroc"
+    # "best": the best mean inner-CV score (within 0.001: the simplest of the tied);
     # "one_se": the simplest candidate (linear < boosted trees < stack < network <
-    # ensemble) whose mean inner-CV score is within one standard error (of its paired
-    # per-fold difference) of the best; "best": the best mean, however small the margin
-    selection_rule: Literal["one_se", "best"] = "one_se"
+    # ensemble) within one standard error (paired per-fold difference) of the best
+    selection_rule: Literal["best", "one_se"] = "best"
     # what greedy ensemble selection optimises: the log loss (classification; a smooth
     # proper scoring rule) or the selection metric ("metric"; always so for regression)
     ensemble_objective: Literal["log_loss", "metric"] = "log_loss"
@@ -326,7 +326,7 @@ class EvaluationSpec(_Strict):
     # the candidates selection chooses from, besides the fusion strategies being compared:
     # classical learners, a stack of per-modality learners and a greedy ensemble (Caruana)
     # (None: the task's defaults, lr_early, lr_late, gbm, lr_l1, stack, ensemble; for
-    # survival cox, coxnet, km, ensemble)
+    # survival cox, coxnet, xgb_cox, km, ensemble)
     candidates: list[str] | None = None
     search: SearchSpec = Field(default_factory=lambda: SearchSpec())
     # neural candidates are fitted as bags of this many seeds, probabilities averaged

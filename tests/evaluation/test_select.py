@@ -68,21 +68,26 @@ def test_one_se_rule_takes_the_simplest_candidate_within_noise_of_the_best():
     noisy = {"late": [0.90, 0.80, 0.88], "gbm": [0.80, 0.86, 0.85], "lr_late": [0.84, 0.86, 0.86]}
     assert choose(noisy, "best") == "late"
     assert choose(noisy, "one_se") == "lr_late"
+    # "best": a lead below 0.001 is a tie, and ties go to the simpler candidate
+    tied = {"late": [0.8656, 0.8655], "lr_late": [0.8655, 0.8654], "gbm": [0.9, 0.5]}
+    assert choose(tied, "best") == "lr_late"
+    assert choose({"late": [0.868, 0.867], "lr_late": [0.8655, 0.8654]}, "best") == "late"
     clear = {"late": [0.90, 0.91, 0.92], "lr_late": [0.85, 0.86, 0.86]}
     assert paired_se(clear, "late", "lr_late") < 0.01
     assert choose(clear, "one_se") == "late"
     # among equally simple candidates within the band, the best mean; boosted trees are
     # simpler than a stack, a stack simpler than an ensemble
-    assert choose({"ensemble": [0.9, 0.8], "stack": [0.85, 0.84], "gbm": [0.8, 0.9]}) == "gbm"
-    assert choose({"ensemble": [0.9, 0.91], "stack": [0.85, 0.84]}) == "ensemble"
+    band = {"ensemble": [0.9, 0.8], "stack": [0.85, 0.84], "gbm": [0.8, 0.9]}
+    assert choose(band, "one_se") == "gbm"
+    assert choose({"ensemble": [0.9, 0.91], "stack": [0.85, 0.84]}, "one_se") == "ensemble"
     # undefined folds are left out of the pairing; all undefined: the first listed
-    assert choose({"late": [np.nan, np.nan], "lr_early": [np.nan, np.nan]}) == "late"
+    assert choose({"late": [np.nan, np.nan], "lr_early": [np.nan, np.nan]}, "one_se") == "late"
     assert paired_se({"a": [0.9, np.nan, 0.8], "b": [0.8, 0.7, np.nan]}, "a", "b") == 0.0
 
 
-def test_one_se_rule_is_the_default_and_selects_within_the_band():
-    spec, train = small()
-    assert spec.evaluation.selection_rule == "one_se"
+def test_one_se_rule_selects_within_its_band_and_best_is_the_default():
+    assert small()[0].evaluation.selection_rule == "best"
+    spec, train = small(selection_rule="one_se")
     sel = select(spec, train, ["joint", "lr_early", "gbm"], 0, lambda _m: None)
     scores = {n: s.score for n, s in sel.scored.items()}
     best = max(scores, key=scores.get)

@@ -5,8 +5,16 @@ Value``; ``Time`` is ``hh:mm`` since ICU admission) and an outcomes table.
 Modalities: ``static`` (tabular: Age, Gender, Height, ICUType, Weight at admission) and
 ``series`` (timeseries: the 36 vitals and labs, long form). The label is pinned to
 ``In-hospital_death``. ``SAPS-I`` and ``SOFA`` travel in the target frame as severity
-scores for baselines and are never inputs; ``Length_of_stay`` and ``Survival`` are
-outcomes and are not read at all. Attributes for subgroup audits: ``sex``, ``age``,
+scores for baselines and are never inputs; ``Length_of_stay`` is not read.
+
+Survival variant (``examples/physionet2012_survival.yaml``): ``Survival`` is, per the
+challenge's description, the number of days from ICU admission to death, or -1 when the
+patient is not known to have died (out-of-hospital deaths come from death records). The
+target columns ``survival_days`` and ``died`` censor administratively at
+``follow_up_days`` (dataset option, default 365): a death on day 1..365 is an event at
+that day; -1 or a later death is censored at 365 days. This assumes the death records
+cover every patient's first year; a death on day 0 (time 0, no time at risk) is reported
+and left out by the survival task. Attributes for subgroup audits: ``sex``, ``age``,
 ``age_band`` (<50, 50-70, >70) and ``icu_type``.
 
 Honest reading: ``-1`` means missing in this data and never becomes a number;
@@ -179,6 +187,15 @@ def read_outcomes(path: Path) -> pd.DataFrame:
     return out.set_index("RecordID")
 
 
+def survival_columns(days: pd.Series, follow_up: float) -> tuple[pd.Series, pd.Series]:
+    """(time, event) with administrative censoring at ``follow_up`` days (module doc);
+    a missing or unreadable value stays missing (reported by the survival task)."""
+    d = pd.to_numeric(days, errors="coerce")
+    died = d.ge(0) & d.le(follow_up)
+    time = d.where(died, follow_up).where(d.notna())
+    return time.astype(float), died.astype(float).where(d.notna())
+
+
 def age_band(age: pd.Series) -> pd.Series:
     bands = pd.cut(age, [-np.inf, 50, 70, np.inf], right=False, labels=["<50", "50-70", ">70"])
     return bands.astype(object).where(age.notna(), "unknown")
@@ -236,6 +253,10 @@ class PhysioNet2012(Dataset):
         for c in score_cols:
             t[c] = pd.to_numeric(t[c], errors="coerce").where(lambda s: s >= 0)
         t["In-hospital_death"] = pd.to_numeric(t["In-hospital_death"], errors="coerce")
+        if "Survival" in target.columns:
+            t["survival_days"], t["died"] = survival_columns(
+                target["Survival"], float(options.get("follow_up_days", 365))
+            )
         t["sex"] = static["Gender"].reindex(t.index).fillna("unknown")
         t["age"] = static["Age"].reindex(t.index)
         t["age_band"] = age_band(t["age"])

@@ -55,7 +55,7 @@ from holomed.scoring.metrics import (
     metric_names,
     summarise,
 )
-from holomed.scoring.survival import calibration_at, per_horizon, risk_groups
+from holomed.scoring.survival import survival_summary
 from holomed.spec import Spec, SpecError, override_spec
 
 Tick = Callable[[str], None]
@@ -253,7 +253,7 @@ def compare(
             "contributions": contributions.get(name),
             "features": features.get(name),
             "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed, **ctx),
-            "survival": survival_summary(spec, y, np.mean(outs, 0), cohort.y)
+            "survival": survival_summary(y, np.mean(outs, 0), spec.target.horizons, cohort.y)
             if task == "survival"
             else None,
             "fit_seconds": float(np.mean(meta[name]["fit_seconds"])),
@@ -308,24 +308,6 @@ def compare(
     return results, final_outputs
 
 
-def survival_summary(
-    spec: Spec, y: np.ndarray, out: np.ndarray, reference: np.ndarray
-) -> dict[str, Any]:
-    """Per-horizon AUROC and Brier, calibration at the middle horizon (predicted vs
-    Kaplan–Meier observed, by risk decile) and Kaplan–Meier curves by risk tertile with
-    the log-rank p, for one entry's seed-mean output."""
-    hs = spec.target.horizons
-    mid = len(hs) // 2
-    surv = out[:, 1:]
-    return {
-        "per_horizon": per_horizon(y, out, hs, reference),
-        "calibration": calibration_at(y, surv[:, mid], hs[mid])
-        if np.isfinite(surv[:, mid]).all()
-        else None,
-        "risk_groups": risk_groups(y, out[:, 0]),
-    }
-
-
 def _params(model: Any, chosen: Any) -> Any:
     if chosen is not None or model.family == "neural":
         return chosen or {}
@@ -344,15 +326,16 @@ SELECTION_RULES = {
     ),
     "best": (
         "In each outer split, every candidate is scored by the mean over inner folds of the "
-        "training patients of the selection metric; the best one predicts that split's test "
-        "patients (entry 'selection (per fold)'). The deployable choice ('selected') is the "
-        "candidate with the best inner-CV score averaged over all outer splits."
+        "training patients of the selection metric; the best one (within 0.001: the simplest "
+        "of the tied, linear < boosted trees < stack < network < ensemble) predicts that "
+        "split's test patients (entry 'selection (per fold)'). The deployable choice "
+        "('selected') applies the same rule to the inner folds of all outer splits together."
     ),
 }
 
 
 def deployable_choice(
-    log: list[dict[str, Any]], rule: str = "one_se"
+    log: list[dict[str, Any]], rule: str = "best"
 ) -> tuple[str, dict[str, float]]:
     """The selection rule applied to the inner folds of all outer splits together (each
     candidate's per-fold scores, paired by outer split and inner fold), and each

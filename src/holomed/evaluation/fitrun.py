@@ -25,6 +25,7 @@ from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
 from holomed.evaluation.trust import assess, curves, fit_results
 from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
+from holomed.scoring.survival import metric_context, survival_summary
 from holomed.spec import Spec
 
 MODES = ("holdout", "kfold", "all")
@@ -41,8 +42,13 @@ def _pooled(
 ) -> dict[str, Any]:
     """Replace the test-set sections of ``trust`` by their out-of-fold versions."""
     ev, task, y = spec.evaluation, cohort.task, cohort.y
-    trust["metrics"] = summarise(task, y, [out], ev.n_bootstrap, spec.training.seed)
-    trust["metrics_uncalibrated"] = summarise(task, y, [raw], ev.n_bootstrap, spec.training.seed)
+    ctx = metric_context(task, spec.target.horizons, y)
+    trust["metrics"] = summarise(task, y, [out], ev.n_bootstrap, spec.training.seed, **ctx)
+    trust["metrics_uncalibrated"] = summarise(
+        task, y, [raw], ev.n_bootstrap, spec.training.seed, **ctx
+    )
+    if task == "survival":
+        trust["survival"] = survival_summary(y, out, spec.target.horizons, y)
     if task in ("binary", "multiclass") and "calibration" in trust:
         from holomed.scoring.calibration import reliability
 

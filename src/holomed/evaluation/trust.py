@@ -14,6 +14,7 @@ import numpy as np
 from holomed.cohort import Cohort
 from holomed.scoring.calibration import reliability
 from holomed.scoring.metrics import summarise
+from holomed.scoring.survival import metric_context, survival_summary
 from holomed.spec import Spec
 
 
@@ -104,10 +105,16 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
     task = test.task
     proba, raw = model.predict_both(test)
     neural = getattr(model, "family", "neural") == "neural"
+    ref = train.y if train is not None and train.y is not None else None
+    ctx = metric_context(task, spec.target.horizons, ref)
     out: dict[str, Any] = {
-        "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed),
-        "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, spec.training.seed),
+        "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed, **ctx),
+        "metrics_uncalibrated": summarise(
+            task, test.y, [raw], ev.n_bootstrap, spec.training.seed, **ctx
+        ),
     }
+    if task == "survival":
+        out["survival"] = survival_summary(test.y, proba, spec.target.horizons, ref)
     if task == "multilabel":
         from holomed.scoring.metrics import multilabel_metrics
 

@@ -117,6 +117,11 @@ def render_html(
         builders.append(("performance", "Performance", lambda: _performance(res)))
     builders += [
         ("curves", "ROC and precision-recall curves", lambda: _curves(res, kind)),
+        (
+            "survival",
+            "Survival: risk groups, time-dependent AUROC, calibration",
+            lambda: _survival(res),
+        ),
         ("calibration", "Calibration", lambda: _calibration(res)),
         ("robustness", "Missing-modality robustness", lambda: _robustness(robustness, res)),
         ("contributions", "Modality contributions", lambda: _contributions(res, kind)),
@@ -681,6 +686,58 @@ def _curves(res: dict[str, Any], kind: str) -> str | None:
             "from the top of the leaderboard, the selected strategy (★) drawn thicker."
         )
     return _figure(fig, "ROC and precision-recall curves", cap)
+
+
+def _survival(res: dict[str, Any]) -> str | None:
+    """Compare runs of a survival task: for the selected entry, Kaplan–Meier curves of its
+    risk tertiles (log-rank p) and calibration at the middle horizon; for the top entries,
+    the time-dependent AUROC at every horizon."""
+    if res.get("task") != "survival" or res.get("kind") != "compare":
+        return None
+    strategies = res.get("strategies") or {}
+    sel = res.get("selected")
+    board = [n for n in (res.get("leaderboard") or []) if (strategies.get(n) or {}).get("survival")]
+    if sel not in board:
+        return None
+    fig, axes = _new_figure(15, 4.4, ncols=3)
+    ax_km, ax_auc, ax_cal = axes[0]
+    surv = strategies[sel]["survival"]
+    groups = surv.get("risk_groups") or {}
+    names = {1: "lowest risk", 2: "middle", 3: "highest risk"}
+    for g in groups.get("groups", []):
+        ax_km.step([0, *g["time"]], [1, *g["survival"]], where="post",
+                   label=f"{names.get(g['group'], g['group'])} (n={g['n']})")  # fmt: skip
+    unit = ((res.get("spec") or {}).get("target") or {}).get("time_unit", "")
+    p = groups.get("logrank_p")
+    p_text = "< 0.0001" if _is_num(p) and p < 1e-4 else f"= {_num(p, 4)}"
+    ax_km.set(xlabel=f"time ({unit})", ylabel="survival (Kaplan–Meier)", ylim=(0, 1.02),
+              title=f"{sel}: risk tertiles, log-rank p {p_text}")  # fmt: skip
+    for name in board[:MAX_CURVE_ENTRIES]:
+        ph = strategies[name]["survival"].get("per_horizon") or {}
+        hs = [float(h) for h in ph]
+        lw = 2.6 if name == sel else 1.3
+        ax_auc.plot(hs, [ph[h].get("auroc") for h in ph], marker="o", lw=lw,
+                    label=name + (" ★" if name == sel else ""))  # fmt: skip
+    ax_auc.set(xlabel=f"horizon ({unit})", ylabel="cumulative/dynamic AUROC",
+               title="time-dependent AUROC")  # fmt: skip
+    cal = surv.get("calibration")
+    if cal:
+        ax_cal.plot(cal["predicted"], cal["observed"], "o-", label=f"ICI {_num(cal['ici'])}")
+        top = max(max(cal["predicted"]), max(cal["observed"]), 0.05)
+        ax_cal.plot([0, top], [0, top], ":", color="grey")
+        ax_cal.set(
+            xlabel=f"predicted P(event by {cal['horizon']:g} {unit})",
+            ylabel="observed (Kaplan–Meier)",
+            title=f"{sel}: calibration by risk decile",
+        )
+    for ax in (ax_km, ax_auc, ax_cal):
+        _style(ax)
+        ax.legend(fontsize=7)
+    return _figure(
+        fig,
+        "survival curves by risk group, time-dependent AUROC and calibration",
+        "Seed-mean outputs on the evaluated patients; the selected entry (★) drawn thicker.",
+    )
 
 
 def _calibration(res: dict[str, Any]) -> str | None:

@@ -190,3 +190,26 @@ def risk_groups(y: np.ndarray, risk: np.ndarray, k: int = 3) -> dict[str, object
         except (ValueError, ZeroDivisionError):
             pass
     return {"groups": curves, "logrank_p": float(p)}
+
+
+def survival_summary(
+    y: np.ndarray, out: np.ndarray, horizons: list[float], reference: np.ndarray | None = None
+) -> dict[str, object]:
+    """Per-horizon AUROC and Brier, calibration at the middle horizon (predicted vs
+    Kaplan–Meier observed, by risk decile) and Kaplan–Meier curves by risk tertile with
+    the log-rank p, for one model's output."""
+    mid = len(horizons) // 2
+    surv = curves_of(out)
+    return {
+        "per_horizon": per_horizon(y, out, horizons, reference),
+        "calibration": calibration_at(y, surv[:, mid], horizons[mid])
+        if np.isfinite(surv[:, mid]).all()
+        else None,
+        "risk_groups": risk_groups(y, risk_of(out)),
+    }
+
+
+def metric_context(task: str, horizons: list[float], reference: np.ndarray | None) -> dict:
+    """Keyword arguments of :func:`holomed.scoring.metrics.compute_metrics` for ``task``:
+    the horizons and reference targets for survival, nothing otherwise."""
+    return {"horizons": horizons, "reference": reference} if task == "survival" else {}
