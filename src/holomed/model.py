@@ -24,7 +24,7 @@ from holomed.network import MultimodalNet
 from holomed.scoring.calibration import Calibrator
 from holomed.spec import Spec, SpecError, override_spec
 from holomed.survival import Baseline
-from holomed.tasks import Task
+from holomed.tasks import Task, time_cuts
 from holomed.threads import torch_threads_for
 from holomed.training import CohortTensors, train
 
@@ -192,6 +192,10 @@ class Model(Candidate):
         self.in_sizes_ = {n: int(np.prod(p.out_shape)) for n, p in self.preprocessors_.items()}
         n_classes = len(train_cohort.classes or []) or 1
         self.task_ = Task.fit(train_cohort.task, fit_c.y, n_classes, cfg.class_weights)
+        if self.task_.name == "survival":
+            self.task_.extra["horizons"] = list(self.spec.target.horizons)
+            if cfg.survival_head == "discrete":
+                self.task_.extra.update(head="discrete", cuts=time_cuts(fit_c.y, cfg.time_bins))
         self.classes_ = train_cohort.classes
         self.net_ = self._build_net()
         ds = CohortTensors(*self._arrays(fit_c), fit_c.y)
@@ -211,11 +215,11 @@ class Model(Candidate):
             )
         self.val_ids_ = [] if val_c is None else val_c.ids.tolist()
         self.calibrator_ = Calibrator("none")
-        if self.task_.name == "survival":  # curves: Breslow on the training patients
-            self.task_.extra["horizons"] = list(self.spec.target.horizons)
+        if self.task_.name == "survival" and cfg.survival_head == "cox":
+            # curves: Breslow on the training patients
             risk = self._logits(*self._arrays(fit_c))[:, 0].double().numpy()
             self.task_.extra["baseline"] = Baseline.fit(risk, fit_c.y).to_json()
-        elif val_c is not None and self.task_.name != "regression":
+        elif val_c is not None and self.task_.name not in ("regression", "survival"):
             val_logits = self._logits(*val_arrays)  # type: ignore[misc]
             self.calibrator_ = Calibrator(cfg.calibration).fit(val_logits, val_c.y, self.task_.name)
         self.fit_seconds_ = time.perf_counter() - t0

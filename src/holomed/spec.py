@@ -278,6 +278,11 @@ class TrainingSpec(_Strict):
     threads: int | None = Field(None, ge=1)
     unimodal_loss_weight: float = Field(0.5, ge=0)
     calibration: Literal["none", "temperature", "isotonic"] = "temperature"
+    # survival heads of the networks: "cox" (partial likelihood, Breslow curves) or
+    # "discrete" (logistic hazard over ``time_bins`` intervals cut at quantiles of the
+    # training event times)
+    survival_head: Literal["cox", "discrete"] = "cox"
+    time_bins: int = Field(20, ge=2, le=200)
     seed: int = 0
     accelerator: str = "cpu"
     devices: int | str | list[int] = 1

@@ -1,8 +1,10 @@
 """Heads and losses per task: ``binary`` (1 logit), ``multiclass`` (K logits),
 ``multilabel`` (K logits), ``regression`` (1 output on the standardised target),
-``survival`` (1 output, the log relative hazard, trained by the Cox partial likelihood
-with Efron's ties from torchsurv; curves from a Breslow baseline hazard set after
-training, see :mod:`holomed.survival`)."""
+``survival``: either 1 output, the log relative hazard, trained by the Cox partial
+likelihood with Efron's ties from torchsurv (curves from a Breslow baseline hazard set
+after training, see :mod:`holomed.survival`), or K outputs, the logits of the discrete
+hazard in K time intervals (logistic hazard, Gensheimer & Narasimhan 2019; Kvamme et al.
+2019), trained by its censored likelihood."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class Task:
 
     @property
     def n_outputs(self) -> int:
+        if self.name == "survival" and self.extra.get("head") == "discrete":
+            return len(self.extra["cuts"])
         return self.n_classes if self.name in ("multiclass", "multilabel") else 1
 
     @classmethod
@@ -74,6 +78,8 @@ class Task:
                 else None
             )
             return F.cross_entropy(logits, y.long(), weight=w)
+        if self.name == "survival" and self.extra.get("head") == "discrete":
+            return logistic_hazard_loss(logits, y, self.extra["cuts"])
         if self.name == "survival":
             return cox_loss(logits[:, 0], y)
         return F.mse_loss(logits[:, 0], (y.float() - self.y_mean) / self.y_sd)
@@ -87,6 +93,8 @@ class Task:
             return torch.softmax(logits.double(), 1).numpy()
         if self.name == "multilabel":
             return torch.sigmoid(logits.double()).numpy()
+        if self.name == "survival" and self.extra.get("head") == "discrete":
+            return discrete_output(logits, self.extra["cuts"], self.extra.get("horizons", []))
         if self.name == "survival":
             risk = logits[:, 0].double().numpy()
             horizons = self.extra.get("horizons", [])
@@ -127,3 +135,35 @@ def cox_loss(log_hz: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return neg_partial_log_likelihood(
             log_hz.float()[:, None], event, y[:, 0].float(), ties_method="efron", reduction="mean"
         )
+
+
+def time_cuts(y: np.ndarray, bins: int) -> list[float]:
+    """Right ends of the discrete-time intervals: quantiles of the event times, the last
+    one the longest follow-up (so every time falls in an interval)."""
+    events = y[y[:, 1] > 0, 0]
+    q = np.quantile(events, np.linspace(0, 1, bins + 1)[1:]) if len(events) else []
+    cuts = np.unique(np.append(np.asarray(q, dtype=float), float(y[:, 0].max())))
+    return cuts.tolist()
+
+
+def logistic_hazard_loss(logits: torch.Tensor, y: torch.Tensor, cuts: list[float]) -> torch.Tensor:
+    """Negative log-likelihood of the discrete hazards: a patient whose time falls in
+    interval j survived intervals < j, then had the event in j (event) or survived j too
+    (censored)."""
+    c = torch.as_tensor(cuts, dtype=y.dtype, device=y.device)
+    j = torch.searchsorted(c, y[:, 0].contiguous()).clamp(max=len(cuts) - 1)
+    k = torch.arange(len(cuts), device=y.device)[None, :]
+    at_risk = (k <= j[:, None]).to(logits.dtype)
+    target = ((k == j[:, None]) & (y[:, 1:2] > 0)).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (bce * at_risk).sum(1).mean()
+
+
+def discrete_output(logits: torch.Tensor, cuts: list[float], horizons: list[float]) -> np.ndarray:
+    """Risk (the cumulative hazard over all intervals) and S at each horizon: the
+    product of (1 - hazard) over the intervals that end at or before it."""
+    h = torch.sigmoid(logits.double()).numpy()
+    log_s = np.cumsum(np.log1p(-np.clip(h, 0, 1 - 1e-12)), axis=1)  # S at each cut
+    idx = np.searchsorted(np.asarray(cuts), np.asarray(horizons, dtype=float), side="right") - 1
+    surv = np.where(idx[None, :] >= 0, np.exp(log_s[:, np.clip(idx, 0, None)]), 1.0)
+    return pack(-log_s[:, -1], surv)
