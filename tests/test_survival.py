@@ -286,3 +286,47 @@ def test_logistic_hazard_likelihood_by_hand():
     )
     got = logistic_hazard_loss(logits, torch.tensor(y, dtype=torch.float32), cuts)
     assert torch.isclose(got, want)
+
+
+def test_compare_selects_among_survival_candidates_and_the_report_draws_them(tmp_path):
+    from holomed.evaluation.compare import compare
+    from holomed.report.html import render_html
+
+    d = synthetic_survival_spec_dict(n_patients=300, seed=2)
+    d["training"]["max_epochs"] = 10
+    d["evaluation"].update(candidates=["coxnet", "km", "ensemble"], n_bootstrap=20)
+    spec = parse_spec(d)
+    cohort = load_cohort(spec)
+    res, outs = compare(spec, cohort, ["late"], seeds=1, ablations=False)
+    assert res["selected"] in res["strategies"] and res["selection_metric"] == "c_index"
+    st = res["strategies"]
+    assert {"baseline:coxnet", "baseline:km", "late", "selection (per fold)"} <= set(st)
+    km, cox = st["baseline:km"]["metrics"], st["baseline:coxnet"]["metrics"]
+    assert km["c_index"]["mean"] == 0.5 and cox["c_index"]["mean"] > 0.65
+    assert cox["ibs"]["mean"] < km["ibs"]["mean"]  # better than the null model
+    surv = st["baseline:coxnet"]["survival"]
+    assert set(surv["per_horizon"]) <= {"3", "6", "12"} and surv["risk_groups"]["logrank_p"] < 0.2
+    html = render_html(res)
+    assert "Survival: risk groups" in html and "could not be rendered" not in html
+    # a classification-only candidate cannot be asked for
+    d["evaluation"]["candidates"] = ["lr_early"]
+    with pytest.raises(SpecError, match="cannot learn a survival task"):
+        compare(parse_spec(d), cohort, ["late"], seeds=1)
+
+
+def test_subgroup_audit_on_the_c_index():
+    from holomed.fairness import survival_audit
+
+    _, target, _ = make_synthetic(n_patients=600, seed=4, survival=True)
+    y = target[["time", "event"]].to_numpy(dtype=float)
+    risk = target["true_log_hazard"].to_numpy()
+    attrs = target[["sex"]]
+    res = survival_audit(y, risk, attrs, n_boot=30)
+    groups = res["attributes"]["sex"]["groups"]
+    for g, entry in groups.items():
+        i = (attrs["sex"] == g).to_numpy()
+        want = concordance_index_censored(y[i, 1] > 0, y[i, 0], risk[i])[0]
+        assert np.isclose(entry["c_index"]["value"], want) and entry["n"] == i.sum()
+    gap = res["attributes"]["sex"]["gaps"]["c_index"]
+    vals = [e["c_index"]["value"] for e in groups.values()]
+    assert np.isclose(gap["value"], max(vals) - min(vals))

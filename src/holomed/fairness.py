@@ -230,3 +230,76 @@ def mitigate_thresholds(
         "after": rates(after),
         "accuracy": acc,
     }
+
+
+def survival_audit(
+    y: np.ndarray,
+    risk: np.ndarray,
+    attributes: pd.DataFrame,
+    bins: dict[str, list[float]] | None = None,
+    n_boot: int = 200,
+    min_group: int = 20,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Survival tasks: Harrell's C of the risk score per group (95 % bootstrap CI,
+    patients resampled within the group) and the largest gap between adequate groups
+    (at least ``min_group`` patients and 2 events), with a bootstrap CI of that gap.
+    (fairlearn's MetricFrame takes one label per patient; a censored time is two.)"""
+    from holomed.scoring.survival import survival_metrics
+
+    def c(idx: np.ndarray) -> float:
+        return survival_metrics(y[idx], risk[idx][:, None])["c_index"]
+
+    y = np.asarray(y, dtype=float)
+    risk = np.asarray(risk, dtype=float)
+    bins = bins or {}
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {
+        "task": "survival",
+        "metrics": ["c_index"],
+        "min_group": min_group,
+        "n_boot": n_boot,
+        "attributes": {},
+    }
+    for attr in attributes.columns:
+        col = attributes[attr]
+        groups = (
+            bin_attribute(col, bins[attr])
+            if attr in bins
+            else col.astype("string").fillna("unknown")
+        ).to_numpy()
+        res_groups, adequate = {}, {}
+        for g in pd.unique(groups):
+            i = np.nonzero(groups == g)[0]
+            events = int(y[i, 1].sum())
+            small = len(i) < min_group or events < 2
+            entry: dict[str, Any] = {"n": int(len(i)), "events": events, "too_small": small}
+            if not small:
+                adequate[str(g)] = i
+                boots = [c(rng.choice(i, len(i), replace=True)) for _ in range(n_boot)]
+                b = np.array([v for v in boots if np.isfinite(v)])
+                ci = np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [None, None]
+                entry["c_index"] = {"value": _f(c(i)), "ci": ci}
+            res_groups[str(g)] = entry
+        if len(adequate) < 2:
+            gaps: dict[str, Any] = {"note": "fewer than two groups large enough to compare"}
+        else:
+            vals = {g: c(i) for g, i in adequate.items()}
+            hi, lo = max(vals, key=vals.get), min(vals, key=vals.get)
+            b = []
+            for _ in range(n_boot):
+                a = rng.choice(adequate[hi], len(adequate[hi]), replace=True)
+                z = rng.choice(adequate[lo], len(adequate[lo]), replace=True)
+                b.append(c(a) - c(z))
+            b = np.array([v for v in b if np.isfinite(v)])
+            ci = np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [None, None]
+            gaps = {
+                "c_index": {
+                    "value": float(vals[hi] - vals[lo]),
+                    "between": [hi, lo],
+                    "ci": ci,
+                    "flag": bool(len(b) and ci[0] > 0),
+                }
+            }
+        out["attributes"][attr] = {"groups": res_groups, "gaps": gaps, "binned": attr in bins}
+    return out

@@ -169,6 +169,18 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         out["explain_seconds"] = round(time.perf_counter() - t1, 2)
         if neural and attr and task in ("binary", "multiclass"):
             out["deletion_curve"] = deletion_curve(model, test, attr)
+    if spec.attributes and test.attributes is not None and task == "survival":
+        from holomed.fairness import survival_audit
+
+        out["fairness"] = survival_audit(
+            test.y,
+            proba[:, 0],
+            test.attributes,
+            ev.attribute_bins,
+            n_boot=min(ev.n_bootstrap, 200),
+            min_group=ev.min_group,
+            seed=spec.training.seed,
+        )
     if spec.attributes and test.attributes is not None and task == "binary":
         from holomed.fairness import audit, mitigate_thresholds
 

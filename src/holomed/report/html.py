@@ -1204,9 +1204,15 @@ def _subgroups(res: dict[str, Any]) -> str | None:
     if not attrs:
         return None
     min_group = fair.get("min_group")
+    cols = list(fair.get("metrics") or FAIRNESS_COLS)
+    where = (
+        "Harrell's C of the risk score per group"
+        if fair.get("task") == "survival"
+        else f"Test-patient metrics per group at threshold {_num(fair.get('threshold'), 2)}"
+    )
     parts = [
         _p(
-            f"Test-patient metrics per group at threshold {_num(fair.get('threshold'), 2)} "
+            f"{where} "
             f"with 95% bootstrap CIs. Groups with fewer than {min_group if min_group else '?'} "
             "patients or only one outcome class are shown as too small, not as numbers. "
             "Gaps are the largest difference between adequate groups; highlighted rows have "
@@ -1222,20 +1228,20 @@ def _subgroups(res: dict[str, Any]) -> str | None:
             if d.get("too_small"):
                 row.append(
                     _Raw(
-                        f'<td class="too-small" colspan="{len(FAIRNESS_COLS)}">too small '
+                        f'<td class="too-small" colspan="{len(cols)}">too small '
                         f"(n &lt; {_esc(min_group)} or one outcome class)</td>"
                     )
                 )
             else:
-                for m in FAIRNESS_COLS:
+                for m in cols:
                     v = d.get(m) or {}
                     row.append(_val_ci(v.get("value"), v.get("ci")))
             rows.append(row)
         parts.append(
             _table(
-                ["group", "n", *[_label(m) for m in FAIRNESS_COLS]],
+                ["group", "n", *[_label(m) for m in cols]],
                 rows,
-                set(range(1, len(FAIRNESS_COLS) + 2)),
+                set(range(1, len(cols) + 2)),
             )
         )
         gaps = a.get("gaps") or {}
