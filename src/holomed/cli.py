@@ -51,11 +51,22 @@ def _message(err: Exception) -> str:
     """One readable line: holomed's own errors (and ValueError/OSError, which name the
     value or the file) as they are; others (KeyError, TypeError ...) with their type."""
     from holomed.errors import HolomedError
+    from holomed.privacy.outputs import active, redact
 
     text = str(err).strip() or "(no message)"
+    if active():  # privacy on: no ids, cell values or data paths in what is printed
+        text = redact(text) + " (values redacted: privacy.pseudonymise is on)"
     if isinstance(err, HolomedError | ValueError | OSError):
         return text
     return f"{type(err).__name__}: {text}"
+
+
+def _privacy_from(spec: Any) -> None:
+    """Privacy on for the rest of the command when the spec asks for pseudonyms."""
+    if spec.privacy.pseudonymise:
+        from holomed.privacy.outputs import activate
+
+        activate([spec.base_dir or ""])
 
 
 def _fail(err: Exception) -> None:
@@ -118,6 +129,10 @@ def _load(spec_path: Path | None, overrides: list[str] | None = None):
         console.print("[yellow]Using the embedded SYNTHETIC demo cohort (not clinical data).[/]")
     else:
         spec = load_spec(spec_path)
+    if spec.privacy.pseudonymise:
+        from holomed.privacy.outputs import activate
+
+        activate([spec.base_dir or ""])
     if overrides:
         from holomed.evaluation.compare import apply_overrides
 
@@ -300,8 +315,8 @@ def compare(
                 ablations=ablations and spec.evaluation.ablations,
                 tick=_ticker(prog, task),
             )
-        if spec_path is not None and not set_:
-            results["spec_path"] = str(Path(spec_path).resolve())
+        if spec_path is not None and not set_:  # relative to the run folder: no data paths
+            results["spec_path"] = os.path.relpath(Path(spec_path).resolve(), out.resolve())
         write_json(out / "results.json", results)
         _write_predictions(out / "predictions.csv", results, outputs)
     leaderboard_plot(results, out / "leaderboard.png")
@@ -357,7 +372,7 @@ def fit(
                         "run with --set or on the embedded demo); give the spec: "
                         f"holomed fit SPEC --from {from_run}"
                     )
-                spec_path = Path(chosen["spec_path"])
+                spec_path = Path(from_run) / chosen["spec_path"]  # absolute stays absolute
             fusion = fusion or chosen["selected"]
             params = chosen.get("params")
             all_patients = True
@@ -543,6 +558,7 @@ def predict(
         if out.is_dir():
             out = out / "predictions.csv"
         model = load(bundle)
+        _privacy_from(model.spec)
         if bool(input) == bool(dataset_option):
             raise ValueError("give either --input MODALITY=FILE or --dataset-option KEY=VALUE")
         if dataset_option:
@@ -699,6 +715,7 @@ def explain(
                 "contributions.csv, maps)"
             )
         model = load(bundle)
+        _privacy_from(model.spec)
         cohort = unlabelled_cohort(model.spec, _sources(input))
         why = model.explain(cohort)
         contrib = why["contributions"]

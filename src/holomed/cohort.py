@@ -260,14 +260,17 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     if not ids:
         raise CohortError("no patient in the input files")
     excluded += _without_usable_rows(excluded, ids)
-    return Cohort(
-        ids=np.asarray(ids, dtype=str),
-        modalities=_modality_data(sub, raw, ids),
-        y=None,
-        task=spec.target.task,
-        classes=spec.target.classes,
-        excluded=excluded,
-        name=spec.dataset,
+    return private(
+        spec,
+        Cohort(
+            ids=np.asarray(ids, dtype=str),
+            modalities=_modality_data(sub, raw, ids),
+            y=None,
+            task=spec.target.task,
+            classes=spec.target.classes,
+            excluded=excluded,
+            name=spec.dataset,
+        ),
     )
 
 
@@ -512,11 +515,22 @@ def load_cohort(spec: Spec) -> Cohort:
         from holomed.ehr import ehr_frames
 
         frames, target = ehr_frames(spec)
-        return build_cohort(spec, frames, target)
+        return private(spec, build_cohort(spec, frames, target))
     if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
         frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
-        return build_cohort(spec, frames, target)
-    return build_cohort(spec)
+        return private(spec, build_cohort(spec, frames, target))
+    return private(spec, build_cohort(spec))
+
+
+def private(spec: Spec, cohort: Cohort) -> Cohort:
+    """With ``privacy.pseudonymise``, the cohort under keyed pseudonyms (and printed errors
+    redacted from now on, see :mod:`holomed.privacy.outputs`); else unchanged."""
+    if not spec.privacy.pseudonymise:
+        return cohort
+    from holomed.privacy.outputs import activate, pseudonymise_cohort, spec_key
+
+    activate([spec.base_dir or ""])
+    return pseudonymise_cohort(cohort, spec_key(spec))
 
 
 def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
@@ -530,19 +544,22 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
     frames, target = DATASETS.get(spec.dataset).frames(**{**spec.dataset_options, **options})
     col = spec.target.column
     if target is not None and col in target.columns and target[col].notna().any():
-        return build_cohort(spec, frames, target)
+        return private(spec, build_cohort(spec, frames, target))
     raw, excluded = read_modalities(spec, frames)
     ids = list(dict.fromkeys(i for df in raw.values() for i in df.index))
     if not ids:
         raise CohortError(f"dataset {spec.dataset!r} with {options}: no patient found")
     excluded += _without_usable_rows(excluded, ids)
-    return Cohort(
-        ids=np.asarray(ids, dtype=str),
-        modalities=_modality_data(spec, raw, ids),
-        task=spec.target.task,
-        classes=spec.target.classes,
-        excluded=excluded,
-        name=spec.dataset,
+    return private(
+        spec,
+        Cohort(
+            ids=np.asarray(ids, dtype=str),
+            modalities=_modality_data(spec, raw, ids),
+            task=spec.target.task,
+            classes=spec.target.classes,
+            excluded=excluded,
+            name=spec.dataset,
+        ),
     )
 
 

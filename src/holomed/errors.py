@@ -23,3 +23,8 @@ class BundleError(HolomedError, ValueError):
 
 class ResultsError(HolomedError, ValueError):
     """A run's results file (``results.json``) that cannot be read or rendered."""
+
+
+class PrivacyError(HolomedError, ValueError):
+    """De-identification that cannot proceed safely: a missing or short key, an unreadable
+    note or DICOM file, a date that cannot be parsed."""

@@ -347,6 +347,27 @@ class EvaluationSpec(_Strict):
         return v
 
 
+class PrivacySpec(_Strict):
+    """Pseudonyms in outputs, and what ``holomed deid`` removes, pseudonymises or shifts.
+
+    ``pseudonymise``: every output (results, predictions, explanations, report, errors)
+    carries keyed pseudonyms instead of patient ids, and no raw cell values; the key comes
+    from ``key_file`` or ``$HOLOMED_PRIVACY_KEY_FILE`` / ``$HOLOMED_PRIVACY_KEY`` (see
+    :mod:`holomed.privacy.keys`). For ``holomed deid``, per modality name (or ``target``):
+    ``drop_columns`` are removed, ``pseudonym_columns`` (other ids, e.g. a person column
+    grouping admissions) are replaced by pseudonyms, ``date_columns`` are shifted by the
+    patient's offset; ``notes``: surrogates (shifted dates, fake names) or type tags."""
+
+    pseudonymise: bool = False
+    key_file: str | None = None
+    drop_columns: dict[str, list[str]] = Field(default_factory=dict)
+    pseudonym_columns: dict[str, list[str]] = Field(default_factory=dict)
+    date_columns: dict[str, list[str]] = Field(default_factory=dict)
+    notes: Literal["surrogate", "tag"] = "surrogate"
+    language: str = "en"
+    max_shift_days: int = Field(365, ge=1, le=3650)
+
+
 class Spec(_Strict):
     """A whole run. ``attributes`` names target-table columns kept apart from features
     (sex, age band, site) for subgroup analysis; they never enter the model."""
@@ -362,6 +383,7 @@ class Spec(_Strict):
     fusion: FusionSpec = Field(default_factory=FusionSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     # relational EHR tables turned into modality frames and the target by DuckDB
     # (see holomed.ehr); when set, modalities without ``source`` read from it
     ehr: dict[str, Any] | None = None

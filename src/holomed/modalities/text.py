@@ -424,7 +424,9 @@ class TextPreprocessor(Preprocessor):
     ``method``: ``tfidf``, ``sentence`` or ``tokens`` (``None``: ``sentence`` when its
     package is installed, else ``tfidf``). tf-idf: ``dim`` SVD components (fewer when
     the training notes cannot support them), ``ngram_max`` (word n-grams 1..ngram_max),
-    ``min_df`` (minimum training notes per term), ``max_features``, ``stop_words``
+    ``min_df`` (minimum training patients per term, default 5: a term seen in fewer
+    patients can identify one, and the vocabulary is stored in the bundle; the bag of
+    word pieces of ``tokens`` keeps the same floor), ``max_features``, ``stop_words``
     (``None`` or ``english``), ``sublinear_tf``. Sentence and tokens: ``chunk_words``,
     ``max_chunks``. Sentence: ``batch_size``, ``cache_dir`` (a folder for the on-disk
     embedding cache). Tokens: ``max_len`` (WordPiece tokens per chunk, [CLS] and [SEP]
@@ -439,7 +441,7 @@ class TextPreprocessor(Preprocessor):
         method: str | None = None,
         dim: int = 64,
         ngram_max: int = 2,
-        min_df: int = 2,
+        min_df: int = 5,
         max_features: int | None = 20000,
         stop_words: str | None = None,
         sublinear_tf: bool = False,
@@ -521,7 +523,8 @@ class TextPreprocessor(Preprocessor):
             df[np.unique(row_ids[row_real])] += 1
         order = np.argsort(-df, kind="stable")
         keep = order[: int(self.bag_size)]
-        self.bag_ids_ = np.sort(keep[df[keep] > 0]).astype(np.int64)
+        floor = max(1, min(int(self.min_df), len(docs)))  # privacy: seen in >= k patients
+        self.bag_ids_ = np.sort(keep[df[keep] >= floor]).astype(np.int64)
         self.bag_tokens_ = [str(t) for t in tok.convert_ids_to_tokens(self.bag_ids_.tolist())]
 
     def _chunks(self, doc: str) -> list[str]:
