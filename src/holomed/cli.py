@@ -752,6 +752,42 @@ def explain(
 
 
 @app.command()
+def deid(
+    spec_path: Annotated[Path, typer.Argument(help="the identified cohort's spec")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="a new folder")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="secret key file (else $HOLOMED_PRIVACY_KEY_FILE / $HOLOMED_PRIVACY_KEY)"
+        ),
+    ] = None,
+    linkage: Annotated[
+        Path | None, typer.Option(help="write the pseudonym -> id table here (outside OUT)")
+    ] = None,
+) -> None:
+    """De-identify a cohort: keyed pseudonyms in every modality, notes through Presidio,
+    DICOM through the PS3.15 Basic profile (modified dates), declared columns dropped,
+    pseudonymised or date-shifted. Writes OUT/spec.yaml that reads the result, and
+    OUT/deid_report.json (counts only)."""
+    from holomed.privacy.cohort import deidentify_cohort
+    from holomed.privacy.keys import load_key
+    from holomed.privacy.outputs import activate
+    from holomed.spec import load_spec
+
+    with _guard():
+        spec = load_spec(spec_path)
+        activate([spec.base_dir or ""])  # errors from here on show no values
+        key = load_key(
+            key_file or (spec.resolve(spec.privacy.key_file) if spec.privacy.key_file else None)
+        )
+        rep = deidentify_cohort(spec, out, key, linkage, tick=lambda m: console.print(m))
+        console.print(
+            f"{rep['patients']} patients de-identified in {rep['seconds']} s -> {out}/spec.yaml "
+            f"(report: {out}/deid_report.json)"
+        )
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with results.json")]) -> None:
     """Render RUN_DIR/report.html from the run's JSON results (never recomputed)."""
     with _guard():

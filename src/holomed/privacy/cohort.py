@@ -1,0 +1,279 @@
+"""``holomed deid``: an identified cohort in, a de-identified one out, modality by modality.
+
+The cohort is read exactly as training reads it (the spec's files through each kind's
+reader, or a registered dataset's loader), then written as plain files with a spec that
+reads them:
+
+- every patient id becomes its keyed pseudonym (:mod:`holomed.privacy.keys`), in every
+  modality and in the label table, so the modalities still join;
+- tables and omics: ``privacy.drop_columns`` removed, ``privacy.pseudonym_columns``
+  pseudonymised, ``privacy.date_columns`` shifted by the patient's offset (a value that
+  cannot be read as a date is set missing and counted, never kept);
+- notes: Presidio with clinical recognizers (:mod:`holomed.privacy.text`), surrogates or
+  tags as ``privacy.notes`` says, dates shifted by the same per-patient offset;
+- images: DICOM through the PS3.15 Basic profile with modified dates
+  (:mod:`holomed.privacy.dicom`; burned-in annotation is quarantined and reported); other
+  formats are re-encoded from their pixels as PNG, which drops embedded metadata (EXIF,
+  text chunks); their pixels are not inspected for burned-in text, and the report says so;
+- the label table keeps only what the spec uses (target, split, group, attributes,
+  score columns); a group column holding person ids is pseudonymised.
+
+Everything is written under ``OUT.partial`` and renamed to ``OUT`` at the end: an
+interrupted run leaves no folder that looks finished. The report (``deid_report.json``)
+holds counts by modality and identifier type, never values. A linkage table (pseudonym,
+id) is written only when asked, to a path outside ``OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from holomed.errors import PrivacyError
+from holomed.privacy.keys import PrivacyKey
+
+SUPPORTED = ("tabular", "omics", "text", "image")
+
+
+def raw_frames(spec: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Each modality's frame as the cohort reader checks it, and the label table."""
+    from holomed.cohort import read_modalities
+    from holomed.datasets import DATASETS
+
+    frames = target = None
+    if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
+        frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
+    raw, _ = read_modalities(spec, frames)
+    if target is None:
+        from holomed.io.tables import read_table
+
+        if not spec.target.source:
+            raise PrivacyError("target.source: no label table given")
+        target = read_table(
+            [spec.resolve(s) for s in spec.target.source], spec.target.id_column, {}
+        )
+    return raw, target
+
+
+def _shift_dates(
+    df: pd.DataFrame, cols: list[str], key: PrivacyKey, max_days: int, where: str
+) -> Counter:
+    counts: Counter = Counter()
+    for c in cols:
+        if c not in df.columns:
+            raise PrivacyError(f"{where}: date column {c!r} (privacy.date_columns) not found")
+        given = df[c].notna() & (df[c].astype("string").str.strip() != "")
+        parsed = pd.to_datetime(df[c].where(given), errors="coerce", format="mixed")
+        bad = given & parsed.isna()
+        shifts = pd.to_timedelta([key.date_shift_days(i, max_days) for i in df.index], unit="D")
+        out = (parsed + shifts).dt.strftime("%Y-%m-%d")
+        df[c] = out.where(parsed.notna(), None)
+        counts["dates_shifted"] += int(parsed.notna().sum())
+        counts["dates_unparsed_set_missing"] += int(bad.sum())
+    return counts
+
+
+def _table(
+    df: pd.DataFrame, name: str, spec: Any, key: PrivacyKey
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    p = spec.privacy
+    where = f"modality {name!r}"
+    drop = p.drop_columns.get(name, [])
+    missing = [c for c in drop if c not in df.columns]
+    if missing:
+        raise PrivacyError(f"{where}: columns {missing} (privacy.drop_columns) not found")
+    df = df.drop(columns=drop).copy()
+    counts = Counter({"columns_dropped": len(drop)})
+    for c in p.pseudonym_columns.get(name, []):
+        if c not in df.columns:
+            raise PrivacyError(f"{where}: column {c!r} (privacy.pseudonym_columns) not found")
+        df[c] = [key.pseudonym(v) if pd.notna(v) else None for v in df[c]]
+        counts["values_pseudonymised"] += int(df[c].notna().sum())
+    counts += _shift_dates(df, p.date_columns.get(name, []), key, p.max_shift_days, where)
+    return df, dict(counts)
+
+
+def _notes(df: pd.DataFrame, spec: Any, key: PrivacyKey, tick: Callable[[str], None]):
+    from holomed.privacy.text import NoteDeidentifier
+
+    deid = NoteDeidentifier(language=spec.privacy.language, mode=spec.privacy.notes, key=key)
+    counts: Counter = Counter()
+    texts = []
+    for i, (pid, text) in enumerate(zip(df.index, df["text"], strict=True)):
+        if text is None or (isinstance(text, float) and pd.isna(text)):
+            texts.append(None)
+            continue
+        new, c = deid.deidentify(str(text), str(pid))
+        counts.update(c)
+        texts.append(new)
+        if (i + 1) % 50 == 0:
+            tick(f"notes {i + 1}/{len(df)}")
+    return pd.DataFrame({"text": texts}, index=df.index), {"entities": dict(counts)}
+
+
+def _images(
+    df: pd.DataFrame, name: str, folder: Path, key: PrivacyKey
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from PIL import Image
+    from pydicom.misc import is_dicom
+
+    from holomed.privacy.dicom import deidentify_dicom
+
+    files = folder / f"{name}_files"
+    files.mkdir(parents=True, exist_ok=True)
+    rows, counts = [], Counter()
+    for pid, paths in zip(df.index, df["paths"], strict=True):
+        pseud = key.pseudonym(pid)
+        for k, src in enumerate(paths if isinstance(paths, list | tuple) else [paths]):
+            src = Path(src)
+            if is_dicom(str(src)):
+                dst = files / f"{pseud}_{k}.dcm"
+                rep = deidentify_dicom(src, dst, key, str(pid))
+                if rep.get("status") != "deidentified":
+                    counts["dicom_quarantined"] += 1
+                    continue
+                counts["dicom_deidentified"] += 1
+            else:
+                dst = files / f"{pseud}_{k}.png"
+                try:
+                    with Image.open(src) as im:
+                        im.load()
+                        clean = Image.frombytes(im.mode, im.size, im.tobytes())
+                        if im.mode == "P":
+                            clean.putpalette(im.getpalette())
+                except OSError as err:
+                    raise PrivacyError(f"{src}: image unreadable ({err})") from None
+                tmp = dst.with_suffix(".tmp")
+                clean.save(tmp, format="PNG")
+                os.replace(tmp, dst)
+                counts["images_reencoded_without_metadata"] += 1
+            rows.append({"patient_id": pseud, "path": f"{name}_files/{dst.name}"})
+    if counts["images_reencoded_without_metadata"]:
+        counts_note = "pixels of non-DICOM images were not inspected for burned-in text"
+    else:
+        counts_note = ""
+    return pd.DataFrame(rows), {**dict(counts), **({"note": counts_note} if counts_note else {})}
+
+
+def _labels(target: pd.DataFrame, spec: Any, key: PrivacyKey) -> tuple[pd.DataFrame, dict]:
+    t = spec.target
+    keep = [t.column, t.event, spec.split.column if spec.split.method == "predefined" else None]
+    keep += [spec.split.group, *spec.attributes, *spec.evaluation.score_baselines]
+    cols = [c for c in dict.fromkeys(k for k in keep if k) if c in target.columns]
+    df = target[cols].copy()
+    counts: Counter = Counter(
+        {"columns_kept": len(cols), "columns_left_out": len(target.columns) - len(cols)}
+    )
+    group = spec.split.group
+    if group and group in df.columns:
+        df[group] = [key.pseudonym(v) if pd.notna(v) else None for v in df[group]]
+    df2, c = _table(df, "target", spec, key)
+    counts.update(c)
+    return df2, dict(counts)
+
+
+def _new_spec(spec: Any, written: dict[str, str]) -> dict[str, Any]:
+    d = spec.model_dump(mode="json", exclude={"base_dir"})
+    d["dataset"] = f"{spec.dataset}-deid"
+    d["dataset_options"] = {}
+    d["ehr"] = None
+    d["description"] = (d.get("description") or "") + " (de-identified by holomed deid)"
+    for m in d["modalities"]:
+        m["source"] = [written[m["name"]]]
+        m["id_column"] = "patient_id"
+        opts = {k: v for k, v in (m.get("options") or {}).items()}
+        if m["kind"] == "text":
+            opts = {k: v for k, v in opts.items() if k not in ("path_column", "order_column")}
+            opts["text_column"] = "text"
+        if m["kind"] == "image":
+            opts["path_column"] = "path"
+        m["options"] = opts
+    d["target"]["source"] = ["labels.csv"]
+    d["target"]["id_column"] = "patient_id"
+    d["privacy"] = {"pseudonymise": False, "notes": spec.privacy.notes}
+    return d
+
+
+def deidentify_cohort(
+    spec: Any,
+    out: Path | str,
+    key: PrivacyKey,
+    linkage: Path | str | None = None,
+    tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """De-identify the cohort ``spec`` describes into ``out`` (module doc); returns the
+    report written as ``out/deid_report.json``."""
+    import yaml
+
+    tick = tick or (lambda _m: None)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise PrivacyError(f"{out}: exists and is not empty; give a new folder")
+    bad = [m.name for m in spec.modalities if m.kind not in SUPPORTED]
+    if bad:
+        raise PrivacyError(
+            f"modalities {bad}: de-identification supports kinds {list(SUPPORTED)} so far"
+        )
+    if linkage is not None:
+        linkage = Path(linkage).resolve()
+        if out.resolve() in linkage.parents:
+            raise PrivacyError(f"{linkage}: the linkage table must be written outside {out}")
+    t0 = time.perf_counter()
+    raw, target = raw_frames(spec)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # a previous interrupted run
+    partial.mkdir(parents=True)
+    report: dict[str, Any] = {"modalities": {}, "patients": 0}
+    written: dict[str, str] = {}
+    ids: set[str] = set()
+    try:
+        for m in spec.modalities:
+            df = raw[m.name]
+            ids.update(map(str, df.index))
+            tick(f"de-identifying {m.name} ({m.kind}, {len(df)} patients)")
+            if m.kind == "image":
+                table, rep = _images(df, m.name, partial, key)
+            else:
+                if m.kind == "text":
+                    df, rep = _notes(df, spec, key, tick)
+                else:
+                    df, rep = _table(df, m.name, spec, key)
+                table = df.copy()
+                table.insert(0, "patient_id", [key.pseudonym(i) for i in df.index])
+            fname = f"{m.name}.csv"
+            table.to_csv(partial / fname, index=False)
+            written[m.name] = fname
+            report["modalities"][m.name] = {"kind": m.kind, "patients": int(len(df)), **rep}
+        labels, rep = _labels(target, spec, key)
+        ids.update(map(str, labels.index))
+        labels.insert(0, "patient_id", [key.pseudonym(i) for i in labels.index])
+        labels.to_csv(partial / "labels.csv", index=False)
+        report["labels"] = rep
+        report["patients"] = len(ids)
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        report["key"] = "keyed HMAC-SHA256 (the key is in no output)"
+        (partial / "spec.yaml").write_text(
+            yaml.safe_dump(_new_spec(spec, written), sort_keys=False)
+        )
+        (partial / "deid_report.json").write_text(json.dumps(report, indent=1))
+        if linkage is not None:
+            linkage.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(
+                {"pseudonym": [key.pseudonym(i) for i in sorted(ids)], "id": sorted(ids)}
+            ).to_csv(linkage, index=False)
+        if out.exists():
+            out.rmdir()
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return report
