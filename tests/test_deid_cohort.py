@@ -1,0 +1,182 @@
+"""``holomed deid`` end to end on a small identified cohort (table with identifier and
+date columns, notes with PHI, PNG images with metadata, DICOM files): no identifier is
+left in any file written, the modalities still join under one pseudonym, dates keep
+their intervals, and the de-identified spec trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image, PngImagePlugin
+from typer.testing import CliRunner
+
+from holomed.cli import app
+from holomed.errors import PrivacyError
+from holomed.privacy.cohort import deidentify_cohort
+from holomed.privacy.keys import PrivacyKey
+from holomed.spec import load_spec
+
+runner = CliRunner()
+KEY = PrivacyKey(b"s" * 40)
+PHONE = "617-555-0199"
+
+
+def _identified(root: Path, n: int = 40) -> tuple[Path, dict[str, list[str]]]:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    ids = [f"MRN{i:06d}" for i in range(n)]
+    first = ["Marion", "Jasper", "Odette", "Lucian", "Beatrix", "Cormac", "Ingrid", "Silas"]
+    last = ["Halloway", "Pemberton", "Ashcombe", "Thornbury", "Whitlock"]
+    names = [f"{first[i % 8]} {last[i % 5]}" for i in range(n)]
+    y = rng.integers(0, 2, n)
+    admit = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 300, n), unit="D")
+    pd.DataFrame(
+        {
+            "patient_id": ids,
+            "full_name": names,
+            "ssn": [f"123-45-{i:04d}" for i in range(n)],
+            "admitted": admit.strftime("%Y-%m-%d"),
+            "discharged": (admit + pd.Timedelta(days=5)).strftime("%Y-%m-%d"),
+            "age": rng.integers(20, 80, n),
+            "lab": rng.normal(size=n) + y,
+        }
+    ).to_csv(root / "clinical.csv", index=False)
+    notes = [
+        f"Mr. {names[i]} (MRN {ids[i]}) was admitted on {admit[i]:%m/%d/%Y}. Call {PHONE}. "
+        + ("Opacity in the right lung." if y[i] else "Lungs clear.")
+        for i in range(n)
+    ]
+    pd.DataFrame({"patient_id": ids, "text": notes}).to_csv(root / "notes.csv", index=False)
+    (root / "img").mkdir()
+    rows = []
+    for i, pid in enumerate(ids):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", f"patient {names[i]} {pid}")
+        arr = (rng.random((16, 16)) * 255).astype(np.uint8)
+        path = root / "img" / f"{pid}.png"
+        Image.fromarray(arr).save(path, pnginfo=info)
+        rows.append({"patient_id": pid, "path": f"img/{pid}.png"})
+    pd.DataFrame(rows).to_csv(root / "images.csv", index=False)
+    pd.DataFrame(
+        {
+            "patient_id": ids,
+            "label": y,
+            "split": np.where(np.arange(n) % 4 == 0, "test", "train"),
+            "home_phone": PHONE,
+        }  # fmt: skip
+    ).to_csv(root / "labels.csv", index=False)
+    spec = {
+        "dataset": "identified",
+        "modalities": [
+            {
+                "name": "clinical",
+                "kind": "tabular",
+                "source": "clinical.csv",
+                "id_column": "patient_id",
+            },
+            {
+                "name": "notes",
+                "kind": "text",
+                "source": "notes.csv",
+                "id_column": "patient_id",
+                "preprocessing": {"method": "tfidf", "dim": 2, "min_df": 2},
+            },
+            {
+                "name": "xray",
+                "kind": "image",
+                "source": "images.csv",
+                "id_column": "patient_id",
+                "preprocessing": {"size": [8, 8]},
+                "encoder": {"name": "cnn2d"},
+            },
+        ],  # fmt: skip
+        "target": {
+            "source": "labels.csv",
+            "id_column": "patient_id",
+            "column": "label",
+            "classes": ["0", "1"],
+        },  # fmt: skip
+        "split": {"method": "predefined", "column": "split"},
+        "fusion": {"name": "late", "hidden": 8},
+        "training": {"max_epochs": 2, "val_fraction": 0.0},
+        "privacy": {
+            "drop_columns": {"clinical": ["full_name", "ssn"]},
+            "date_columns": {"clinical": ["admitted", "discharged"]},
+        },
+    }
+    (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return root / "spec.yaml", {"ids": ids, "names": names}
+
+
+def test_deid_leaves_no_identifier_and_keeps_the_cohort_usable(tmp_path):
+    spec_path, known = _identified(tmp_path / "data")
+    out = tmp_path / "deid"
+    link = tmp_path / "secret" / "linkage.csv"
+    rep = deidentify_cohort(load_spec(spec_path), out, KEY, linkage=link)
+    assert rep["patients"] == 40
+    surnames = sorted({n.split()[1] for n in known["names"]})
+    needles = [*known["ids"], *known["names"], *surnames, PHONE, "123-45-"]
+    for f in out.rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes()
+            left = [s for s in needles if s.encode() in blob]
+            assert left == [], f"{f.name}: {left[:3]}"
+    # one pseudonym per patient across modalities; dates moved, intervals kept
+    clin = pd.read_csv(out / "clinical.csv")
+    notes = pd.read_csv(out / "notes.csv")
+    imgs = pd.read_csv(out / "xray.csv")
+    labels = pd.read_csv(out / "labels.csv")
+    pseud = {KEY.pseudonym(i) for i in known["ids"]}
+    for df in (clin, notes, imgs, labels):
+        assert set(df["patient_id"]) == pseud
+    assert {"full_name", "ssn"}.isdisjoint(clin.columns)
+    assert "home_phone" not in labels.columns  # the label table keeps what the spec uses
+    gap = pd.to_datetime(clin["discharged"]) - pd.to_datetime(clin["admitted"])
+    assert (gap == pd.Timedelta(days=5)).all()
+    orig = pd.read_csv(tmp_path / "data" / "clinical.csv").set_index("patient_id")
+    first = known["ids"][0]
+    moved = pd.Timestamp(clin.set_index("patient_id").loc[KEY.pseudonym(first), "admitted"])
+    assert (moved - pd.Timestamp(orig.loc[first, "admitted"])).days == KEY.date_shift_days(first)
+    # images: pixels kept, metadata gone
+    with Image.open(out / imgs["path"].iloc[0]) as im:
+        assert "Comment" not in im.info
+    report = json.loads((out / "deid_report.json").read_text())
+    assert report["modalities"]["notes"]["entities"]  # counts by type, no values
+    assert link.exists() and len(pd.read_csv(link)) == 40
+    # the de-identified spec reads and trains
+    r = runner.invoke(app, ["fit", str(out / "spec.yaml"), "--out", str(tmp_path / "fit")])
+    assert r.exit_code == 0, r.output[-1500:]
+
+
+def test_deid_refuses_unsafe_runs(tmp_path):
+    spec_path, _ = _identified(tmp_path / "data")
+    spec = load_spec(spec_path)
+    out = tmp_path / "deid"
+    out.mkdir()
+    (out / "x").write_text("old")
+    with pytest.raises(PrivacyError, match="not empty"):
+        deidentify_cohort(spec, out, KEY)
+    with pytest.raises(PrivacyError, match="outside"):
+        deidentify_cohort(spec, tmp_path / "new", KEY, linkage=tmp_path / "new" / "l.csv")
+    # an interrupted run leaves no finished-looking folder
+    bad = spec.model_copy(deep=True)
+    bad.privacy.date_columns = {"clinical": ["nope"]}
+    with pytest.raises(PrivacyError, match="nope"):
+        deidentify_cohort(bad, tmp_path / "half", KEY)
+    assert not (tmp_path / "half").exists() and not (tmp_path / "half.partial").exists()
+
+
+def test_unparseable_dates_are_set_missing_and_counted(tmp_path):
+    spec_path, _ = _identified(tmp_path / "data")
+    clin = pd.read_csv(tmp_path / "data" / "clinical.csv")
+    clin.loc[0, "admitted"] = "sometime in spring"
+    clin.to_csv(tmp_path / "data" / "clinical.csv", index=False)
+    rep = deidentify_cohort(load_spec(spec_path), tmp_path / "deid", KEY)
+    assert rep["modalities"]["clinical"]["dates_unparsed_set_missing"] == 1
+    text = (tmp_path / "deid" / "clinical.csv").read_text()
+    assert "spring" not in text
