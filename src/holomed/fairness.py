@@ -64,6 +64,14 @@ def bin_attribute(values: pd.Series, edges: list[float]) -> pd.Series:
     return out.fillna("unknown")
 
 
+def attribute_groups(col: pd.Series, edges: list[float] | None) -> np.ndarray:
+    """Each patient's group: the binned value when ``edges`` are given, else the value
+    as text (missing: ``unknown``)."""
+    if edges is not None:
+        return bin_attribute(col, edges).to_numpy()
+    return col.astype("string").fillna("unknown").to_numpy()
+
+
 def audit(
     y: np.ndarray,
     score: np.ndarray,
@@ -87,13 +95,7 @@ def audit(
         "attributes": {},
     }
     for attr in attributes.columns:
-        col = attributes[attr]
-        groups = (
-            bin_attribute(col, bins[attr])
-            if attr in bins
-            else col.astype("string").fillna("unknown")
-        )
-        groups = groups.to_numpy()
+        groups = attribute_groups(attributes[attr], bins.get(attr))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mf = MetricFrame(
@@ -262,12 +264,7 @@ def survival_audit(
         "attributes": {},
     }
     for attr in attributes.columns:
-        col = attributes[attr]
-        groups = (
-            bin_attribute(col, bins[attr])
-            if attr in bins
-            else col.astype("string").fillna("unknown")
-        ).to_numpy()
+        groups = attribute_groups(attributes[attr], bins.get(attr))
         res_groups, adequate = {}, {}
         for g in pd.unique(groups):
             i = np.nonzero(groups == g)[0]
