@@ -296,7 +296,7 @@ def _person(rng: random.Random) -> _Person:
 def _ordinal(d: int) -> str:
     if 11 <= d % 100 <= 13:
         return f"{d}th"
-    return f"{d}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(d % 10, 'th')}"
+    return f"{d}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(d % 10, 'th') }"
 
 
 # -- identifier formats ----------------------------------------------------------------
@@ -352,7 +352,11 @@ def fmt_year_context(rng: random.Random, year: int) -> list[Seg]:
 def fmt_time(rng: random.Random) -> str:
     h, m = rng.randrange(24), rng.randrange(60)
     return rng.choice(
-        (f"{h:02d}:{m:02d}", f"{h:02d}{m:02d}", f"{(h % 12) or 12}:{m:02d} {'AM' if h < 12 else 'PM'}")
+        (
+            f"{h:02d}:{m:02d}",
+            f"{h:02d}{m:02d}",
+            f"{(h % 12) or 12}:{m:02d} {'AM' if h < 12 else 'PM'}",
+        )
     )
 
 
@@ -383,7 +387,9 @@ def fmt_phone(rng: random.Random) -> str:
     ]
     s = rng.choice(intl) if rng.random() < 0.12 else rng.choice(forms)
     if rng.random() < 0.15:
-        s += rng.choice((" ext. ", " x", " ext ", " Ext. ", ", ext. ")) + _digits(rng, rng.randint(2, 5))
+        s += rng.choice((" ext. ", " x", " ext ", " Ext. ", ", ext. ")) + _digits(
+            rng, rng.randint(2, 5)
+        )
     return s
 
 
@@ -692,10 +698,12 @@ def _s_year(c: _Ctx) -> list[Seg]:
 
 def _s_datetime(c: _Ctx) -> list[Seg]:
     sep = c.rng.choice((" ", " at ", " @ ", "T"))
-    d = fmt_date(c.rng, c.admit, allow_partial=False)
     if sep == "T":
-        d = [(c.admit.isoformat(), "DATE")]
-    return d + [(sep + fmt_time(c.rng), None)]
+        return [
+            (c.admit.isoformat(), "DATE"),
+            (f"T{c.rng.randrange(24):02d}:{c.rng.randrange(60):02d}", None),
+        ]
+    return fmt_date(c.rng, c.admit, allow_partial=False) + [(sep + fmt_time(c.rng), None)]
 
 
 def _s_age(c: _Ctx) -> list[Seg]:
@@ -1037,7 +1045,7 @@ CLOSINGS: dict[str, tuple[str, ...]] = {
 FILLER = (
     "Lungs clear to auscultation bilaterally; no wheezes, rales or rhonchi.",
     "Labs: WBC {f1}, Hgb {f2}, Plt {i3}, Na {i4}, K {f5}, Cr {f6} (baseline 1.0).",
-    "Vitals: BP {bp}, HR {i1}, RR {i2}, SpO2 {i3}% on 2L NC, T {t} C.",
+    "Vitals: BP {bp}, HR {i1}, RR {i2}, SpO2 {spo2}% on 2L NC, T {t} C.",
     "Continue metoprolol succinate 25 mg PO daily and Lasix 40 mg IV BID.",
     "Started on Eliquis 5 mg b.i.d. for new-onset atrial fibrillation (CHA2DS2-VASc 4).",
     "History of Parkinson's disease, Crohn's disease and Hashimoto thyroiditis.",
@@ -1117,6 +1125,7 @@ def _fill_numbers(rng: random.Random, template: str, ctx: _Ctx) -> str:
         "i2": str(rng.randint(12, 28)),
         "i3": str(rng.randint(88, 400)),
         "i4": str(rng.randint(125, 148)),
+        "spo2": str(rng.randint(86, 100)),
         "bp": f"{rng.randint(90, 180)}/{rng.randint(50, 100)}",
         "t": f"{rng.uniform(36, 39.5):.1f}",
         "age_small": str(rng.randint(18, 89)),
@@ -1170,6 +1179,15 @@ def _one_note(rng: random.Random, target_chars: int) -> dict:
     sections = KIND_SECTIONS[kind]
     phi = list(PHI_SENTENCES)
     rng.shuffle(phi)
+    filler = list(FILLER)
+    rng.shuffle(filler)
+
+    def next_filler() -> str:
+        if not filler:
+            filler.extend(FILLER)
+            rng.shuffle(filler)
+        return _fill_numbers(rng, filler.pop(), ctx)
+
     n_phi = rng.randint(5, 8)
     closing = _render(ctx, rng.choice(CLOSINGS[kind]))
     closing_len = sum(len(t) for t, _ in closing)
@@ -1187,7 +1205,7 @@ def _one_note(rng: random.Random, target_chars: int) -> dict:
             if phi:
                 body.append(_render(ctx, phi.pop()))
         for _ in range(rng.randint(1, 2)):
-            body.append([(_fill_numbers(rng, rng.choice(FILLER), ctx), None)])
+            body.append([(next_filler(), None)])
         rng.shuffle(body)
         for j, sentence in enumerate(body):
             segs.extend(sentence)
@@ -1197,8 +1215,8 @@ def _one_note(rng: random.Random, target_chars: int) -> dict:
         if phi and rng.random() < 0.25:
             segs.extend(_render(ctx, phi.pop()))
         else:
-            segs.append((_fill_numbers(rng, rng.choice(FILLER), ctx), None))
-        segs.append((rng.choice((" ", " ", "\n")), None))
+            segs.append((next_filler(), None))
+        segs.append(("\n" if "\n" in segs[-1][0] else rng.choice((" ", " ", "\n")), None))
     segs.extend(closing)
 
     text_parts: list[str] = []
