@@ -1125,7 +1125,61 @@ _EN_NER_STOP = frozenset(
     medicare medicaid aetna cigna humana tricare anthem kaiser molina ambetter
     abbott medtronic biotronik dexcom resmed philips siemens stryker zimmer baxter pfizer
     moderna janssen tandem cochlear boston scientific insulet omnipod
+    fig figs figure figures table ray x-ray ap pa lateral supine erect slight
     """.split()
+)
+# Organisms and drug classes by their word endings (Legionella, Streptococcus,
+# Pseudomonas, tofacitinib, remdesivir ...): NER takes them for names or places.
+_CLINICAL_WORD = re.compile(
+    r"(?i)^(?:[a-z]+(?:coccus|cocci|bacter|bacterium|monas|myces|plasma|virus|viridae"
+    r"|mab|nib|cillin|mycin|micin|azole|olone|sartan|statin|floxacin|cycline|platin"
+    r"|taxel|zumab|ximab|desivir|navir|osis|itis|emia|pathy)"
+    r"|klebsiella|legionella|salmonella|shigella|moraxella|bordetella|brucella"
+    r"|francisella|pasteurella|bartonella|gardnerella|prevotella|veillonella|coxiella"
+    r"|rickettsia|chlamydia|chlamydophila|neisseria|listeria|nocardia|candida|aspergillus"
+    r"|pneumocystis|haemophilus|acinetobacter|enterobacter|serratia|proteus|clostridium"
+    r"|clostridioides|mycobacterium|tuberculosis|influenza|parainfluenza|adenovirus)$"
+)
+# Larger than a state, so not identifying under HIPAA Safe Harbor (164.514(b)(2)(i)(B)):
+# a country or region named by NER alone stays (an unlisted one is removed: the safe side).
+_NOT_PHI_PLACES = frozenset(
+    """
+    afghanistan africa albania algeria america americas antarctica argentina armenia asia
+    australia austria bangladesh belgium bolivia brazil bulgaria cambodia cameroon canada
+    caribbean chile china colombia croatia cuba cyprus czechia denmark ecuador egypt
+    england estonia ethiopia europe finland france georgia germany ghana greece guatemala
+    haiti honduras hungary iceland india indonesia iran iraq ireland israel italy jamaica
+    japan jordan kazakhstan kenya korea kuwait laos latvia lebanon libya lithuania
+    luxembourg malaysia mali mexico mongolia morocco nepal netherlands nigeria norway
+    oceania pakistan panama paraguay peru philippines poland portugal qatar romania russia
+    rwanda scotland senegal serbia singapore slovakia slovenia somalia spain sudan sweden
+    switzerland syria taiwan tanzania thailand tunisia turkey uganda ukraine uruguay
+    venezuela vietnam wales yemen zambia zimbabwe
+    """.split()
+)
+_NOT_PHI_PLACE_NAMES = frozenset(
+    {
+        "south korea",
+        "north korea",
+        "south africa",
+        "middle east",
+        "united states",
+        "united kingdom",
+        "saudi arabia",
+        "new zealand",
+        "sri lanka",
+        "costa rica",
+        "dominican republic",
+        "el salvador",
+        "hong kong",
+        "latin america",
+        "south america",
+        "north america",
+        "central america",
+        "east asia",
+        "southeast asia",
+        "the caribbean",
+    }
 )
 _HOSPITAL_LEAD_STOP = frozenset(
     """
@@ -1600,6 +1654,16 @@ class NoteDeidentifier:
             value in US_STATES or value in US_STATE_NAMES or value.isupper()
         ):
             return None
+        if kind == "LOCATION" and (
+            " ".join(words) in _NOT_PHI_PLACE_NAMES
+            or (len(words) == 1 and words[0] in _NOT_PHI_PLACES)
+        ):
+            return None  # a country or region: not identifying under Safe Harbor
+        if len(words) == 1 and _CLINICAL_WORD.match(words[0]):
+            return None  # an organism or a drug, not a person or a place
+        if any(_CLINICAL_WORD.match(w) for w in words) and len(words) <= 2 and kind == "NAME":
+            if all(_CLINICAL_WORD.match(w) or w in stop for w in words):
+                return None
         return _Span(start, end, kind, 0, "ner")
 
     def _propagate(self, text: str, spans: list[_Span]) -> list[_Span]:
