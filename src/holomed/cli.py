@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from holomed.provenance import model_card
 from holomed.runfiles import run_lock, write_json
 
 app = typer.Typer(
@@ -395,23 +396,7 @@ def fit(
             test = cohort.subset(cohort.index_of(res["test_ids"]))
             with console.status("attribution maps (occlusion) of signals and images ..."):
                 res["attribution_plots"] = attribution_maps(model, test, out)
-        card = {
-            "metrics_test": {
-                k: {"value": v["mean"], "ci": v["ci"]} for k, v in trust.get("metrics", {}).items()
-            },
-            "evaluation": res.get("evaluation"),
-            "data": cohort.summary(),
-            "excluded": len(cohort.excluded),
-            "n_train": res["n_train"],
-            "n_test": res["n_test"],
-            "calibration": {
-                k: trust["calibration"].get(k)
-                for k in ("method", "temperature", "calibration_in_the_large")
-            }
-            if "calibration" in trust
-            else None,
-            "limitations": res["limitations"],
-        }
+        card = model_card(res, cohort.summary(), len(cohort.excluded))
         model.save(out / "bundle", card=card)
         write_json(out / "results.json", res)
     metrics = trust.get("metrics", {})

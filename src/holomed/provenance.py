@@ -52,3 +52,26 @@ def run_card(spec: Any) -> dict[str, Any]:
     if spec.description:
         limitations.append(spec.description)
     return {"intended_use": DEFAULT_USE, "limitations": limitations, "synthetic": synthetic}
+
+
+def model_card(res: dict[str, Any], data: dict[str, Any], excluded: int) -> dict[str, Any]:
+    """The bundle's card from a fit run's results: test metrics with CIs, how they were
+    evaluated, the cohort summary, calibration, limitations (the bundle adds its intended
+    use, dataset and versions)."""
+    cal = res.get("calibration")
+    return {
+        "metrics_test": {
+            k: {"value": v["mean"], "ci": v["ci"]} for k, v in res.get("metrics", {}).items()
+        },
+        "evaluation": res.get("evaluation"),
+        "data": data,
+        "excluded": excluded,
+        "n_train": res["n_train"],
+        "n_test": res["n_test"],
+        "calibration": {
+            k: cal.get(k) for k in ("method", "temperature", "calibration_in_the_large")
+        }
+        if cal
+        else None,
+        "limitations": res["limitations"],
+    }
