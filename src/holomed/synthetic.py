@@ -69,9 +69,10 @@ def make_synthetic(
     true_log_hazard = 0.5 * logit
     logit = logit + rng.normal(scale=0.3, size=n)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    # drawn whether or not asked for, so the other columns do not depend on ``survival``
-    t_event = rng.exponential(1.0, n) / (0.1 * np.exp(true_log_hazard))
-    t_censor = rng.exponential(1.0, n) / (0.05 * max(censoring, 1e-9))
+    # from a stream of their own: the other columns do not depend on ``survival``
+    rng_t = np.random.default_rng([seed, 1])
+    t_event = rng_t.exponential(1.0, n) / (0.1 * np.exp(true_log_hazard))
+    t_censor = rng_t.exponential(1.0, n) / (0.05 * max(censoring, 1e-9))
     expr += rng.normal(scale=0.5 * noise, size=expr.shape) * (noise > 1)
     frames = {
         "clinical": pd.DataFrame(
