@@ -24,6 +24,7 @@ from rich.table import Table
 
 from holomed.provenance import model_card
 from holomed.runfiles import run_lock, write_json
+from holomed.serve.cli import audit_app, serve, tokens_app
 
 app = typer.Typer(
     add_completion=False,
@@ -904,6 +905,12 @@ def datasets_fetch(name: str) -> None:
     with _guard():
         folder = DATASETS.get(name).locate()
     console.print(f"[green]{name}[/]: verified in {folder}")
+
+
+# serving: the REST API, its tokens and its audit trail (holomed.serve)
+app.command("serve")(serve)
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,14 @@ temporary folder, deleted when the request ends.
 Inference: models are loaded once, at start. Predictions run in a worker thread, never
 on the event loop; concurrent predictions of one model are run together as one batch
 (up to ``max_batch`` patients; a batch that fails is re-run patient by patient, so one
-bad input fails only its own request). Explanations run one patient at a time.
+bad input fails only its own request). Explanations run one patient at a time. JSON is
+parsed and written with orjson when it is installed (several times faster on the
+numbers of an omics profile), else with the standard library.
+
+Access: a token's role must allow the endpoint (403); each token may make
+``rate_limit_per_minute`` requests a minute (429 with ``Retry-After``). A refused token
+is not rate limited, but at most two argon2 verifications run at once, so a flood of
+wrong tokens cannot take the CPU from predictions.
 
 Errors are JSON ``{"error": "..."}`` naming the field or modality; messages built from
 exceptions are redacted (:func:`holomed.privacy.outputs.redact`: no quoted values, no
@@ -100,6 +107,7 @@ log = logging.getLogger("holomed.serve")
 AUDIT_KEY = "holomed.audit"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ID_CHARS = 256
+ARGON2_AT_ONCE = 2  # token verifications (argon2) running at the same time, at most
 TABLE_KINDS = ("tabular", "omics")
 FILE_KINDS = ("image", "signal")
 # extension -> file type; the leading bytes must say the same
@@ -150,6 +158,28 @@ class BodyTooLarge(StarletteHTTPException):
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+try:  # several times faster at parsing numbers; the standard library otherwise
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is optional
+    _orjson = None
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON text -> object; NaN and Infinity (not JSON) are refused (ValueError)."""
+    if _orjson is not None:
+        return _orjson.loads(data)
+    return json.loads(data, parse_constant=_reject_constant)
+
+
+class Json(JSONResponse):
+    """A JSON response rendered with orjson when it is installed."""
+
+    def render(self, content: Any) -> bytes:
+        if _orjson is not None:
+            return _orjson.dumps(content)
+        return super().render(content)
 
 
 def _num(x: Any) -> float | None:
@@ -232,11 +262,12 @@ class RateLimiter:
 @dataclass
 class PatientInput:
     """One request's patient: pseudonym (the raw id is not kept) and data per modality.
-    ``tables`` hold field -> value (numbers as float), ``notes`` lists of notes,
+    ``tables`` hold field -> value (numbers as float; omics: the values in the order of
+    the model's features, NaN where not given), ``notes`` lists of notes,
     ``series`` (time, variable, value) rows, ``files`` validated paths in ``folder``."""
 
     pseudonym: str | None = None
-    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
     series: dict[str, list[tuple[float, str, float]]] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)
@@ -536,8 +567,21 @@ class ServedModel:
         self.kinds = {m.name: m.kind for m in self.spec.modalities}
         self.modalities = list(self.model.preprocessors_)
         self.expects = _expects(self.model, self.spec)
+        self.feature_sets = {
+            n: frozenset(d.get("features") or d.get("numeric") or [])
+            for n, d in self.expects.items()
+        }
+        self.positions = {
+            n: {f: j for j, f in enumerate(d["features"])}
+            for n, d in self.expects.items()
+            if d["kind"] == "omics"
+        }
         self.task = self.model.task_.name
         self.classes = [str(c) for c in (self.model.classes_ or [])]
+        # probabilities are the bundle's calibrated ones: its recalibration (temperature or
+        # isotonic, fitted on validation patients) or "none" (the learner's own)
+        cal = getattr(self.model, "calibrator_", None)
+        self.calibration = str(getattr(cal, "method", None) or "none")
         self.synthetic = bool(self.card.get("synthetic")) or _synthetic_dataset(self.spec.dataset)
         self.lock = threading.Lock()
         self._subspecs: dict[frozenset, Any] = {}
@@ -609,9 +653,7 @@ class ServedModel:
             index = pd.Index([sid for sid, _ in rows], name="id")
             if kind == "omics":
                 cols = self.expects[name]["features"]
-                x = np.array(
-                    [[it.tables[name].get(c, np.nan) for c in cols] for _, it in rows], float
-                )
+                x = np.array([it.tables[name] for _, it in rows], dtype=float)
                 frames[name] = pd.DataFrame(x, index=index, columns=pd.Index(cols, dtype=object))
             elif kind == "tabular":
                 e = self.expects[name]
@@ -650,14 +692,43 @@ class ServedModel:
                 )
         return frames
 
+    def _checked(
+        self, sub: Any, frames: dict[str, pd.DataFrame]
+    ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
+        """Each modality's frame through its kind's ``check`` (as
+        :func:`holomed.cohort.read_modalities` does), except an omics frame of float
+        values that are all finite as float32 or missing, with no empty row: the check
+        would return it unchanged and report nothing, so it is used as it is."""
+        from holomed.errors import CohortError
+        from holomed.modalities import get_modality
+        from holomed.modalities.base import finite32
+
+        raw: dict[str, pd.DataFrame] = {}
+        excluded: list[dict[str, Any]] = []
+        for m in sub.modalities:
+            df = frames[m.name]
+            if df.shape[0] == 0:
+                raise CohortError(f"modality {m.name!r} is empty (no patients)")
+            if m.kind == "omics" and df.shape[1] and all(t == np.float64 for t in df.dtypes):
+                x = df.to_numpy()
+                nan = np.isnan(x)
+                if (finite32(x) | nan).all() and not nan.all(axis=1).any():
+                    raw[m.name] = df
+                    continue
+            where = f"dataset {self.spec.dataset!r} modality {m.name!r}"
+            df, problems = get_modality(m.kind).check(df, m, where)
+            excluded += [{"scope": "modality", **p} for p in problems]
+            raw[m.name] = df
+        return raw, excluded
+
     def cohort(self, items: list[PatientInput], ids: list[str]) -> Any:
         """The batch as an unlabelled cohort (ids are slot names, never patient ids),
         through the kinds' own checks."""
-        from holomed.cohort import Cohort, _modality_data, read_modalities
+        from holomed.cohort import Cohort, _modality_data
 
         frames = self._frames(items, ids)
         sub = self._subspec(frozenset(frames))
-        raw, excluded = read_modalities(sub, frames)
+        raw, excluded = self._checked(sub, frames)
         return Cohort(
             ids=np.asarray(ids, dtype=str),
             modalities=_modality_data(sub, raw, ids),
@@ -713,7 +784,7 @@ class ServedModel:
             predicted: Any = [c for c, p in zip(self.classes, row, strict=True) if p >= 0.5]
         else:
             predicted = self.classes[int(np.nanargmax(row))]
-        return {"probabilities": probs, "predicted": predicted, "calibrated": True}
+        return {"probabilities": probs, "predicted": predicted, "calibration": self.calibration}
 
     def _answer(self, cohort: Any, i: int, item: PatientInput, row: Any) -> dict[str, Any]:
         usage = self._usage(cohort, i, item)
@@ -923,18 +994,27 @@ class InputReader:
         if name in item.tables:
             raise ApiError(422, f"{label}: given twice")
         row: dict[str, Any] = {}
-        if kind == "omics":
-            known = set(e["features"])
+        if kind == "omics":  # a list of values in the order of the model's features
+            pos = self.m.positions[name]
+            vec = [math.nan] * len(pos)
             ignored = 0
             for k, v in value.items():
-                if k not in known:
+                j = pos.get(k)
+                if j is None:
                     ignored += 1
-                    continue
-                row[k] = _number(v, f"{label}, feature {_q(k)}")
-            given = sum(1 for v in row.values() if not math.isnan(v))
-            report = {"given": given, "expected": len(known), "ignored": ignored}
+                elif type(v) is float or type(v) is int:  # the common case, checked fast
+                    vec[j] = float(v)
+                else:
+                    vec[j] = _number(v, f"{label}, feature {_q(k)}")
+            given = sum(1 for v in vec if v == v)  # NaN != NaN
+            report = {"given": given, "expected": len(pos), "ignored": ignored}
+            if not given:
+                raise ApiError(422, f"{label} ({kind}): no field has a value")
+            item.tables[name] = vec
+            item.field_report[name] = report
+            return
         else:
-            numeric, categorical = set(e["numeric"]), e["categorical"]
+            numeric, categorical = self.m.feature_sets[name], e["categorical"]
             unknown = [k for k in value if k not in numeric and k not in categorical]
             if unknown:
                 shown = ", ".join(_q(k) for k in unknown[:5])
@@ -966,9 +1046,7 @@ class InputReader:
                 if row.get(k) is not None and not (isinstance(row[k], float) and math.isnan(row[k]))
             ]
             report = {"given": len(have), "missing": [k for k in fields if k not in have]}
-        if not any(
-            v is not None and not (isinstance(v, float) and math.isnan(v)) for v in row.values()
-        ):
+        if not report["given"]:
             raise ApiError(422, f"{label} ({kind}): no field has a value")
         item.tables[name] = row
         item.field_report[name] = report
@@ -1130,6 +1208,33 @@ class ServerState:
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         self.pseudonyms = pseudonyms
         self.started = _now()
+        self._verifying: dict[str, asyncio.Future] = {}
+        self._argon = threading.BoundedSemaphore(ARGON2_AT_ONCE)
+
+    def _verify_now(self, token: str) -> TokenInfo | None:
+        with self._argon:  # argon2 checks are costly: a flood of wrong tokens waits here
+            return self.tokens.verify(token, fresh=True)
+
+    def _verification(self, token: str) -> asyncio.Future:
+        """The running verification of ``token`` (one at a time per token, however many
+        requests present it at once)."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        loop = asyncio.get_running_loop()
+        fut = self._verifying.get(key)
+        if fut is None or fut.done() or fut.get_loop() is not loop:
+            fut = asyncio.ensure_future(run_in_threadpool(self._verify_now, token))
+            self._verifying[key] = fut
+            fut.add_done_callback(
+                lambda f: self._verifying.pop(key, None) if self._verifying.get(key) is f else None
+            )
+        return fut
+
+    async def verify(self, token: str) -> TokenInfo | None:
+        return await asyncio.shield(self._verification(token))
+
+    def verify_later(self, token: str) -> None:
+        fut = self._verification(token)
+        fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
 
     def close(self) -> None:
         for m in self.models.values():
@@ -1247,7 +1352,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
-        await run_in_threadpool(state.close)
+        for m in models.values():
+            m.batcher.stop()
+        await run_in_threadpool(state.audit.close)
 
     app = FastAPI(
         title="holomed serve",
@@ -1350,7 +1457,7 @@ def create_app(
             if ctype == "application/json":
                 body = await request.body()
                 try:
-                    obj = json.loads(body, parse_constant=_reject_constant)
+                    obj = loads(body)
                 except (ValueError, UnicodeDecodeError) as err:
                     msg = err.msg if isinstance(err, json.JSONDecodeError) else "not JSON"
                     raise ApiError(422, f"body: not valid JSON ({msg})") from None
@@ -1386,11 +1493,12 @@ def create_app(
         try:
             result = await m.batcher.submit(item)
         finally:
-            await run_in_threadpool(item.cleanup)
+            if item.folder is not None:
+                await run_in_threadpool(item.cleanup)
         if isinstance(result, ApiError):
             raise result
         result["pseudonym_key"] = state.pseudonyms.scope
-        return JSONResponse(result)
+        return Json(result)
 
     @app.post("/v1/models/{name}/explain", tags=["inference"], openapi_extra=PREDICT_DOC)
     async def explain(
@@ -1403,9 +1511,10 @@ def create_app(
         try:
             result = await run_in_threadpool(m.explain_one, item)
         finally:
-            await run_in_threadpool(item.cleanup)
+            if item.folder is not None:
+                await run_in_threadpool(item.cleanup)
         result["pseudonym_key"] = state.pseudonyms.scope
-        return JSONResponse(result)
+        return Json(result)
 
     @app.get("/v1/audit/summary", tags=["audit"])
     async def audit_summary(
@@ -1482,7 +1591,7 @@ async def _multipart(
         for key, value in fields.items():
             if key == "modalities":
                 try:
-                    obj[key] = json.loads(value, parse_constant=_reject_constant)
+                    obj[key] = loads(value)
                 except ValueError:
                     raise ApiError(422, "modalities: the form field is not valid JSON") from None
             elif key in ("patient_id", "notes"):
@@ -1527,7 +1636,12 @@ async def _authorize(request: Request, state: ServerState, permission: str) -> T
         )
     ctx["token_id"] = token_id_of(token)
     hit = state.tokens.cached(token)
-    info = hit if hit is not None else await run_in_threadpool(state.tokens.verify, token)
+    if hit is None:
+        info = await state.verify(token)
+    else:
+        info = hit
+        if hit and state.tokens.due(token):  # re-verified in the background, not awaited
+            state.verify_later(token)
     if not info:
         raise ApiError(
             401, "invalid or revoked token", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -1633,7 +1747,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        started = _now()
+        started = time.time()
         ctx: dict[str, Any] = {}
         scope[AUDIT_KEY] = ctx
         status = [500]

@@ -1,8 +1,8 @@
 """The audit trail of ``holomed serve``: one hash-chained row per request.
 
-Each row of table ``audit`` holds the request's time (UTC), token id and role (empty for
-a request refused before a token was recognised; a malformed token's text is never
-kept), endpoint (method and route template, never the raw path), model name and bundle
+Each row of table ``audit`` holds the request's time (UTC), token id and role (for a
+refused token: the public id it claims when it is well formed, and no role; a token's
+text is never kept), endpoint (method and route template, never the raw path), model name and bundle
 hash, the patient's pseudonym (never the raw id), the modalities sent, the HTTP status
 and the latency in milliseconds; ``seq`` numbers rows 1, 2, 3 ... without gaps.
 
@@ -15,8 +15,10 @@ recomputes the chain and names the first row edited or missing.
 Rows are written by one background thread (:class:`AuditTrail`) in small transactions
 (every ``flush_seconds``, default 20 ms), so a request never waits for the database;
 :meth:`AuditTrail.flush` waits until every row recorded so far is committed, and the
-server flushes on shutdown. Several writers (processes) may share one database: a
-writer that loses a race for the next ``seq`` re-reads the head and retries.
+server flushes on shutdown. The price: rows of the last few milliseconds before a crash
+(a killed process, a power cut) can be lost; the chain stays intact. Several writers
+(processes) may share one database: a writer that loses a race for the next ``seq``
+re-reads the head and retries.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -195,12 +199,13 @@ class AuditTrail:
         self.engine = engine
         self.flush_seconds = float(flush_seconds)
         ensure_tables(engine)
-        self._rows: list[dict[str, Any]] = []
-        self._pending = 0
-        self._cond = threading.Condition()
-        self._stop = False
-        self.failures = 0  # consecutive failed writes (the database unreachable)
+        self._rows: deque[dict[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._recorded = 0
         self.written = 0
+        self.failures = 0  # consecutive failed writes (the database unreachable)
+        self._stop = False
         self._thread: threading.Thread | None = None
         self._start()
 
@@ -210,15 +215,14 @@ class AuditTrail:
         self._thread.start()
 
     def record(self, **fields: Any) -> None:
-        """Queue one row (fields of :func:`normalise`); restarts the writer after
+        """Queue one row: the fields of :func:`normalise`, ``time`` as ISO text or as
+        seconds since the epoch (formatted by the writer). Restarts the writer after
         :meth:`close`."""
-        row = normalise(**fields)
-        with self._cond:
+        with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._start()
-            self._rows.append(row)
-            self._pending += 1
-            self._cond.notify_all()
+            self._rows.append(fields)
+            self._recorded += 1
 
     @property
     def healthy(self) -> bool:
@@ -226,33 +230,36 @@ class AuditTrail:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every row recorded so far is committed; False on timeout."""
+        target = self._recorded
         end = time.monotonic() + timeout
-        with self._cond:
-            self._cond.notify_all()
-            while self._pending:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
+        self._wake.set()
+        while self.written < target:
+            if time.monotonic() > end:
+                return False
+            self._wake.set()
+            time.sleep(0.002)
         return True
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then stop the writer."""
         self.flush(timeout)
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self._stop = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._rows and not self._stop:
-                    self._cond.wait()
-                if self._stop and not self._rows:
+            if not self._rows:
+                if self._stop:
                     return
-                batch, self._rows = self._rows, []
+                self._wake.wait(self.flush_seconds)
+                self._wake.clear()
+                continue
+            raw = []
+            while self._rows and len(raw) < 5000:
+                raw.append(self._rows.popleft())
+            batch = [_normalised(r) for r in raw]
             try:
                 append_rows(self.engine, batch)
             except (DBAPIError, OSError) as err:
@@ -262,16 +269,36 @@ class AuditTrail:
                     type(err).__name__,
                     len(batch),
                 )
-                with self._cond:
-                    self._rows = batch + self._rows
+                self._rows.extendleft(reversed(raw))
                 time.sleep(min(5.0, 0.1 * 2 ** min(self.failures, 6)))
                 continue
             self.failures = 0
             self.written += len(batch)
-            with self._cond:
-                self._pending -= len(batch)
-                self._cond.notify_all()
-            time.sleep(self.flush_seconds)  # gather the next rows into one transaction
+            if not self._stop:
+                time.sleep(self.flush_seconds)  # gather the next rows into one transaction
+
+
+def iso_utc(seconds: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with microseconds and ``Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _normalised(fields: dict[str, Any]) -> dict[str, Any]:
+    """:func:`normalise` of a queued row; a row that cannot be normalised is kept as an
+    ``(invalid audit row)`` entry rather than lost."""
+    f = dict(fields)
+    if isinstance(f.get("time"), int | float):
+        f["time"] = iso_utc(float(f["time"]))
+    try:
+        return normalise(**f)
+    except (TypeError, ValueError) as err:
+        log.error("audit row not normalised (%s)", type(err).__name__)
+        return normalise(
+            time=str(f.get("time") or iso_utc(time.time())),
+            endpoint="(invalid audit row)",
+            status=0,
+            latency_ms=0.0,
+        )
 
 
 # -- verification and summaries -----------------------------------------------------------

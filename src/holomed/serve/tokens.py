@@ -2,18 +2,20 @@
 
 A token reads ``hm_<id>_<secret>``: ``id`` is 12 hex digits, public (it names the token
 in lists, the audit trail and revocation); ``secret`` is 43 URL-safe characters from 32
-random bytes. Only the argon2id hash of the whole token is stored (argon2-cffi's
-default parameters); the token itself is shown once, when it is created, and never
-written anywhere.
+random bytes. Only the argon2id hash of the whole token is stored (OWASP's minimum
+parameters: 19 MiB, 2 passes, 1 lane; about 20 ms); the token itself is shown once,
+when it is created, and never written anywhere.
 
 Verification looks the token's row up by its id and checks ONE argon2 hash (tens of
 milliseconds, run outside the event loop by the server). A successful verification is
 remembered in memory for ``cache_seconds`` (default 30 s, ``token_cache_seconds``),
-keyed by the SHA-256 of the presented token, so later requests cost a dictionary lookup.
-Consequence: a token revoked by another process (``holomed tokens revoke``) stops working
-in a running server within that time; revoked through the server's own admin endpoint,
-at once. A presented token that failed verification is remembered as failed for the same
-time (repeating a wrong token does not cost an argon2 check each time).
+keyed by the SHA-256 of the presented token, so later requests cost a dictionary lookup;
+in the last quarter of that time the server re-verifies a token in use in the background,
+so a busy token never waits for argon2. Consequence: a token revoked by another process
+(``holomed tokens revoke``) stops working in a running server within ``cache_seconds``;
+revoked through the server's own admin endpoint, at once. A presented token that failed
+verification is remembered as failed for the same time (repeating a wrong token does not
+cost an argon2 check each time).
 
 Roles (each includes the ones before it):
 
@@ -108,7 +110,10 @@ class TokenStore:
 
         self.engine = engine
         self.cache_seconds = float(cache_seconds)
-        self._hasher = PasswordHasher()
+        # OWASP's argon2id minimum (19 MiB, 2 passes, 1 lane): the secrets are 256-bit
+        # random, so the hash guards a leaked table, not a guessable password; one lane
+        # keeps a verification from taking every core of a small server
+        self._hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
         self._ok: OrderedDict[str, tuple[TokenInfo, float]] = OrderedDict()
         self._bad: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -188,10 +193,20 @@ class TokenStore:
                 del self._bad[key]
         return None
 
-    def verify(self, token: str) -> TokenInfo | None:
+    def due(self, token: str) -> bool:
+        """Whether the remembered verification of ``token`` is in the last quarter of its
+        time (the server then re-verifies it in the background, so that a busy token is
+        never held up by its cache running out)."""
+        key = _digest(token)
+        with self._lock:
+            hit = self._ok.get(key)
+        return hit is not None and hit[1] - time.monotonic() < 0.25 * self.cache_seconds
+
+    def verify(self, token: str, fresh: bool = False) -> TokenInfo | None:
         """The record of a valid, unrevoked token, else None. At most one argon2 check
-        (by the token's id); results are remembered for ``cache_seconds``."""
-        hit = self.cached(token)
+        (by the token's id); results are remembered for ``cache_seconds`` (``fresh``:
+        checked again even when remembered)."""
+        hit = None if fresh else self.cached(token)
         if hit is not None:
             return hit or None
         tid = token_id_of(token)
@@ -218,11 +233,14 @@ class TokenStore:
 
     def _remember(self, token: str, info: TokenInfo | None) -> None:
         if self.cache_seconds <= 0:
+            with self._lock:
+                self._ok.pop(_digest(token), None)
             return
         key = _digest(token)
         until = time.monotonic() + self.cache_seconds
         with self._lock:
             table: OrderedDict = self._ok if info is not None else self._bad
+            (self._bad if info is not None else self._ok).pop(key, None)
             table[key] = (info, until) if info is not None else until
             table.move_to_end(key)
             while len(table) > CACHE_LIMIT:
