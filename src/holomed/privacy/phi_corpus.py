@@ -33,27 +33,10 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-ENTITY_TYPES = (
-    "NAME",
-    "DATE",
-    "AGE",
-    "MRN",
-    "ACCOUNT",
-    "HEALTH_PLAN",
-    "SSN",
-    "LICENSE",
-    "PHONE",
-    "FAX",
-    "EMAIL",
-    "URL",
-    "IP",
-    "ADDRESS",
-    "ZIP",
-    "LOCATION",
-    "HOSPITAL",
-    "DEVICE",
-    "VEHICLE",
-)
+from holomed.privacy.text import ENTITY_TYPES as DEID_TYPES
+
+# the identifier types the corpus injects: all of the de-identifier's but national ids
+ENTITY_TYPES = tuple(t for t in DEID_TYPES if t != "NATIONAL_ID")
 
 # -- vocabularies ----------------------------------------------------------------------
 
