@@ -310,10 +310,16 @@ def summarise(
 ) -> dict[str, dict[str, float | list[float]]]:
     """Per metric: mean and sd over seeds (one output per seed, same patients) and a
     bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class).
+    Survival: ``mean`` and the CI are of the seed-averaged output (risks and curves
+    averaged, as an ensemble of the seeds; see :func:`bootstrap_metrics`), ``sd`` and
+    ``per_seed`` of each seed's own output.
 
     Percentile intervals. ECE is biased upward on resamples (duplicated patients sharpen
     the bins), so its interval can sit above the point estimate on small test sets."""
     per_seed = [compute_metrics(task, y, o, **context) for o in outputs]
+    pooled = (
+        compute_metrics(task, y, np.mean(outputs, 0), **context) if task == "survival" else None
+    )
     from holomed.cohort import strata as class_strata
 
     names = metric_names(task)
@@ -325,8 +331,9 @@ def summarise(
         vals = np.array([s[m] for s in per_seed], dtype=float)
         b = boots[m][np.isfinite(boots[m])] if n_boot else np.array([])
         lo, hi = np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [np.nan, np.nan]
+        mean = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         out[m] = {
-            "mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan"),
+            "mean": float(pooled[m]) if pooled is not None else mean,
             "sd": float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan"),
             "ci": [float(lo), float(hi)],
             "per_seed": vals.tolist(),
