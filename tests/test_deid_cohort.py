@@ -62,6 +62,13 @@ def _identified(root: Path, n: int = 40) -> tuple[Path, dict[str, list[str]]]:
         Image.fromarray(arr).save(path, pnginfo=info)
         rows.append({"patient_id": pid, "path": f"img/{pid}.png"})
     pd.DataFrame(rows).to_csv(root / "images.csv", index=False)
+    series = [
+        {"patient_id": pid, "minutes": 30 * k, "variable": v, "value": rng.normal() + y[i]}
+        for i, pid in enumerate(ids)
+        for k in range(3)
+        for v in ("HR", "MAP")
+    ]
+    pd.DataFrame(series).to_csv(root / "vitals.csv", index=False)
     pd.DataFrame(
         {
             "patient_id": ids,
@@ -93,6 +100,14 @@ def _identified(root: Path, n: int = 40) -> tuple[Path, dict[str, list[str]]]:
                 "id_column": "patient_id",
                 "preprocessing": {"size": [8, 8]},
                 "encoder": {"name": "cnn2d"},
+            },
+            {
+                "name": "vitals",
+                "kind": "timeseries",
+                "source": "vitals.csv",
+                "id_column": "patient_id",
+                "options": {"time_column": "minutes", "time_unit": "minutes"},
+                "preprocessing": {"window": [0, 2], "resolution": 0.5},
             },
         ],  # fmt: skip
         "target": {
@@ -132,8 +147,10 @@ def test_deid_leaves_no_identifier_and_keeps_the_cohort_usable(tmp_path):
     imgs = pd.read_csv(out / "xray.csv")
     labels = pd.read_csv(out / "labels.csv")
     pseud = {KEY.pseudonym(i) for i in known["ids"]}
-    for df in (clin, notes, imgs, labels):
+    vitals = pd.read_csv(out / "vitals.csv")
+    for df in (clin, notes, imgs, labels, vitals):
         assert set(df["patient_id"]) == pseud
+    assert sorted(vitals["time"].unique()) == [0.0, 0.5, 1.0]  # minutes became hours
     assert {"full_name", "ssn"}.isdisjoint(clin.columns)
     assert "home_phone" not in labels.columns  # the label table keeps what the spec uses
     gap = pd.to_datetime(clin["discharged"]) - pd.to_datetime(clin["admitted"])

@@ -11,6 +11,8 @@ reads them:
   cannot be read as a date is set missing and counted, never kept);
 - notes: Presidio with clinical recognizers (:mod:`holomed.privacy.text`), surrogates or
   tags as ``privacy.notes`` says, dates shifted by the same per-patient offset;
+- time series: the long form with pseudonymised ids; times are hours since the stay's
+  start (relative, so nothing to shift);
 - images: DICOM through the PS3.15 Basic profile with modified dates
   (:mod:`holomed.privacy.dicom`; burned-in annotation is quarantined and reported); other
   formats are re-encoded from their pixels as PNG, which drops embedded metadata (EXIF,
@@ -40,18 +42,27 @@ import pandas as pd
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
 
-SUPPORTED = ("tabular", "omics", "text", "image")
+SUPPORTED = ("tabular", "omics", "text", "image", "timeseries")
 
 
 def raw_frames(spec: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Each modality's frame as the cohort reader checks it, and the label table."""
+    """Each modality's frame as the cohort reader checks it (time series: the long form
+    as read, times in hours since the stay's start), and the label table."""
     from holomed.cohort import read_modalities
     from holomed.datasets import DATASETS
+    from holomed.modalities import get_modality
 
     frames = target = None
     if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
         frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
-    raw, _ = read_modalities(spec, frames)
+    series = [m.name for m in spec.modalities if m.kind == "timeseries"]
+    raw, _ = read_modalities(
+        spec, frames, [m.name for m in spec.modalities if m.name not in series]
+    )
+    for m in spec.modalities:
+        if m.kind == "timeseries":
+            long = frames[m.name] if frames and m.name in frames and not m.source else None
+            raw[m.name] = long if long is not None else get_modality("timeseries").read(m, spec)
     if target is None:
         from holomed.io.tables import read_table
 
@@ -195,6 +206,10 @@ def _new_spec(spec: Any, written: dict[str, str]) -> dict[str, Any]:
             opts["text_column"] = "text"
         if m["kind"] == "image":
             opts["path_column"] = "path"
+        if m["kind"] == "timeseries":  # written long, times in hours
+            for k in ("time_column", "variable_column", "value_column", "format"):
+                opts.pop(k, None)
+            opts["time_unit"] = "hours"
         m["options"] = opts
     d["target"]["source"] = ["labels.csv"]
     d["target"]["id_column"] = "patient_id"
@@ -238,17 +253,26 @@ def deidentify_cohort(
     try:
         for m in spec.modalities:
             df = raw[m.name]
-            ids.update(map(str, df.index))
-            tick(f"de-identifying {m.name} ({m.kind}, {len(df)} patients)")
+            ids.update(map(str, df["id"] if m.kind == "timeseries" else df.index))
+            n = df["id"].nunique() if m.kind == "timeseries" else len(df)
+            tick(f"de-identifying {m.name} ({m.kind}, {n} patients)")
             if m.kind == "image":
                 table, rep = _images(df, m.name, partial, key)
             else:
                 if m.kind == "text":
                     df, rep = _notes(df, spec, key, tick)
+                    table = df.copy()
+                    table.insert(0, "patient_id", [key.pseudonym(i) for i in df.index])
+                elif m.kind == "timeseries":  # long form; times are hours since the start
+                    long = df[["id", "time", "variable", "value"]]
+                    table = long.drop(columns="id")
+                    table.insert(0, "patient_id", [key.pseudonym(i) for i in long["id"]])
+                    rep = {"observations": int(len(table))}
+                    df = pd.DataFrame(index=pd.Index(long["id"].unique()))
                 else:
                     df, rep = _table(df, m.name, spec, key)
-                table = df.copy()
-                table.insert(0, "patient_id", [key.pseudonym(i) for i in df.index])
+                    table = df.copy()
+                    table.insert(0, "patient_id", [key.pseudonym(i) for i in df.index])
             fname = f"{m.name}.csv"
             table.to_csv(partial / fname, index=False)
             written[m.name] = fname
