@@ -197,3 +197,13 @@ def test_unparseable_dates_are_set_missing_and_counted(tmp_path):
     assert rep["modalities"]["clinical"]["dates_unparsed_set_missing"] == 1
     text = (tmp_path / "deid" / "clinical.csv").read_text()
     assert "spring" not in text
+
+
+def test_kinds_deid_cannot_clean_are_a_named_error(tmp_path):
+    spec_path, _ = _identified(tmp_path / "data")
+    d = yaml.safe_load(spec_path.read_text())
+    d["modalities"].append({"name": "ecg", "kind": "signal", "source": "ecg.csv"})
+    spec_path.write_text(yaml.safe_dump(d))
+    with pytest.raises(PrivacyError, match=r"modalities \['ecg'\].*supports kinds"):
+        deidentify_cohort(load_spec(spec_path), tmp_path / "out", KEY)
+    assert not (tmp_path / "out").exists()
