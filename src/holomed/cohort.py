@@ -209,9 +209,11 @@ def read_modalities(
     return raw, excluded
 
 
-def _modality_data(
+def modality_data(
     spec: Spec, raw: dict[str, pd.DataFrame], ids: list[str]
 ) -> dict[str, ModalityData]:
+    """Checked frames by modality (see :func:`read_modalities`) aligned to ``ids``: each
+    modality's values and presence mask; a patient missing from a frame is absent."""
     out = {}
     for m in spec.modalities:
         if m.name not in raw:
@@ -264,7 +266,7 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
         spec,
         Cohort(
             ids=np.asarray(ids, dtype=str),
-            modalities=_modality_data(sub, raw, ids),
+            modalities=modality_data(sub, raw, ids),
             y=None,
             task=spec.target.task,
             classes=spec.target.classes,
@@ -354,7 +356,7 @@ def build_cohort(
         y, classes = _encode_target(
             target.loc[ids, t.column], t.task, t.classes, twhere, t.separator
         )
-    modalities = _modality_data(spec, raw, ids)
+    modalities = modality_data(spec, raw, ids)
     for name, md in modalities.items():
         if not md.present.any():
             raise CohortError(f"modality {name!r}: none of its ids match a labelled patient")
@@ -554,7 +556,7 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
         spec,
         Cohort(
             ids=np.asarray(ids, dtype=str),
-            modalities=_modality_data(spec, raw, ids),
+            modalities=modality_data(spec, raw, ids),
             task=spec.target.task,
             classes=spec.target.classes,
             excluded=excluded,

@@ -724,14 +724,14 @@ class ServedModel:
     def cohort(self, items: list[PatientInput], ids: list[str]) -> Any:
         """The batch as an unlabelled cohort (ids are slot names, never patient ids),
         through the kinds' own checks."""
-        from holomed.cohort import Cohort, _modality_data
+        from holomed.cohort import Cohort, modality_data
 
         frames = self._frames(items, ids)
         sub = self._subspec(frozenset(frames))
         raw, excluded = self._checked(sub, frames)
         return Cohort(
             ids=np.asarray(ids, dtype=str),
-            modalities=_modality_data(sub, raw, ids),
+            modalities=modality_data(sub, raw, ids),
             y=None,
             task=self.spec.target.task,
             classes=self.spec.target.classes,
