@@ -308,6 +308,9 @@ class EvaluationSpec(_Strict):
     seeds: int = Field(5, ge=1)
     n_bootstrap: int = Field(1000, ge=0)
     selection_folds: int = Field(3, ge=2)
+    # draws of the inner folds (repeated CV): scores over all draws x folds, out-of-fold
+    # predictions averaged over draws; R times the selection cost
+    selection_repeats: int = Field(1, ge=1)
     selection_metric: str = "auroc"
     # "best": the best mean inner-CV score (within 0.001: the simplest of the tied);
     # "one_se": the simplest candidate (linear < boosted trees < stack < network <

@@ -9,6 +9,8 @@ from holomed.evaluation.select import (
     choose,
     ensemble_selection,
     paired_se,
+    repeated_folds,
+    repeats_of,
     score_candidate,
     select,
 )
@@ -106,3 +108,25 @@ def test_log_loss_is_the_mean_negative_log_likelihood_for_every_classification_t
     bce = -np.mean(np.log([0.9, 0.8, 0.6, 0.6]))
     assert np.isclose(log_loss("multilabel", ym, pm), bce)
     assert np.isnan(log_loss("regression", np.zeros(2), np.zeros(2)))
+
+
+def test_repeated_inner_cv_scores_every_draw_and_averages_out_of_fold_predictions():
+    spec, train = small(selection_repeats=2)
+    sel = select(spec, train, ["lr_early", "gbm", "ensemble"], 0, lambda _m: None)
+    for s in sel.scored.values():
+        assert len(s.fold_scores) == 4 and len(s.oofs) == 2  # 2 draws x 2 folds
+        assert np.allclose(s.oof, np.mean(s.oofs, axis=0))
+    # the first draw is the single-draw selection; the second draw differs from it
+    one = select(*small(selection_repeats=1), ["lr_early", "gbm"], 0, lambda _m: None)
+    lr = sel.scored["lr_early"]
+    assert np.allclose(lr.oofs[0], one.scored["lr_early"].oof)
+    assert lr.fold_scores[:2] == one.scored["lr_early"].fold_scores
+    assert not np.allclose(lr.oofs[1], lr.oofs[0])
+    # the ensemble's score is honest in every draw: weights chosen without the scored fold
+    folds = repeated_folds(train.y, 2, 2, 0, train.task, train.groups)
+    assert [len(r) for r in repeats_of(folds, len(train))] == [2, 2]
+    w, fold_scores = ensemble_selection(
+        {n: sel.scored[n] for n in ("lr_early", "gbm")}, train.y, folds, "binary", "auroc"
+    )
+    assert w == sel.ensemble_weights and len(fold_scores) == 4
+    assert np.isclose(np.mean(fold_scores), sel.scored["ensemble"].score)

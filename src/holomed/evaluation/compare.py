@@ -286,6 +286,7 @@ def compare(
         "selection_rule": SELECTION_RULES[ev.selection_rule],
         "selection_metric": metric,
         "selection_folds": ev.selection_folds,
+        "selection_repeats": ev.selection_repeats,
         "candidates": names,
         "selected": candidate_entry(selected),
         "selected_family": candidate_class(selected).family,

@@ -21,6 +21,15 @@ else the defaults.
 The greedy ensemble (Caruana) is built from the other candidates' out-of-fold
 predictions. Its own score is honest: for each inner fold, the weights are chosen on the
 other folds' out-of-fold predictions and scored on this fold's.
+
+Repeated inner CV (``evaluation.selection_repeats``, R): the K inner folds are drawn R
+times with different seeds (the first draw is the one R = 1 uses). Every candidate is
+scored on all R x K folds (paired by position across candidates), its out-of-fold
+predictions are the mean over the R draws, and the ensemble's weights are chosen on
+those means. On a few hundred patients one partition into K folds decides more of the
+ranking than the candidates do; R draws divide that variance (Kim 2009, "Estimating
+classification error rate: repeated cross-validation, repeated hold-out and bootstrap")
+at R times the cost.
 """
 
 from __future__ import annotations
@@ -45,7 +54,8 @@ Tick = Callable[[str], None]
 
 @dataclass
 class Scored:
-    """One candidate's inner-CV result."""
+    """One candidate's inner-CV result: ``oof`` is the mean over repeats of the
+    out-of-fold predictions, ``oofs`` those of each repeat."""
 
     name: str
     params: dict[str, Any] | None
@@ -54,6 +64,41 @@ class Scored:
     oof: np.ndarray
     seconds: float
     trials: list[dict[str, Any]] = field(default_factory=list)
+    oofs: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.oofs:
+            self.oofs = [self.oof]
+
+
+def repeated_folds(
+    y: np.ndarray,
+    n_folds: int,
+    repeats: int,
+    seed: int,
+    task: str,
+    groups: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``repeats`` draws of ``n_folds`` inner folds, one after the other (the first draw
+    uses ``seed``, as a single draw does)."""
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in range(repeats):
+        folds += inner_folds(y, n_folds, seed + 7919 * r, task, groups)
+    return folds
+
+
+def repeats_of(folds: list[tuple[np.ndarray, np.ndarray]], n: int) -> list[list[int]]:
+    """The fold positions of each repeat: consecutive folds whose held-out parts cover
+    the ``n`` patients once."""
+    out: list[list[int]] = [[]]
+    seen = 0
+    for i, (_, b) in enumerate(folds):
+        if seen >= n:
+            out.append([])
+            seen = 0
+        out[-1].append(i)
+        seen += len(b)
+    return out
 
 
 def grid_points(spec: Spec) -> list[dict[str, Any]]:
@@ -105,19 +150,28 @@ def inner_cv(
     seed: int,
     report: Callable[[int, float], None] | None = None,
 ) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold predictions of one configuration over ``folds`` and per-fold scores.
-    ``report(step, running mean)`` may raise to stop early (Optuna pruning)."""
+    """Out-of-fold predictions of one configuration over ``folds`` (one array per
+    repeat, see :func:`repeats_of`) and per-fold scores. ``report(step, running mean)``
+    may raise to stop early (Optuna pruning)."""
     ev = spec.evaluation
     k = output_columns(spec, train)
-    oof = empty_outputs(len(train), train.task, k)
+    oofs = []
     scores: list[float] = []
-    for i, (a, b) in enumerate(folds):
-        c = build_candidate(spec, name, seed, None, params).fit(train.subset(a))
-        oof[b] = c.predict_proba(train.subset(b))
-        scores.append(oriented(train.task, ev.selection_metric, train.y[b], oof[b]))
-        if report is not None:
-            report(i, float(np.nanmean(scores)) if np.isfinite(scores).any() else -np.inf)
-    return oof, scores
+    for rep in repeats_of(folds, len(train)):
+        oof = empty_outputs(len(train), train.task, k)
+        for i in rep:
+            a, b = folds[i]
+            c = build_candidate(spec, name, seed, None, params).fit(train.subset(a))
+            oof[b] = c.predict_proba(train.subset(b))
+            scores.append(oriented(train.task, ev.selection_metric, train.y[b], oof[b]))
+            if report is not None:
+                report(i, float(np.nanmean(scores)) if np.isfinite(scores).any() else -np.inf)
+        oofs.append(oof)
+    return oofs, scores
+
+
+def _average(oofs: list[np.ndarray]) -> np.ndarray:
+    return oofs[0] if len(oofs) == 1 else np.mean(oofs, axis=0)
 
 
 def _mean(scores: list[float]) -> float:
@@ -157,7 +211,7 @@ def search(
                 raise optuna.TrialPruned()
 
         try:
-            oof, scores = inner_cv(spec, train, name, params, folds, seed, report)
+            oofs, scores = inner_cv(spec, train, name, params, folds, seed, report)
         except optuna.TrialPruned:
             trials.append({"params": params, "score": None, "pruned": True})
             tick(f"search {name} trial {trial.number} (pruned)")
@@ -165,7 +219,7 @@ def search(
         score = _mean(scores)
         trials.append({"params": params, "score": score, "pruned": False})
         if not best or score > best["score"]:
-            best.update(params=params, score=score, scores=scores, oof=oof)
+            best.update(params=params, score=score, scores=scores, oofs=oofs)
         tick(f"search {name} trial {trial.number}")
         return score
 
@@ -175,9 +229,10 @@ def search(
         best["params"] or None,
         best["score"],
         best["scores"],
-        best["oof"],
+        _average(best["oofs"]),
         time.perf_counter() - t0,
         trials,
+        best["oofs"],
     )
 
 
@@ -199,19 +254,23 @@ def score_candidate(
         best: Scored | None = None
         trials = []
         for point in grid_points(spec):
-            oof, scores = inner_cv(spec, train, name, point, folds, seed)
+            oofs, scores = inner_cv(spec, train, name, point, folds, seed)
             trials.append({"params": point, "score": _mean(scores), "pruned": False})
             if best is None or _mean(scores) > best.score:
-                best = Scored(name, point or None, _mean(scores), scores, oof, 0.0)
+                best = Scored(
+                    name, point or None, _mean(scores), scores, _average(oofs), 0.0, [], oofs
+                )
             tick(f"select {name} {json.dumps(point, sort_keys=True)}")
         assert best is not None
         best.seconds, best.trials = time.perf_counter() - t0, trials
         return best
     if (budget.trials or budget.seconds) and searchable and cls.search_space(spec):
         return search(spec, train, name, folds, seed, tick)
-    oof, scores = inner_cv(spec, train, name, None, folds, seed)
+    oofs, scores = inner_cv(spec, train, name, None, folds, seed)
     tick(f"select {name}")
-    return Scored(name, None, _mean(scores), scores, oof, time.perf_counter() - t0)
+    return Scored(
+        name, None, _mean(scores), scores, _average(oofs), time.perf_counter() - t0, [], oofs
+    )
 
 
 def ensemble_selection(
@@ -223,20 +282,24 @@ def ensemble_selection(
     objective: str = "log_loss",
 ) -> tuple[dict[str, float], list[float]]:
     """Caruana weights (greedy on ``objective``: ``log_loss`` or ``metric``) over all
-    candidates' out-of-fold predictions, and the honest per-fold scores, in ``metric``,
-    of the procedure (weights chosen without the scored fold)."""
+    candidates' out-of-fold predictions (the mean over repeats), and the honest per-fold
+    scores, in ``metric``, of the procedure (in each repeat, weights chosen on that
+    repeat's out-of-fold predictions without the scored fold)."""
     if objective == "metric" or task in ("regression", "survival"):
         objective = metric
-    preds = {n: s.oof for n, s in scored.items() if np.isfinite(s.oof).all()}
-    if len(preds) < 2:
+    ok = {n: s for n, s in scored.items() if all(np.isfinite(o).all() for o in s.oofs)}
+    if len(ok) < 2:
         return {}, []
-    weights = caruana(preds, y, task, objective)
+    weights = caruana({n: s.oof for n, s in ok.items()}, y, task, objective)
     fold_scores = []
-    for _, b in folds:
-        rest = np.setdiff1d(np.arange(len(y)), b)
-        w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, objective)
-        out = blend([preds[n][b] for n in w], list(w.values()))
-        fold_scores.append(oriented(task, metric, y[b], out))
+    for r, rep in enumerate(repeats_of(folds, len(y))):
+        preds = {n: s.oofs[r] for n, s in ok.items()}
+        for i in rep:
+            b = folds[i][1]
+            rest = np.setdiff1d(np.arange(len(y)), b)
+            w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, objective)
+            out = blend([preds[n][b] for n in w], list(w.values()))
+            fold_scores.append(oriented(task, metric, y[b], out))
     return weights, fold_scores
 
 
@@ -262,7 +325,9 @@ def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -
     """Score every candidate in ``names`` by inner CV on ``train`` and select the best
     (``ensemble`` in ``names`` adds the greedy ensemble over the others)."""
     ev = spec.evaluation
-    folds = inner_folds(train.y, ev.selection_folds, seed, train.task, train.groups)
+    folds = repeated_folds(
+        train.y, ev.selection_folds, ev.selection_repeats, seed, train.task, train.groups
+    )
     scored: dict[str, Scored] = {}
     for name in names:
         if name == "ensemble":
@@ -275,7 +340,11 @@ def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -
             scored, train.y, folds, train.task, ev.selection_metric, ev.ensemble_objective
         )
         if weights:
-            oof = blend([scored[n].oof for n in weights], list(weights.values()))
+            w = list(weights.values())
+            oofs = [
+                blend([scored[n].oofs[r] for n in weights], w)
+                for r in range(len(scored[next(iter(weights))].oofs))
+            ]
             members = [
                 {"name": n, "weight": w, "params": scored[n].params} for n, w in weights.items()
             ]
@@ -284,8 +353,10 @@ def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -
                 {"members": members},
                 _mean(fold_scores),
                 fold_scores,
-                oof,
+                _average(oofs),
                 time.perf_counter() - t0,
+                [],
+                oofs,
             )
         tick("select ensemble")
     fold_scores = {n: s.fold_scores for n, s in scored.items()}

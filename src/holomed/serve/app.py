@@ -1369,6 +1369,9 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware, state=state)
     _handlers(app)
+    from holomed.serve.web import install as install_web_page
+
+    install_web_page(app)  # the clinician web page under /web (holomed.serve.web)
 
     def require(permission: str) -> Callable[..., Any]:
         async def dependency(request: Request) -> TokenInfo:
@@ -1622,9 +1625,8 @@ async def _multipart(
 
 
 async def _authorize(request: Request, state: ServerState, permission: str) -> TokenInfo:
-    """The request's token record when it may do ``permission`` (401, 403 or 429 else);
-    the token's id and role go into the audit row."""
-    ctx = request.scope.get(AUDIT_KEY, {})
+    """The request's bearer token record when it may do ``permission`` (401, 403 or 429
+    else); the token's id and role go into the audit row."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -1634,6 +1636,16 @@ async def _authorize(request: Request, state: ServerState, permission: str) -> T
             "missing bearer token: send 'Authorization: Bearer <token>'",
             {"WWW-Authenticate": "Bearer"},
         )
+    return await authorize_token(request, state, token, permission)
+
+
+async def authorize_token(
+    request: Request, state: ServerState, token: str, permission: str
+) -> TokenInfo:
+    """``token``'s record when it may do ``permission`` (401, 403 or 429 else), however
+    the request presented it (a bearer header, the web page's session); the token's id
+    and role go into the audit row."""
+    ctx = request.scope.get(AUDIT_KEY, {})
     ctx["token_id"] = token_id_of(token)
     hit = state.tokens.cached(token)
     if hit is None:
