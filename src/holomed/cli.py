@@ -515,6 +515,37 @@ def robustness(
 
 
 @app.command()
+def impute(
+    spec_path: SpecArg = None,
+    out: OutOpt = Path("runs/impute"),
+    modality: Annotated[
+        list[str] | None,
+        typer.Option("--modality", "-m", help="tabular/omics modalities to use (default: all)"),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="draws per patient (mean and sd written)")] = 20,
+    epochs: Annotated[int, typer.Option(help="training epochs of the generator")] = 300,
+    seed: Annotated[int, typer.Option()] = 0,
+    set_: SetOpt = None,
+) -> None:
+    """Generate the absent tabular/omics modalities of each patient from the ones present
+    (multimodal VAE): writes MODALITY.generated.csv (flagged, never mixed with measured
+    values), MODALITY.generated_sd.csv and impute_report.json."""
+    from holomed.generative.impute import impute as run
+
+    with _guard(), run_lock(out):
+        spec, cohort = _load(spec_path, set_)
+        with console.status("fitting the generator ..."):
+            report = run(cohort, out, modality, samples, epochs=epochs, seed=seed)
+    for name, r in report["modalities"].items():
+        lost = r["absent_everywhere"]
+        console.print(
+            f"{name}: {r['generated']} patients generated, {r['measured']} measured"
+            + (f", {lost} with no modality to generate from" if lost else "")
+        )
+    console.print(f"wrote {out}")
+
+
+@app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
     input: Annotated[

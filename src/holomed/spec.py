@@ -254,7 +254,7 @@ class FusionSpec(_Strict):
     hidden: int = Field(64, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     modality_dropout: float = Field(0.0, ge=0, lt=1)
-    imputation: Literal["none", "mean", "learned", "reconstruct"] = "none"
+    imputation: Literal["none", "mean", "learned", "reconstruct", "generate"] = "none"
 
 
 class TrainingSpec(_Strict):

@@ -21,9 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from holomed.encoders.base import Encoded, mlp
+from holomed.fusion.mvae import MultimodalVAE
 from holomed.registry import Registry
 
-IMPUTATIONS = ("none", "mean", "learned", "reconstruct")
+IMPUTATIONS = ("none", "mean", "learned", "reconstruct", "generate")
 
 
 class Fusion(nn.Module):
@@ -95,7 +96,13 @@ class Imputer(nn.Module):
     """Fills absent modalities' embeddings: ``none`` (zeros), ``mean`` (running mean of
     training embeddings), ``learned`` (a trained token per modality) or ``reconstruct``
     (predicted from the present modalities, with an auxiliary reconstruction loss on
-    patients where the modality is present)."""
+    patients where the modality is present) or ``generate`` (a multimodal VAE with a
+    product-of-experts posterior, :mod:`holomed.fusion.mvae`, trained as an auxiliary
+    loss with random modality masking; an absent modality gets the decoded posterior
+    mean of the present ones; ``vae.generate`` gives the mean and standard deviation of
+    several draws, the uncertainty of a generated embedding). The presence mask the
+    fusion receives stays false for a filled modality: the fusions that read it see the
+    embedding flagged as generated."""
 
     def __init__(
         self, dims: dict[str, int], mode: str = "none", hidden: int = 64, momentum: float = 0.1
@@ -114,6 +121,8 @@ class Imputer(nn.Module):
             self.recon = nn.ModuleDict(
                 {n: mlp([hidden, hidden, d], 0.0, last_activation=False) for n, d in dims.items()}
             )
+        elif mode == "generate":
+            self.vae = MultimodalVAE(dims, latent=max(4, hidden // 4), hidden=hidden)
 
     def forward(
         self, emb: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
@@ -134,6 +143,12 @@ class Imputer(nn.Module):
                 else:
                     fill = self.tokens[n]
                 out[n] = torch.where(present[n][:, None], clean[n], fill.expand_as(clean[n]))
+            return out, None
+        if self.mode == "generate":
+            guess = self.vae.fill(clean, present)
+            out = {n: torch.where(present[n][:, None], clean[n], guess[n]) for n in self.names}
+            if self.training:
+                return out, self.vae.loss({n: v.detach() for n, v in clean.items()}, present)
             return out, None
         # reconstruct: each modality from the mean projection of the *other* present ones
         projected = {n: masked(self.proj[n](clean[n]), present[n]) for n in self.names}

@@ -15,7 +15,9 @@ Endpoints (all but ``/health`` need ``Authorization: Bearer <token>``, see
 - ``GET /v1/audit/summary`` (researcher); ``GET/POST /v1/tokens``,
   ``POST /v1/tokens/{id}/revoke`` (admin);
 - ``GET /docs``, ``GET /openapi.json``: the API description (a token is needed unless
-  the server runs with ``public_docs``).
+  the server runs with ``public_docs``);
+- ``/web/...``: the clinician web page (:mod:`holomed.serve.web`), on the same token
+  store, role rules, input checks and audit trail.
 
 JSON body::
 
