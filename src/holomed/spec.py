@@ -110,8 +110,10 @@ class ModalitySpec(_Strict):
     """One modality: where its data live and how to read, preprocess and encode it.
 
     ``source`` is a file (CSV, TSV, Parquet, ``.h5ad``) or a list of files that are
-    concatenated row-wise (e.g. a train file and a test file). ``id_column`` names the
-    patient-id column; ``None`` means ids come from the first column or from ``options``.
+    concatenated row-wise (e.g. a train file and a test file); for an image modality it
+    may be a PACS, ``dicomweb://host[:port]/path`` (``options.dicomweb``, see
+    :mod:`holomed.io.dicomweb`). ``id_column`` names the patient-id column; ``None``
+    means ids come from the first column or from ``options``.
     """
 
     name: str
@@ -165,6 +167,19 @@ class ModalitySpec(_Strict):
         if not v or not v.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"modality name {v!r} must be letters, digits, '_' or '-'")
         return v
+
+    @model_validator(mode="after")
+    def _dicomweb(self) -> ModalitySpec:
+        """``source: dicomweb://host/path`` (images from a PACS, see
+        :mod:`holomed.io.dicomweb`): an image modality, one URL without credentials, and
+        valid ``options.dicomweb``."""
+        web = any(str(s).strip().lower().startswith(("dicomweb://", "dicomwebs://"))
+                  for s in self.source)  # fmt: skip
+        if web or "dicomweb" in self.options:
+            from holomed.io.dicomweb import check_modality
+
+            check_modality(self)
+        return self
 
 
 class TargetSpec(_Strict):
@@ -258,10 +273,14 @@ class FusionSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    """Lightning training settings. ``devices``/``accelerator``/``strategy``/``precision``
-    pass straight through to ``lightning.Trainer``."""
+    """Lightning training settings. ``devices``/``accelerator``/``strategy``/``precision``/
+    ``num_nodes`` go to ``lightning.Trainer``; ``ddp`` (or ``auto`` on several devices) is
+    run so that several processes train as one would (:mod:`holomed.training`): on one
+    machine the fit runs in spawned workers, under torchrun / srun in the launched ones."""
 
     max_epochs: int = Field(100, ge=1)
+    # rows per optimisation step, whatever the number of processes: with W processes (DDP)
+    # each takes about batch_size / W of every batch
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -319,6 +338,12 @@ class EvaluationSpec(_Strict):
     # what greedy ensemble selection optimises: the log loss (classification; a smooth
     # proper scoring rule) or the selection metric ("metric"; always so for regression)
     ensemble_objective: Literal["log_loss", "metric"] = "log_loss"
+    # where the independent fits run (holomed.evaluation.executor): "auto" = worker
+    # processes, one per available core, when there is more than one core, else "serial";
+    # "ray": a Ray cluster at ray_address (none: a local one)
+    executor: Literal["auto", "serial", "local", "ray"] = "auto"
+    workers: int | None = Field(None, ge=1)
+    ray_address: str | None = None
     baselines: bool = True
     ablations: bool = True
     missing_rates: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8])

@@ -6,7 +6,10 @@ The modality's frame is indexed by patient id with a column ``paths``: the list 
 patient's image files (a DICOM series is a folder). From files, ``read`` takes a table
 with an id column and a path column (``options.path_column``, default ``path``); a
 patient may have several rows (one per image); relative paths resolve against the
-table's folder, then the spec's.
+table's folder, then the spec's. With ``source: dicomweb://host/path`` the images come
+from a PACS (:mod:`holomed.io.dicomweb`, ``options.dicomweb``): each patient's studies
+are fetched into a local folder, and patients it could not serve are reported by
+``check`` with their reason.
 
 ``check`` probes every file without decoding pixels (header of DICOM/NIfTI, PIL's
 integrity check of PNG/JPEG) and reports each missing or unreadable file (``scope:
@@ -126,6 +129,7 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
+from holomed.io.dicomweb import is_dicomweb
 from holomed.io.images import (
     REGISTRATIONS,
     Image,
@@ -180,6 +184,10 @@ def read_images(mspec: Any, spec: Any) -> pd.DataFrame:
     name (for ``as_channels``), aligned with ``paths``."""
     if not mspec.source:
         raise CohortError(f"modality {mspec.name!r}: no source file given (field 'source')")
+    if any(is_dicomweb(s) for s in mspec.source):  # a PACS (holomed.io.dicomweb)
+        from holomed.io.dicomweb import read_dicomweb
+
+        return read_dicomweb(mspec, spec)
     idc = mspec.id_column or "id"
     pcol = mspec.options.get("path_column", "path")
     ccol = mspec.options.get("channel_column")
@@ -293,9 +301,12 @@ def check_images(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame
             f"{where}: modality {mspec.name!r}: an image frame needs a column 'paths' "
             f"(list of files per patient); columns are {list(df.columns)[:10]}"
         )
+    # patients a PACS could not serve (holomed.io.dicomweb), each with its reason
+    fetched = [dict(p) for p in df.attrs.get("dicomweb_report", ())]
     option = (getattr(mspec, "preprocessing", None) or {}).get("as_channels")
     if option is not None and option is not False:
-        return _check_channels(df, mspec, where, option)
+        out, problems = _check_channels(df, mspec, where, option)
+        return out, fetched + problems
     name = mspec.name
     max_images = (getattr(mspec, "preprocessing", None) or {}).get("max_images")
     problems: list[dict] = []
@@ -333,7 +344,7 @@ def check_images(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame
         else:
             problems.append({"id": pid, "modality": name, "reason": f"no usable image in {where}"})
     out = pd.DataFrame({"paths": keep_paths}, index=pd.Index(keep_ids, name="id"))
-    return out, problems
+    return out, fetched + problems
 
 
 # -- channels of one image (as_channels) ----------------------------------------------

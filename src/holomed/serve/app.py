@@ -29,7 +29,9 @@ A top-level ``notes`` goes to the model's text modality (when it has exactly one
 table field left out is missing (imputed as in training); an omics feature the model
 does not use is ignored and counted. Multipart: form fields ``patient_id``,
 ``modalities`` (the same JSON object as text) and ``notes``; each file's field name is
-the modality it belongs to.
+the modality it belongs to. With a PACS (``holomed serve --pacs``), ``accession`` or
+``<modality>_accession`` (a form field or a JSON key) fetches an image study instead
+of an upload (:mod:`holomed.serve.pacs`).
 
 Patients: the response and the audit trail carry the patient's pseudonym, never the
 id: HMAC-SHA256 under the site's privacy key (``$HOLOMED_PRIVACY_KEY`` or
@@ -101,6 +103,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from holomed.privacy.keys import KEY_ENV, KEY_FILE_ENV, PrivacyKey, load_key
 from holomed.privacy.outputs import redact
 from holomed.serve.audit import AuditTrail
+from holomed.serve.pacs import audit_tags, fetch_accessions, is_accession_field, take_accessions
 from holomed.serve.settings import ServeSettings, db_url, make_engine
 from holomed.serve.tokens import ROLES, TokenInfo, TokenStore, token_id_of
 
@@ -1466,7 +1469,10 @@ def create_app(
                 except (ValueError, UnicodeDecodeError) as err:
                     msg = err.msg if isinstance(err, json.JSONDecodeError) else "not JSON"
                     raise ApiError(422, f"body: not valid JSON ({msg})") from None
+                accessions = take_accessions(obj)  # studies from the PACS (serve.pacs)
                 reader.body(obj, state.pseudonyms, item)
+                if accessions:
+                    await fetch_accessions(state, m, item, accessions)
             elif ctype == "multipart/form-data":
                 await _multipart(request, reader, item, state)
             else:
@@ -1479,7 +1485,7 @@ def create_app(
             raise
         finally:
             ctx["patient"] = item.pseudonym
-            ctx["modalities"] = item.sent
+            ctx["modalities"] = item.sent + audit_tags(item)
         if not item.sent:
             item.cleanup()
             raise ApiError(
@@ -1599,14 +1605,15 @@ async def _multipart(
                     obj[key] = loads(value)
                 except ValueError:
                     raise ApiError(422, "modalities: the form field is not valid JSON") from None
-            elif key in ("patient_id", "notes"):
+            elif key in ("patient_id", "notes") or is_accession_field(key):
                 obj[key] = value
             else:
                 raise ApiError(
                     422,
-                    f"form field {_q(key)}: unknown; expected patient_id, modalities, notes "
-                    "or files named after modalities",
+                    f"form field {_q(key)}: unknown; expected patient_id, modalities, notes, "
+                    "accession or files named after modalities",
                 )
+        accessions = take_accessions(obj)  # studies from the PACS (serve.pacs)
         reader.body(obj, state.pseudonyms, item)
         if uploads:
             item.folder = Path(tempfile.mkdtemp(prefix="holomed-upload-", dir=s.upload_dir))
@@ -1622,6 +1629,8 @@ async def _multipart(
                 reader.files(read, item, item.folder)
 
             await run_in_threadpool(store)
+        if accessions:
+            await fetch_accessions(state, reader.m, item, accessions)
     finally:
         await form.close()
 

@@ -1,7 +1,8 @@
 """Command line of the model server, mounted by ``holomed.cli``:
 
 - ``holomed serve BUNDLE [BUNDLE ...]``: the HTTP API (:mod:`holomed.serve.app`) under
-  uvicorn;
+  uvicorn (``--pacs dicomweb://...``: image studies fetched by accession number,
+  :mod:`holomed.serve.pacs`);
 - ``holomed tokens create --role R [--name N]`` (prints the token once), ``tokens list``,
   ``tokens revoke ID``;
 - ``holomed audit verify`` (exit code 1 when the chain is broken), ``audit summary``.
@@ -121,6 +122,21 @@ def serve(
     ] = False,
     ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM)")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+    pacs: Annotated[
+        str | None,
+        typer.Option(
+            help="PACS to fetch studies from by accession number: dicomweb://host[:port]/path "
+            "(dicomwebs:// for HTTPS); credentials come from --pacs-credentials or "
+            "$HOLOMED_DICOMWEB_USER / $HOLOMED_DICOMWEB_PASSWORD, never from the URL"
+        ),
+    ] = None,
+    pacs_credentials: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON file {username, password} or {token} for the PACS"),
+    ] = None,
+    pacs_timeout: Annotated[
+        float | None, typer.Option(help="seconds per request to the PACS (default 30)")
+    ] = None,
 ) -> None:
     """Serve bundles over HTTP: predict and explain, with tokens and an audit trail.
 
@@ -144,6 +160,9 @@ def serve(
             rate_limit_per_minute=rate_limit,
             token_cache_seconds=token_cache_seconds,
             max_batch=max_batch,
+            pacs=pacs,
+            pacs_credentials=str(pacs_credentials) if pacs_credentials else None,
+            pacs_timeout=pacs_timeout,
         )
         url = db_url(db, state_dir)
         app = create_app(bundles, settings, db=url, public_docs=public_docs)
@@ -151,6 +170,10 @@ def serve(
         for m in state.models.values():
             typer.echo(f"model {m.name}: {m.path} (bundle {m.hash[:12]}, {m.task})")
         typer.echo(f"tokens and audit trail: {safe_url(url)}")
+        if settings.pacs:
+            from holomed.serve.pacs import describe
+
+            typer.echo(describe(settings))
         if state.pseudonyms.scope == "session":
             typer.echo(
                 "no privacy key set ($HOLOMED_PRIVACY_KEY[_FILE]): patient pseudonyms use a "

@@ -39,6 +39,11 @@ class ServeSettings:
     audit_flush_seconds: float = 0.02  # the audit writer commits at least this often
     # where uploaded files are written while a request is served (default: the system's)
     upload_dir: str | None = None
+    # -- PACS (holomed.serve.pacs): studies fetched by accession number instead of uploads -
+    pacs: str | None = None  # dicomweb://host[:port]/path (dicomwebs:// for HTTPS)
+    # a YAML/JSON file {username, password} or {token}; default: $HOLOMED_DICOMWEB_* variables
+    pacs_credentials: str | None = None
+    pacs_timeout: float = 30.0  # seconds per request to the PACS
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServeSettings:
@@ -79,6 +84,15 @@ class ServeSettings:
             raise ValueError(
                 "serve settings token_cache_seconds (>= 0) and audit_flush_seconds (> 0)"
             )
+        if self.pacs:
+            from holomed.io.dicomweb import parse_url
+
+            try:
+                parse_url(self.pacs)
+            except ValueError as err:  # the message never repeats the URL
+                raise ValueError(f"serve setting pacs: {err}") from None
+        if not self.pacs_timeout > 0:
+            raise ValueError(f"serve setting pacs_timeout: must be > 0; got {self.pacs_timeout}")
 
 
 def db_url(db: str | None = None, state_dir: str | Path | None = None) -> str:
