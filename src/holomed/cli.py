@@ -286,6 +286,17 @@ def compare(
     out: OutOpt = Path("runs/compare"),
     baselines: Annotated[bool, typer.Option(help="classical baselines")] = True,
     ablations: Annotated[bool, typer.Option(help="single-modality and leave-one-out")] = True,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="where the fits run: auto | serial | local | ray (default: the spec's "
+            "evaluation.executor)"
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: cores)")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (executor ray; none: a local one)")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Every strategy + ablations + baselines on the same splits; writes results.json."""
@@ -294,8 +305,13 @@ def compare(
     from holomed.evaluation.compare import count_fits
     from holomed.report.plots import leaderboard_plot
 
+    extra = [
+        f"evaluation.{k}={v}"
+        for k, v in (("executor", executor), ("workers", workers), ("ray_address", ray_address))
+        if v is not None
+    ]
     with _guard(), run_lock(out):
-        spec, cohort = _load(spec_path, set_)
+        spec, cohort = _load(spec_path, [*(set_ or []), *extra] or None)
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
         total = count_fits(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from holomed.candidate import (
 from holomed.candidates.ensemble import blend
 from holomed.cohort import Cohort, count_reasons, patient_splits  # noqa: F401 (re-exported)
 from holomed.evaluation.baselines import ScoreBaseline
+from holomed.evaluation.executor import Executor, make_executor
 from holomed.evaluation.resources import Measure
 from holomed.evaluation.select import (
     Selection,
@@ -102,9 +104,12 @@ def compare(
     tick: Tick | None = None,
     baselines: bool | None = None,
     ablations: bool | None = None,
+    executor: Executor | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """Run the whole comparison; returns (results dict, per-entry per-seed outputs
-    over the evaluated patients, in ``results['eval_ids']`` order)."""
+    over the evaluated patients, in ``results['eval_ids']`` order). The fits run through
+    ``executor`` (default: the spec's ``evaluation.executor``,
+    :mod:`holomed.evaluation.executor`)."""
     t_start = time.perf_counter()
     ev = spec.evaluation
     seeds = seeds or ev.seeds
@@ -146,91 +151,105 @@ def compare(
         if params is not None and params not in meta[name]["params"]:
             meta[name]["params"].append(params)
 
-    def explain(entry: str, model: Any, test: Cohort) -> None:
-        if len(names_all) > 1:
-            c = modality_shapley(model, test)
-            contributions[entry] = {key: c[key] for key in _CONTRIB_KEYS}
-        if entry.startswith("baseline:") and task != "multilabel":
-            attr = model.feature_attributions(test)
-            if attr:
-                features[entry] = {
-                    "method": "SHAP (exact linear / LightGBM TreeSHAP)",
-                    "top": top_features(attr, model.feature_names(), 10),
-                }
+    own = executor is None
+    executor = executor or make_executor(ev.executor, ev.workers, ev.ray_address)
+    shared = (spec, cohort)
+
+    def run(jobs: list[FitJob]) -> list[tuple[FitJob, FitResult]]:
+        def done(i: int, _res: FitResult) -> None:
+            tick(f"fit {jobs[i].entry} seed {jobs[i].seed}")
+
+        return list(zip(jobs, executor.map(fit_job, shared, jobs, done), strict=True))
+
+    def keep(job: FitJob, res: FitResult) -> None:
+        record(job.entry, job.group, job.seed, job.te, res.out, res.seconds, res.params)
+        meta[job.entry]["peak_rss_mb"] = max(meta[job.entry]["peak_rss_mb"], res.peak_rss_mb)
+        if res.contributions is not None:
+            contributions[job.entry] = res.contributions
+        if res.features is not None:
+            features[job.entry] = res.features
 
     derived: dict[str, set[str]] = {}  # entries made of other entries' fits
-    for fold, (tr, te) in enumerate(splits):
-        train, test = cohort.subset(tr), cohort.subset(te)
-        # 1. selection by inner CV on training patients only
-        if len(names) == 1 and not (spec.evaluation.grid or ev.search.trials or ev.search.seconds):
-            sel = Selection({}, {}, names[0])  # one candidate: nothing to select
-            chosen: dict[str, Any] = {names[0]: None}
-        else:
-            sel = select(spec, train, names, spec.training.seed, tick)
-            chosen = {nm: s.params for nm, s in sel.scored.items()}
-        selection_log.append({"fold": fold, **sel.to_json()})
-        # 2. every candidate, refitted on all training patients, per seed
-        test_out: dict[str, list[np.ndarray]] = {}
-        for c in fitted:
-            entry = candidate_entry(c)
-            with Measure() as mem:
-                for s in range(seeds):
-                    m = build_candidate(spec, c, s, None, chosen.get(c)).fit(train)
-                    out = m.predict_proba(test)
-                    test_out.setdefault(c, []).append(out)
-                    record(entry, _group(c), s, te, out, m.fit_seconds_, _params(m, chosen.get(c)))
-                    if s == 0 and fold == 0 and ev.explain:
-                        explain(entry, m, test)
-                    tick(f"fit {entry} seed {s}")
-            meta[entry]["peak_rss_mb"] = max(meta[entry]["peak_rss_mb"], mem.peak_rss_mb)
-        if sel.ensemble_weights:  # the members' test outputs, blended: no extra fit
-            w = sel.ensemble_weights
-            members = [candidate_entry(m) for m in w]
-            for s in range(seeds):
-                out = blend([test_out[m][s] for m in w], list(w.values()))
-                cost = sum(meta[e]["fit_seconds"][-seeds + s] for e in members)
-                record("ensemble", "ensemble", s, te, out, cost, {"weights": w})
-            derived.setdefault("ensemble", set()).update(members)
-        for s in range(seeds):  # the procedure: this split's choice predicts its test patients
-            pick = candidate_entry(sel.selected)
-            out = outputs[pick][s][te]
-            cost = meta[pick]["fit_seconds"][-seeds + s] if pick in meta else 0.0
-            record(SELECTION_ENTRY, "selected", s, te, out, cost, {"fold": fold, "choice": pick})
-            derived.setdefault(SELECTION_ENTRY, set()).update(derived.get(pick, {pick}))
-        # 3. ablations with the best non-ensemble candidate and its parameters
-        abl = sel.selected
-        if abl == "ensemble":
-            abl = max((x for x in sel.scored if x != "ensemble"), key=lambda x: sel.scored[x].score)
-        subsets = []
-        if ablations and len(names_all) > 1:
-            subsets = [(f"single:{mo}", "single", [mo]) for mo in names_all]
-            if len(names_all) > 2:
-                subsets += [
-                    (f"without:{mo}", "without", [x for x in names_all if x != mo])
-                    for mo in names_all
-                ]
-        for label, group, mods in subsets:
-            with Measure() as mem:
-                for s in range(seeds):
-                    m = build_candidate(spec, abl, s, mods, chosen.get(abl)).fit(train)
-                    record(
-                        label,
-                        group,
-                        s,
-                        te,
-                        m.predict_proba(test),
-                        m.fit_seconds_,
-                        {"candidate": abl, "params": chosen.get(abl)},
-                    )
-                    tick(f"fit {label} seed {s}")
-            meta[label]["peak_rss_mb"] = max(meta[label]["peak_rss_mb"], mem.peak_rss_mb)
-        # 4. existing risk scores alone (SAPS-I, SOFA ...)
-        for col in ev.score_baselines if baselines else []:
-            sb = ScoreBaseline(col).fit(train)
-            for s in range(seeds):  # deterministic: the same output for every seed
-                record(
-                    f"score:{col}", "baseline", s, te, sb.predict_proba(test), 0.0, sb.describe()
+    try:
+        for fold, (tr, te) in enumerate(splits):
+            train = cohort.subset(tr)
+            # 1. selection by inner CV on training patients only
+            if len(names) == 1 and not (ev.grid or ev.search.trials or ev.search.seconds):
+                sel = Selection({}, {}, names[0])  # one candidate: nothing to select
+                chosen: dict[str, Any] = {names[0]: None}
+            else:
+                sel = select(
+                    spec, train, names, spec.training.seed, tick, executor, (shared, tr)
                 )
+                chosen = {nm: s.params for nm, s in sel.scored.items()}
+            selection_log.append({"fold": fold, **sel.to_json()})
+            # 2. every candidate, refitted on all training patients, per seed
+            jobs = [
+                FitJob(
+                    candidate_entry(c),
+                    _group(c),
+                    c,
+                    s,
+                    None,
+                    chosen.get(c),
+                    tr,
+                    te,
+                    s == 0 and fold == 0 and ev.explain,
+                )
+                for c in fitted
+                for s in range(seeds)
+            ]
+            test_out: dict[str, list[np.ndarray]] = {}
+            for job, res in run(jobs):
+                test_out.setdefault(job.candidate, []).append(res.out)
+                keep(job, res)
+            if sel.ensemble_weights:  # the members' test outputs, blended: no extra fit
+                w = sel.ensemble_weights
+                members = [candidate_entry(m) for m in w]
+                for s in range(seeds):
+                    out = blend([test_out[m][s] for m in w], list(w.values()))
+                    cost = sum(meta[e]["fit_seconds"][-seeds + s] for e in members)
+                    record("ensemble", "ensemble", s, te, out, cost, {"weights": w})
+                derived.setdefault("ensemble", set()).update(members)
+            for s in range(seeds):  # the procedure: this split's choice predicts its test patients
+                pick = candidate_entry(sel.selected)
+                out = outputs[pick][s][te]
+                cost = meta[pick]["fit_seconds"][-seeds + s] if pick in meta else 0.0
+                record(
+                    SELECTION_ENTRY, "selected", s, te, out, cost, {"fold": fold, "choice": pick}
+                )
+                derived.setdefault(SELECTION_ENTRY, set()).update(derived.get(pick, {pick}))
+            # 3. ablations with the best non-ensemble candidate and its parameters
+            abl = sel.selected
+            if abl == "ensemble":
+                abl = max(
+                    (x for x in sel.scored if x != "ensemble"), key=lambda x: sel.scored[x].score
+                )
+            subsets = []
+            if ablations and len(names_all) > 1:
+                subsets = [(f"single:{mo}", "single", [mo]) for mo in names_all]
+                if len(names_all) > 2:
+                    subsets += [
+                        (f"without:{mo}", "without", [x for x in names_all if x != mo])
+                        for mo in names_all
+                    ]
+            jobs = [
+                FitJob(label, group, abl, s, mods, chosen.get(abl), tr, te, False)
+                for label, group, mods in subsets
+                for s in range(seeds)
+            ]
+            for job, res in run(jobs):
+                res.params = {"candidate": abl, "params": chosen.get(abl)}
+                keep(job, res)
+            # 4. existing risk scores alone (SAPS-I, SOFA ...)
+            for col in ev.score_baselines if baselines else []:
+                sb = ScoreBaseline(col).fit(train)
+                out = sb.predict_proba(cohort.subset(te))
+                for s in range(seeds):  # deterministic: the same output for every seed
+                    record(f"score:{col}", "baseline", s, te, out, 0.0, sb.describe())
+    finally:
+        if own:
+            executor.close()
 
     evaluated = np.unique(np.concatenate([te for _, te in splits]))
     # survival: the censoring distribution (Uno's C, td-AUROC, Brier) from every labelled
@@ -313,6 +332,55 @@ def _params(model: Any, chosen: Any) -> Any:
     if chosen is not None or model.family == "neural":
         return chosen or {}
     return model.describe()
+
+
+@dataclass
+class FitJob:
+    """One fit of a comparison: ``candidate`` at ``seed`` on the modalities ``mods``
+    (None: all) with ``params``, trained on rows ``tr`` and predicting rows ``te``; with
+    ``explain``, its modality Shapley values (and a baseline's top features) too."""
+
+    entry: str
+    group: str
+    candidate: str
+    seed: int
+    mods: list[str] | None
+    params: Any
+    tr: np.ndarray
+    te: np.ndarray
+    explain: bool
+
+
+@dataclass
+class FitResult:
+    out: np.ndarray
+    seconds: float
+    params: Any
+    peak_rss_mb: float
+    contributions: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
+
+
+def fit_job(shared: tuple[Spec, Cohort], job: FitJob) -> FitResult:
+    """Run one :class:`FitJob` (in this process or an executor's worker)."""
+    spec, cohort = shared
+    train, test = cohort.subset(job.tr), cohort.subset(job.te)
+    with Measure() as mem:
+        m = build_candidate(spec, job.candidate, job.seed, job.mods, job.params).fit(train)
+        out = m.predict_proba(test)
+    res = FitResult(out, m.fit_seconds_, _params(m, job.params), mem.peak_rss_mb)
+    if job.explain:
+        if len(spec.modality_names) > 1:
+            c = modality_shapley(m, test)
+            res.contributions = {key: c[key] for key in _CONTRIB_KEYS}
+        if job.entry.startswith("baseline:") and cohort.task != "multilabel":
+            attr = m.feature_attributions(test)
+            if attr:
+                res.features = {
+                    "method": "SHAP (exact linear / LightGBM TreeSHAP)",
+                    "top": top_features(attr, m.feature_names(), 10),
+                }
+    return res
 
 
 SELECTION_ENTRY = "selection (per fold)"

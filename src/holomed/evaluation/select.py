@@ -46,6 +46,7 @@ import numpy as np
 from holomed.candidate import candidate_class, make_candidate
 from holomed.candidates.ensemble import blend, caruana
 from holomed.cohort import Cohort, inner_folds
+from holomed.evaluation.executor import Executor
 from holomed.scoring.metrics import oriented
 from holomed.spec import Spec
 
@@ -321,18 +322,55 @@ class Selection:
         }
 
 
-def select(spec: Spec, train: Cohort, names: list[str], seed: int, tick: Tick) -> Selection:
+@dataclass
+class ScoreJob:
+    """Score one candidate on the inner folds of the training rows ``rows``."""
+
+    name: str
+    rows: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    seed: int
+
+
+def score_job(shared: tuple[Spec, Cohort], job: ScoreJob) -> tuple[Scored, list[str]]:
+    """Run one :class:`ScoreJob` (here or in an executor's worker): the score and the
+    progress lines it made."""
+    spec, cohort = shared
+    lines: list[str] = []
+    train = cohort.subset(job.rows)
+    return score_candidate(spec, train, job.name, job.folds, job.seed, lines.append), lines
+
+
+def select(
+    spec: Spec,
+    train: Cohort,
+    names: list[str],
+    seed: int,
+    tick: Tick,
+    executor: Executor | None = None,
+    source: tuple[tuple[Spec, Cohort], np.ndarray] | None = None,
+) -> Selection:
     """Score every candidate in ``names`` by inner CV on ``train`` and select the best
-    (``ensemble`` in ``names`` adds the greedy ensemble over the others)."""
+    (``ensemble`` in ``names`` adds the greedy ensemble over the others). With an
+    ``executor`` and ``source`` = ((spec, cohort), rows of ``train`` in ``cohort``), the
+    candidates are scored in parallel, one job each, from data shipped once."""
     ev = spec.evaluation
     folds = repeated_folds(
         train.y, ev.selection_folds, ev.selection_repeats, seed, train.task, train.groups
     )
-    scored: dict[str, Scored] = {}
-    for name in names:
-        if name == "ensemble":
-            continue
-        scored[name] = score_candidate(spec, train, name, folds, seed, tick)
+    fitted = [n for n in names if n != "ensemble"]
+    if executor is not None and source is not None and executor.workers > 1:
+        shared, rows = source
+        jobs = [ScoreJob(name, rows, folds, seed) for name in fitted]
+
+        def done(_i: int, res: tuple[Scored, list[str]]) -> None:
+            for line in res[1]:
+                tick(line)
+
+        results = executor.map(score_job, shared, jobs, done)
+        scored = {name: res[0] for name, res in zip(fitted, results, strict=True)}
+    else:
+        scored = {name: score_candidate(spec, train, name, folds, seed, tick) for name in fitted}
     weights: dict[str, float] = {}
     if "ensemble" in names:
         t0 = time.perf_counter()
