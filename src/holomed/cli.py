@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from holomed.generative.cli import synthesize as synthesize_cmd
 from holomed.provenance import model_card
 from holomed.runfiles import run_lock, write_json
 from holomed.serve.cli import audit_app, serve, tokens_app
@@ -956,6 +957,7 @@ def datasets_fetch(name: str) -> None:
 
 # serving: the REST API, its tokens and its audit trail (holomed.serve)
 app.command("serve")(serve)
+app.command("synthesize")(synthesize_cmd)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 
