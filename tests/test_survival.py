@@ -72,7 +72,7 @@ def test_every_fusion_learns_both_heads_with_curves_and_missing_modalities(
 
 def test_classical_survival_candidates_round_trip_through_a_bundle(cohort_split, tmp_path):
     spec, _, train, test = cohort_split
-    for name in ("cox", "coxnet", "xgb_cox", "km"):
+    for name in ("cox", "coxnet", "xgb_cox", "rsf", "km"):
         m = make_candidate(spec, name, 0).fit(train)
         out = m.predict_proba(test)
         path = m.save(tmp_path / name)
@@ -330,3 +330,31 @@ def test_subgroup_audit_on_the_c_index():
     gap = res["attributes"]["sex"]["gaps"]["c_index"]
     vals = [e["c_index"]["value"] for e in groups.values()]
     assert np.isclose(gap["value"], max(vals) - min(vals))
+
+
+def test_random_survival_forest_predicts_what_scikit_survival_predicts(cohort_split, tmp_path):
+    from sksurv.ensemble import RandomSurvivalForest
+
+    from holomed.candidates.survival import RSF_DEFAULTS
+    from holomed.survival import as_structured
+
+    spec, _, train, test = cohort_split
+    m = make_candidate(spec, "rsf", 0).fit(train)
+    out = m.predict_proba(test)
+    # the same forest fitted by scikit-survival itself: risk and S(horizon) agree
+    ref = RandomSurvivalForest(**RSF_DEFAULTS, random_state=0, low_memory=False, n_jobs=1)
+    ref.fit(m._design(train, True), as_structured(train.y))
+    x = m._design(test, True)
+    np.testing.assert_allclose(out[:, 0], ref.predict(x), rtol=1e-6)
+    for j, h in enumerate(spec.target.horizons):
+        expected = [f(h) if h >= f.x[0] else 1.0 for f in ref.predict_survival_function(x)]
+        np.testing.assert_allclose(out[:, 1 + j], expected, rtol=1e-6)
+    assert (np.diff(out[:, 1:], axis=1) <= 1e-12).all()
+    assert compute_metrics("survival", test.y, out)["c_index"] > 0.55
+    # a bundle whose tree points back to an earlier node is refused, not walked forever
+    meta, arrays, texts = m.to_state()
+    arrays["forest.left"] = arrays["forest.left"].copy()
+    inner = np.nonzero(arrays["forest.left"] >= 0)[0]
+    arrays["forest.left"][inner[1]] = inner[0]
+    with pytest.raises(ValueError, match="inconsistent"):
+        type(m).from_state(spec, meta, arrays, texts)

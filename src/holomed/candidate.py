@@ -205,11 +205,11 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-CLASSICAL = ("lr_early", "lr_late", "gbm", "cox", "coxnet", "xgb_cox", "km")
+CLASSICAL = ("lr_early", "lr_late", "gbm", "cox", "coxnet", "xgb_cox", "rsf", "km")
 # the candidates a comparison selects from besides the fusions, per task, unless
 # ``evaluation.candidates`` names them
 DEFAULT_CANDIDATES = ["lr_early", "lr_late", "gbm", "lr_l1", "stack", "ensemble"]
-SURVIVAL_CANDIDATES = ["cox", "coxnet", "xgb_cox", "km", "ensemble"]
+SURVIVAL_CANDIDATES = ["cox", "coxnet", "xgb_cox", "rsf", "km", "ensemble"]
 
 
 def default_candidates(task: str) -> list[str]:

@@ -14,8 +14,8 @@ from holomed.candidates import load
 from holomed.cohort import Cohort
 from holomed.fusion.mvae import MultimodalVAE
 from holomed.generative.impute import ImputeError, evaluate, impute
-from holomed.model import Model
 from holomed.modalities.base import ModalityData
+from holomed.model import Model
 
 
 def two_views(n=300, seed=0, missing=0.2):
