@@ -152,7 +152,13 @@ def compare(
             meta[name]["params"].append(params)
 
     own = executor is None
-    executor = executor or make_executor(ev.executor, ev.workers, ev.ray_address)
+    tr_spec = spec.training
+    several = tr_spec.num_nodes > 1 or not (
+        tr_spec.devices in (1, "1", "auto") or tr_spec.devices == [0]
+    )
+    # a fit that itself runs on several processes (DDP) is not run beside others
+    kind = "serial" if several and ev.executor == "auto" else ev.executor
+    executor = executor or make_executor(kind, ev.workers, ev.ray_address)
     shared = (spec, cohort)
 
     def run(jobs: list[FitJob]) -> list[tuple[FitJob, FitResult]]:
