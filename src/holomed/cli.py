@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from holomed.generative.align_cli import align
 from holomed.generative.cli import synthesize as synthesize_cmd
 from holomed.provenance import model_card
 from holomed.runfiles import run_lock, write_json
@@ -958,6 +959,7 @@ def datasets_fetch(name: str) -> None:
 # serving: the REST API, its tokens and its audit trail (holomed.serve)
 app.command("serve")(serve)
 app.command("synthesize")(synthesize_cmd)
+app.command("align")(align)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 
