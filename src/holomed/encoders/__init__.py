@@ -1,6 +1,24 @@
-"""Encoders by architecture, found through one registry."""
+"""Encoders by architecture, found through one registry.
 
-from holomed.encoders import image, mlp, signal, text, timeseries  # noqa: E402,F401
-from holomed.encoders.base import ENCODERS, Encoded, create_encoder, encoder_names, register_encoder
+Importing this package is cheap: the registry's names (``ENCODERS``,
+``create_encoder`` ...) are loaded on first use, and the built-in encoders register
+themselves on the registry's first lookup, so :mod:`holomed.encoders.pretrained` can be
+used by a modality kind without loading torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["ENCODERS", "Encoded", "create_encoder", "encoder_names", "register_encoder"]
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    base = importlib.import_module("holomed.encoders.base")
+    if name in __all__:
+        return getattr(base, name)
+    if name in base.BUILTIN or name == "pretrained":
+        return importlib.import_module(f"holomed.encoders.{name}")
+    raise AttributeError(f"module 'holomed.encoders' has no attribute {name!r}")

@@ -25,7 +25,18 @@ class Encoded:
     token_mask: torch.Tensor | None = None
 
 
-ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder")
+BUILTIN = ("image", "mlp", "signal", "text", "timeseries")
+
+
+def _builtins() -> None:
+    """Import the modules of the built-in encoders (they register themselves)."""
+    import importlib
+
+    for module in BUILTIN:
+        importlib.import_module(f"holomed.encoders.{module}")
+
+
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder", loader=_builtins)
 # per encoder, an input it accepts: (in_dim, per-patient shape); the compliance suite
 # feeds every registered encoder this (vectors of 9 features unless declared)
 EXAMPLE_INPUTS: dict[str, tuple[int, tuple[int, ...]]] = {}
@@ -40,6 +51,7 @@ def register_encoder(name: str, example: tuple[int, tuple[int, ...]] | None = No
 
 
 def example_input(name: str) -> tuple[int, tuple[int, ...]]:
+    ENCODERS.names()  # the built-ins registered (and their examples)
     return EXAMPLE_INPUTS.get(name, (9, (9,)))
 
 

