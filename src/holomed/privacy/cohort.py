@@ -13,6 +13,17 @@ reads them:
   tags as ``privacy.notes`` says, dates shifted by the same per-patient offset;
 - time series: the long form with pseudonymised ids; times are hours since the stay's
   start (relative, so nothing to shift);
+- signals: EDF/EDF+/BDF and WFDB records through :mod:`holomed.privacy.signal` (header
+  patient and recording fields emptied, the patient code and the file name → the
+  pseudonym, start/base date shifted by the patient's offset, EDF+ annotation text through
+  the note de-identifier — or ``[TEXT]`` with ``options.deid_annotations: drop`` — WFDB
+  comments kept only for ``options.deid_keep_comments``, default ``Age`` (over 89 →
+  ``90+``), ``Sex``, ``Dx``; samples untouched and checked). The table is rewritten with
+  the new relative paths (``start``/``stop`` kept). A record the cohort's check cannot use
+  (missing, truncated or unreadable file) is left out and counted in the report by reason,
+  as training would leave it out; a file that fails while being de-identified stops the
+  run with an error naming it (relative to the spec's folder). Several ids pointing at one
+  file (windows of one recording) share one de-identified copy, keyed by the first id;
 - images: DICOM through the PS3.15 Basic profile with modified dates
   (:mod:`holomed.privacy.dicom`; burned-in annotation is quarantined and reported); other
   formats are re-encoded from their pixels as PNG, which drops embedded metadata (EXIF,
@@ -42,12 +53,15 @@ import pandas as pd
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
 
-SUPPORTED = ("tabular", "omics", "text", "image", "timeseries")
+SUPPORTED = ("tabular", "omics", "text", "image", "timeseries", "signal")
 
 
-def raw_frames(spec: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+def raw_frames(
+    spec: Any, excluded: list[dict] | None = None
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Each modality's frame as the cohort reader checks it (time series: the long form
-    as read, times in hours since the stay's start), and the label table."""
+    as read, times in hours since the stay's start), and the label table. The rows the
+    check left out are appended to ``excluded`` when given."""
     from holomed.cohort import read_modalities
     from holomed.datasets import DATASETS
     from holomed.modalities import get_modality
@@ -56,9 +70,11 @@ def raw_frames(spec: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
         frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
     series = [m.name for m in spec.modalities if m.kind == "timeseries"]
-    raw, _ = read_modalities(
+    raw, problems = read_modalities(
         spec, frames, [m.name for m in spec.modalities if m.name not in series]
     )
+    if excluded is not None:
+        excluded.extend(problems)
     for m in spec.modalities:
         if m.kind == "timeseries":
             long = frames[m.name] if frames and m.name in frames and not m.source else None
@@ -174,6 +190,111 @@ def _images(
     return pd.DataFrame(rows), {**dict(counts), **({"note": counts_note} if counts_note else {})}
 
 
+# the generic part of the signal check's exclusion reasons (the rest names the file)
+_SIGNAL_REASONS = (
+    "no record path",
+    "window bound is not a number",
+    "record file not found",
+    "unreadable or corrupt record",
+    "record has no samples",
+    "missing channel(s)",
+    "empty or negative window",
+    "window outside the record",
+)
+
+
+def _excluded_counts(excluded: list[dict], name: str) -> dict[str, int]:
+    """Rows of modality ``name`` the cohort check left out, counted by generic reason."""
+    counts: Counter = Counter()
+    for e in excluded:
+        if e.get("modality") != name:
+            continue
+        reason = str(e.get("reason", ""))
+        counts[next((r for r in _SIGNAL_REASONS if reason.startswith(r)), "other")] += 1
+    return dict(counts)
+
+
+def _relative(path: str, spec: Any) -> str:
+    """``path`` relative to the spec's folder (errors name files this way), else its name."""
+    p = Path(path)
+    if spec.base_dir:
+        try:
+            return str(p.resolve().relative_to(Path(spec.base_dir).resolve()))
+        except ValueError:
+            pass
+    return p.name
+
+
+def _signals(
+    df: pd.DataFrame,
+    mspec: Any,
+    spec: Any,
+    folder: Path,
+    key: PrivacyKey,
+    tick: Callable[[str], None],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from holomed.privacy.signal import (
+        ANNOTATION_MODES,
+        KEEP_COMMENTS,
+        AnnotationTexts,
+        deidentify_signal_record,
+    )
+    from holomed.privacy.text import NoteDeidentifier
+
+    name = mspec.name
+    opts = mspec.options
+    mode = opts.get("deid_annotations", "deidentify")
+    if mode not in ANNOTATION_MODES:
+        raise PrivacyError(
+            f"modality {name!r}: options.deid_annotations is {mode!r}; expected one of "
+            f"{list(ANNOTATION_MODES)}"
+        )
+    keep = opts.get("deid_keep_comments", list(KEEP_COMMENTS))
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise PrivacyError(
+            f"modality {name!r}: options.deid_keep_comments must be a list of comment keys"
+        )
+    notes = NoteDeidentifier(language=spec.privacy.language, mode=spec.privacy.notes, key=key)
+    texts = AnnotationTexts(mode, notes, key)
+    files = folder / f"{name}_files"
+    files.mkdir(parents=True, exist_ok=True)
+    done: dict[str, str] = {}
+    counts: Counter = Counter()
+    entities: Counter = Counter()
+    formats: Counter = Counter()
+    rows = []
+    windows = any(df[c].notna().any() for c in ("start", "stop") if c in df.columns)
+    for i, (pid, src) in enumerate(zip(df.index, df["path"], strict=True)):
+        src = str(src)
+        if src not in done:
+            rep = deidentify_signal_record(
+                src,
+                files,
+                key,
+                pid,
+                where=_relative(src, spec),
+                annotations=mode,
+                keep_comments=keep,
+                max_shift_days=spec.privacy.max_shift_days,
+                texts=texts,
+            )
+            done[src] = f"{name}_files/{rep['name']}"
+            counts.update(rep["counts"])
+            entities.update(rep["entities"])
+            formats[rep["format"]] += 1
+        row = {"patient_id": key.pseudonym(pid), "path": done[src]}
+        if windows:
+            row["start"] = df["start"].iloc[i] if "start" in df.columns else None
+            row["stop"] = df["stop"].iloc[i] if "stop" in df.columns else None
+        rows.append(row)
+        if (i + 1) % 50 == 0:
+            tick(f"signals {i + 1}/{len(df)}")
+    rep = {"records": dict(formats), **dict(counts)}
+    if entities:
+        rep["annotation_entities"] = dict(entities)
+    return pd.DataFrame(rows, columns=["patient_id", "path", *(["start", "stop"] * windows)]), rep
+
+
 def _labels(target: pd.DataFrame, spec: Any, key: PrivacyKey) -> tuple[pd.DataFrame, dict]:
     t = spec.target
     keep = [t.column, t.event, spec.split.column if spec.split.method == "predefined" else None]
@@ -205,6 +326,10 @@ def _new_spec(spec: Any, written: dict[str, str]) -> dict[str, Any]:
             opts = {k: v for k, v in opts.items() if k not in ("path_column", "order_column")}
             opts["text_column"] = "text"
         if m["kind"] == "image":
+            opts["path_column"] = "path"
+        if m["kind"] == "signal":
+            for k in ("deid_annotations", "deid_keep_comments", "start_column", "stop_column"):
+                opts.pop(k, None)
             opts["path_column"] = "path"
         if m["kind"] == "timeseries":  # written long, times in hours
             for k in ("time_column", "variable_column", "value_column", "format"):
@@ -242,7 +367,8 @@ def deidentify_cohort(
         if out.resolve() in linkage.parents:
             raise PrivacyError(f"{linkage}: the linkage table must be written outside {out}")
     t0 = time.perf_counter()
-    raw, target = raw_frames(spec)
+    excluded: list[dict] = []
+    raw, target = raw_frames(spec, excluded)
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)  # a previous interrupted run
@@ -258,6 +384,8 @@ def deidentify_cohort(
             tick(f"de-identifying {m.name} ({m.kind}, {n} patients)")
             if m.kind == "image":
                 table, rep = _images(df, m.name, partial, key)
+            elif m.kind == "signal":
+                table, rep = _signals(df, m, spec, partial, key, tick)
             else:
                 if m.kind == "text":
                     df, rep = _notes(df, spec, key, tick)
@@ -277,6 +405,10 @@ def deidentify_cohort(
             table.to_csv(partial / fname, index=False)
             written[m.name] = fname
             report["modalities"][m.name] = {"kind": m.kind, "patients": int(len(df)), **rep}
+            left_out = _excluded_counts(excluded, m.name)
+            if left_out:
+                report["modalities"][m.name]["excluded_by_check"] = left_out
+                tick(f"{m.name}: {sum(left_out.values())} row(s) left out ({left_out})")
         labels, rep = _labels(target, spec, key)
         ids.update(map(str, labels.index))
         labels.insert(0, "patient_id", [key.pseudonym(i) for i in labels.index])
