@@ -345,7 +345,9 @@ def test_random_survival_forest_predicts_what_scikit_survival_predicts(cohort_sp
     ref = RandomSurvivalForest(**RSF_DEFAULTS, random_state=0, low_memory=False, n_jobs=1)
     ref.fit(m._design(train, True), as_structured(train.y))
     x = m._design(test, True)
-    np.testing.assert_allclose(out[:, 0], ref.predict(x), rtol=1e-6)
+    np.testing.assert_allclose(out[:, 0], np.log(ref.predict(x)) - m.offset_, rtol=1e-6)
+    train_risk = m.predict_proba(train)[:, 0]
+    assert abs(train_risk.mean()) < 1e-9  # relative to the average training patient
     for j, h in enumerate(spec.target.horizons):
         expected = [f(h) if h >= f.x[0] else 1.0 for f in ref.predict_survival_function(x)]
         np.testing.assert_allclose(out[:, 1 + j], expected, rtol=1e-6)

@@ -29,16 +29,25 @@ def as_structured(y: np.ndarray):
 
 
 class Baseline:
-    """A baseline cumulative hazard H0 as a right-continuous step function."""
+    """A baseline cumulative hazard H0 as a right-continuous step function, for risk
+    scores centred at ``offset`` (the mean training risk): a model's risk score is
+    reported as ``centre(risk)``, its log hazard relative to the average training
+    patient, so that scores of different models and of different fits of one model
+    (outer folds, seeds) share an origin; the curves do not change with it."""
 
-    def __init__(self, times: np.ndarray, cumhaz: np.ndarray) -> None:
+    def __init__(self, times: np.ndarray, cumhaz: np.ndarray, offset: float = 0.0) -> None:
         self.times = np.asarray(times, dtype=float)
         self.cumhaz = np.asarray(cumhaz, dtype=float)
+        self.offset = float(offset)
         if self.times.shape != self.cumhaz.shape or self.times.ndim != 1:
             raise ValueError("baseline hazard: times and cumulative hazard differ in shape")
         if len(self.times) and (np.diff(self.times) < 0).any():
             raise ValueError("baseline hazard: times must not decrease")
-        if not (np.isfinite(self.times).all() and np.isfinite(self.cumhaz).all()):
+        if not (
+            np.isfinite(self.times).all()
+            and np.isfinite(self.cumhaz).all()
+            and np.isfinite(self.offset)
+        ):
             raise ValueError("baseline hazard: non-finite values")
 
     @classmethod
@@ -48,9 +57,14 @@ class Baseline:
 
         y = np.asarray(y, dtype=float)
         risk = np.clip(np.asarray(risk, dtype=float), -50, 50)
-        est = BreslowEstimator().fit(risk, y[:, 1].astype(bool), y[:, 0])
+        offset = float(risk.mean()) if len(risk) else 0.0
+        est = BreslowEstimator().fit(risk - offset, y[:, 1].astype(bool), y[:, 0])
         fn = est.cum_baseline_hazard_
-        return cls(fn.x, fn.y)
+        return cls(fn.x, fn.y, offset)
+
+    def centre(self, risk: np.ndarray) -> np.ndarray:
+        """The risk score relative to the average training patient."""
+        return np.asarray(risk, dtype=float) - self.offset
 
     def at(self, t: np.ndarray | list[float]) -> np.ndarray:
         t = np.asarray(t, dtype=float)
@@ -58,16 +72,21 @@ class Baseline:
         return np.where(i >= 0, self.cumhaz[np.clip(i, 0, None)], 0.0)
 
     def survival(self, risk: np.ndarray, horizons: list[float]) -> np.ndarray:
-        """S(h | x) for every patient (rows) and horizon (columns)."""
-        rel = np.exp(np.clip(np.asarray(risk, dtype=float), -50, 50))
+        """S(h | x) for every patient (rows) and horizon (columns), from the model's
+        own (uncentred) risk scores."""
+        rel = np.exp(np.clip(self.centre(np.clip(risk, -50, 50)), -50, 50))
         return np.exp(-self.at(horizons)[None, :] * rel[:, None])
 
     def to_json(self) -> dict[str, Any]:
-        return {"times": self.times.tolist(), "cumhaz": self.cumhaz.tolist()}
+        return {"times": self.times.tolist(), "cumhaz": self.cumhaz.tolist(), "offset": self.offset}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Baseline:
-        return cls(np.asarray(d["times"], dtype=float), np.asarray(d["cumhaz"], dtype=float))
+        return cls(
+            np.asarray(d["times"], dtype=float),
+            np.asarray(d["cumhaz"], dtype=float),
+            float(d.get("offset", 0.0)),
+        )
 
 
 def kaplan_meier(y: np.ndarray, horizons: list[float] | np.ndarray) -> np.ndarray:

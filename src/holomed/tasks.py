@@ -101,7 +101,7 @@ class Task:
             if "baseline" not in self.extra:  # before the baseline is set: risk only
                 return pack(risk, np.full((len(risk), len(horizons)), np.nan))
             base = Baseline.from_json(self.extra["baseline"])
-            return pack(risk, base.survival(risk, horizons))
+            return pack(base.centre(risk), base.survival(risk, horizons))
         return logits[:, 0].double().numpy() * self.y_sd + self.y_mean
 
     def to_json(self) -> dict:

@@ -39,6 +39,14 @@ from holomed.survival import Baseline, as_structured, kaplan_meier, pack
 from holomed.threads import cores, limit_threads
 
 RIDGE_GRID = [0.1, 1.0, 10.0, 100.0, 1000.0]
+
+
+def baseline_of(arrays: dict[str, np.ndarray]) -> Baseline:
+    """A candidate's Breslow baseline from its bundle arrays (no offset in older ones)."""
+    offset = np.asarray(arrays.get("baseline_offset", np.zeros(1)), dtype=float).reshape(-1)
+    if offset.size != 1:
+        raise ValueError(f"baseline_offset holds {offset.size} values; expected 1")
+    return Baseline(arrays["baseline_times"], arrays["baseline_cumhaz"], float(offset[0]))
 L1_RATIO = 0.5
 
 
@@ -137,7 +145,7 @@ class CoxLinear(FeatureDesign, Candidate):
         risk = x @ self.coef_
         if self.name == "km":
             return pack(risk, np.repeat(self.km_[None, :], len(x), 0))
-        return pack(risk, self.baseline_.survival(risk, self.horizons_))
+        return pack(self.baseline_.centre(risk), self.baseline_.survival(risk, self.horizons_))
 
     def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
         return self._predict(cohort, None)
@@ -161,6 +169,7 @@ class CoxLinear(FeatureDesign, Candidate):
         arrays["coef"] = np.asarray(self.coef_, dtype=float)
         arrays["baseline_times"] = self.baseline_.times
         arrays["baseline_cumhaz"] = self.baseline_.cumhaz
+        arrays["baseline_offset"] = np.asarray([self.baseline_.offset])
         if self.name == "km":
             arrays["km"] = np.asarray(self.km_, dtype=float)
         meta["model"] = {"alpha": self.alpha_, "horizons": self.horizons_}
@@ -171,7 +180,7 @@ class CoxLinear(FeatureDesign, Candidate):
         c = cls(spec, meta["name"], meta["seed"], meta["modalities"], meta.get("params"))
         c._restore_common(meta, arrays)
         c.coef_ = np.asarray(arrays["coef"], dtype=float)
-        c.baseline_ = Baseline(arrays["baseline_times"], arrays["baseline_cumhaz"])
+        c.baseline_ = baseline_of(arrays)
         c.alpha_ = meta["model"].get("alpha")
         c.horizons_ = [float(h) for h in meta["model"]["horizons"]]
         if c.name == "km":
@@ -255,7 +264,7 @@ class BoostedCox(FeatureDesign, Candidate):
 
     def _predict(self, cohort: Cohort, present: dict | None) -> np.ndarray:
         risk = self._risk(self._design(cohort, False, present))
-        return pack(risk, self.baseline_.survival(risk, self.horizons_))
+        return pack(self.baseline_.centre(risk), self.baseline_.survival(risk, self.horizons_))
 
     def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
         return self._predict(cohort, None)
@@ -291,6 +300,7 @@ class BoostedCox(FeatureDesign, Candidate):
         arrays["prior"] = np.asarray(self.prior_, dtype=float)
         arrays["baseline_times"] = self.baseline_.times
         arrays["baseline_cumhaz"] = self.baseline_.cumhaz
+        arrays["baseline_offset"] = np.asarray([self.baseline_.offset])
         meta["model"] = {"rounds": self.rounds_, "horizons": self.horizons_}
         text = bytes(self.booster_.save_raw(raw_format="json")).decode("utf-8")
         return meta, arrays, {"xgboost": text}
@@ -307,7 +317,7 @@ class BoostedCox(FeatureDesign, Candidate):
         json.loads(text)  # plain JSON or a named error before XGBoost sees it
         c.booster_ = xgb.Booster()
         c.booster_.load_model(bytearray(text.encode("utf-8")))
-        c.baseline_ = Baseline(arrays["baseline_times"], arrays["baseline_cumhaz"])
+        c.baseline_ = baseline_of(arrays)
         c.rounds_ = int(meta["model"]["rounds"])
         c.horizons_ = [float(h) for h in meta["model"]["horizons"]]
         return c
@@ -339,8 +349,11 @@ class RandomSurvivalForest(FeatureDesign, Candidate):
     children, split feature and threshold, and for leaves the forest's two outputs, the
     risk score (the cumulative hazard summed over the training event times) and the
     survival probability at each horizon; prediction walks the trees with numpy and
-    averages over them, as scikit-survival does. Nothing is pickled, and the bundle
-    holds (1 + horizons) numbers per node instead of whole curves."""
+    averages over them, as scikit-survival does. The risk score reported is the log of
+    that expected number of events, centred at the training mean (module
+    :class:`~holomed.survival.Baseline`'s convention), so it blends and pools with the
+    Cox models' log hazards. Nothing is pickled, and the bundle holds (1 + horizons)
+    numbers per node instead of whole curves."""
 
     family = "survival_forest"
     complexity = 1
@@ -385,13 +398,21 @@ class RandomSurvivalForest(FeatureDesign, Candidate):
             "values": np.concatenate(values).astype(np.float64),
             "roots": np.asarray(roots, dtype=np.int64),
         }
+        self.offset_ = 0.0
+        self.offset_ = float(self._forest(x)[:, 0].mean())
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    def _forest(self, x: np.ndarray) -> np.ndarray:
+        """(n, 1 + horizons): the log of the forest's expected number of events relative
+        to the average training patient (a log-hazard-like risk score on the scale of
+        the Cox models'), then S at each horizon."""
+        out = self.forest_["values"][_leaves(x, self.forest_)].mean(1)
+        out[:, 0] = np.log(np.maximum(out[:, 0], 1e-6)) - self.offset_
+        return out
+
     def _predict(self, cohort: Cohort, present: dict | None) -> np.ndarray:
-        x = self._design(cohort, True, present)
-        leaves = _leaves(x, self.forest_)
-        out = self.forest_["values"][leaves].mean(1)  # (n, 1 + horizons)
+        out = self._forest(self._design(cohort, True, present))
         return pack(out[:, 0], out[:, 1:])
 
     def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
@@ -415,7 +436,7 @@ class RandomSurvivalForest(FeatureDesign, Candidate):
         _, arrays = self._pre_state()
         arrays["prior"] = np.asarray(self.prior_, dtype=float)
         arrays.update({f"forest.{k}": np.ascontiguousarray(v) for k, v in self.forest_.items()})
-        meta["model"] = {"horizons": self.horizons_}
+        meta["model"] = {"horizons": self.horizons_, "offset": self.offset_}
         return meta, arrays, {}
 
     @classmethod
@@ -434,6 +455,7 @@ class RandomSurvivalForest(FeatureDesign, Candidate):
         if bad or c.forest_["values"].shape != (n, 1 + h) or not forward:
             raise ValueError(f"forest arrays of candidate {meta['name']!r} are inconsistent")
         c.horizons_ = [float(x) for x in meta["model"]["horizons"]]
+        c.offset_ = float(meta["model"].get("offset", 0.0))
         return c
 
 
