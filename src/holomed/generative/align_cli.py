@@ -16,39 +16,16 @@ traceback).
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-def _echo_err(text: str) -> None:
-    typer.secho(text, fg=typer.colors.RED, err=True)
+from holomed.errors import cli_guard
 
 
-@contextmanager
-def _guard() -> Iterator[None]:
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as err:  # noqa: BLE001 - every failure is reported, never a traceback
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        from holomed.errors import HolomedError
-        from holomed.privacy.outputs import active, redact
-
-        text = str(err).strip() or "(no message)"
-        if active():
-            text = redact(text)
-        if not isinstance(err, HolomedError | ValueError | OSError | LookupError):
-            text = f"{type(err).__name__}: {text}"
-        _echo_err(f"error: {text}")
-        raise typer.Exit(2) from None
+_guard = cli_guard  # errors: one line on stderr, exit code 2
 
 
 def _prompts(items: list[str] | None) -> dict[str, list[str]] | None:

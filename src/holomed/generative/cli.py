@@ -15,40 +15,19 @@ costs the main command line nothing.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from holomed.errors import cli_guard
 
 
 def _echo_err(text: str) -> None:
     typer.secho(text, fg=typer.colors.RED, err=True)
 
 
-@contextmanager
-def _guard() -> Iterator[None]:
-    """Errors become one line on stderr and exit code 2 (``HOLOMED_DEBUG=1``: the
-    traceback); messages are redacted like every printed error under privacy."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as err:  # noqa: BLE001 - every failure is reported, never a traceback
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        from holomed.errors import HolomedError
-        from holomed.privacy.outputs import active, redact
-
-        text = str(err).strip() or "(no message)"
-        if active():
-            text = redact(text)
-        if not isinstance(err, HolomedError | ValueError | OSError | LookupError):
-            text = f"{type(err).__name__}: {text}"
-        _echo_err(f"error: {text}")
-        raise typer.Exit(2) from None
+_guard = cli_guard  # errors: one line on stderr, exit code 2
 
 
 def _names(text: str | None) -> list[str] | None:
