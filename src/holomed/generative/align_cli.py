@@ -24,7 +24,6 @@ import typer
 
 from holomed.errors import cli_guard
 
-
 _guard = cli_guard  # errors: one line on stderr, exit code 2
 
 
