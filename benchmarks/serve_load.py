@@ -113,17 +113,24 @@ async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -
 
 
 async def drive(
-    url: str, token: str, bodies: list[bytes], n: int, clients: int, client: str = "httpx"
+    url: str,
+    token: str,
+    bodies: list[bytes],
+    n: int,
+    clients: int,
+    client: str = "httpx",
+    content_type: str = "application/json",
 ) -> dict[str, Any]:
     """``n`` predictions from ``clients`` concurrent clients, each on its own keep-alive
     connection; latencies in ms. ``client``: ``httpx`` (one ``httpx.AsyncClient`` per
     client: a shared pool of 50 connections costs the client several ms a request) or
     ``raw`` (pre-encoded HTTP/1.1 over asyncio streams: about a tenth of httpx's CPU,
-    so the server, not the client, is measured)."""
+    so the server, not the client, is measured). ``content_type``: of every body (a
+    multipart body names its boundary here, see ``serve_load_image.py``)."""
     import httpx
 
     path = "/v1/models/bench/predict"
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
     lat = np.zeros(n)
     status: dict[str, int] = {}
     counter = iter(range(n))
@@ -145,7 +152,7 @@ async def drive(
     host, port = url.removeprefix("http://").split(":")
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-        "Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+        f"Content-Type: {content_type}\r\n" + "Content-Length: {n}\r\n\r\n"
     )
     requests = [head.replace("{n}", str(len(b))).encode() + b for b in bodies]
 

@@ -99,6 +99,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from holomed.privacy.keys import KEY_ENV, KEY_FILE_ENV, PrivacyKey, load_key
 from holomed.privacy.outputs import redact
@@ -113,6 +114,9 @@ AUDIT_KEY = "holomed.audit"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ID_CHARS = 256
 ARGON2_AT_ONCE = 2  # token verifications (argon2) running at the same time, at most
+# audit status of a request whose client hung up before its body was read ("client closed
+# request", as nginx logs it): nothing was answered and no patient data was used
+CLIENT_CLOSED = 499
 TABLE_KINDS = ("tabular", "omics")
 FILE_KINDS = ("image", "signal")
 # extension -> file type; the leading bytes must say the same
@@ -1759,7 +1763,10 @@ class BodyLimit:
 
 class AuditMiddleware:
     """One audit row per HTTP request, whatever its outcome (a refused token, a body too
-    large, an unknown route, an internal error)."""
+    large, an unknown route, an internal error). A client that hangs up before its body
+    was read in full is not an error of the server: nothing is answered or logged as an
+    error, and the row says ``CLIENT_CLOSED`` (499). A client that sent its whole body and
+    left before the answer is audited with the answer's status (it was served)."""
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app = app
@@ -1774,14 +1781,22 @@ class AuditMiddleware:
         ctx: dict[str, Any] = {}
         scope[AUDIT_KEY] = ctx
         status = [500]
+        answered = [False]
 
         async def send_status(msg: dict) -> None:
             if msg["type"] == "http.response.start":
                 status[0] = int(msg["status"])
+                answered[0] = True
             await send(msg)
 
         try:
             await self.app(scope, receive, send_status)
+        except ClientDisconnect:
+            # the request's uploads are closed and deleted on the way out (the form
+            # parser's spooled files, PatientInput.cleanup); uvicorn drops any reply
+            if not answered[0]:
+                status[0] = CLIENT_CLOSED
+            log.info("a client hung up before its request was read")
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) if route is not None else None
