@@ -27,6 +27,17 @@ torch.set_num_threads(int(os.environ.get("HOLOMED_TEST_THREADS", "1")))
 os.environ.setdefault("HOLOMED_THREADS", os.environ.get("HOLOMED_TEST_THREADS", "1"))
 
 
+@pytest.fixture(autouse=True)
+def _privacy_off_after_each_test():
+    """A command run in-process with privacy on (``holomed deid``, a pseudonymising
+    spec) switches redaction on for the process, as it should for one command; the
+    next test starts without it."""
+    yield
+    from holomed.privacy.outputs import deactivate
+
+    deactivate()
+
+
 # -- real data ---------------------------------------------------------------------
 
 

@@ -30,6 +30,13 @@ def activate(roots: list[str] | None = None) -> None:
     _ACTIVE["roots"] = [r for r in roots or [] if r]
 
 
+def deactivate() -> None:
+    """Printed errors unredacted again (the state :func:`activate` set is per process:
+    a library caller running several commands in one process resets it between them)."""
+    _ACTIVE["on"] = False
+    _ACTIVE["roots"] = []
+
+
 def active() -> bool:
     return bool(_ACTIVE["on"] or os.environ.get("HOLOMED_PRIVACY"))
 
