@@ -212,3 +212,26 @@ def test_kinds_deid_cannot_clean_are_a_named_error(tmp_path, monkeypatch):
     with pytest.raises(PrivacyError, match=r"modalities \['ecg'\].*supports kinds"):
         deidentify_cohort(load_spec(spec_path), tmp_path / "out", KEY)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_ehr_cohort_is_deidentified_as_the_frames_it_trains_on(tmp_path, shared_dataset):
+    """MIMIC-IV demo through the spec's ``ehr`` section: the written cohort holds the
+    admissions' pseudonyms, times in hours since admission and no raw key or date."""
+    from holomed.cohort import load_cohort
+
+    shared_dataset("mimic_iv_demo")
+    spec = load_spec(Path(__file__).parents[1] / "examples" / "mimic_iv_demo.yaml")
+    before = load_cohort(spec)
+    deidentify_cohort(spec, tmp_path / "out", KEY)
+    after = load_cohort(load_spec(tmp_path / "out" / "spec.yaml"))
+    assert len(after) == len(before)
+    assert sorted(after.ids) == sorted(KEY.pseudonym(i) for i in before.ids)
+    np.testing.assert_array_equal(
+        after.y[np.argsort(after.ids)],
+        before.y[np.argsort([KEY.pseudonym(i) for i in before.ids])],
+    )
+    written = "".join(p.read_text() for p in (tmp_path / "out").glob("*.csv"))
+    assert not any(f",{i}," in written or f"\n{i}," in written for i in before.ids)
+    assert not pd.Series(written.split(",")).str.match(r"^\d{4}-\d{2}-\d{2}").any()  # no dates
+    labs = pd.read_csv(tmp_path / "out" / "labs.csv")
+    assert labs["time"].between(0, 24).all()  # hours since admission, the 24 h window

@@ -67,7 +67,11 @@ def raw_frames(
     from holomed.modalities import get_modality
 
     frames = target = None
-    if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
+    if spec.ehr is not None:  # EHR tables: the cohort's frames, cut as for training
+        from holomed.ehr import ehr_frames
+
+        frames, target = ehr_frames(spec)
+    elif spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
         frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
     series = [m.name for m in spec.modalities if m.kind == "timeseries"]
     raw, problems = read_modalities(
