@@ -20,6 +20,7 @@ from holomed.cohort import Cohort, carve_validation
 from holomed.errors import CohortError
 from holomed.fusion import fusion_names, get_fusion
 from holomed.modalities import Preprocessor, get_modality
+from holomed.modalities.store import size_mb, stored_arrays
 from holomed.network import MultimodalNet
 from holomed.scoring.calibration import Calibrator
 from holomed.spec import Spec, SpecError, override_spec
@@ -169,7 +170,17 @@ class Model(Candidate):
 
     # -- data ------------------------------------------------------------------------
     def _arrays(self, cohort: Cohort) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        return transform_cohort(self.preprocessors_, cohort)
+        st = self.spec.training.store
+        if st is None or size_mb(self.preprocessors_, len(cohort)) < st.min_mb:
+            return transform_cohort(self.preprocessors_, cohort)
+
+        def executor():  # made only when chunks remain to be transformed
+            from holomed.evaluation.executor import make_executor
+
+            return make_executor(st.executor, st.workers, st.ray_address)
+
+        root = self.spec.resolve(st.path)
+        return stored_arrays(self.preprocessors_, cohort, root, st.chunk, executor)
 
     # -- estimator API -------------------------------------------------------------
     def fit(self, train_cohort: Cohort, val: Cohort | None = None) -> Model:
@@ -184,7 +195,10 @@ class Model(Candidate):
             a, b = carve_validation(
                 train_cohort.y, cfg.val_fraction, self.seed_, train_cohort.task, train_cohort.groups
             )
-            fit_c, val_c = train_cohort.subset(a), (train_cohort.subset(b) if len(b) else None)
+            # no validation carve-out: the cohort itself (a copy of every row is memory)
+            whole = not len(b) and len(a) == len(train_cohort)
+            fit_c = train_cohort if whole else train_cohort.subset(a)
+            val_c = train_cohort.subset(b) if len(b) else None
         else:
             fit_c, val_c = train_cohort, val
         self.preprocessors_ = fit_preprocessors(self._modality_specs(), fit_c, self.seed_)

@@ -272,6 +272,45 @@ class FusionSpec(_Strict):
     imputation: Literal["none", "mean", "learned", "reconstruct", "generate"] = "none"
 
 
+class StoreSpec(_Strict):
+    """An on-disk store of the preprocessed arrays (:mod:`holomed.modalities.store`), for
+    cohorts larger than memory: written once per (preprocessing, patients) in chunks of
+    patients, read one batch at a time by training and prediction. ``training.store: DIR``
+    is the short form of ``{path: DIR}``.
+
+    ``path``: the store's folder (relative to the spec file's folder, ``$VARS`` expanded);
+    ``min_mb``: use it only when the arrays would exceed this many MB (0: always);
+    ``chunk``: patients per chunk (None: about 32 MB of arrays, 256 to 65,536 patients);
+    ``executor`` / ``workers`` / ``ray_address``: where chunks are preprocessed
+    (:mod:`holomed.evaluation.executor`); each worker holds a copy of the cohort, so
+    ``serial`` keeps memory lowest."""
+
+    path: str
+    min_mb: float = Field(0.0, ge=0)
+    chunk: int | None = Field(None, ge=1)
+    executor: Literal["serial", "local", "ray", "auto"] = "serial"
+    workers: int | None = Field(None, ge=1)
+    ray_address: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, str | Path):
+            data = {"path": str(data)}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"expected a folder (text) or a mapping with 'path'; got {type(data).__name__}"
+            )
+        return data
+
+    @field_validator("path")
+    @classmethod
+    def _folder(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the store's folder is empty; give a folder, e.g. 'runs/store'")
+        return v
+
+
 class TrainingSpec(_Strict):
     """Lightning training settings. ``devices``/``accelerator``/``strategy``/``precision``/
     ``num_nodes`` go to ``lightning.Trainer``; ``ddp`` (or ``auto`` on several devices) is
@@ -308,6 +347,8 @@ class TrainingSpec(_Strict):
     strategy: str = "auto"
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
+    # preprocessed arrays on disk, read per batch (cohorts larger than memory); None: in memory
+    store: StoreSpec | None = None
 
 
 class SearchSpec(_Strict):
