@@ -222,7 +222,7 @@ def modality_data(
         out[m.name] = ModalityData(
             kind=m.kind,
             values=df.reindex(ids),
-            present=np.isin(ids, df.index),
+            present=pd.Index(ids).isin(df.index),  # hashed: np.isin on text is quadratic
             feature_names=[str(c) for c in df.attrs.get("feature_names", df.columns)],
         )
     return out

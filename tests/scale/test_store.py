@@ -295,3 +295,18 @@ def test_damaged_store_is_an_error_naming_the_folder(cohort, pres, tmp_path):
     with pytest.raises(CohortError, match="delete it"):
         open_store(pres, cohort, tmp_path, CHUNK)
     assert Path(st.folder).is_dir()
+
+
+def test_a_saved_model_predicts_through_its_store(cohort, tmp_path):
+    from holomed.candidates import load
+
+    model = Model(make(store={"path": str(tmp_path / "store"), "chunk": CHUNK})).fit(cohort)
+    model.save(tmp_path / "bundle")
+    again = load(tmp_path / "bundle")
+    assert again.spec.training.store.path == str(tmp_path / "store")
+    np.testing.assert_array_equal(again.predict_proba(cohort), model.predict_proba(cohort))
+    only_labs = cohort.subset(np.arange(20))
+    only_labs.modalities = {"labs": only_labs.modalities["labs"]}  # the others absent
+    x, present = again.transform(only_labs)
+    assert isinstance(x["labs"], StoredRows) and not present["omics"].any()
+    assert np.isnan(np.asarray(x["vitals"])).all()

@@ -482,11 +482,13 @@ def stored_arrays(
     """What :func:`holomed.model.transform_cohort` returns - preprocessed inputs per
     modality and presence masks - with the inputs read from the store (:func:`open_store`)
     as :class:`StoredRows`. A modality the cohort lacks is absent for everyone
-    (:class:`AbsentRows`). When the store's folder cannot be written, a warning says so
-    and the arrays are computed in memory."""
+    (:class:`AbsentRows`). Unknown-category counts (tabular ``unknown_categories_``) are
+    the store's, summed over its chunks (over the wider presence when a masked cohort
+    reuses a store). When the store's folder cannot be written, a warning says so and the
+    arrays are computed in memory."""
     n = len(cohort)
     try:
-        if n == 0:
+        if n == 0 or not any(m in cohort.modalities for m in preprocessors):
             raise _InMemory
         Path(root).mkdir(parents=True, exist_ok=True)
         store = open_store(preprocessors, cohort, root, chunk, executor)
