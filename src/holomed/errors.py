@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 
 class HolomedError(Exception):
     """Base class of holomed's errors."""
@@ -34,35 +30,3 @@ class ResultsError(HolomedError, ValueError):
 class PrivacyError(HolomedError, ValueError):
     """De-identification that cannot proceed safely: a missing or short key, an unreadable
     note or DICOM file, a date that cannot be parsed."""
-
-
-def error_text(err: Exception) -> str:
-    """One printable line for ``err``: holomed's own errors, and ``ValueError``,
-    ``OSError`` and ``LookupError`` (which name the value, file or key) as they are;
-    others with their type; redacted while privacy is on (no ids, cell values or data
-    paths)."""
-    from holomed.privacy.outputs import active, redact
-
-    text = str(err).strip() or "(no message)"
-    if active():
-        text = redact(text)
-    if not isinstance(err, HolomedError | ValueError | OSError | LookupError):
-        text = f"{type(err).__name__}: {text}"
-    return text
-
-
-@contextmanager
-def cli_guard() -> Iterator[None]:
-    """For a command line: any error becomes ``error: <error_text>`` on stderr and exit
-    code 2, never a traceback (``HOLOMED_DEBUG=1`` shows it)."""
-    import typer
-
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as err:  # noqa: BLE001 - every failure is reported, never a traceback
-        if os.environ.get("HOLOMED_DEBUG"):
-            raise
-        typer.secho(f"error: {error_text(err)}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None

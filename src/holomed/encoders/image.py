@@ -53,7 +53,6 @@ as one without.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,27 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from holomed.encoders.base import Encoded, register_encoder
-from holomed.encoders.pretrained import load_efficientnet_lite0
-
-
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """A state dict from ``path`` (safetensors or torch, ``weights_only``) into
-    ``module``; an error names the file."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: encoder weights file not found")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(p))
-    else:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{p}: weights do not fit the encoder: {err}") from None
-
+from holomed.encoders.pretrained import load_efficientnet_lite0, load_weights  # noqa: F401
 
 AUGMENT_KEYS = ("flip", "rotate", "shift", "scale", "intensity")
 # ``augment: true``: shift up to 5 %, scale 0.95-1.05, rotation up to 5 degrees, no flip

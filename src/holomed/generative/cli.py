@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from holomed.errors import cli_guard
+from holomed.clierrors import cli_guard
 
 
 def _echo_err(text: str) -> None:

@@ -104,6 +104,8 @@ from starlette.requests import ClientDisconnect
 from holomed.privacy.keys import KEY_ENV, KEY_FILE_ENV, PrivacyKey, load_key
 from holomed.privacy.outputs import redact
 from holomed.serve.audit import AuditTrail
+from holomed.serve.errors import TYPE_NAMES, ApiError, check_image_file
+from holomed.serve.errors import quote as _q
 from holomed.serve.pacs import audit_tags, fetch_accessions, is_accession_field, take_accessions
 from holomed.serve.settings import ServeSettings, db_url, make_engine
 from holomed.serve.tokens import ROLES, TokenInfo, TokenStore, token_id_of
@@ -132,28 +134,6 @@ IMAGE_EXT = {
 SIGNAL_EXT = {".edf": "edf", ".hea": "wfdb_header", ".dat": "wfdb_data"}
 TABLE_EXT = {".csv": "csv"}
 TEXT_EXT = {".txt": "text"}
-TYPE_NAMES = {
-    "png": "PNG",
-    "jpeg": "JPEG",
-    "dicom": "DICOM (Part 10, with the 'DICM' preamble)",
-    "nifti": "NIfTI",
-    "nifti_gz": "gzip-compressed NIfTI",
-    "edf": "EDF/EDF+",
-    "wfdb_header": "WFDB header (text)",
-    "wfdb_data": "WFDB signal data",
-    "csv": "CSV (UTF-8 text)",
-    "text": "UTF-8 text",
-}
-
-
-class ApiError(Exception):
-    """A request that cannot be served: HTTP ``status`` and a message for the client."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -198,12 +178,6 @@ def _num(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-def _q(name: Any) -> str:
-    """A client-supplied name quoted for a message, shortened."""
-    s = str(name)
-    return repr(s if len(s) <= 64 else s[:61] + "...")
 
 
 def _clean_message(err: BaseException, folders: Sequence[Path | str] = ()) -> str:
@@ -332,61 +306,6 @@ def _utf8(data: bytes, label: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ApiError(422, f"{label}: not valid UTF-8 text") from None
-
-
-def check_image_file(path: Path, kind: str, label: str, max_pixels: int) -> None:
-    """Header-level checks of an image whose type was matched: pixel (voxel) count
-    within ``max_pixels`` (413), a readable DICOM / NIfTI / raster header (422)."""
-    count = 0
-    if kind in ("png", "jpeg"):
-        from PIL import Image as PILImage
-
-        try:
-            with PILImage.open(path) as im:
-                w, h = im.size
-                count = int(w) * int(h) * int(getattr(im, "n_frames", 1) or 1)
-        except PILImage.DecompressionBombError:
-            raise ApiError(
-                413, f"{label}: image too large to decode (decompression bomb)"
-            ) from None
-        except Exception as err:  # noqa: BLE001 - any reader error: unusable
-            raise ApiError(
-                422, f"{label}: not a readable {TYPE_NAMES[kind]} image ({type(err).__name__})"
-            ) from None
-    elif kind == "dicom":
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            if "Rows" not in ds or "Columns" not in ds:
-                raise ApiError(422, f"{label}: DICOM file without an image (no Rows/Columns)")
-            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-            samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-            count = int(ds.Rows) * int(ds.Columns) * frames * samples
-        except ApiError:
-            raise
-        except Exception as err:  # noqa: BLE001 - pydicom raises many types
-            raise ApiError(
-                422, f"{label}: not a readable DICOM file ({type(err).__name__})"
-            ) from None
-    elif kind in ("nifti", "nifti_gz"):
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-            count = int(np.prod([int(d) for d in img.shape])) if img.shape else 0
-        except Exception as err:  # noqa: BLE001 - nibabel raises many types
-            raise ApiError(
-                422, f"{label}: not a readable NIfTI file ({type(err).__name__})"
-            ) from None
-    if count > max_pixels:
-        raise ApiError(
-            413,
-            f"{label}: image of {count} pixels (voxels) exceeds the limit of {max_pixels} "
-            "(max_image_pixels); it was not decoded",
-        )
-    if count <= 0:
-        raise ApiError(422, f"{label}: image without pixels")
 
 
 def _file_type(data_head: bytes, suffix: str, allowed: dict[str, str], label: str) -> str:

@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from holomed.errors import cli_guard
+from holomed.clierrors import cli_guard
 
 DbOpt = Annotated[
     str | None,
