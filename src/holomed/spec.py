@@ -347,6 +347,9 @@ class TrainingSpec(_Strict):
     strategy: str = "auto"
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
+    # DDP's collective backend: None = Lightning's choice (NCCL on GPUs, gloo on CPUs);
+    # "gloo" also on GPUs, e.g. for several processes sharing one GPU (NCCL refuses that)
+    process_group_backend: Literal["nccl", "gloo"] | None = None
     # preprocessed arrays on disk, read per batch (cohorts larger than memory); None: in memory
     store: StoreSpec | None = None
 

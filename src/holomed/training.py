@@ -404,7 +404,8 @@ def _ddp_strategy(
     if probe.num_nodes * probe.num_devices == 1 and not external:
         return "auto"  # DDP over one process is one process (no process group to set up)
     return DDPStrategy(start_method="popen" if external else "spawn",
-                       find_unused_parameters=find_unused)  # fmt: skip
+                       find_unused_parameters=find_unused,
+                       process_group_backend=cfg.process_group_backend)  # fmt: skip
 
 
 def make_trainer(

@@ -297,3 +297,26 @@ def test_without_a_launcher_one_machine_spawns_and_several_are_refused(clean_lau
     with pytest.raises(ValueError, match="torchrun or SLURM"):
         make_trainer(spec.training)  # 2 machines and nothing that starts their processes
     assert global_rank() == 0
+
+
+def test_the_collective_backend_can_be_gloo_on_gpus(clean_launch):
+    """``training.process_group_backend: gloo`` reaches Lightning's DDP strategy (two
+    processes sharing one GPU need it: NCCL refuses two ranks on one device); any other
+    name is refused by the spec, naming the field."""
+    from holomed.spec import SpecError
+    from holomed.training import make_trainer
+
+    for key, value in {
+        "RANK": 1, "WORLD_SIZE": 2, "LOCAL_RANK": 0, "LOCAL_WORLD_SIZE": 1, "GROUP_RANK": 1,
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": 29411, "TORCHELASTIC_RUN_ID": "gloo",
+    }.items():  # fmt: skip
+        clean_launch.setenv(key, str(value))
+    two_nodes = {"training.num_nodes": 2, "training.devices": 1}
+    spec = override_spec(example_spec(), {**two_nodes, "training.process_group_backend": "gloo"})
+    trainer = make_trainer(spec.training)
+    assert trainer.strategy._process_group_backend == "gloo"
+    assert (trainer.world_size, trainer.global_rank, trainer.node_rank) == (2, 1, 1)
+    default = make_trainer(override_spec(example_spec(), two_nodes).training)
+    assert default.strategy._process_group_backend is None  # Lightning decides at set-up
+    with pytest.raises(SpecError, match="process_group_backend"):
+        override_spec(example_spec(), {"training.process_group_backend": "mpi"})
