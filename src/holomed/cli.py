@@ -25,7 +25,7 @@ from rich.table import Table
 from holomed.generative.align_cli import align
 from holomed.generative.cli import synthesize as synthesize_cmd
 from holomed.provenance import model_card
-from holomed.runfiles import run_lock, write_json
+from holomed.runfiles import run_lock, write_inner_predictions, write_json
 from holomed.serve.cli import audit_app, serve, tokens_app
 
 app = typer.Typer(
@@ -326,6 +326,7 @@ def compare(
         )
         with _progress() as prog:
             task = prog.add_task("comparing", total=total)
+            inner: list | None = [] if spec.evaluation.save_inner_predictions else None
             results, outputs = run_compare(
                 spec,
                 cohort,
@@ -334,11 +335,14 @@ def compare(
                 baselines=baselines and spec.evaluation.baselines,
                 ablations=ablations and spec.evaluation.ablations,
                 tick=_ticker(prog, task),
+                inner=inner,
             )
         if spec_path is not None and not set_:  # relative to the run folder: no data paths
             results["spec_path"] = os.path.relpath(Path(spec_path).resolve(), out.resolve())
         write_json(out / "results.json", results)
         _write_predictions(out / "predictions.csv", results, outputs)
+        if inner:
+            write_inner_predictions(out / "inner_predictions.npz", inner)
     leaderboard_plot(results, out / "leaderboard.png")
     console.print(leaderboard(results))
     _report(out)

@@ -94,3 +94,29 @@ def write_json(path: Path | str, obj: Any) -> Path:
     tmp.write_text(json.dumps(clean(obj), indent=1, allow_nan=False, default=str))
     tmp.replace(path)
     return path
+
+
+def write_inner_predictions(path: Path | str, inner: list[dict[str, Any]]) -> Path:
+    """``compare``'s inner-CV records (:func:`holomed.evaluation.compare.compare`'s
+    ``inner``) as one ``.npz`` of plain arrays (loads with ``allow_pickle=False``): per
+    outer split ``k``, ``split{k}/rows``, ``split{k}/y``, ``split{k}/fold{i}/train`` and
+    ``/test`` (positions within the split's training rows) and
+    ``split{k}/oof/{candidate}/{repeat}``. Row positions only, no ids."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for k, rec in enumerate(inner):
+        arrays[f"split{k}/rows"] = np.asarray(rec["rows"])
+        arrays[f"split{k}/y"] = np.asarray(rec["y"])
+        for i, (a, b) in enumerate(rec["folds"]):
+            arrays[f"split{k}/fold{i}/train"] = np.asarray(a)
+            arrays[f"split{k}/fold{i}/test"] = np.asarray(b)
+        for name, oofs in rec["oofs"].items():
+            for r, o in enumerate(oofs):
+                arrays[f"split{k}/oof/{name}/{r}"] = np.asarray(o, dtype=float)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)
+    return path

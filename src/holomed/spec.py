@@ -382,6 +382,10 @@ class EvaluationSpec(_Strict):
     # what greedy ensemble selection optimises: the log loss (classification; a smooth
     # proper scoring rule) or the selection metric ("metric"; always so for regression)
     ensemble_objective: Literal["log_loss", "metric"] = "log_loss"
+    # compare also writes inner_predictions.npz: per outer split, every candidate's
+    # out-of-fold predictions on its training patients and the inner folds (row positions,
+    # no ids), for studying selection and ensembling on training patients only
+    save_inner_predictions: bool = False
     # where the independent fits run (holomed.evaluation.executor): "auto" = worker
     # processes, one per available core, when there is more than one core, else "serial";
     # "ray": a Ray cluster at ray_address (none: a local one)

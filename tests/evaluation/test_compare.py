@@ -152,3 +152,40 @@ def test_one_candidate_skips_inner_cv(monkeypatch):
     res, _ = compare(spec, load_cohort(spec), ["joint"])
     assert res["selected"] == "joint"
     assert res["selection_detail"][0]["cv_scores"] == {}
+
+
+def test_inner_predictions_are_saved_and_reproduce_the_ensembles_honest_scores(tmp_path):
+    """``inner``: per outer split, the training rows, the inner folds and every
+    candidate's out-of-fold predictions as selection saw them; written as a plain npz
+    (no pickle). Recomputing the ensemble's honest per-fold scores from the saved arrays
+    gives the scores in results.json."""
+    from holomed.evaluation.select import ensemble_selection, repeats_of
+    from holomed.runfiles import write_inner_predictions
+
+    spec = tiny_spec(seeds=1, save_inner_predictions=True, ablations=False)
+    cohort = load_cohort(spec)
+    inner: list = []
+    results, _ = compare(spec, cohort, ["late"], inner=inner)
+    assert len(inner) == results["n_splits"]
+    path = write_inner_predictions(tmp_path / "inner.npz", inner)
+    z = np.load(path, allow_pickle=False)
+    for k, detail in enumerate(results["selection_detail"]):
+        rows, y = z[f"split{k}/rows"], z[f"split{k}/y"]
+        np.testing.assert_array_equal(y, cohort.y[rows])
+        tests = [z[f"split{k}/fold{i}/test"] for i in range(spec.evaluation.selection_folds)]
+        assert sorted(np.concatenate(tests).tolist()) == list(range(len(rows)))
+        oof = {n: [z[f"split{k}/oof/{n}/0"]] for n in detail["cv_scores"] if n != "ensemble"}
+        assert all(o[0].shape[0] == len(rows) for o in oof.values())
+        folds = [(z[f"split{k}/fold{i}/train"], t) for i, t in enumerate(tests)]
+        assert repeats_of(folds, len(rows)) == [list(range(len(folds)))]
+
+        class S:  # what ensemble_selection reads of a scored candidate
+            def __init__(self, o):
+                self.oofs, self.oof = o, o[0]
+
+        w, scores = ensemble_selection(
+            {n: S(o) for n, o in oof.items()}, y, folds, cohort.task,
+            spec.evaluation.selection_metric,
+        )  # fmt: skip
+        assert w == pytest.approx(detail["ensemble_weights"])
+        assert scores == pytest.approx(detail["cv_fold_scores"]["ensemble"])

@@ -105,11 +105,15 @@ def compare(
     baselines: bool | None = None,
     ablations: bool | None = None,
     executor: Executor | None = None,
+    inner: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """Run the whole comparison; returns (results dict, per-entry per-seed outputs
     over the evaluated patients, in ``results['eval_ids']`` order). The fits run through
     ``executor`` (default: the spec's ``evaluation.executor``,
-    :mod:`holomed.evaluation.executor`)."""
+    :mod:`holomed.evaluation.executor`). With a list ``inner``, one record per outer split
+    is appended to it: ``rows`` (the training patients' positions in ``cohort``), ``y``,
+    the inner ``folds`` and every candidate's out-of-fold predictions per repeat
+    (``oofs``), as selection saw them."""
     t_start = time.perf_counter()
     ev = spec.evaluation
     seeds = seeds or ev.seeds
@@ -189,6 +193,15 @@ def compare(
                 )
                 chosen = {nm: s.params for nm, s in sel.scored.items()}
             selection_log.append({"fold": fold, **sel.to_json()})
+            if inner is not None and sel.scored:
+                inner.append(
+                    {
+                        "rows": tr,
+                        "y": train.y,
+                        "folds": sel.folds,
+                        "oofs": {nm: s.oofs for nm, s in sel.scored.items()},
+                    }
+                )
             # 2. every candidate, refitted on all training patients, per seed
             jobs = [
                 FitJob(

@@ -309,6 +309,7 @@ class Selection:
     scored: dict[str, Scored]
     ensemble_weights: dict[str, float]
     selected: str
+    folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -399,7 +400,7 @@ def select(
         tick("select ensemble")
     fold_scores = {n: s.fold_scores for n, s in scored.items()}
     selected = choose(fold_scores, ev.selection_rule)
-    return Selection(scored, weights, selected)
+    return Selection(scored, weights, selected, folds)
 
 
 TIE = 1e-3
