@@ -791,6 +791,148 @@ def explain(
 
 
 @app.command()
+def draft(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
+    input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input", "-i", help="MODALITY=FILE, repeatable; absent modalities are missing"
+        ),
+    ] = None,
+    dataset_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset-option",
+            "-d",
+            help="KEY=VALUE: read the model's dataset with these options instead of files",
+        ),
+    ] = None,
+    out: OutOpt = Path("runs/draft"),
+    attributes: Annotated[
+        Path | None,
+        typer.Option(
+            help="table of the patients' attributes (sex, site ...) for the subgroup caveats "
+            "(default: the attribute columns of the tabular inputs)"
+        ),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="the fit run's results.json holding the subgroup audit (default: the "
+            "card's, else results.json beside the bundle when its metrics are the card's)"
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="features explained per modality")] = 10,
+    max_patients: Annotated[
+        int, typer.Option(min=1, help="draft at most this many patients (each is explained)")
+    ] = 100,
+) -> None:
+    """Evidence drafts: per patient, the prediction told in sentences (calibration,
+    modality contributions, top features, missing modalities, subgroup caveats), each
+    citing the JSON values it states. Fixed templates, no language model; labelled DRAFT.
+    Writes OUT/evidence_drafts.json and OUT/evidence_drafts.txt."""
+    from dataclasses import replace
+
+    from holomed.candidates import load
+    from holomed.cohort import dataset_cohort, unlabelled_cohort
+    from holomed.generative.evidence import (
+        attributes_from_files,
+        bundle_audit,
+        evidence_draft,
+        model_facts,
+        patient_records,
+    )
+
+    with _guard():
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out}: is a file; draft writes a folder")
+        model = load(bundle)
+        _privacy_from(model.spec)
+        if bool(input) == bool(dataset_option):
+            raise ValueError("give either --input MODALITY=FILE or --dataset-option KEY=VALUE")
+        sources = _sources(input) if input else {}
+        if dataset_option:
+            cohort = dataset_cohort(
+                model.spec, **_overrides(dataset_option, flag="--dataset-option")
+            )
+        else:
+            cohort = unlabelled_cohort(model.spec, sources)
+        try:
+            card = json.loads((bundle / "card.json").read_text())
+        except (OSError, ValueError):
+            card = {}
+        if results is not None:
+            try:
+                audit = json.loads(results.read_text()).get("fairness")
+            except (OSError, ValueError, AttributeError) as err:
+                raise ValueError(
+                    f"--results {results}: not a readable results.json ({err})"
+                ) from None
+            where = f"{results}: fairness" if audit else None
+        else:
+            audit, where = bundle_audit(bundle, card)
+        attrs: dict[str, dict[str, Any]] = {}
+        if attributes is not None or sources:
+            attrs = attributes_from_files(
+                model.spec, sources, str(attributes) if attributes else None
+            )
+        elif cohort.attributes is not None:
+            attrs = {
+                str(i): dict(row)
+                for i, row in zip(cohort.ids, cohort.attributes.to_dict("records"), strict=True)
+            }
+        shown = cohort
+        if len(cohort) > max_patients:  # a subset forgets exclusions: keep the reasons
+            shown = replace(cohort.subset(range(max_patients)), excluded=cohort.excluded)
+        docs = {
+            "prediction": "the patient's prediction and explanation (the API's explain record)",
+            "card": f"{bundle / 'card.json'}",
+            "audit": where or "none found",
+            "attributes": str(attributes) if attributes else "the tabular inputs' columns",
+            "model": "the bundle's candidate: family, name, fusion imputation",
+        }
+        facts = model_facts(model)
+        bins = dict(model.spec.evaluation.attribute_bins)
+        records = patient_records(model, shown, top_k=top_k, card=card)
+        drafts = [
+            evidence_draft(rec, card, audit, attrs.get(rec["patient"]), facts, bins, docs)
+            for rec in records
+        ]
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(
+            out / "evidence_drafts.json",
+            {
+                "kind": "evidence_drafts",
+                "bundle": str(bundle),
+                "generator": "fixed templates (holomed.generative.evidence); no language model",
+                "patients": len(drafts),
+                # each draft beside the documents its /prediction and /attributes sources
+                # point into (/card: the bundle's card.json; /audit: the results it names)
+                "drafts": [
+                    {
+                        **d.to_json(),
+                        "prediction": rec,
+                        "attributes": attrs.get(rec["patient"]) or {},
+                        "model": facts,
+                    }
+                    for d, rec in zip(drafts, records, strict=True)
+                ],
+            },
+        )
+        (out / "evidence_drafts.txt").write_text(
+            "\n".join(d.text for d in drafts), encoding="utf-8"
+        )
+    more = f" (first {max_patients} of {len(cohort)})" if len(cohort) > max_patients else ""
+    console.print(
+        f"{len(drafts)} evidence drafts{more} -> {out / 'evidence_drafts.json'}, "
+        f"{out / 'evidence_drafts.txt'}"
+        + ("" if audit else "; no subgroup audit found (no caveats can be matched)")
+    )
+    for line in _exclusion_lines(cohort.excluded):
+        console.print(line, highlight=False)
+
+
+@app.command()
 def deid(
     spec_path: Annotated[Path, typer.Argument(help="the identified cohort's spec")],
     out: Annotated[Path, typer.Option("--out", "-o", help="a new folder")],

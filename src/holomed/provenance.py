@@ -74,4 +74,7 @@ def model_card(res: dict[str, Any], data: dict[str, Any], excluded: int) -> dict
         if cal
         else None,
         "limitations": res["limitations"],
+        # the subgroup audit of the test evaluation: the deployed model's caveats
+        # (evidence drafts name the patient's subgroup when the audit flags it)
+        "fairness": res.get("fairness"),
     }

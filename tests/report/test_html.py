@@ -326,6 +326,28 @@ def test_subgroups_too_small_groups_and_flagged_gaps(tmp_path):
     assert "fewer than two groups large enough" in sub
 
 
+def test_fit_report_shows_an_evidence_draft_of_one_test_patient():
+    """The example evidence draft (holomed.generative.evidence) is labelled, names the
+    patient's absent modality and states numbers of the JSON only."""
+    from html import unescape
+
+    from holomed.generative.evidence import EVIDENCE_LABEL
+
+    page = render_quiet(fit_dict())
+    assert "Evidence draft (example test patient)" in headings(page)
+    sec = page[page.index('<section id="evidence-draft">') :]
+    sec = unescape(sec[: sec.index("</section>")])
+    assert EVIDENCE_LABEL in sec and "Patient SYN-00000" in sec
+    assert "probability of event is 60.0 %" in sec  # patient_score[0]
+    assert "would be 50.0 %" in sec  # patient_base[0]
+    assert "clinical +10.0 percentage points" in sec  # patient["clinical"][0]
+    assert "Not available for this patient: expression." in sec  # null leave-one-out
+    assert "AUROC 0.812" in sec
+    assert "/prediction/contributions/modalities/clinical/shapley" in sec
+    assert "Subgroup caveat" not in sec  # the test patients' attributes are not stored
+    assert "<script>" not in sec
+
+
 def test_text_is_escaped_and_few_patient_ids_are_shown():
     page = render_quiet(fit_dict())
     assert "<script>alert(1)</script>" not in page

@@ -345,6 +345,70 @@ def test_a_prediction_through_the_form_equals_the_api_and_is_audited(server):
     assert RAW_ID not in json.dumps(audit_rows(app), default=str)
 
 
+def evidence_block(html: str) -> str:
+    """The evidence draft's section, entities decoded."""
+    from html import unescape
+
+    start = html.index('id="evidence-draft"')
+    return unescape(html[start : html.index("</section>", start)])
+
+
+def test_the_result_page_shows_a_labelled_evidence_draft(server):
+    """The evidence draft (holomed.generative.evidence) on the result page: labelled, its
+    numbers those of the page, the missing modality named, no inline script or style; a
+    subgroup caveat only when the audit has one for the patient's group."""
+    from holomed.generative.evidence import EVIDENCE_LABEL
+
+    app, tokens = server
+    c = sign_in(app, tokens["clinician"])
+
+    def predict(sex: str) -> str:
+        form = c.get("/web/models/icu")
+        data = {"csrf": csrf_of(form.text), "patient_id": RAW_ID, "m0.c0": "66", "m0.c1": "",
+                "m0.c2": sex, "m2.text": ""}  # fmt: skip
+        r = c.post("/web/models/icu/predict", data=data)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-security-policy"] == CSP
+        return r.text
+
+    html = predict("F")
+    assert_accessible(html, "result page with the evidence draft")
+    block = evidence_block(html)
+    assert EVIDENCE_LABEL in block and 'id="evidence-label"' in block
+    assert "no language model" in block
+    risk = float(re.search(r'id="risk" data-value="([^"]+)"', html).group(1))
+    first = re.search(r'<li data-kind="prediction">([^<]+)', block).group(1)
+    assert f"{100 * risk:.1f} %" in first and "deteriorated" in first
+    missing = re.search(r'<li data-kind="missing">([^<]+)', block).group(1)
+    assert "Not available for this patient: ct, notes." in missing
+    assert "/prediction/modalities/missing" in block  # each sentence lists its sources
+    assert "subgroup_caveat" not in block and "No subgroup audit" in block
+    assert "<script" not in block and "style=" not in block
+    assert RAW_ID not in block
+
+    # an audit in the card: the F group too small to judge, M adequate and not flagged
+    m = app.state.holomed.models["icu"]
+    m.card["fairness"] = {
+        "min_group": 20,
+        "attributes": {
+            "sex": {
+                "groups": {"F": {"n": 4, "too_small": True}, "M": {"n": 28, "too_small": False}},
+                "gaps": {"note": "fewer than two groups large enough to compare"},
+                "binned": False,
+            }
+        },
+    }
+    try:
+        block = evidence_block(predict("F"))
+        caveat = re.search(r'<li data-kind="subgroup_caveat" class="caveat">([^<]+)', block)
+        assert caveat and "only 4 test patients had sex F" in caveat.group(1)
+        block = evidence_block(predict("M"))
+        assert "subgroup_caveat" not in block
+        assert "flagged nothing for this patient's groups (sex M)" in block
+    finally:
+        del m.card["fairness"]
+
+
 # pydicom warns about the garbage it parsed from the broken file below
 @pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")
 @pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning")

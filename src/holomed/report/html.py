@@ -127,6 +127,7 @@ def render_html(
         ("contributions", "Modality contributions", lambda: _contributions(res, kind)),
         ("features", "Top features per modality", lambda: _features(res, run_dir)),
         ("subgroups", "Subgroup audit", lambda: _subgroups(res)),
+        ("evidence-draft", "Evidence draft (example test patient)", lambda: _evidence(res, kind)),
         ("model-card", "Model card", lambda: _model_card(res, kind)),
     ]
     sections = []
@@ -176,6 +177,10 @@ tr.flag td { background: var(--warnbg); color: var(--warn); font-weight: 600; }
 td.too-small { color: var(--muted); font-style: italic; text-align: center; }
 .note { color: var(--muted); font-size: 0.92em; }
 .error { color: var(--warn); }
+.draft-label { border: 2px solid var(--warn); background: var(--warnbg); color: var(--warn);
+               padding: 6px 10px; }
+ol.evidence li { margin: 4px 0; }
+ol.evidence details { display: inline; margin: 0 0 0 6px; font-size: 0.85em; }
 figure { margin: 12px 0 18px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 0.9em; max-width: 900px; }
@@ -1298,6 +1303,49 @@ def _subgroups(res: dict[str, Any]) -> str | None:
             )
         )
     return "\n".join(parts)
+
+
+def _evidence(res: dict[str, Any], kind: str) -> str | None:
+    """One test patient's evidence draft (:mod:`holomed.generative.evidence`: fixed
+    templates, no language model), from this run's JSON only; each sentence with the
+    places its values come from."""
+    if kind != "fit":
+        return None
+    from holomed.generative.evidence import evidence_draft, results_example
+
+    ex = results_example(res)
+    if ex is None:
+        return None
+    d = evidence_draft(
+        ex["prediction"], ex["card"], ex["audit"], ex["attributes"], ex["model"], ex["bins"]
+    )
+    i = ex["index"]
+    intro = _p(
+        "What `holomed draft` and the clinician page write for a patient, shown for one "
+        "(pseudonymous) test patient. Every number is read from this run's results.json: "
+        f"/prediction is that patient's entries (contributions.patient[*][{i}], "
+        f"patient_base[{i}], patient_score[{i}]; a modality whose leave-one-out value is "
+        "null was absent), /card the test metrics, evaluation, calibration and cohort "
+        "coverage, /audit the subgroup audit. Per-patient feature attributions and the "
+        "test patients' attributes are not stored in results.json, so this example has no "
+        "feature sentence and cannot match the audit's subgroups.",
+        "note",
+    )
+    items = []
+    for st in d.sentences:
+        srcs = "".join(
+            f"<li><code>{_esc(x['path'])}</code> = {_esc(x['value'])}</li>" for x in st.sources
+        )
+        more = f"<details><summary>sources</summary><ul>{srcs}</ul></details>" if srcs else ""
+        items.append(f'<li data-kind="{_esc(st.kind)}">{_esc(st.text)}{more}</li>')
+    return (
+        intro
+        + f'<p class="draft-label"><strong>{_esc(d.label)}</strong></p>'
+        + f"<p>Patient {_esc(d.patient)}</p>"
+        + '<ol class="evidence">'
+        + "".join(items)
+        + "</ol>"
+    )
 
 
 def _model_card(res: dict[str, Any], kind: str) -> str | None:

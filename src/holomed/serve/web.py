@@ -10,8 +10,10 @@ Pages (Jinja2 templates in ``serve/templates``, one style sheet and one small sc
   section per modality saying what the model expects (each optional);
   ``POST /web/models/{name}/predict``: the result page (risk, calibration note, modality
   contributions as an inline SVG bar chart, top features, image saliency and signal
-  attribution maps, a visible "missing" mark per absent modality, the model card's
-  intended use), laid out to print as a one-page patient report.
+  attribution maps, a visible "missing" mark per absent modality, a labelled evidence
+  draft of the result in sentences, each citing its JSON values
+  (:mod:`holomed.generative.evidence`; fixed templates, no language model), the model
+  card's intended use), laid out to print as a one-page patient report.
 - ``GET/POST /web/admin/tokens``, ``POST /web/admin/tokens/{id}/revoke``: token
   management (admin; any other role gets 403).
 - ``POST /web/logout``.
@@ -795,6 +797,90 @@ def attribution_images(m: ServedModel, item: PatientInput, used: list[str]) -> l
         return []
 
 
+_FILE_AUDITS: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
+
+
+def served_audit(m: ServedModel) -> tuple[dict[str, Any] | None, str | None]:
+    """The subgroup audit of a served bundle's test evaluation and where it was found
+    (:func:`holomed.generative.evidence.bundle_audit`); a results.json beside the bundle
+    is read once per bundle hash."""
+    from holomed.generative.evidence import bundle_audit
+
+    if isinstance(m.card.get("fairness"), dict):
+        return bundle_audit(m.path, m.card)
+    key = (str(m.path), m.hash)
+    if key not in _FILE_AUDITS:
+        _FILE_AUDITS[key] = bundle_audit(m.path, m.card)
+    return _FILE_AUDITS[key]
+
+
+def form_attributes(m: ServedModel, item: PatientInput, names: list[str]) -> dict[str, Any]:
+    """The patient's attributes the audit groups by (``names``), where a table field of
+    that name was given (the form has no other place for them)."""
+    out: dict[str, Any] = {}
+    for name, table in item.tables.items():
+        if m.kinds.get(name) != "tabular" or not isinstance(table, dict):
+            continue
+        for a in names:
+            v = table.get(a)
+            if a not in out and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[a] = v
+    return out
+
+
+def evidence_view(m: ServedModel, item: PatientInput, result: dict[str, Any]) -> dict | None:
+    """The evidence draft of this result (:mod:`holomed.generative.evidence`: fixed
+    templates over the result, the model card and the subgroup audit; no language
+    model), as the template shows it. A failure leaves the block out (logged)."""
+    from holomed.generative.evidence import evidence_draft, model_facts
+
+    try:
+        audit, where = served_audit(m)
+        names = list((audit or {}).get("attributes") or {})
+        draft = evidence_draft(
+            result,
+            m.card,
+            audit,
+            form_attributes(m, item, names),
+            model_facts(m.model),
+            dict(m.spec.evaluation.attribute_bins),
+            {"audit": where or "none found"},
+        )
+    except Exception as err:  # noqa: BLE001 - a missing draft must not fail the page
+        from holomed.privacy.outputs import redact
+
+        log.error(
+            "evidence draft of model %s failed: %s: %s",
+            m.name,
+            type(err).__name__,
+            redact(str(err)),
+        )
+        return None
+    return {
+        "label": draft.label,
+        "sentences": [
+            {
+                "kind": st.kind,
+                "text": st.text,
+                "sources": [
+                    {"path": src["path"], "value": _source_value(src["value"])}
+                    for src in st.sources
+                ],
+            }
+            for st in draft.sentences
+        ],
+        "audit": where,
+    }
+
+
+def _source_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return str(v)
+
+
 def _fields_note(report: dict[str, Any] | None) -> str | None:
     """What the API's field report says of a table: the fields not given (tables), the
     features given of those expected (omics)."""
@@ -810,7 +896,9 @@ def _fields_note(report: dict[str, Any] | None) -> str | None:
     return None
 
 
-def result_view(m: ServedModel, result: dict[str, Any], maps: list[dict]) -> dict[str, Any]:
+def result_view(
+    m: ServedModel, result: dict[str, Any], maps: list[dict], evidence: dict | None = None
+) -> dict[str, Any]:
     mods = result.get("modalities") or {}
     used, missing = set(mods.get("used") or []), set(mods.get("missing") or [])
     unusable = mods.get("unusable") or {}
@@ -854,6 +942,7 @@ def result_view(m: ServedModel, result: dict[str, Any], maps: list[dict]) -> dic
         "intended_use": result.get("intended_use") or m.intended_use,
         "limitations": [str(x) for x in (m.card.get("limitations") or [])][:4],
         "weights": result.get("modality_weights"),
+        "evidence": evidence,
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -1010,10 +1099,11 @@ async def predict_page(request: Request, name: str) -> Response:
         maps = await run_in_threadpool(
             attribution_images, m, item, list(result["modalities"]["used"])
         )
+        evidence = await run_in_threadpool(evidence_view, m, item, result)
     finally:
         if item.folder is not None:
             await run_in_threadpool(item.cleanup)
-    view = result_view(m, result, maps)
+    view = result_view(m, result, maps, evidence)
     return render("result.html", **_page_context(s, info, model=model_view(m), r=view))
 
 
