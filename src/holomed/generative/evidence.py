@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from holomed.explain.records import explanation_record, num, output_record, score_meaning
+
 EVIDENCE_LABEL = (
     "DRAFT — generated from the model's outputs by fixed templates; not a diagnosis, "
     "not reviewed by a clinician"
@@ -160,14 +162,6 @@ class EvidenceDraft:
         }
 
 
-def _num(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 class _Writer:
     """Collects sentences; ``cite`` records a source and returns how it is shown."""
 
@@ -187,7 +181,7 @@ class _Writer:
         for a number, else the value as text)."""
         value = resolve(self.docs, pointer(*path))
         src: dict[str, Any] = {"path": pointer(*path), "value": value}
-        if fmt is not None and _num(value) is not None:
+        if fmt is not None and num(value) is not None:
             shown = format(float(value) * scale, fmt)
             src["shown"] = shown
         elif isinstance(value, list):
@@ -208,7 +202,7 @@ def _pct(w: _Writer, *path: Any) -> str:
 
 def _ci(w: _Writer, *path: Any, fmt: str = ".3f") -> str:
     ci = w.get(*path)
-    if not (isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci)):
+    if not (isinstance(ci, list) and len(ci) == 2 and all(num(x) is not None for x in ci)):
         return ""
     return f" (95 % CI {w.cite(*path, 0, fmt=fmt)} to {w.cite(*path, 1, fmt=fmt)})"
 
@@ -219,7 +213,7 @@ def _ci(w: _Writer, *path: Any, fmt: str = ".3f") -> str:
 def _prediction(w: _Writer, task: str) -> None:
     p = w.docs["prediction"]
     if task in ("binary", "multiclass") and p.get("probabilities"):
-        probs = {c: v for c, v in p["probabilities"].items() if _num(v) is not None}
+        probs = {c: v for c, v in p["probabilities"].items() if num(v) is not None}
         if task == "binary":
             pos = list(p["probabilities"])[-1]
             shown = _pct(w, "prediction", "probabilities", pos)
@@ -233,13 +227,13 @@ def _prediction(w: _Writer, task: str) -> None:
             text += f"; predicted class: {w.cite('prediction', 'predicted')}"
         w.say("prediction", text + ".")
     elif task == "multilabel" and p.get("probabilities"):
-        above = [c for c, v in p["probabilities"].items() if (_num(v) or 0.0) >= 0.5]
+        above = [c for c, v in p["probabilities"].items() if (num(v) or 0.0) >= 0.5]
         if above:
             parts = [f"{c} ({_pct(w, 'prediction', 'probabilities', c)})" for c in above]
             w.say("prediction", "Labels with an estimated probability of 50 % or more: "
                   + ", ".join(parts) + ".")  # fmt: skip
         else:
-            top = max(p["probabilities"], key=lambda c: _num(p["probabilities"][c]) or -1.0)
+            top = max(p["probabilities"], key=lambda c: num(p["probabilities"][c]) or -1.0)
             w.say(
                 "prediction",
                 "No label reaches 50 %; the highest is "
@@ -255,12 +249,12 @@ def _prediction(w: _Writer, task: str) -> None:
         parts = [
             f"{_pct(w, 'prediction', 'survival', h)} at {h} {unit}".rstrip()
             for h, v in surv.items()
-            if _num(v) is not None
+            if num(v) is not None
         ]
         if parts:
             text += "; estimated probability of no event: " + ", ".join(parts)
         w.say("prediction", text + ".")
-    elif _num(p.get("prediction")) is not None:
+    elif num(p.get("prediction")) is not None:
         w.say(
             "prediction",
             f"The model's prediction is {w.cite('prediction', 'prediction', fmt='.4g')}.",
@@ -282,7 +276,7 @@ def _calibration(w: _Writer, task: str) -> None:
         shown = w.cite(*method_path)
         if method in CALIBRATION_WORDS:
             text = f"Calibration ({shown}): the probabilities were {CALIBRATION_WORDS[method]}"
-            if method == "temperature" and _num(w.get("card", "calibration", "temperature")):
+            if method == "temperature" and num(w.get("card", "calibration", "temperature")):
                 text += f" (temperature {w.cite('card', 'calibration', 'temperature', fmt='.3g')})"
             text += ", fitted on validation patients kept out of training."
         elif method == "none":
@@ -303,7 +297,7 @@ def _calibration_metrics(w: _Writer, task: str) -> None:
         f"{PERFORMANCE_WORDS[m]} {w.cite('card', 'metrics_test', m, 'value', fmt='.3f')}"
         + _ci(w, "card", "metrics_test", m, "ci")
         for m in ("brier", "ece")
-        if _num((metrics.get(m) or {}).get("value")) is not None
+        if num((metrics.get(m) or {}).get("value")) is not None
     ]
     if parts:
         w.say(
@@ -318,7 +312,7 @@ def _performance(w: _Writer, task: str) -> None:
         f"{PERFORMANCE_WORDS[m]} {w.cite('card', 'metrics_test', m, 'value', fmt='.3f')}"
         + _ci(w, "card", "metrics_test", m, "ci")
         for m in PERFORMANCE.get(task, ())
-        if _num((metrics.get(m) or {}).get("value")) is not None
+        if num((metrics.get(m) or {}).get("value")) is not None
     ]
     if not parts:
         return
@@ -330,15 +324,15 @@ def _performance(w: _Writer, task: str) -> None:
 def _contributions(w: _Writer, task: str) -> None:
     c = w.docs["prediction"].get("contributions") or {}
     mods = {
-        m: _num((v or {}).get("shapley"))
+        m: num((v or {}).get("shapley"))
         for m, v in (c.get("modalities") or {}).items()
-        if _num((v or {}).get("shapley")) is not None
+        if num((v or {}).get("shapley")) is not None
     }
     if not mods:
         return
     prob = task in PROBABILITY_TASKS
     scale, fmt, unit = (100.0, "+.1f", " percentage points") if prob else (1.0, "+.3g", "")
-    if _num(c.get("base")) is not None and _num(c.get("value")) is not None:
+    if num(c.get("base")) is not None and num(c.get("value")) is not None:
         if prob:
             base, value = (
                 _pct(w, "prediction", "contributions", "base"),
@@ -380,9 +374,9 @@ def _features(w: _Writer) -> None:
         if kinds.get(m) in NO_FEATURE_NAMES or not rows:
             continue
         ranked = [
-            (k, _num(r.get("attribution")))
+            (k, num(r.get("attribution")))
             for k, r in enumerate(rows)
-            if _num(r.get("attribution")) is not None
+            if num(r.get("attribution")) is not None
         ]
         ranked = sorted(ranked, key=lambda t: -abs(t[1]))[:TOP_FEATURES]
         if not ranked:
@@ -439,7 +433,7 @@ def _missing(w: _Writer) -> None:
     missing, unusable = mods.get("missing") or [], mods.get("unusable") or {}
     used = mods.get("used") or []
     coverage = {
-        m: _num((v or {}).get("coverage"))
+        m: num((v or {}).get("coverage"))
         for m, v in ((w.docs["card"].get("data") or {}).get("modalities") or {}).items()
     }
     if missing:
@@ -554,7 +548,7 @@ def _subgroups(w: _Writer, bins: Mapping[str, Sequence[float]]) -> None:
             other = between[1] if group == between[0] else between[0]
             here = ("audit", "attributes", attr, "groups", group, metric, "value")
             there = ("audit", "attributes", attr, "groups", other, metric, "value")
-            if _num(w.get(*here)) is None or _num(w.get(*there)) is None:
+            if num(w.get(*here)) is None or num(w.get(*there)) is None:
                 continue
             gap_at = ("audit", "attributes", attr, "gaps", metric)
             w.cite(*gap_at, "flag")
@@ -672,41 +666,13 @@ def model_facts(candidate: Any) -> dict[str, Any]:
 
 
 def _outputs(candidate: Any, row: np.ndarray) -> dict[str, Any]:
-    """A prediction's outputs as the API words them (``ServedModel._outputs``)."""
-    from holomed.survival import output_names
-
-    task = candidate.task_.name
-    row = np.asarray(row, dtype=float)
-    if task == "survival":
-        names = output_names(list(candidate.spec.target.horizons))
-        return {
-            "risk": _num(row[0]),
-            "survival": {
-                n.removeprefix("survival_at_"): _num(v)
-                for n, v in zip(names[1:], row[1:], strict=True)
-            },
-            "time_unit": getattr(candidate.spec.target, "time_unit", None),
-        }
-    if row.ndim == 0 or task == "regression":
-        return {"prediction": _num(row if row.ndim == 0 else row.ravel()[0])}
-    classes = [str(c) for c in (candidate.classes_ or [])]
-    probs = {c: _num(p) for c, p in zip(classes, row, strict=True)}
-    if task == "multilabel":
-        predicted: Any = [c for c, p in zip(classes, row, strict=True) if p >= 0.5]
-    else:
-        predicted = classes[int(np.nanargmax(row))]
+    """A prediction's outputs as the API words them."""
+    t = candidate.spec.target
     cal = getattr(candidate, "calibrator_", None)
-    method = str(getattr(cal, "method", None) or "none")
-    return {"probabilities": probs, "predicted": predicted, "calibration": method}
-
-
-SCORE_MEANING = {
-    "binary": "probability of the positive class",
-    "multiclass": "probability of the predicted class",
-    "multilabel": "mean label probability",
-    "regression": "prediction",
-    "survival": "risk score (log relative hazard)",
-}
+    return output_record(
+        candidate.task_.name, row, candidate.classes_ or [], t.horizons or (),
+        getattr(t, "time_unit", None), str(getattr(cal, "method", None) or "none"),
+    )  # fmt: skip
 
 
 def patient_records(
@@ -736,7 +702,6 @@ def patient_records(
             and e.get("scope", "modality") == "modality"
             and e.get("modality")
         }
-        c = why.get("contributions") or {}
         rec: dict[str, Any] = {
             "model": card.get("candidate") or getattr(candidate, "name", None),
             "task": task,
@@ -749,27 +714,8 @@ def patient_records(
             },
             "warnings": [],
             "intended_use": card.get("intended_use"),
-            "contributions": {
-                "method": c.get("method"),
-                "score": SCORE_MEANING.get(task, "model output"),
-                "base": _num((c.get("patient_base") or [None])[0]),
-                "value": _num((c.get("patient_score") or [None])[0]),
-                "modalities": {
-                    m: {
-                        "shapley": _num(c["patient"][m][0]),
-                        "leave_one_out": _num((c.get("patient_loo", {}).get(m) or [None])[0]),
-                    }
-                    for m in c.get("modalities", [])
-                    if m in used
-                },
-            },
-            "top_features": {
-                m: [{"feature": str(f["feature"]), "attribution": _num(f.get("mean"))} for f in fs]
-                for m, fs in (why.get("features") or {}).items()
-                if m in used
-            },
-            "features_method": why.get("features_method"),
         }
+        rec.update(explanation_record(why, used, task))
         out.append(rec)
     return out
 
@@ -804,7 +750,7 @@ def bundle_audit(
     if not mine or set(mine) != set(theirs):
         return None, None
     for k, v in mine.items():
-        a, b = _num((v or {}).get("value")), _num((theirs.get(k) or {}).get("mean"))
+        a, b = num((v or {}).get("value")), num((theirs.get(k) or {}).get("mean"))
         if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > 1e-9):
             return None, None
     return dict(fair), f"{path.name} beside the bundle: fairness (test metrics match the card)"
@@ -886,7 +832,7 @@ def results_example(res: Mapping[str, Any]) -> dict[str, Any] | None:
     i = next((k for k in range(len(ids)) if any(absent(m, k) for m in mods)), 0)
     task = str(res.get("task") or "")
     used = [m for m in mods if not absent(m, i)]
-    value = _num((c.get("patient_score") or [None] * len(ids))[i])
+    value = num((c.get("patient_score") or [None] * len(ids))[i])
     pred: dict[str, Any] = {"task": task, "patient": str(ids[i])}
     classes = [str(x) for x in (res.get("classes") or [])]
     if task == "binary" and len(classes) == 2 and value is not None:
@@ -902,13 +848,13 @@ def results_example(res: Mapping[str, Any]) -> dict[str, Any] | None:
     }
     pred["contributions"] = {
         "method": c.get("method"),
-        "score": SCORE_MEANING.get(task, "model output"),
-        "base": _num((c.get("patient_base") or [None] * len(ids))[i]),
+        "score": score_meaning(task),
+        "base": num((c.get("patient_base") or [None] * len(ids))[i]),
         "value": value,
         "modalities": {
             m: {
-                "shapley": _num(patient[m][i]),
-                "leave_one_out": _num((loo.get(m) or [None] * len(ids))[i]),
+                "shapley": num(patient[m][i]),
+                "leave_one_out": num((loo.get(m) or [None] * len(ids))[i]),
             }
             for m in used
         },

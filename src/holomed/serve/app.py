@@ -101,6 +101,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from holomed.explain.records import explanation_record, output_record
+from holomed.explain.records import num as _num
 from holomed.privacy.keys import KEY_ENV, KEY_FILE_ENV, PrivacyKey, load_key
 from holomed.privacy.outputs import redact
 from holomed.serve.audit import AuditTrail
@@ -169,15 +171,6 @@ class Json(JSONResponse):
         if _orjson is not None:
             return _orjson.dumps(content)
         return super().render(content)
-
-
-def _num(x: Any) -> float | None:
-    """A finite float, else None (JSON has no NaN)."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _clean_message(err: BaseException, folders: Sequence[Path | str] = ()) -> str:
@@ -692,27 +685,11 @@ class ServedModel:
         }
 
     def _outputs(self, row: np.ndarray) -> dict[str, Any]:
-        from holomed.survival import output_names
-
-        row = np.asarray(row, dtype=float)
-        if self.task == "survival":
-            names = output_names(list(self.spec.target.horizons))
-            return {
-                "risk": _num(row[0]),
-                "survival": {
-                    n.removeprefix("survival_at_"): _num(v)
-                    for n, v in zip(names[1:], row[1:], strict=True)
-                },
-                "time_unit": getattr(self.spec.target, "time_unit", None),
-            }
-        if row.ndim == 0 or self.task == "regression":
-            return {"prediction": _num(row if row.ndim == 0 else row.ravel()[0])}
-        probs = {c: _num(p) for c, p in zip(self.classes, row, strict=True)}
-        if self.task == "multilabel":
-            predicted: Any = [c for c, p in zip(self.classes, row, strict=True) if p >= 0.5]
-        else:
-            predicted = self.classes[int(np.nanargmax(row))]
-        return {"probabilities": probs, "predicted": predicted, "calibration": self.calibration}
+        t = self.spec.target
+        return output_record(
+            self.task, row, self.classes, t.horizons or (), getattr(t, "time_unit", None),
+            self.calibration,
+        )  # fmt: skip
 
     def _answer(self, cohort: Any, i: int, item: PatientInput, row: Any) -> dict[str, Any]:
         usage = self._usage(cohort, i, item)
@@ -783,35 +760,7 @@ class ServedModel:
         except Exception as err:  # noqa: BLE001 - becomes the request's error
             raise self._error(err, item) from None
         out = self._answer(cohort, 0, item, proba[0])
-        used = set(out["modalities"]["used"])
-        c = why.get("contributions") or {}
-        out["contributions"] = {
-            "method": c.get("method"),
-            "score": _score_meaning(self.task),
-            "base": _num((c.get("patient_base") or [None])[0]),
-            "value": _num((c.get("patient_score") or [None])[0]),
-            "modalities": {
-                m: {
-                    "shapley": _num(c["patient"][m][0]),
-                    "leave_one_out": _num((c.get("patient_loo", {}).get(m) or [None])[0]),
-                }
-                for m in c.get("modalities", [])
-                if m in used
-            },
-        }
-        att = why.get("attention") or None
-        if att and att.get("examples"):
-            out["modality_weights"] = {
-                n: _num(w)
-                for n, w in zip(att["names"], att["examples"][0]["weights"], strict=False)
-            }
-        feats = why.get("features") or {}
-        out["top_features"] = {
-            m: [{"feature": str(f["feature"]), "attribution": _num(f.get("mean"))} for f in fs]
-            for m, fs in feats.items()
-            if m in used
-        }
-        out["features_method"] = why.get("features_method")
+        out.update(explanation_record(why, out["modalities"]["used"], self.task))
         return out
 
     def _error(self, err: Exception, item: PatientInput) -> ApiError:
@@ -838,16 +787,6 @@ def _synthetic_dataset(name: str) -> bool:
         return bool(DATASETS.get(name).synthetic)
     except Exception:  # noqa: BLE001 - not a registered dataset
         return False
-
-
-def _score_meaning(task: str) -> str:
-    return {
-        "binary": "probability of the positive class",
-        "multiclass": "probability of the predicted class",
-        "multilabel": "mean label probability",
-        "regression": "the prediction",
-        "survival": "risk score (log relative hazard)",
-    }.get(task, "model output")
 
 
 # -- reading a request's patient ------------------------------------------------------------
