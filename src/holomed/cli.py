@@ -24,8 +24,8 @@ from rich.table import Table
 
 from holomed.generative.align_cli import align
 from holomed.generative.cli import synthesize as synthesize_cmd
-from holomed.provenance import model_card
-from holomed.runfiles import run_lock, write_inner_predictions, write_json
+from holomed.predictions import compare_predictions, prediction_table, unknown_categories
+from holomed.runfiles import read_selection, run_lock, write_inner_predictions, write_json
 from holomed.serve.cli import audit_app, serve, tokens_app
 
 app = typer.Typer(
@@ -251,35 +251,6 @@ def leaderboard(results: dict[str, Any]) -> Table:
     return t
 
 
-def _write_predictions(path: Path, results: dict[str, Any], outputs: dict[str, list]) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from holomed.survival import output_names
-
-    rows = []
-    ids, y = results["eval_ids"], results["y"]
-    for name, outs in outputs.items():
-        for seed, o in enumerate(outs):
-            if results["task"] == "survival":
-                yy = np.asarray(y, dtype=float)
-                df = pd.DataFrame(
-                    {"entry": name, "seed": seed, "id": ids, "time": yy[:, 0], "event": yy[:, 1]}
-                )
-                hs = results["spec"]["target"]["horizons"]
-                for j, c in enumerate(output_names(hs)):
-                    df[c] = o[:, j]
-            elif o.ndim == 1:
-                df = pd.DataFrame({"entry": name, "seed": seed, "id": ids, "y": y})
-                df["prediction"] = o
-            else:
-                df = pd.DataFrame({"entry": name, "seed": seed, "id": ids, "y": y})
-                for j, c in enumerate(results["classes"]):
-                    df[f"p_{c}"] = o[:, j]
-            rows.append(df)
-    pd.concat(rows).to_csv(path, index=False)
-
-
 @app.command()
 def compare(
     spec_path: SpecArg = None,
@@ -340,7 +311,7 @@ def compare(
         if spec_path is not None and not set_:  # relative to the run folder: no data paths
             results["spec_path"] = os.path.relpath(Path(spec_path).resolve(), out.resolve())
         write_json(out / "results.json", results)
-        _write_predictions(out / "predictions.csv", results, outputs)
+        compare_predictions(results, outputs).to_csv(out / "predictions.csv", index=False)
         if inner:
             write_inner_predictions(out / "inner_predictions.npz", inner)
     leaderboard_plot(results, out / "leaderboard.png")
@@ -382,13 +353,13 @@ def fit(
     """Fit one candidate and save a bundle to OUT/bundle: on the training patients with a
     test evaluation (holdout/predefined split), per fold with out-of-fold evaluation and
     then on all patients (kfold split), or on all labelled patients (--all, --from)."""
-    from holomed.evaluation.fitrun import fit_mode, fit_run
+    from holomed.evaluation.fitrun import fit_mode, fit_run, save_fit
     from holomed.evaluation.trust import attention_readout  # noqa: F401 (import cost up front)
 
     with _guard(), run_lock(out):
         params = None
         if from_run is not None:
-            chosen = _read_selection(from_run)
+            chosen = read_selection(from_run)
             if spec_path is None:
                 if not chosen.get("spec_path"):
                     raise ValueError(
@@ -412,16 +383,8 @@ def fit(
         if from_run is not None:
             res["selected_by"] = str(from_run)
         trust = res
-        maps = spec.evaluation.explain and model.family == "neural"
-        if maps and mode != "all" and res.get("test_ids"):
-            from holomed.explain.maps import attribution_maps
-
-            test = cohort.subset(cohort.index_of(res["test_ids"]))
-            with console.status("attribution maps (occlusion) of signals and images ..."):
-                res["attribution_plots"] = attribution_maps(model, test, out)
-        card = model_card(res, cohort.summary(), len(cohort.excluded))
-        model.save(out / "bundle", card=card)
-        write_json(out / "results.json", res)
+        with console.status("attribution maps of signals and images, bundle ..."):
+            save_fit(model, res, cohort, out, mode)
     metrics = trust.get("metrics", {})
     where = res["evaluation"] if mode != "holdout" else f"{res['n_test']} test patients"
     t = Table(
@@ -449,25 +412,6 @@ def fit(
         f"results: {out / 'results.json'}"
     )
     _report(out)
-
-
-def _read_selection(run_dir: Path) -> dict[str, Any]:
-    """What a compare run selected: the candidate, its parameters and the spec path."""
-    path = run_dir / "results.json"
-    if not path.exists():
-        raise ValueError(f"{path}: not found; --from needs a 'holomed compare' run folder")
-    try:
-        res = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if res.get("kind") != "compare" or "selected" not in res:
-        raise ValueError(f"{path}: not the results of 'holomed compare'")
-    return {
-        "selected": res["selected"],
-        "params": res.get("selected_params"),
-        "family": res.get("selected_family"),
-        "spec_path": res.get("spec_path"),
-    }
 
 
 def _report(run_dir: Path) -> None:
@@ -499,7 +443,7 @@ def robustness(
         spec, cohort = _load(spec_path, set_)
         params = None
         if from_run is not None:
-            chosen = _read_selection(from_run)
+            chosen = read_selection(from_run)
             fusion = chosen["selected"]
             params = {_fusions(fusion, spec)[0]: chosen.get("params")}
         names = _fusions(fusion, spec)
@@ -607,9 +551,9 @@ def predict(
         else:
             cohort = unlabelled_cohort(model.spec, _sources(input))
         proba = model.predict_proba(cohort)
-        unknown = _unknown_categories(model)
+        unknown = unknown_categories(model)
         metrics = model.evaluate(cohort) if cohort.y is not None else None
-        df = _prediction_table(model, cohort, proba)
+        df = prediction_table(model, cohort, proba)
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
         mpath = out.with_suffix(".metrics.json")
@@ -631,66 +575,6 @@ def predict(
         )
     for line in _exclusion_lines(cohort.excluded):
         console.print(line, highlight=False)
-
-
-def _unknown_categories(model: Any) -> list[tuple[str, str, int]]:
-    """(modality, column, count) of categorical values the last transform had not seen
-    in training (counts only: the values themselves are never shown)."""
-    out = []
-    for name, pre in getattr(model, "preprocessors_", {}).items():
-        for column, n in (getattr(pre, "unknown_categories_", None) or {}).items():
-            out.append((name, str(column), int(n)))
-    return out
-
-
-def _excluded_patients(cohort: Any) -> dict[str, str]:
-    """{id: reason} of the patients excluded as a whole (``scope: patient``) and so not
-    in ``cohort.ids``."""
-    kept = set(cohort.ids)
-    out: dict[str, str] = {}
-    for e in cohort.excluded:
-        pid = str(e.get("id"))
-        if e.get("scope") == "patient" and pid not in kept:
-            out[pid] = f"{out[pid]}; {e['reason']}" if pid in out else str(e["reason"])
-    return out
-
-
-def _prediction_table(model: Any, cohort: Any, proba: Any) -> Any:
-    """One row per patient: scores, the predicted class (survival: the risk score and the
-    survival probability at each horizon), which modalities it had, and, for a patient
-    excluded as a whole, an empty score and ``excluded_reason``."""
-    import pandas as pd
-
-    from holomed.survival import output_names
-
-    df = pd.DataFrame({"id": cohort.ids})
-    if model.task_.name == "survival":  # risk, then survival at each horizon
-        for j, c in enumerate(output_names(model.spec.target.horizons)):
-            df[c] = proba[:, j]
-    elif proba.ndim == 1:
-        df["prediction"] = proba
-    else:
-        for j, c in enumerate(model.classes_):
-            df[f"p_{c}"] = proba[:, j]
-        if model.task_.name == "multilabel":
-            sep = model.spec.target.separator
-            df["predicted"] = [
-                sep.join(c for c, on in zip(model.classes_, row, strict=True) if on)
-                for row in proba >= 0.5
-            ]
-        else:
-            df["predicted"] = [model.classes_[i] for i in proba.argmax(1)]
-    for name in model.preprocessors_:
-        df[f"has_{name}"] = cohort.modalities[name].present if name in cohort.modalities else False
-    df["excluded_reason"] = ""
-    lost = _excluded_patients(cohort)
-    if lost:
-        extra = pd.DataFrame({"id": list(lost), "excluded_reason": list(lost.values())})
-        for name in model.preprocessors_:
-            extra[f"has_{name}"] = False
-        df = pd.concat([df, extra[[c for c in df.columns if c in extra.columns]]])
-        df = df.reset_index(drop=True)
-    return df
 
 
 def _exclusion_lines(excluded: list[dict[str, Any]], shown: int = 10) -> list[str]:

@@ -120,3 +120,22 @@ def write_inner_predictions(path: Path | str, inner: list[dict[str, Any]]) -> Pa
         np.savez_compressed(fh, **arrays)
     os.replace(tmp, path)
     return path
+
+
+def read_selection(run_dir: Path) -> dict[str, Any]:
+    """What a compare run selected: the candidate, its parameters and the spec path."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        raise ValueError(f"{path}: not found; --from needs a 'holomed compare' run folder")
+    try:
+        res = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if res.get("kind") != "compare" or "selected" not in res:
+        raise ValueError(f"{path}: not the results of 'holomed compare'")
+    return {
+        "selected": res["selected"],
+        "params": res.get("selected_params"),
+        "family": res.get("selected_family"),
+        "spec_path": res.get("spec_path"),
+    }

@@ -15,6 +15,7 @@ Three modes:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,9 @@ from holomed.candidate import Candidate
 from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
 from holomed.evaluation.trust import assess, curves, fit_results
+from holomed.explain.maps import attribution_maps
+from holomed.provenance import model_card
+from holomed.runfiles import write_json
 from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
 from holomed.scoring.survival import metric_context, survival_summary
 from holomed.spec import Spec
@@ -148,3 +152,16 @@ def fit_run(
     res = fit_results(spec, cohort, model, len(cohort), len(cohort), trust)
     res["n_folds"] = len(splits)
     return model, res
+
+
+def save_fit(model: Candidate, res: dict[str, Any], cohort: Cohort, out: Path, mode: str) -> None:
+    """Write a fit run to ``out``: attribution maps of the test patients' signals and
+    images (neural candidates, when the run has test patients and ``evaluation.explain``),
+    the bundle with its model card (``out/bundle``), and ``out/results.json``."""
+    if model.spec.evaluation.explain and model.family == "neural":
+        if mode != "all" and res.get("test_ids"):
+            test = cohort.subset(cohort.index_of(res["test_ids"]))
+            res["attribution_plots"] = attribution_maps(model, test, out)
+    card = model_card(res, cohort.summary(), len(cohort.excluded))
+    model.save(out / "bundle", card=card)
+    write_json(out / "results.json", res)
