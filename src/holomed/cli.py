@@ -829,11 +829,19 @@ def deid(
     linkage: Annotated[
         Path | None, typer.Option(help="write the pseudonym -> id table here (outside OUT)")
     ] = None,
+    tables: Annotated[
+        bool | None,
+        typer.Option(
+            "--tables/--frames",
+            help="EHR specs: de-identify the raw ehr.tables (default when "
+            "privacy.ehr_tables is set), or the frames the cohort trains on",
+        ),
+    ] = None,
 ) -> None:
     """De-identify a cohort: keyed pseudonyms in every modality, notes through Presidio,
     DICOM through the PS3.15 Basic profile (modified dates), declared columns dropped,
-    pseudonymised or date-shifted. Writes OUT/spec.yaml that reads the result, and
-    OUT/deid_report.json (counts only)."""
+    pseudonymised or date-shifted; for an EHR spec, its raw tables (--tables). Writes
+    OUT/spec.yaml that reads the result, and OUT/deid_report.json (counts only)."""
     from holomed.privacy.cohort import deidentify_cohort
     from holomed.privacy.keys import load_key
     from holomed.privacy.outputs import activate
@@ -845,7 +853,9 @@ def deid(
         key = load_key(
             key_file or (spec.resolve(spec.privacy.key_file) if spec.privacy.key_file else None)
         )
-        rep = deidentify_cohort(spec, out, key, linkage, tick=lambda m: console.print(m))
+        rep = deidentify_cohort(
+            spec, out, key, linkage, tick=lambda m: console.print(m), tables=tables
+        )
         console.print(
             f"{rep['patients']} patients de-identified in {rep['seconds']} s -> {out}/spec.yaml "
             f"(report: {out}/deid_report.json)"

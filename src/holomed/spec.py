@@ -423,6 +423,61 @@ class EvaluationSpec(_Strict):
         return v
 
 
+class EhrTablesPrivacy(_Strict):
+    """How ``holomed deid --tables`` de-identifies the raw tables of the ``ehr:`` section
+    (:mod:`holomed.privacy.ehr_tables`); table settings are keyed by the table's alias in
+    ``ehr.tables``.
+
+    ``person``: the column holding the person id (MIMIC: ``subject_id``). Its values get
+    the patient pseudonym every other modality gets (``key.pseudonym(id)``), and every
+    date of a row moves by that person's offset (``key.date_shift_days``).
+    ``id_columns``: the other identifier columns, replaced wherever they appear, as a list
+    (``[hadm_id, stay_id]``) or ``{column: kind}`` when one kind of id has several column
+    names (``{order_provider_id: provider_id}``). A value's pseudonym is
+    ``key.pseudonym(kind + ":" + value)``: the same value of one kind gets the same
+    pseudonym in every table (joins still work); kinds never collide with each other nor
+    with persons. A column whose kind is ``person`` is a person column too.
+    ``links``: ``{id kind: table}`` — the table that ties an id to its person, for tables
+    without the person column (chartevents by ``stay_id`` -> icustays); by default the
+    smallest table holding both columns, unless its ids are shared by several persons
+    (providers, caregivers: then no link). A declared link with such an id is an error.
+    ``date_columns``: ``{table: [columns]}`` shifted by the row's person offset (a value
+    that cannot be read as a date, or a row whose person is unknown, becomes missing and
+    is counted; never kept). ``detect_dates`` (default on): other text columns whose
+    values are at least half date-like in the first chunk are shifted too (the others set
+    missing and counted); fewer date-like values, or any after the first chunk, in a
+    column not declared is an error (declare it as a date, text or dropped column).
+    ``year_columns``: ``{table: [columns]}`` of whole years (MIMIC ``anchor_year``),
+    moved by the shift rounded to whole years (so a year-difference with a shifted date
+    can be off by one).
+    ``drop_columns``: ``{table: [columns]}`` removed. ``text_columns``: ``{table:
+    [columns]}`` of free text, dropped (``text: drop``, the default) or passed through
+    the note de-identifier (``text: deidentify``, surrogates or tags as ``notes``).
+    Tables with none of these columns (dictionaries such as ``d_items``) are copied
+    byte for byte."""
+
+    person: str = "subject_id"
+    id_columns: dict[str, str] = Field(default_factory=dict)
+    links: dict[str, str] = Field(default_factory=dict)
+    date_columns: dict[str, list[str]] = Field(default_factory=dict)
+    detect_dates: bool = True
+    year_columns: dict[str, list[str]] = Field(default_factory=dict)
+    drop_columns: dict[str, list[str]] = Field(default_factory=dict)
+    text_columns: dict[str, list[str]] = Field(default_factory=dict)
+    text: Literal["drop", "deidentify"] = "drop"
+
+    @field_validator("id_columns", mode="before")
+    @classmethod
+    def _id_kinds(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            if not all(isinstance(c, str) for c in v):
+                raise ValueError("expected a list of column names or {column: kind}")
+            return {c: c for c in v}
+        return v
+
+
 class PrivacySpec(_Strict):
     """Pseudonyms in outputs, and what ``holomed deid`` removes, pseudonymises or shifts.
 
@@ -432,7 +487,10 @@ class PrivacySpec(_Strict):
     :mod:`holomed.privacy.keys`). For ``holomed deid``, per modality name (or ``target``):
     ``drop_columns`` are removed, ``pseudonym_columns`` (other ids, e.g. a person column
     grouping admissions) are replaced by pseudonyms, ``date_columns`` are shifted by the
-    patient's offset; ``notes``: surrogates (shifted dates, fake names) or type tags."""
+    patient's offset; ``notes``: surrogates (shifted dates, fake names) or type tags.
+    ``ehr_tables`` (:class:`EhrTablesPrivacy`): for a spec with an ``ehr:`` section, the
+    raw tables themselves are de-identified (ids, dates, free text), and the new spec
+    reads them."""
 
     pseudonymise: bool = False
     key_file: str | None = None
@@ -442,6 +500,7 @@ class PrivacySpec(_Strict):
     notes: Literal["surrogate", "tag"] = "surrogate"
     language: str = "en"
     max_shift_days: int = Field(365, ge=1, le=3650)
+    ehr_tables: EhrTablesPrivacy | None = None
 
 
 class Spec(_Strict):

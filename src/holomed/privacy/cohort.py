@@ -352,11 +352,22 @@ def deidentify_cohort(
     key: PrivacyKey,
     linkage: Path | str | None = None,
     tick: Callable[[str], None] | None = None,
+    tables: bool | None = None,
 ) -> dict[str, Any]:
     """De-identify the cohort ``spec`` describes into ``out`` (module doc); returns the
-    report written as ``out/deid_report.json``."""
+    report written as ``out/deid_report.json``.
+
+    ``tables``: for a spec with an ``ehr:`` section, de-identify the raw EHR tables
+    themselves (:mod:`holomed.privacy.ehr_tables`) rather than the frames the cohort
+    trains on; ``None`` (default) does so when ``privacy.ehr_tables`` is set."""
     import yaml
 
+    if tables is None:
+        tables = spec.ehr is not None and spec.privacy.ehr_tables is not None
+    if tables:
+        from holomed.privacy.ehr_tables import deidentify_ehr_tables
+
+        return deidentify_ehr_tables(spec, out, key, linkage=linkage, tick=tick)
     tick = tick or (lambda _m: None)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
