@@ -14,7 +14,7 @@ import torch
 from PIL import Image as PILImage
 
 import holomed.encoders.image  # noqa: F401  (registers the image encoders)
-import holomed.modalities.image as image_kind
+import holomed.modalities.image.loading as image_loading
 from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import create_encoder
@@ -168,7 +168,7 @@ def test_second_transform_hits_the_cache_and_decodes_nothing(pngs, tmp_path, mon
     def boom(path):
         raise AssertionError(f"decoded {path}")
 
-    monkeypatch.setattr(image_kind, "read_image", boom)
+    monkeypatch.setattr(image_loading, "read_image", boom)
     again = ImagePreprocessor.from_state(*pre.get_state())  # a new process, same cache
     x2 = again.transform(d)
     np.testing.assert_array_equal(x1, x2)
