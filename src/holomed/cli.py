@@ -41,6 +41,20 @@ SpecArg = Annotated[
     Path | None, typer.Argument(help="spec YAML; default: the embedded SYNTHETIC demo")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="output directory")]
+BundleArg = Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")]
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="MODALITY=FILE, repeatable; absent modalities are missing"),
+]
+DatasetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dataset-option",
+        "-d",
+        help="KEY=VALUE: read the model's dataset with these options instead of files, "
+        "e.g. path=/data/physionet2012/set-b; labelled data are also evaluated",
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -513,22 +527,9 @@ def impute(
 
 @app.command()
 def predict(
-    bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
-    input: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input", "-i", help="MODALITY=FILE, repeatable; absent modalities are missing"
-        ),
-    ] = None,
-    dataset_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--dataset-option",
-            "-d",
-            help="KEY=VALUE: read the model's dataset with these options instead of files, "
-            "e.g. path=/data/physionet2012/set-b; labelled data are also evaluated",
-        ),
-    ] = None,
+    bundle: BundleArg,
+    input: InputOpt = None,
+    dataset_option: DatasetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("predictions.csv"),
 ) -> None:
     """Predict new patients; any modality may be missing for any patient. A patient
@@ -615,7 +616,7 @@ def _exclusion_lines(excluded: list[dict[str, Any]], shown: int = 10) -> list[st
 
 @app.command()
 def explain(
-    bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
+    bundle: BundleArg,
     input: Annotated[list[str], typer.Option("--input", "-i", help="MODALITY=FILE, repeatable")],
     out: OutOpt = Path("runs/explain"),
     maps: Annotated[
@@ -676,21 +677,9 @@ def explain(
 
 @app.command()
 def draft(
-    bundle: Annotated[Path, typer.Argument(help="bundle directory from 'holomed fit'")],
-    input: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input", "-i", help="MODALITY=FILE, repeatable; absent modalities are missing"
-        ),
-    ] = None,
-    dataset_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--dataset-option",
-            "-d",
-            help="KEY=VALUE: read the model's dataset with these options instead of files",
-        ),
-    ] = None,
+    bundle: BundleArg,
+    input: InputOpt = None,
+    dataset_option: DatasetOpt = None,
     out: OutOpt = Path("runs/draft"),
     attributes: Annotated[
         Path | None,

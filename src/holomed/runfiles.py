@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,23 @@ def read_selection(run_dir: Path) -> dict[str, Any]:
         "family": res.get("selected_family"),
         "spec_path": res.get("spec_path"),
     }
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path | str) -> Iterator[Path]:
+    """A folder written whole or not at all: yields ``OUT.partial`` (a left-over one from
+    an interrupted run is removed first), renamed to ``OUT`` when the block ends without
+    error (``OUT`` must then be absent or empty) and removed when it does not."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)  # a previous interrupted run
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if out.exists():
+            out.rmdir()
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -64,8 +64,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -78,6 +76,7 @@ import pandas as pd
 
 from holomed.cohort import Cohort, patient_splits
 from holomed.errors import HolomedError
+from holomed.runfiles import staged_folder
 from holomed.spec import Spec
 
 MODELS = ("copula", "ctgan", "tvae")
@@ -678,11 +677,7 @@ def synthesize(
     frames, attributes = codec.decode(sampled, y_syn, ids)
     t_sample = time.perf_counter() - t0
 
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
+    with staged_folder(out) as partial:
         for m, df in frames.items():
             df.rename_axis(ID_COLUMN).to_csv(partial / f"{m}.csv")
         labels = pd.DataFrame({spec.target.column: [cohort.classes[c] for c in y_syn]}, index=ids)
@@ -750,12 +745,6 @@ def synthesize(
         }
         (partial / "synthesis_report.json").write_text(json.dumps(_clean(report), indent=1))
         (partial / "SYNTHETIC.md").write_text(_readme(report))
-        if out.exists():
-            out.rmdir()
-        os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return report
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -52,6 +51,7 @@ import pandas as pd
 
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
+from holomed.runfiles import staged_folder
 
 SUPPORTED = ("tabular", "omics", "text", "image", "timeseries", "signal")
 
@@ -384,14 +384,10 @@ def deidentify_cohort(
     t0 = time.perf_counter()
     excluded: list[dict] = []
     raw, target = raw_frames(spec, excluded)
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # a previous interrupted run
-    partial.mkdir(parents=True)
     report: dict[str, Any] = {"modalities": {}, "patients": 0}
     written: dict[str, str] = {}
     ids: set[str] = set()
-    try:
+    with staged_folder(out) as partial:
         for m in spec.modalities:
             df = raw[m.name]
             ids.update(map(str, df["id"] if m.kind == "timeseries" else df.index))
@@ -441,10 +437,4 @@ def deidentify_cohort(
             pd.DataFrame(
                 {"pseudonym": [key.pseudonym(i) for i in sorted(ids)], "id": sorted(ids)}
             ).to_csv(linkage, index=False)
-        if out.exists():
-            out.rmdir()
-        os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return report

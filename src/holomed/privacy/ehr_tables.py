@@ -67,6 +67,7 @@ import pandas as pd
 
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
+from holomed.runfiles import staged_folder
 
 CHUNK_ROWS = 200_000
 # a whole cell that reads as a date or a date-time (ISO, or US month/day/year)
@@ -629,12 +630,8 @@ def deidentify_ehr_tables(
             raise PrivacyError(f"{linkage}: the linkage table must be written outside {out}")
     t0 = time.perf_counter()
     run = _Run(spec, key, tick, chunk_rows)
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # a previous interrupted run
-    partial.mkdir(parents=True)
     report: dict[str, Any] = {"tables": {}}
-    try:
+    with staged_folder(out) as partial:
         rows = 0
         for alias, t in run.tables.items():
             tick(f"de-identifying table {alias} ({len(t.files)} file(s))")
@@ -669,10 +666,4 @@ def deidentify_ehr_tables(
             pd.DataFrame({"pseudonym": [key.pseudonym(i) for i in ids], "id": ids}).to_csv(
                 linkage, index=False
             )
-        if out.exists():
-            out.rmdir()
-        os.replace(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return report
