@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -366,11 +367,15 @@ def fit(
 ) -> None:
     """Fit one candidate and save a bundle to OUT/bundle: on the training patients with a
     test evaluation (holdout/predefined split), per fold with out-of-fold evaluation and
-    then on all patients (kfold split), or on all labelled patients (--all, --from)."""
+    then on all patients (kfold split), or on all labelled patients (--all, --from).
+    Started by torchrun or srun (one process per device, ``training.strategy: ddp``), every
+    process trains and global rank 0 alone takes the run folder and writes."""
     from holomed.evaluation.fitrun import fit_mode, fit_run, save_fit
     from holomed.evaluation.trust import attention_readout  # noqa: F401 (import cost up front)
+    from holomed.training import global_rank
 
-    with _guard(), run_lock(out):
+    rank = global_rank()  # from the launcher's environment: RANK / SLURM_PROCID
+    with _guard(), run_lock(out) if rank == 0 else contextlib.nullcontext(out):
         params = None
         if from_run is not None:
             chosen = read_selection(from_run)
@@ -397,6 +402,9 @@ def fit(
         if from_run is not None:
             res["selected_by"] = str(from_run)
         trust = res
+        if rank != 0:
+            console.print(f"rank {rank}: trained; rank 0 writes {out}")
+            return
         with console.status("attribution maps of signals and images, bundle ..."):
             save_fit(model, res, cohort, out, mode)
     metrics = trust.get("metrics", {})

@@ -166,6 +166,31 @@ def test_torchrun_two_processes_predict_as_one_and_write_once(study, tmp_path):
     np.testing.assert_allclose(saved, pred["p_1"].to_numpy(), atol=1e-6)
 
 
+def test_holomed_fit_under_torchrun_trains_on_every_rank_and_writes_once(study, tmp_path):
+    """``holomed fit`` started by torchrun: both processes train in step, rank 0 alone
+    takes the run folder's lock and writes the bundle, which predicts as one process."""
+    path, _, cohort, _, _, p1 = study
+    out = tmp_path / "fit"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "holomed.cli", "fit", str(path), "--out", str(out),
+        "--set", "training.devices=2", "--set", "training.strategy=ddp",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOLOMED_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "rank 1: trained; rank 0 writes" in r.stdout
+    assert not (out / ".holomed.lock").exists() and (out / "results.json").is_file()
+    results = yaml.safe_load((out / "results.json").read_text())
+    assert results["history"]["processes"] == 2
+    from holomed.candidates import load
+
+    p2 = load(out / "bundle").predict_proba(cohort)[:, 1]
+    delta = float(np.abs(p2 - p1).max())
+    print(f"holomed fit under torchrun: max |dp| = {delta:.2e} over {len(p1)} patients")
+    assert delta <= TOL
+
+
 # -- launching on several machines, dry ---------------------------------------------------
 
 LAUNCH_VARS = (
