@@ -41,14 +41,13 @@ from typing import Any
 import numpy as np
 
 from holomed.explain.records import explanation_record, num, output_record, score_meaning
+from holomed.scoring.metrics import LOWER_IS_BETTER
 
 EVIDENCE_LABEL = (
     "DRAFT — generated from the model's outputs by fixed templates; not a diagnosis, "
     "not reviewed by a clinician"
 )
 PROBABILITY_TASKS = ("binary", "multiclass", "multilabel")
-HIGHER_IS_BETTER = ("auroc", "tpr", "ppv", "c_index")
-LOWER_IS_BETTER = ("fpr", "ece")
 METRIC_WORDS = {
     "auroc": "AUROC",
     "tpr": "sensitivity (TPR)",
@@ -481,13 +480,13 @@ def patient_group(value: Any, edges: Sequence[float] | None) -> str:
 
 
 def _worse_side(metric: str, between: Sequence[str]) -> list[str]:
-    if metric in HIGHER_IS_BETTER:
-        return [str(between[1])]  # the gap is max - min: the second is the lower
-    if metric in LOWER_IS_BETTER:
-        return [str(between[0])]
+    """The group on the worse side of an audit gap (max - min: ``between`` is the group
+    with the higher value, then the lower); either side for a calibration gap."""
     if metric == "calibration_gap":
         return [str(g) for g in between]
-    return []
+    if metric == "prevalence":
+        return []
+    return [str(between[0] if metric in LOWER_IS_BETTER else between[1])]
 
 
 def _subgroups(w: _Writer, bins: Mapping[str, Sequence[float]]) -> None:

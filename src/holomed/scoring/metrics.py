@@ -30,7 +30,7 @@ CLASSIFICATION = (
 )
 REGRESSION = ("mae", "rmse", "r2")
 MULTILABEL = ("auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy", "hamming_loss", "brier")
-LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss", "ibs"}
+LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss", "ibs", "fpr"}
 
 
 def log_loss(task: str, y: np.ndarray, out: np.ndarray, eps: float = 1e-6) -> float:
