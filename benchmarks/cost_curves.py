@@ -230,15 +230,21 @@ def spec_dict(folder: Path, series: bool, fusion: str, epochs: int, store: str |
 
 
 def patch_presence_lookup() -> None:
-    """``holomed.cohort.modality_data`` marks presence with ``np.isin`` over object
+    """``holomed.cohort.modality_data`` marked presence with ``np.isin`` over object
     (string) arrays, which NumPy does by comparing every id with every id: 7 s at 10k
-    patients, 809 s at 100k (measured), days at 1M. Until that line uses a hash lookup,
-    this run replaces the function by the same code with ``pd.Index.isin`` (same result:
-    checked against the original at 10k, ``--check-presence``)."""
+    patients, 809 s at 100k (measured), days at 1M. With such a version, this run replaces
+    the function by the same code with ``pd.Index.isin`` (same result: checked against the
+    original at 10k, ``--check-presence``). A version that hashes already is left alone
+    (the replacement would also undo its other changes, e.g. ``release``)."""
+    import inspect
+
     import pandas as pd
 
     import holomed.cohort as hc
     from holomed.modalities import ModalityData
+
+    if "np.isin(" not in inspect.getsource(hc.modality_data):
+        return
 
     def modality_data(spec, raw, ids):
         out = {}
@@ -439,7 +445,7 @@ def run_one(
 
 def drive(args: argparse.Namespace) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "cost_curves.json"
+    path = Path(args.results) if args.results else OUT / "cost_curves.json"
     doc = json.loads(path.read_text()) if path.exists() and not args.fresh else {"runs": []}
     doc["machine"] = {
         "cpus_seen": os.cpu_count(),
@@ -470,7 +476,13 @@ def drive(args: argparse.Namespace) -> None:
                 path.write_text(json.dumps(doc, indent=1))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    plot(doc)
+    if args.results:  # a side file: summarised, not drawn (the figure is the main file's)
+        doc["summary"] = summary(doc)
+        path.write_text(json.dumps(doc, indent=1))
+        for r in doc["summary"]:
+            print(json.dumps(r))
+    else:
+        plot(doc)
 
 
 # -- summary and plot ---------------------------------------------------------------
@@ -671,6 +683,8 @@ def main() -> None:
     ap.add_argument("--work", help="folder for the generated data (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     ap.add_argument("--fresh", action="store_true", help="start a new results file")
+    ap.add_argument("--results", help="append the runs to this JSON file instead of "
+                    "benchmarks/results/scale/cost_curves.json (no figure drawn)")  # fmt: skip
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the markdown tables")
     ap.add_argument("--original-lookup", action="store_true",

@@ -210,21 +210,26 @@ def read_modalities(
 
 
 def modality_data(
-    spec: Spec, raw: dict[str, pd.DataFrame], ids: list[str]
+    spec: Spec, raw: dict[str, pd.DataFrame], ids: list[str], release: bool = False
 ) -> dict[str, ModalityData]:
     """Checked frames by modality (see :func:`read_modalities`) aligned to ``ids``: each
-    modality's values and presence mask; a patient missing from a frame is absent."""
+    modality's values and presence mask; a patient missing from a frame is absent.
+
+    ``release``: each frame is taken out of ``raw`` once aligned, so that a wide frame
+    and its aligned copy are held together one modality at a time, not all at once."""
     out = {}
+    index = pd.Index(ids)
     for m in spec.modalities:
         if m.name not in raw:
             continue
-        df = raw[m.name]
+        df = raw.pop(m.name) if release else raw[m.name]
         out[m.name] = ModalityData(
             kind=m.kind,
-            values=df.reindex(ids),
-            present=pd.Index(ids).isin(df.index),  # hashed: np.isin on text is quadratic
+            values=df.reindex(ids),  # a list: the frame's index keeps its name
+            present=index.isin(df.index),  # hashed: np.isin on text is quadratic
             feature_names=[str(c) for c in df.attrs.get("feature_names", df.columns)],
         )
+        del df
     return out
 
 
@@ -266,7 +271,7 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
         spec,
         Cohort(
             ids=np.asarray(ids, dtype=str),
-            modalities=modality_data(sub, raw, ids),
+            modalities=modality_data(sub, raw, ids, release=True),
             y=None,
             task=spec.target.task,
             classes=spec.target.classes,
@@ -356,7 +361,7 @@ def build_cohort(
         y, classes = _encode_target(
             target.loc[ids, t.column], t.task, t.classes, twhere, t.separator
         )
-    modalities = modality_data(spec, raw, ids)
+    modalities = modality_data(spec, raw, ids, release=True)  # ``raw`` is not used after
     for name, md in modalities.items():
         if not md.present.any():
             raise CohortError(f"modality {name!r}: none of its ids match a labelled patient")
@@ -556,7 +561,7 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
         spec,
         Cohort(
             ids=np.asarray(ids, dtype=str),
-            modalities=modality_data(spec, raw, ids),
+            modalities=modality_data(spec, raw, ids, release=True),
             task=spec.target.task,
             classes=spec.target.classes,
             excluded=excluded,

@@ -114,7 +114,7 @@ def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.
             f"{path}: id column {id_column!r} not found; columns are {list(df.columns)[:10]}"
         )
     ids = read_ids(df[id_column], path, id_column)
-    df = df.drop(columns=[id_column])
+    del df[id_column]  # in place: ``drop`` would copy every other column (wide omics)
     df.index = pd.Index(ids.to_numpy(), dtype=object)
     df.index.name = str(id_column)
     df.columns = [str(c) for c in df.columns]
