@@ -140,6 +140,22 @@ def test_two_spawned_processes_predict_as_one(study):
         assert os.environ.get(key) == before.get(key)
 
 
+def test_two_processes_reading_the_on_disk_store_predict_as_one(study, tmp_path):
+    """DDP with ``training.store``: the spawned workers read their batches from the
+    memory-mapped store (the rows travel to them as a path, not as arrays)."""
+    _, spec, cohort, train_idx, _, p1 = study
+    two = override_spec(
+        spec,
+        {"training.devices": 2, "training.strategy": "ddp", "training.store": str(tmp_path)},
+    )
+    m2 = Model(two).fit(cohort.subset(train_idx))
+    assert m2.history_["processes"] == 2
+    assert any(tmp_path.rglob("*.npy")), "the store was written"
+    delta = float(np.abs(m2.predict_proba(cohort)[:, 1] - p1).max())
+    print(f"spawn + store: max |dp| = {delta:.2e} over {len(p1)} patients")
+    assert delta <= TOL
+
+
 def test_torchrun_two_processes_predict_as_one_and_write_once(study, tmp_path):
     path, _, cohort, _, _, p1 = study
     out = tmp_path / "run"
