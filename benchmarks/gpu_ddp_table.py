@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         row = {"run": n, "rc": int(rcs.get(n, -1)), "wall_s": float(walls.get(n, "nan"))}
         if r is not None:
             h = r["results"].get("history", {})
+            test = r["results"].get("test_metrics") or {}
             row.update(processes=h.get("processes"), epochs=h.get("epochs"),
-                       best_epoch=h.get("best_epoch"),
-                       test_auroc=(r["results"].get("test_metrics") or {}).get("auroc"))  # fmt: skip
+                       best_epoch=h.get("best_epoch"), test_auroc=test.get("auroc"))  # fmt: skip
         rows.append(row)
     pairs = []
     for run, ref, what in PAIRS:

@@ -47,6 +47,8 @@ def baseline_of(arrays: dict[str, np.ndarray]) -> Baseline:
     if offset.size != 1:
         raise ValueError(f"baseline_offset holds {offset.size} values; expected 1")
     return Baseline(arrays["baseline_times"], arrays["baseline_cumhaz"], float(offset[0]))
+
+
 L1_RATIO = 0.5
 
 

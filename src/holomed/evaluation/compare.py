@@ -188,9 +188,7 @@ def compare(
                 sel = Selection({}, {}, names[0])  # one candidate: nothing to select
                 chosen: dict[str, Any] = {names[0]: None}
             else:
-                sel = select(
-                    spec, train, names, spec.training.seed, tick, executor, (shared, tr)
-                )
+                sel = select(spec, train, names, spec.training.seed, tick, executor, (shared, tr))
                 chosen = {nm: s.params for nm, s in sel.scored.items()}
             selection_log.append({"fold": fold, **sel.to_json()})
             if inner is not None and sel.scored:
