@@ -17,6 +17,7 @@ import torch
 
 from holomed.candidate import Candidate, Param, register_candidate
 from holomed.cohort import Cohort, carve_validation
+from holomed.encoders.base import FitData
 from holomed.errors import CohortError
 from holomed.fusion import fusion_names, get_fusion
 from holomed.modalities import Preprocessor, get_modality
@@ -213,6 +214,19 @@ class Model(Candidate):
         self.classes_ = train_cohort.classes
         self.net_ = self._build_net()
         ds = CohortTensors(*self._arrays(fit_c), fit_c.y)
+        self.net_.fit_start(  # encoders fitted from data (e.g. alignment): training rows only
+            FitData(
+                fetch=ds.__getitems__,
+                present={k: v.numpy() for k, v in ds.present.items()},
+                y=fit_c.y,
+                task=self.task_.name,
+                ids=list(fit_c.ids),
+                cohort_ids=list(train_cohort.ids),
+                groups=fit_c.groups,
+                seed=self.seed_,
+                encoders={},
+            )
+        )
         val_arrays = self._arrays(val_c) if val_c is not None else None
         vds = CohortTensors(*val_arrays, val_c.y) if val_c is not None else None
         n_params = sum(p.numel() for p in self.net_.parameters())

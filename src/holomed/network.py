@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from holomed.encoders import Encoded, create_encoder
+from holomed.encoders.base import FitData
 from holomed.fusion import get_fusion
 
 
@@ -74,6 +75,16 @@ class MultimodalNet(nn.Module):
                 self.aux_losses.append(e.aux_loss)
             out[n] = Encoded(emb, tok, token_mask=mask)
         return out
+
+    def fit_start(self, data: FitData) -> None:
+        """Call every encoder's ``fit_start(name, data)`` hook, where it has one (see
+        :mod:`holomed.encoders.base`), in modality order; ``data`` holds the training
+        patients of this fit only. Identity encoders (input-level fusion) have none."""
+        data.encoders = dict(self.encoders.items())
+        for name, enc in self.encoders.items():
+            hook = getattr(enc, "fit_start", None)
+            if callable(hook):
+                hook(name, data)
 
     def input_weights(self) -> list[torch.Tensor]:
         """Weight matrices that read a modality's input features directly (an encoder's

@@ -1,12 +1,21 @@
 """Encoder contract and registry: an ``nn.Module`` with ``out_dim`` whose
 ``forward(x)`` returns :class:`Encoded` (an embedding ``(B, d)`` and, where it has
-them, tokens ``(B, T, d)``). Encoders only ever see present patients' rows."""
+them, tokens ``(B, T, d)``). Encoders only ever see present patients' rows.
+
+Optional fit-time hook: an encoder with a method ``fit_start(name, data)`` is called
+once by the model's fit, after the network is built and before it trains, with
+:class:`FitData` (the fit's training patients only, all modalities). It is for state
+an encoder fits from data rather than by the network's loss (e.g. the image-text
+alignment of ``aligned_image`` / ``aligned_text``); whatever it sets must live in the
+module's state dict, so a saved model needs no hook to load."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -25,7 +34,31 @@ class Encoded:
     token_mask: torch.Tensor | None = None
 
 
-BUILTIN = ("image", "mlp", "signal", "text", "timeseries")
+@dataclass
+class FitData:
+    """What ``fit_start`` hooks see: the fit's training patients (the validation
+    carve-out excluded), never anyone else. ``fetch(rows)`` -> ``{"x": {modality:
+    (k, ...) tensor}, "present": {modality: (k,) bool}, "y": (k, ...)}`` for positions
+    ``rows`` (absent rows zero-filled); ``present`` (n,) per modality; ``y``, ``task``;
+    ``ids`` (n,) the patients' (pseudonymised) ids; ``cohort_ids`` every patient given
+    to the fit (the validation carve-out too: not evaluation patients, but not rows
+    here either); ``groups`` (persons) or None;
+    ``seed``; ``encoders`` every modality's encoder by modality name; ``shared`` a dict
+    the hooks of one fit share (e.g. one alignment for a pair of encoders)."""
+
+    fetch: Callable[[Any], dict[str, Any]]
+    present: dict[str, np.ndarray]
+    y: np.ndarray | None
+    task: str
+    ids: Sequence[Any] | None
+    cohort_ids: Sequence[Any] | None
+    groups: np.ndarray | None
+    seed: int
+    encoders: dict[str, nn.Module]
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+BUILTIN = ("aligned", "image", "mlp", "signal", "text", "timeseries")
 
 
 def _builtins() -> None:

@@ -50,8 +50,11 @@ and report drafts (:mod:`holomed.generative.draft`).
 Saved state (:meth:`ImageTextAligner.save`): ``aligned_heads.safetensors`` (the tuned
 layers, projection heads, temperature, the image preprocessor's arrays) and
 ``aligned_heads.json`` (settings, preprocessor state, sha256 of the EfficientNet weights
-file and a fingerprint of the sentence model, checked on load). No pickle; the frozen
-weights are the packages', not copied.
+file and a fingerprint of the sentence model, checked on load; with the patients' ids
+given to ``fit``, keyed digests of them, see :func:`holomed.encoders.aligned.patient_digests`).
+No pickle; the frozen weights are the packages', not copied. Encoders ``aligned_image`` /
+``aligned_text`` (:mod:`holomed.encoders.aligned`) use these heads (option ``heads``) or
+align inside a fusion model's fit with the same recipe.
 """
 
 from __future__ import annotations
@@ -74,12 +77,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from holomed.encoders.aligned import HEADS_FILE, info_nce, patient_digests, projection_head
+from holomed.encoders.aligned import HEADS_FORMAT as FORMAT
+from holomed.encoders.aligned import HEADS_FORMAT_VERSION as FORMAT_VERSION
+from holomed.encoders.aligned import HEADS_META as META_FILE
 from holomed.errors import HolomedError
 
-FORMAT = "holomed-aligned-heads"
-FORMAT_VERSION = 1
-HEADS_FILE = "aligned_heads.safetensors"
-META_FILE = "aligned_heads.json"
 TUNES = ("projection", "conv_head", "last_block")
 IMAGE_DIM = 1280
 TEXT_DIM = 384
@@ -313,17 +316,7 @@ class ImageFeatures:
 # -- heads and loss -------------------------------------------------------------------
 
 
-def _projection(d_in: int, dim: int, hidden: int, dropout: float) -> nn.Sequential:
-    if hidden:
-        return nn.Sequential(
-            nn.LayerNorm(d_in),
-            nn.Dropout(dropout),
-            nn.Linear(d_in, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, dim),
-        )
-    return nn.Sequential(nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, dim))
+_projection = projection_head  # the heads of encoders aligned_image / aligned_text too
 
 
 class AlignedHeads(nn.Module):
@@ -357,21 +350,6 @@ class AlignedHeads(nn.Module):
 
     def text(self, emb: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(emb), dim=1)
-
-
-def info_nce(
-    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, same: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Symmetric InfoNCE of matched rows ``img[i]`` <-> ``txt[i]`` (unit vectors):
-    the mean of the image->text and text->image cross-entropies of ``scale * cos``.
-    ``same`` (n, n) bool marks further positives (identical notes): the target is then
-    spread evenly over them."""
-    logits = scale * img @ txt.T
-    target = torch.eye(len(img), device=img.device) if same is None else same.to(img.dtype)
-    target = target / target.sum(1, keepdim=True)
-    a = -(target * logits.log_softmax(1)).sum(1).mean()
-    b = -(target.T * logits.T.log_softmax(1)).sum(1).mean()
-    return (a + b) / 2
 
 
 # -- the estimator ------------------------------------------------------------------
@@ -541,12 +519,16 @@ class ImageTextAligner:
         groups: np.ndarray | None = None,
         y: np.ndarray | None = None,
         features: ImageFeatures | None = None,
+        ids: Sequence[Any] | None = None,
     ) -> ImageTextAligner:
         """Fit on training patients: ``images`` (image ModalityData, every row present)
         and their ``texts`` (one note per patient, same order). ``groups`` (persons) keep
         a person's patients on one side of the validation carve-out; ``y`` stratifies
         it. ``features``: the trunk's features of ``images`` when already computed with
-        this aligner's preprocessor (``image_features``)."""
+        this aligner's preprocessor (``image_features``). ``ids``: the patients' ids,
+        recorded in the saved heads as keyed digests (:func:`patient_digests`, a random
+        salt per fit), so a fusion model reusing the heads can tell whether they saw its
+        evaluation patients (:mod:`holomed.encoders.aligned`)."""
         from holomed.cohort import carve_validation
         from holomed.modalities.image import ImagePreprocessor
 
@@ -600,6 +582,12 @@ class ImageTextAligner:
                 )
         self.heads_.eval()
         self.n_pairs_ = n
+        self.patients_ = None
+        if ids is not None:
+            if len(ids) != n:
+                raise AlignError(f"{len(ids)} ids for {n} image-text pairs")
+            salt = os.urandom(16).hex()
+            self.patients_ = {"salt": salt, "hmac_sha256": patient_digests(ids, salt)}
         self.n_fit_, self.n_val_ = len(fit_rows), len(val_rows)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -799,6 +787,8 @@ class ImageTextAligner:
                 "logit_scale": self.logit_scale_,
             },
         }
+        if getattr(self, "patients_", None):
+            meta["fit"]["patients"] = self.patients_
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         if folder.exists():
             shutil.rmtree(folder)
@@ -861,6 +851,7 @@ class ImageTextAligner:
         model.n_pairs_ = fit.get("pairs", 0)
         model.n_fit_, model.n_val_ = fit.get("fit_patients", 0), fit.get("val_patients", 0)
         model.best_epoch_ = fit.get("best_epoch", 0)
+        model.patients_ = fit.get("patients")
         model.history_ = []
         return model
 
@@ -1372,4 +1363,5 @@ def fit_aligner(
         [data["texts"][i] for i in rows],
         groups=None if cohort.groups is None else cohort.groups[rows],
         y=cohort.y[rows] if classify else None,
+        ids=[str(i) for i in np.asarray(cohort.ids)[rows]],
     )
