@@ -123,6 +123,13 @@ class Imputer(nn.Module):
             )
         elif mode == "generate":
             self.vae = MultimodalVAE(dims, latent=max(4, hidden // 4), hidden=hidden)
+            # the VAE sees each modality's embedding standardised by running statistics of
+            # the present training rows: raw embeddings vary by ~0.2 per dimension, and the
+            # VAE's pull to its N(0, I) prior then wins (the posterior collapsed to the
+            # prior on PhysioNet; the generated fill carried r ~ 0 of the real embedding)
+            for n, d in dims.items():
+                self.register_buffer(f"gen_mean_{n}", torch.zeros(d))
+                self.register_buffer(f"gen_var_{n}", torch.ones(d))
 
     def forward(
         self, emb: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
@@ -145,10 +152,24 @@ class Imputer(nn.Module):
                 out[n] = torch.where(present[n][:, None], clean[n], fill.expand_as(clean[n]))
             return out, None
         if self.mode == "generate":
-            guess = self.vae.fill(clean, present)
-            out = {n: torch.where(present[n][:, None], clean[n], guess[n]) for n in self.names}
+            scaled, scale = {}, {}
+            for n in self.names:
+                mean, var = getattr(self, f"gen_mean_{n}"), getattr(self, f"gen_var_{n}")
+                p = present[n]
+                if self.training and p.sum() > 1:
+                    with torch.no_grad():
+                        rows = clean[n][p].detach()
+                        mean.mul_(1 - self.momentum).add_(self.momentum * rows.mean(0))
+                        var.mul_(1 - self.momentum).add_(self.momentum * rows.var(0))
+                scale[n] = (mean, torch.sqrt(var + 1e-5))
+                scaled[n] = masked((clean[n] - mean) / scale[n][1], p)
+            guess = self.vae.fill(scaled, present)
+            out = {
+                n: torch.where(present[n][:, None], clean[n], guess[n] * scale[n][1] + scale[n][0])
+                for n in self.names
+            }
             if self.training:
-                return out, self.vae.loss({n: v.detach() for n, v in clean.items()}, present)
+                return out, self.vae.loss({n: v.detach() for n, v in scaled.items()}, present)
             return out, None
         # reconstruct: each modality from the mean projection of the *other* present ones
         projected = {n: masked(self.proj[n](clean[n]), present[n]) for n in self.names}
