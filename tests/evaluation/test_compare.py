@@ -185,7 +185,8 @@ def test_inner_predictions_are_saved_and_reproduce_the_ensembles_honest_scores(t
 
         w, scores = ensemble_selection(
             {n: S(o) for n, o in oof.items()}, y, folds, cohort.task,
-            spec.evaluation.selection_metric,
+            spec.evaluation.selection_metric, spec.evaluation.ensemble_objective,
+            spec.evaluation.ensemble_bags, spec.training.seed,
         )  # fmt: skip
         assert w == pytest.approx(detail["ensemble_weights"])
         assert scores == pytest.approx(detail["cv_fold_scores"]["ensemble"])

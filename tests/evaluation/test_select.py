@@ -59,7 +59,10 @@ def test_the_best_rule_picks_the_best_mean_inner_score_and_the_ensemble_is_score
         "binary",
         "auroc",
         "log_loss",
+        spec.evaluation.ensemble_bags,
+        0,
     )
+    assert spec.evaluation.ensemble_bags > 0  # bagged by default
     assert w == sel.ensemble_weights
     assert np.isclose(np.mean(fold_scores), sel.scored["ensemble"].score)
 
@@ -130,3 +133,24 @@ def test_repeated_inner_cv_scores_every_draw_and_averages_out_of_fold_prediction
     )
     assert w == sel.ensemble_weights and len(fold_scores) == 4
     assert np.isclose(np.mean(fold_scores), sel.scored["ensemble"].score)
+
+
+def test_bagged_ensemble_selection_averages_greedy_weights_over_random_halves():
+    from holomed.candidates.ensemble import caruana, caruana_bagged
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    good = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, 200), 0.01, 0.99)
+    preds = {f"c{i}": np.clip(good + rng.normal(0, 0.1 * i, 200), 0.01, 0.99) for i in range(5)}
+    preds = {n: np.stack([1 - p, p], 1) for n, p in preds.items()}
+    w = caruana_bagged(preds, y, "binary", "log_loss", bags=20, seed=3)
+    assert np.isclose(sum(w.values()), 1.0) and set(w) <= set(preds)
+    assert w == caruana_bagged(preds, y, "binary", "log_loss", bags=20, seed=3)  # seeded
+    plain = caruana(preds, y, "binary", "log_loss")
+    assert len(w) > len(plain)  # no single best member takes every round of every bag
+    # the bags are random halves: every member was left out of some bag, so each weight
+    # stays below 1; with fewer than 3 candidates there is nothing to bag
+    assert max(w.values()) < 1
+    two = {n: preds[n] for n in ("c0", "c1")}
+    assert caruana_bagged(two, y, "binary", "log_loss") == caruana(two, y, "binary", "log_loss")
+

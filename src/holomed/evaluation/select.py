@@ -18,9 +18,10 @@ Per candidate, the hyper-parameters come from (in this order): a fixed grid
 :meth:`~holomed.candidate.Candidate.search_space` under ``evaluation.search``'s budget,
 else the defaults.
 
-The greedy ensemble (Caruana) is built from the other candidates' out-of-fold
-predictions. Its own score is honest: for each inner fold, the weights are chosen on the
-other folds' out-of-fold predictions and scored on this fold's.
+The greedy ensemble (Caruana; bagged by default, ``evaluation.ensemble_bags``) is built
+from the other candidates' out-of-fold predictions. Its own score is honest: for each
+inner fold, the weights are chosen on the other folds' out-of-fold predictions and
+scored on this fold's.
 
 Repeated inner CV (``evaluation.selection_repeats``, R): the K inner folds are drawn R
 times with different seeds (the first draw is the one R = 1 uses). Every candidate is
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from holomed.candidate import candidate_class, make_candidate
-from holomed.candidates.ensemble import blend, caruana
+from holomed.candidates.ensemble import blend, caruana, caruana_bagged
 from holomed.cohort import Cohort, inner_folds
 from holomed.evaluation.executor import Executor
 from holomed.scoring.metrics import oriented
@@ -274,6 +275,15 @@ def score_candidate(
     )
 
 
+def ensemble_weights(
+    preds: dict[str, np.ndarray], y: np.ndarray, task: str, objective: str, bags: int, seed: int
+) -> dict[str, float]:
+    """Greedy ensemble weights on ``objective``: bagged (``bags`` > 0) or plain."""
+    if bags > 0:
+        return caruana_bagged(preds, y, task, objective, bags=bags, seed=seed)
+    return caruana(preds, y, task, objective)
+
+
 def ensemble_selection(
     scored: dict[str, Scored],
     y: np.ndarray,
@@ -281,24 +291,28 @@ def ensemble_selection(
     task: str,
     metric: str,
     objective: str = "log_loss",
+    bags: int = 0,
+    seed: int = 0,
 ) -> tuple[dict[str, float], list[float]]:
-    """Caruana weights (greedy on ``objective``: ``log_loss`` or ``metric``) over all
-    candidates' out-of-fold predictions (the mean over repeats), and the honest per-fold
-    scores, in ``metric``, of the procedure (in each repeat, weights chosen on that
-    repeat's out-of-fold predictions without the scored fold)."""
+    """Ensemble weights (:func:`ensemble_weights`, greedy on ``objective``: ``log_loss``
+    or ``metric``) over all candidates' out-of-fold predictions (the mean over repeats),
+    and the honest per-fold scores, in ``metric``, of the procedure (in each repeat,
+    weights chosen on that repeat's out-of-fold predictions without the scored fold)."""
     if objective == "metric" or task in ("regression", "survival"):
         objective = metric
     ok = {n: s for n, s in scored.items() if all(np.isfinite(o).all() for o in s.oofs)}
     if len(ok) < 2:
         return {}, []
-    weights = caruana({n: s.oof for n, s in ok.items()}, y, task, objective)
+    weights = ensemble_weights({n: s.oof for n, s in ok.items()}, y, task, objective, bags, seed)
     fold_scores = []
     for r, rep in enumerate(repeats_of(folds, len(y))):
         preds = {n: s.oofs[r] for n, s in ok.items()}
         for i in rep:
             b = folds[i][1]
             rest = np.setdiff1d(np.arange(len(y)), b)
-            w = caruana({n: p[rest] for n, p in preds.items()}, y[rest], task, objective)
+            w = ensemble_weights(
+                {n: p[rest] for n, p in preds.items()}, y[rest], task, objective, bags, seed
+            )
             out = blend([preds[n][b] for n in w], list(w.values()))
             fold_scores.append(oriented(task, metric, y[b], out))
     return weights, fold_scores
@@ -376,8 +390,9 @@ def select(
     if "ensemble" in names:
         t0 = time.perf_counter()
         weights, fold_scores = ensemble_selection(
-            scored, train.y, folds, train.task, ev.selection_metric, ev.ensemble_objective
-        )
+            scored, train.y, folds, train.task, ev.selection_metric, ev.ensemble_objective,
+            ev.ensemble_bags, seed,
+        )  # fmt: skip
         if weights:
             w = list(weights.values())
             oofs = [
