@@ -77,14 +77,18 @@ def reblend(run: Path, bags: int) -> dict:
     pred = pd.read_csv(run / "predictions.csv", dtype={"id": str})
     outs = outputs_of(pred, res)
     seeds = len(res["seeds"])
-    n = len(res["eval_ids"])
-    if any(int(sp["rows"].max()) >= n for sp in inner):
-        raise SystemExit("the evaluated patients are not the cohort's rows in order")
+    # cohort positions: each split's test patients are the cohort's other rows; the
+    # evaluated patients (eval_ids order) are their sorted union, as compare makes them
+    total = int(res["cohort"]["patients"])
+    tests = [np.setdiff1d(np.arange(total), sp["rows"]) for sp in inner]
+    evaluated = np.unique(np.concatenate(tests))
+    if len(evaluated) != len(res["eval_ids"]):
+        raise SystemExit("the evaluated patients do not match the splits' test rows")
     ens = [np.full_like(outs[next(iter(outs))][0], np.nan) for _ in range(seeds)]
     proc = [np.full_like(ens[0], np.nan) for _ in range(seeds)]
     picks, weights = [], []
-    for sp, detail in zip(inner, res["selection_detail"], strict=True):
-        te = np.setdiff1d(np.arange(n), sp["rows"])
+    for k, (sp, detail) in enumerate(zip(inner, res["selection_detail"], strict=True)):
+        te = np.searchsorted(evaluated, tests[k])  # positions in eval_ids order
         scored = {nm: _Scored(o) for nm, o in sp["oofs"].items() if nm != "ensemble"}
         w, fold_scores = ensemble_selection(
             scored, sp["y"], sp["folds"], task, metric,
