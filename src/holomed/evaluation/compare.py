@@ -264,22 +264,28 @@ def compare(
                 out = sb.predict_proba(cohort.subset(te))
                 for s in range(seeds):  # deterministic: the same output for every seed
                     record(f"score:{col}", "baseline", s, te, out, 0.0, sb.describe())
+        evaluated = np.unique(np.concatenate([te for _, te in splits]))
+        # survival: the censoring distribution (Uno's C, td-AUROC, Brier) from every
+        # labelled patient's follow-up, a label-only quantity shared by all candidates
+        ctx = (
+            {"horizons": spec.target.horizons, "reference": cohort.y} if task == "survival" else {}
+        )
+        y = cohort.y[evaluated]
+        final_outputs = {name: [o[evaluated] for o in outs] for name, outs in outputs.items()}
+        # the bootstrap CIs of every entry, on the executor's workers too (about 1 s each)
+        jobs = [
+            MetricsJob(task, y, outs, ev.n_bootstrap, spec.training.seed, ctx)
+            for outs in final_outputs.values()
+        ]
+        metrics_of = dict(zip(final_outputs, executor.map(metrics_job, shared, jobs), strict=True))
     finally:
         if own:
             executor.close()
 
-    evaluated = np.unique(np.concatenate([te for _, te in splits]))
-    # survival: the censoring distribution (Uno's C, td-AUROC, Brier) from every labelled
-    # patient's follow-up, a label-only quantity shared by all candidates
-    ctx = {"horizons": spec.target.horizons, "reference": cohort.y} if task == "survival" else {}
-    y = cohort.y[evaluated]
     entries = {}
-    final_outputs = {}
     for name, parts in derived.items():  # memory of an entry made of others: their peak
         meta[name]["peak_rss_mb"] = max(meta[p]["peak_rss_mb"] for p in parts if p in meta)
-    for name, outs in outputs.items():
-        outs = [o[evaluated] for o in outs]
-        final_outputs[name] = outs
+    for name, outs in final_outputs.items():
         entries[name] = {
             "group": meta[name]["group"],
             "curves": curves(y, outs[0]) if task == "binary" else {},
@@ -288,7 +294,7 @@ def compare(
             else None,
             "contributions": contributions.get(name),
             "features": features.get(name),
-            "metrics": summarise(task, y, outs, ev.n_bootstrap, seed=spec.training.seed, **ctx),
+            "metrics": metrics_of[name],
             "survival": survival_summary(y, np.mean(outs, 0), spec.target.horizons, cohort.y)
             if task == "survival"
             else None,
@@ -418,6 +424,23 @@ SELECTION_RULES = {
         "('selected') applies the same rule to the inner folds of all outer splits together."
     ),
 }
+
+
+@dataclass
+class MetricsJob:
+    """The bootstrap summary of one entry's per-seed outputs (:func:`summarise`)."""
+
+    task: str
+    y: np.ndarray
+    outputs: list[np.ndarray]
+    n_bootstrap: int
+    seed: int
+    context: dict[str, Any]
+
+
+def metrics_job(_shared: Any, job: MetricsJob) -> dict[str, Any]:
+    """Run one :class:`MetricsJob` (here or in an executor's worker)."""
+    return summarise(job.task, job.y, job.outputs, job.n_bootstrap, seed=job.seed, **job.context)
 
 
 def deployable_choice(
