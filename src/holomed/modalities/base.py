@@ -8,7 +8,7 @@ changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +211,7 @@ def read_sources(mspec: ModalitySpec, spec: Spec) -> pd.DataFrame:
     return df
 
 
-def _with_columns(df: pd.DataFrame, columns: list[str], x: np.ndarray) -> pd.DataFrame:
+def with_columns(df: pd.DataFrame, columns: list[str], x: np.ndarray) -> pd.DataFrame:
     """``df`` with ``columns`` replaced by the float array ``x`` ``(n, len(columns))``,
     built in one step (assigning column by column is quadratic on wide omics)."""
     new = pd.DataFrame(x, index=df.index, columns=pd.Index(columns, dtype=object), copy=False)
@@ -263,7 +263,7 @@ def to_numeric(df: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame
                     "'categorical' if it is a category"
                 )
         x[:, text_pos] = num
-    return _with_columns(df, columns, x)
+    return with_columns(df, columns, x)
 
 
 def category_text(v: Any) -> Any:
@@ -281,6 +281,29 @@ def finite32(x: np.ndarray) -> np.ndarray:
     +/-inf and numbers beyond float32's range (``1e308`` would become inf)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.isfinite(np.asarray(x, dtype=float).astype(np.float32))
+
+
+def nonfinite_problems(
+    bad: np.ndarray, ids: Sequence[Any], columns: Sequence[str], modality: str, where: str
+) -> list[dict]:
+    """One ``scope: value`` problem per row of ``bad`` (rows x columns, True where a cell is
+    not finite once converted to float32) that has such a cell: the row's id, its first
+    such column and how many there are."""
+    problems = []
+    per_row = bad.sum(axis=1)
+    for i in np.nonzero(per_row)[0]:
+        first = int(np.nonzero(bad[i])[0][0])
+        k = int(per_row[i])
+        reason = (
+            f"non-finite value (inf, or too large for float32) in column "
+            f"{columns[first]!r} of {where}; set to missing"
+            + (f" (and {k - 1} other column(s))" if k > 1 else "")
+        )
+        problems.append(
+            {"id": str(ids[i]), "modality": modality, "reason": reason, "scope": "value",
+             "count": k}
+        )  # fmt: skip
+    return problems
 
 
 def drop_nonfinite_rows(
@@ -301,22 +324,10 @@ def drop_nonfinite_rows(
         num = values[numeric].to_numpy(dtype=float)
         bad = ~finite32(num) & ~np.isnan(num)
         if bad.any():
-            per_row = bad.sum(axis=1)
-            for i in np.nonzero(per_row)[0]:
-                cols = np.nonzero(bad[i])[0]
-                k = int(per_row[i])
-                reason = (
-                    f"non-finite value (inf, or too large for float32) in column "
-                    f"{numeric[int(cols[0])]!r} of {where}; set to missing"
-                    + (f" (and {k - 1} other column(s))" if k > 1 else "")
-                )
-                problems.append(
-                    {"id": str(values.index[i]), "modality": modality, "reason": reason,
-                     "scope": "value", "count": k}
-                )  # fmt: skip
+            problems += nonfinite_problems(bad, values.index, numeric, modality, where)
             num = num.copy()  # ``to_numpy`` may be a view of the caller's frame
             num[bad] = np.nan
-            values = _with_columns(values, numeric, num)
+            values = with_columns(values, numeric, num)
     empty_rows = values.isna().all(axis=1).to_numpy()
     for i in np.nonzero(empty_rows)[0]:
         problems.append(

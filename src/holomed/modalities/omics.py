@@ -26,11 +26,12 @@ from holomed.modalities.base import (
     ModalityData,
     ModalityKind,
     Preprocessor,
-    _with_columns,
     finite32,
+    nonfinite_problems,
     read_sources,
     register_modality,
     to_numeric,
+    with_columns,
 )
 
 # values per block of rows (8 MB as float64): statistics, checks and transforms work
@@ -78,19 +79,8 @@ def _drop_nonfinite(df: pd.DataFrame, modality: str, where: str) -> tuple[pd.Dat
         nan = np.isnan(x)
         bad = ~(np.isfinite(x) if x.dtype == np.float32 else finite32(x)) & ~nan
         if bad.any():
-            per_row = bad.sum(axis=1)
-            for i in np.nonzero(per_row)[0]:
-                cols = np.nonzero(bad[i])[0]
-                k = int(per_row[i])
-                reason = (
-                    f"non-finite value (inf, or too large for float32) in column "
-                    f"{columns[int(cols[0])]!r} of {where}; set to missing"
-                    + (f" (and {k - 1} other column(s))" if k > 1 else "")
-                )
-                problems.append(
-                    {"id": str(df.index[rows[0] + i]), "modality": modality, "reason": reason,
-                     "scope": "value", "count": k}
-                )  # fmt: skip
+            ids = df.index[rows[0] : rows[-1] + 1]
+            problems += nonfinite_problems(bad, ids, columns, modality, where)
             rr, cc = np.nonzero(bad)
             bad_rows.append(rr + rows[0])
             bad_cols.append(cc)
@@ -98,7 +88,7 @@ def _drop_nonfinite(df: pd.DataFrame, modality: str, where: str) -> tuple[pd.Dat
     if bad_rows:
         x = df.to_numpy(copy=True)  # the caller's frame is never written to
         x[np.concatenate(bad_rows), np.concatenate(bad_cols)] = np.nan
-        df = _with_columns(df, columns, x)
+        df = with_columns(df, columns, x)
     for i in np.nonzero(empty)[0]:
         problems.append(
             {"id": str(df.index[i]), "modality": modality,
