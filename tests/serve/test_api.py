@@ -29,9 +29,9 @@ from typer.testing import CliRunner
 from holomed.candidates import load_bundle, make_candidate
 from holomed.cohort import build_cohort, load_cohort
 from holomed.privacy.keys import PrivacyKey
-from holomed.serve.app import create_app
 from holomed.serve.audit import audit_table, verify_chain
 from holomed.serve.cli import tokens_app
+from holomed.serve.server import create_app
 from holomed.serve.settings import ServeSettings
 from holomed.spec import parse_spec
 from holomed.synthetic import synthetic_spec_dict

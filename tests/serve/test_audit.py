@@ -249,7 +249,7 @@ def test_tokens_in_the_same_database(db):
 def test_a_server_on_each_back_end_audits_every_request(db, tmp_path_factory):
     from holomed.candidates import make_candidate
     from holomed.cohort import load_cohort
-    from holomed.serve.app import create_app
+    from holomed.serve.server import create_app
     from holomed.serve.settings import ServeSettings
     from holomed.spec import parse_spec
     from holomed.synthetic import synthetic_spec_dict

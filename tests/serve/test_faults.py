@@ -31,8 +31,9 @@ from sqlalchemy import select
 
 from holomed.candidates import make_candidate
 from holomed.cohort import build_cohort
-from holomed.serve.app import CLIENT_CLOSED, create_app
+from holomed.serve.app import CLIENT_CLOSED
 from holomed.serve.audit import audit_table, verify_chain
+from holomed.serve.server import create_app
 from holomed.serve.settings import ServeSettings
 from holomed.spec import parse_spec
 

@@ -36,8 +36,8 @@ from holomed.io.dicomweb import (
     parse_url,
 )
 from holomed.io.images import read_image
-from holomed.serve.app import create_app
 from holomed.serve.audit import audit_table
+from holomed.serve.server import create_app
 from holomed.serve.settings import ServeSettings
 from holomed.spec import SpecError, parse_spec
 

@@ -30,8 +30,8 @@ from sqlalchemy import select
 
 from holomed.candidates import make_candidate
 from holomed.cohort import build_cohort
-from holomed.serve.app import create_app
 from holomed.serve.audit import audit_table
+from holomed.serve.server import create_app
 from holomed.serve.settings import ServeSettings
 from holomed.serve.web import CSP
 from holomed.spec import parse_spec

@@ -377,7 +377,7 @@ def _write_edf(
 ) -> None:
     """Write the de-identified file to ``tmp`` (digital samples, data record by record)."""
     import pyedflib
-    from pyedflib._extensions import _pyedflib as low
+    from pyedflib.edfwriter import set_starttime_subsecond  # EDFlib's setter, exact
 
     try:
         with warnings.catch_warnings():
@@ -408,7 +408,7 @@ def _write_edf(
                     per_record = math.ceil((len(texts) + 1) / max(info["nrec"], 1))
                     w.set_number_of_annotation_signals(min(max(per_record, 1), 64))
                 if info["subsecond"]:  # exact, in EDFlib's units of 100 ns
-                    low.set_starttime_subsecond(w.handle, info["subsecond"])
+                    set_starttime_subsecond(w.handle, info["subsecond"])
                 blocks = np.concatenate(
                     [
                         d.reshape(info["nrec"], s)

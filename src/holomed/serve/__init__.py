@@ -15,7 +15,7 @@ __all__ = ["create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from holomed.serve.app import create_app
+        from holomed.serve.server import create_app
 
         return create_app
     raise AttributeError(name)

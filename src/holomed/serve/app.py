@@ -1197,7 +1197,7 @@ class TokenRequest(BaseModel):
     name: str = Field("", max_length=200)
 
 
-def create_app(
+def create_api(
     bundles: Sequence[str | Path] | Mapping[str, str | Path],
     settings: ServeSettings | None = None,
     db: str | None = None,
@@ -1207,7 +1207,8 @@ def create_app(
 ) -> FastAPI:
     """The API over ``bundles`` (paths, ``NAME=PATH`` items or {name: path}), with tokens
     and the audit trail in the database ``db`` (see
-    :func:`holomed.serve.settings.db_url`). Models are loaded here, once."""
+    :func:`holomed.serve.settings.db_url`). Models are loaded here, once. The served
+    application, with the clinician web page, is :func:`holomed.serve.server.create_app`."""
     settings = settings or ServeSettings.from_env()
     settings.check()
     # pydicom logs the values it finds invalid in a header: never in this server's logs
@@ -1236,9 +1237,6 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware, state=state)
     _handlers(app)
-    from holomed.serve.web import install as install_web_page
-
-    install_web_page(app)  # the clinician web page under /web (holomed.serve.web)
 
     def require(permission: str) -> Callable[..., Any]:
         async def dependency(request: Request) -> TokenInfo:

@@ -126,7 +126,7 @@ def serve(
     with _guard():
         import uvicorn
 
-        from holomed.serve.app import create_app
+        from holomed.serve.server import create_app
         from holomed.serve.settings import ServeSettings, db_url, safe_url
         from holomed.threads import set_threads
 

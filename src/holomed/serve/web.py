@@ -1179,7 +1179,8 @@ async def _web_error(request: Request, err: WebError) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Add the web page to ``app`` (built by :func:`holomed.serve.app.create_app`)."""
+    """Add the web page to ``app`` (built by :func:`holomed.serve.app.create_api`);
+    :func:`holomed.serve.server.create_app` does this."""
     app.state.holomed_web_sessions = Sessions()
     app.include_router(router)
     app.add_exception_handler(WebError, _web_error)
