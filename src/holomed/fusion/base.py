@@ -169,7 +169,11 @@ class Imputer(nn.Module):
                 for n in self.names
             }
             if self.training:
-                return out, self.vae.loss({n: v.detach() for n, v in scaled.items()}, present)
+                # as in ``reconstruct``: the encoders learn from predicting each modality
+                # from the others (gradients through the VAE's inputs), while its targets
+                # stay fixed (detached), so the loss cannot shrink the embeddings
+                target = {n: v.detach() for n, v in scaled.items()}
+                return out, self.vae.loss(scaled, present, target=target)
             return out, None
         # reconstruct: each modality from the mean projection of the *other* present ones
         projected = {n: masked(self.proj[n](clean[n]), present[n]) for n in self.names}

@@ -83,21 +83,24 @@ class MultimodalVAE(nn.Module):
         x: dict[str, torch.Tensor],
         present: dict[str, torch.Tensor],
         observed: dict[str, torch.Tensor] | None = None,
+        target: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Negative ELBO under random modality masking (module doc); 0 without rows.
         ``observed``: (B, d) bool per modality, values left out of the loss where false
-        (a value missing inside a present row)."""
+        (a value missing inside a present row). ``target``: what the decoders must
+        reproduce, if not ``x`` itself (inside a fusion: the detached embeddings, while
+        gradients flow through ``x`` into the encoders)."""
         pm = _present_rows(present, self.names)
         rows = pm.any(1)
         if not rows.any():
             return torch.zeros((), device=pm.device)
         mu, logvar = self.posterior(x, self._visible(pm) if self.training else pm)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        recon = []
+        recon, target = [], x if target is None else target
         for j, n in enumerate(self.names):
             p = pm[:, j]
             if p.any():
-                err = (self.dec[n](z[p]) - x[n][p]) ** 2
+                err = (self.dec[n](z[p]) - target[n][p]) ** 2
                 if observed is not None:
                     err = err * observed[n][p].float()
                 recon.append(err.sum(1).mean() / x[n].shape[1])
