@@ -31,7 +31,12 @@ import wfdb.processing  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from holomed.cohort import inner_folds, load_cohort, patient_splits  # noqa: E402
-from holomed.modalities.signal import SignalPreprocessor, rhythm_features  # noqa: E402
+from holomed.modalities.signal import (  # noqa: E402
+    RHYTHM_FEATURES,
+    SignalPreprocessor,
+    rhythm_features,
+    rr_features,
+)
 from holomed.spec import load_spec  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
@@ -40,23 +45,11 @@ OUT = ROOT / "benchmarks" / "results" / "cpsc2018" / "ecg_rhythm.json"
 
 def xqrs_features(x: np.ndarray, fs: float, lead: int) -> np.ndarray:
     """The same RR features from wfdb's XQRS detector on one lead."""
-    out = np.full((len(x), 7), np.nan)
+    out = np.full((len(x), len(RHYTHM_FEATURES)), np.nan)
     for i, rec in enumerate(x):
         with contextlib.redirect_stdout(io.StringIO()):
             peaks = wfdb.processing.xqrs_detect(rec[:, lead].astype(float), fs=fs, verbose=False)
-        rr = np.diff(peaks) / fs
-        if len(rr) < 3:
-            continue
-        d = np.diff(rr)
-        out[i] = [
-            60 / rr.mean(),
-            rr.std(),
-            np.sqrt(np.mean(d**2)),
-            np.mean(np.abs(d) > 0.05),
-            rr.std() / rr.mean(),
-            rr.max() / rr.min(),
-            len(peaks),
-        ]
+        out[i] = rr_features(peaks, fs)
     return out
 
 

@@ -110,10 +110,7 @@ def main() -> None:
         for m, d in scores.items()
     }
     paired = {
-        r: {
-            m: float(np.mean(np.subtract(scores[m][r], scores["reconstruct"][r])))
-            for m in MODES
-        }
+        r: {m: float(np.mean(np.subtract(scores[m][r], scores["reconstruct"][r]))) for m in MODES}
         for r in map(str, RATES)
     }
     out = {

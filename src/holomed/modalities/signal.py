@@ -99,14 +99,20 @@ def rhythm_features(x: np.ndarray, fs: float) -> np.ndarray:
     learners handle missing values) and for absent (NaN) rows."""
     out = np.full((len(x), len(RHYTHM_FEATURES)), np.nan)
     for i, rec in enumerate(x):
-        if not np.isfinite(rec).all():
-            continue
-        peaks = r_peaks(rec.astype(np.float64), fs)
-        rr = np.diff(peaks) / fs
-        if len(rr) < 3:
-            continue
-        d = np.diff(rr)
-        out[i] = [
+        if np.isfinite(rec).all():
+            out[i] = rr_features(r_peaks(rec.astype(np.float64), fs), fs)
+    return out
+
+
+def rr_features(peaks: np.ndarray, fs: float) -> np.ndarray:
+    """``RHYTHM_FEATURES`` of one record from its beat positions (samples); NaN where
+    fewer than 4 beats are given."""
+    rr = np.diff(np.asarray(peaks)) / fs
+    if len(rr) < 3:
+        return np.full(len(RHYTHM_FEATURES), np.nan)
+    d = np.diff(rr)
+    return np.array(
+        [
             60.0 / rr.mean(),
             rr.std(),
             np.sqrt(np.mean(d**2)),
@@ -115,7 +121,7 @@ def rhythm_features(x: np.ndarray, fs: float) -> np.ndarray:
             rr.max() / rr.min(),
             len(peaks),
         ]
-    return out
+    )
 
 
 # -- reading and checking ----------------------------------------------------------------
