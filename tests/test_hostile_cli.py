@@ -86,7 +86,9 @@ def test_explain_out_an_existing_file_is_refused(fitted, tmp_path):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
         ("{}", "missing key(s) dataset, task, strategies"),
-        ('{"kind": "fit", "dataset": "x", "task": "binary"}', "missing key(s) metrics"),
+        ('{"kind": "fit", "dataset": "x"}', "missing key(s) task"),
+        ('{"kind": "fit", "dataset": "x", "task": "binary", "metrics": [1]}', "metrics: expected"),
+        ('{"kind": "nonsense", "dataset": "x"}', "nonsense"),
     ],
 )
 def test_report_on_invalid_results_is_one_named_line(tmp_path, text, says):

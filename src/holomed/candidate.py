@@ -26,10 +26,18 @@ Candidates are found by name in one registry (:func:`register_candidate`,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from holomed.bundle import save_bundle
+from holomed.errors import CohortError
+from holomed.explain.features import top_features
+from holomed.explain.modality import modality_shapley
+from holomed.fusion import fusion_names
+from holomed.scoring.metrics import compute_metrics
+from holomed.scoring.survival import metric_context
 from holomed.spec import Spec
 
 State = tuple[dict[str, Any], dict[str, np.ndarray], dict[str, str]]
@@ -133,9 +141,6 @@ class Candidate:
         """Why these predictions, for any family: per-patient and global modality Shapley
         values with leave-one-out deltas, and the top features per modality from the
         family's own attributions (``features_method`` says which)."""
-        from holomed.explain.features import top_features
-        from holomed.explain.modality import modality_shapley
-
         attr = self.feature_attributions(cohort)
         return {
             "contributions": modality_shapley(self, cohort),
@@ -165,10 +170,6 @@ class Candidate:
         return out if self.task_name == "regression" else out.argmax(1)
 
     def evaluate(self, cohort: Any) -> dict[str, float]:
-        from holomed.errors import CohortError
-        from holomed.scoring.metrics import compute_metrics
-        from holomed.scoring.survival import metric_context
-
         if cohort.y is None:
             raise CohortError("evaluate needs a cohort with labels")
         # survival: the censoring distribution of the evaluated patients themselves
@@ -176,10 +177,6 @@ class Candidate:
         return compute_metrics(self.task_name, cohort.y, self.predict_proba(cohort), **ctx)
 
     def save(self, path: Any, card: dict[str, Any] | None = None) -> Any:
-        from pathlib import Path
-
-        from holomed.bundle import save_bundle
-
         return save_bundle(self, Path(path), card)
 
 
@@ -224,16 +221,12 @@ def candidate_entry(name: str) -> str:
 
 
 def candidate_names() -> list[str]:
-    from holomed.fusion import fusion_names
-
     return sorted(set(CANDIDATES) | set(fusion_names()))
 
 
 def candidate_class(name: str) -> type[Candidate]:
     name = canonical(name)
     if name not in CANDIDATES:  # a fusion registered after import: the neural family
-        from holomed.fusion import fusion_names
-
         neural = [c for c in CANDIDATES.values() if c.family == "neural"]
         if neural and name in fusion_names():
             return neural[0]

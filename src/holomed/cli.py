@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,11 +24,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from holomed.errors import HolomedError
 from holomed.generative.align_cli import align
 from holomed.generative.cli import synthesize as synthesize_cmd
 from holomed.predictions import compare_predictions, prediction_table, unknown_categories
+from holomed.privacy.keys import load_key
+from holomed.privacy.outputs import activate, active, redact
+from holomed.results import read_results
 from holomed.runfiles import read_selection, run_lock, write_inner_predictions, write_json
 from holomed.serve.cli import audit_app, serve, tokens_app
+from holomed.threads import set_threads
 
 app = typer.Typer(
     add_completion=False,
@@ -69,9 +75,6 @@ SetOpt = Annotated[
 def _message(err: Exception) -> str:
     """One readable line: holomed's own errors (and ValueError/OSError, which name the
     value or the file) as they are; others (KeyError, TypeError ...) with their type."""
-    from holomed.errors import HolomedError
-    from holomed.privacy.outputs import active, redact
-
     text = str(err).strip() or "(no message)"
     if active():  # privacy on: no ids, cell values or data paths in what is printed
         text = redact(text) + " (values redacted: privacy.pseudonymise is on)"
@@ -83,8 +86,6 @@ def _message(err: Exception) -> str:
 def _privacy_from(spec: Any) -> None:
     """Privacy on for the rest of the command when the spec asks for pseudonyms."""
     if spec.privacy.pseudonymise:
-        from holomed.privacy.outputs import activate
-
         activate([spec.base_dir or ""])
 
 
@@ -149,14 +150,11 @@ def _load(spec_path: Path | None, overrides: list[str] | None = None):
     else:
         spec = load_spec(spec_path)
     if spec.privacy.pseudonymise:
-        from holomed.privacy.outputs import activate
-
         activate([spec.base_dir or ""])
     if overrides:
         from holomed.evaluation.compare import apply_overrides
 
         spec = apply_overrides(spec, _overrides(overrides), where="--set")
-    from holomed.threads import set_threads
 
     n = set_threads(spec.training.threads)
     console.print(f"threads: {n} (BLAS/OpenMP and torch; small networks train on one)")
@@ -371,7 +369,7 @@ def fit(
     Started by torchrun or srun (one process per device, ``training.strategy: ddp``), every
     process trains and global rank 0 alone takes the run folder and writes."""
     from holomed.evaluation.fitrun import fit_mode, fit_run, save_fit
-    from holomed.evaluation.trust import attention_readout  # noqa: F401 (import cost up front)
+    from holomed.explain.attention import attention_readout  # noqa: F401 (import cost up front)
     from holomed.training import global_rank
 
     rank = global_rank()  # from the launcher's environment: RANK / SLURM_PROCID
@@ -712,8 +710,6 @@ def draft(
     modality contributions, top features, missing modalities, subgroup caveats), each
     citing the JSON values it states. Fixed templates, no language model; labelled DRAFT.
     Writes OUT/evidence_drafts.json and OUT/evidence_drafts.txt."""
-    from dataclasses import replace
-
     from holomed.candidates import load
     from holomed.cohort import dataset_cohort, unlabelled_cohort
     from holomed.generative.evidence import (
@@ -840,8 +836,6 @@ def deid(
     pseudonymised or date-shifted; for an EHR spec, its raw tables (--tables). Writes
     OUT/spec.yaml that reads the result, and OUT/deid_report.json (counts only)."""
     from holomed.privacy.cohort import deidentify_cohort
-    from holomed.privacy.keys import load_key
-    from holomed.privacy.outputs import activate
     from holomed.spec import load_spec
 
     with _guard():
@@ -863,39 +857,8 @@ def deid(
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with results.json")]) -> None:
     """Render RUN_DIR/report.html from the run's JSON results (never recomputed)."""
     with _guard():
-        _check_results(run_dir / "results.json")
+        read_results(run_dir / "results.json")  # a ResultsError naming the file and field
         _report(run_dir)
-
-
-# the keys without which a results.json of each kind is not a run's results
-RESULTS_KEYS = {
-    "fit": ("dataset", "task", "metrics"),
-    "compare": ("dataset", "task", "strategies", "leaderboard", "selected"),
-}
-
-
-def _check_results(path: Path) -> None:
-    """A results.json that is missing, unreadable, not JSON or lacks its kind's keys is
-    a :class:`ResultsError` naming the file (rather than a report of empty sections)."""
-    from holomed.errors import ResultsError
-
-    if not path.is_file():
-        why = "is a folder" if path.is_dir() else "not found"
-        raise ResultsError(f"{path}: {why}; run `holomed fit` or `holomed compare` --out there")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ResultsError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ResultsError(f"{path}: cannot be read ({err})") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: expected a JSON object of results; got {type(data).__name__}")
-    kind = data.get("kind") or "compare"
-    missing = [k for k in RESULTS_KEYS.get(kind, ("dataset", "task")) if k not in data]
-    if missing:
-        raise ResultsError(
-            f"{path}: not the results of a {kind} run: missing key(s) {', '.join(missing)}"
-        )
 
 
 @app.command()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from holomed.errors import HolomedError
+from holomed.privacy.outputs import active, redact
 
 
 def error_text(err: Exception) -> str:
@@ -14,8 +15,6 @@ def error_text(err: Exception) -> str:
     ``OSError`` and ``LookupError`` (which name the value, file or key) as they are;
     others with their type; redacted while privacy is on (no ids, cell values or data
     paths)."""
-    from holomed.privacy.outputs import active, redact
-
     text = str(err).strip() or "(no message)"
     if active():
         text = redact(text)

@@ -13,8 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from holomed.datasets import DATASETS
+from holomed.ehr import ehr_frames
 from holomed.errors import CohortError
+from holomed.io.tables import read_table
 from holomed.modalities import ModalityData, get_modality
+from holomed.privacy.outputs import activate, pseudonymise_cohort, spec_key
+from holomed.scoring.strata import strata
 from holomed.spec import Spec, SplitSpec
 
 
@@ -298,7 +303,6 @@ def build_cohort(
     if target is None:
         if not t.source:
             raise CohortError("target.source: no label table given")
-        from holomed.io.tables import read_table
 
         tpaths = [spec.resolve(s) for s in t.source]
         target = read_table(tpaths, t.id_column, {})
@@ -516,11 +520,7 @@ def _scores(target: pd.DataFrame, columns: list[str], where: str) -> pd.DataFram
 def load_cohort(spec: Spec) -> Cohort:
     """The cohort a spec describes: a registered dataset's frames when ``spec.dataset``
     names one and modalities have no ``source``, else the files the spec names."""
-    from holomed.datasets import DATASETS
-
     if spec.ehr is not None:
-        from holomed.ehr import ehr_frames
-
         frames, target = ehr_frames(spec)
         return private(spec, build_cohort(spec, frames, target))
     if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
@@ -534,7 +534,6 @@ def private(spec: Spec, cohort: Cohort) -> Cohort:
     redacted from now on, see :mod:`holomed.privacy.outputs`); else unchanged."""
     if not spec.privacy.pseudonymise:
         return cohort
-    from holomed.privacy.outputs import activate, pseudonymise_cohort, spec_key
 
     activate([spec.base_dir or ""])
     return pseudonymise_cohort(cohort, spec_key(spec))
@@ -544,8 +543,6 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
     """The spec's registered dataset read with other options — typically another folder
     (``path=.../set-b``) for a model trained on the default one. Labelled when that
     folder's target frame has labels (so it can be evaluated), else unlabelled."""
-    from holomed.datasets import DATASETS
-
     if spec.dataset not in DATASETS:
         raise CohortError(f"spec.dataset {spec.dataset!r} is not a registered dataset")
     frames, target = DATASETS.get(spec.dataset).frames(**{**spec.dataset_options, **options})
@@ -571,14 +568,6 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
 
 
 # -- patient-level splits -------------------------------------------------------------
-
-
-def strata(y: np.ndarray | None, task: str) -> np.ndarray | None:
-    """What splits stratify on: the class for binary/multiclass, the event indicator for
-    survival, nothing otherwise."""
-    if y is not None and task == "survival":
-        return np.asarray(y)[:, 1].astype(int)
-    return None if y is None or task in ("regression", "multilabel") else y
 
 
 def patient_splits(

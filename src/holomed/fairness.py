@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from holomed.scoring.metrics import ece as _ece
+from holomed.scoring.survival import survival_metrics
 
 METRICS = ("auroc", "tpr", "fpr", "ppv", "ece", "calibration_gap", "prevalence")
 
@@ -247,7 +248,6 @@ def survival_audit(
     patients resampled within the group) and the largest gap between adequate groups
     (at least ``min_group`` patients and 2 events), with a bootstrap CI of that gap.
     (fairlearn's MetricFrame takes one label per patient; a censored time is two.)"""
-    from holomed.scoring.survival import survival_metrics
 
     def c(idx: np.ndarray) -> float:
         return survival_metrics(y[idx], risk[idx][:, None])["c_index"]

@@ -19,12 +19,16 @@ from holomed.candidate import Candidate, Param, register_candidate
 from holomed.cohort import Cohort, carve_validation
 from holomed.encoders.base import FitData
 from holomed.errors import CohortError
+from holomed.executor import make_executor
+from holomed.explain.attention import attention_readout
+from holomed.explain.features import integrated_gradients, top_features
+from holomed.explain.modality import modality_shapley
 from holomed.fusion import fusion_names, get_fusion
 from holomed.modalities import Preprocessor, get_modality
 from holomed.modalities.store import size_mb, stored_arrays
 from holomed.network import MultimodalNet
 from holomed.scoring.calibration import Calibrator
-from holomed.spec import Spec, SpecError, override_spec
+from holomed.spec import Spec, SpecError, override_spec, parse_spec
 from holomed.survival import Baseline
 from holomed.tasks import Task, time_cuts
 from holomed.threads import torch_threads_for
@@ -176,8 +180,6 @@ class Model(Candidate):
             return transform_cohort(self.preprocessors_, cohort)
 
         def executor():  # made only when chunks remain to be transformed
-            from holomed.evaluation.executor import make_executor
-
             return make_executor(st.executor, st.workers, st.ray_address)
 
         root = self.spec.resolve(st.path)
@@ -321,8 +323,6 @@ class Model(Candidate):
         return space
 
     def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
-        from holomed.explain.features import integrated_gradients
-
         return integrated_gradients(self, cohort)
 
     def feature_names(self) -> dict[str, list[str]]:
@@ -370,8 +370,6 @@ class Model(Candidate):
 
     @classmethod
     def from_state(cls, spec: Spec, meta: dict[str, Any], arrays: dict[str, np.ndarray], texts):
-        from holomed.spec import parse_spec
-
         if "spec" in meta:  # a member's own spec (its strategy, options and seed)
             spec = parse_spec(meta["spec"], where="bundle member spec", base_dir=spec.base_dir)
         model = cls(spec, fusion=meta["fusion"], seed=meta["seed"], modalities=meta["modalities"])
@@ -400,10 +398,6 @@ class Model(Candidate):
         """Why these predictions: per-patient and global modality Shapley values with
         leave-one-out deltas, the fusion's modality weights (if it has them), and the top
         features per modality by Integrated Gradients."""
-        from holomed.evaluation.trust import attention_readout
-        from holomed.explain.features import integrated_gradients, top_features
-        from holomed.explain.modality import modality_shapley
-
         names = {k: p.feature_names_out_ for k, p in self.preprocessors_.items()}
         return {
             "contributions": modality_shapley(self, cohort),

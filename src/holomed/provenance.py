@@ -6,6 +6,9 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+import holomed
+from holomed.datasets import DATASETS
+
 DEFAULT_USE = (
     "Research use only. Not a medical device; predictions must not drive clinical "
     "decisions without prospective validation."
@@ -18,8 +21,6 @@ def versions() -> dict[str, str]:
     import pandas
     import sklearn
     import torch
-
-    import holomed
 
     return {
         "holomed": holomed.__version__,
@@ -35,8 +36,6 @@ def versions() -> dict[str, str]:
 def run_card(spec: Any) -> dict[str, Any]:
     """Intended use, limitations (the dataset's and the spec's notes) and whether the data
     are synthetic: the model-card fields every run records."""
-    from holomed.datasets import DATASETS
-
     ds = DATASETS.get(spec.dataset) if spec.dataset in DATASETS else None
     synthetic = bool((ds is not None and ds.synthetic) or spec.dataset.startswith("synthetic"))
     limitations = []

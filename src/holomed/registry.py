@@ -1,8 +1,14 @@
 """One small registry type used for fusion strategies, encoders, modality kinds and
-datasets: register by name, list, create by name (the timm pattern)."""
+datasets: register by name, list, create by name (the timm pattern).
+
+:func:`builtin` finds the registries of the built-in encoders, fusions and modality
+kinds by name, for a layer below the packages that fill them: the spec checks every name
+and option against them when it loads, and never imports those packages itself.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -54,3 +60,19 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, Any]]:
         self._load()
         return sorted(self._items.items())
+
+
+# what a registry holds -> (the module that defines it, its name there); importing the
+# module registers the built-in entries (the one place a low layer names these packages)
+BUILTIN: dict[str, tuple[str, str]] = {
+    "encoder": ("holomed.encoders.base", "ENCODERS"),
+    "fusion": ("holomed.fusion", "FUSIONS"),
+    "modality kind": ("holomed.modalities", "MODALITIES"),
+}
+
+
+def builtin(what: str) -> Registry[Any]:
+    """The registry of ``what`` (``encoder``, ``fusion``, ``modality kind``) with its
+    built-in entries registered: the package that fills it is imported on first use."""
+    module, name = BUILTIN[what]
+    return getattr(importlib.import_module(module), name)

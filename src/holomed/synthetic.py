@@ -23,6 +23,7 @@ baseline rate 0.1 per month, independently censored by exponential times of rate
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ def write_synthetic(folder: str | Path, **options: Any) -> Path:
         m["id_column"] = "patient_id"
     spec["target"].update({"source": "labels.csv", "id_column": "patient_id"})
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (folder / "ground_truth.json").write_text(__import__("json").dumps(truth, indent=2))
+    (folder / "ground_truth.json").write_text(json.dumps(truth, indent=2))
     return folder / "spec.yaml"
 
 

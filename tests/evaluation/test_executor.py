@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from holomed.evaluation.compare import compare
-from holomed.evaluation.executor import Executor, LocalExecutor, make_executor
+from holomed.executor import Executor, LocalExecutor, make_executor
 
 
 def _square(shared, job):

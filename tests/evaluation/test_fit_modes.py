@@ -76,6 +76,10 @@ def test_fit_from_a_comparison_deploys_its_selection(tmp_path):
     assert model.name == res["selected"].removeprefix("baseline:")
     fitres = json.loads((tmp_path / "dep" / "results.json").read_text())
     assert fitres["n_train"] == 140 and fitres["n_test"] == 0
+    # the deployable run (no test patients, so no test metrics) has a report too
+    r = runner.invoke(app, ["report", str(tmp_path / "dep")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "dep" / "report.html").stat().st_size > 0
     # a classical baseline can be fitted and deployed by name
     r = runner.invoke(
         app,

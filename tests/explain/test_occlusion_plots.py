@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from holomed.cohort import build_cohort
+from holomed.explain.drawing import image_saliency_plot, signal_attribution_plot
 from holomed.explain.features import occlusion
 from holomed.model import Model
-from holomed.report.plots import image_saliency_plot, signal_attribution_plot
 from holomed.spec import parse_spec
 
 

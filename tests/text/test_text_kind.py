@@ -17,10 +17,11 @@ import holomed.encoders.text  # noqa: F401  (registers text_pool)
 import holomed.modalities.text as text
 from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
-from holomed.encoders import create_encoder, pretrained
+from holomed.encoders import create_encoder
 from holomed.evaluation.baselines import ClassicalBaseline
 from holomed.evaluation.compare import count_reasons
 from holomed.fusion import fusion_names
+from holomed.io import pretrained
 from holomed.modalities import ModalityData
 from holomed.modalities.text import TextPreprocessor, check_text
 from holomed.model import Model

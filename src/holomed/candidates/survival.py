@@ -25,6 +25,7 @@ linear models, XGBoost's TreeSHAP (``pred_contribs``) for the boosted one.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from typing import Any
@@ -309,8 +310,6 @@ class BoostedCox(FeatureDesign, Candidate):
 
     @classmethod
     def from_state(cls, spec, meta, arrays, texts) -> BoostedCox:
-        import json
-
         import xgboost as xgb
 
         c = cls(spec, meta["name"], meta["seed"], meta["modalities"], meta.get("params"))

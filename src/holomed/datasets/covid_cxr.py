@@ -47,14 +47,18 @@ missing-modality handling, and are not clinical claims.
 
 from __future__ import annotations
 
+import os
+import urllib.request
 from dataclasses import dataclass
 from importlib import resources
+from io import BytesIO
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
-from holomed.datasets.base import Dataset, DatasetError, register_dataset
+from holomed.datasets.base import Dataset, DatasetError, cache_dir, register_dataset, sha256
 
 FOLDER = "covid_cxr_multimodal"
 CLINICAL = (
@@ -110,8 +114,6 @@ def staged_size(width: int, height: int) -> tuple[int, int]:
 
 def stage_image(data: bytes) -> bytes:
     """An original image file -> the staged PNG's bytes (8-bit gray, Lanczos)."""
-    from io import BytesIO
-
     from PIL import Image
 
     with Image.open(BytesIO(data)) as im:
@@ -147,8 +149,6 @@ def staged_rows(meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fetch(url: str) -> bytes:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=120) as r:
         return r.read()
 
@@ -171,10 +171,6 @@ def _first(values: pd.Series):
 @dataclass
 class CovidCXR(Dataset):
     def candidates(self) -> list[Path]:
-        import os
-
-        from holomed.datasets.base import cache_dir
-
         out = []
         if os.environ.get("HOLOMED_DATA"):
             out.append(Path(os.environ["HOLOMED_DATA"]) / FOLDER)
@@ -193,8 +189,6 @@ class CovidCXR(Dataset):
         super().verify(folder)
         digest = _manifest()["images_manifest.csv"]
         if (folder / "images_manifest.csv").exists():
-            from holomed.datasets.base import sha256
-
             got = sha256(folder / "images_manifest.csv")
             if got != digest:
                 raise DatasetError(
@@ -205,8 +199,6 @@ class CovidCXR(Dataset):
     def download(self, dest: Path, fetch=_fetch) -> Path:
         """Rebuild the subset in ``dest`` from the upstream originals (see the module
         docstring); every written file matches the shipped sha256 or nothing is kept."""
-        from holomed.datasets.base import sha256
-
         manifest = _manifest()
         dest.mkdir(parents=True, exist_ok=True)
         (dest / "images_256").mkdir(exist_ok=True)
@@ -237,7 +229,6 @@ class CovidCXR(Dataset):
         if not (target.exists() and sha256(target) == manifest["metadata.csv"]):
             put("metadata.csv", get(RAW + "metadata.csv"), RAW + "metadata.csv")
         meta = pd.read_csv(dest / "metadata.csv", dtype={"patientid": str}, low_memory=False)
-        from urllib.parse import quote
 
         sel = staged_rows(meta)
         for name, original in zip(sel["staged_file"], sel["filename"], strict=True):

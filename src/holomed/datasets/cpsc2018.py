@@ -33,6 +33,7 @@ from holomed.datasets.base import (
     register_dataset,
     sha256,
 )
+from holomed.io.signals import read_wfdb_header
 
 
 def read_manifest(name: str) -> dict[str, str]:
@@ -88,8 +89,6 @@ class CPSC2018(Dataset):
         return dest
 
     def frames(self, **options: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-        from holomed.io.signals import read_wfdb_header
-
         folder = self.locate(download=options.get("download", True))
         records = sorted({str(Path(f).with_suffix("")) for f in self.files})
         rows = []

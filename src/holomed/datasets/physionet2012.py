@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from holomed.datasets.base import Dataset, DatasetError, register_dataset, sha256
+from holomed.modalities.timeseries import parse_time
 
 STATIC = ("Age", "Gender", "Height", "ICUType", "Weight")
 SERIES = (
@@ -81,8 +82,6 @@ def _report(rows: list[dict], pid: str, reason: str, count: int = 1, scope: str 
 def read_set(folder: Path) -> tuple[pd.DataFrame, list[dict]]:
     """All ``*.txt`` records of a set folder as one long frame (id, time in hours,
     parameter, value), and the records that could not be read."""
-    from holomed.modalities.timeseries import parse_time
-
     files = sorted(folder.glob("*.txt"))
     if not files:
         raise DatasetError(f"{folder}: no record files (*.txt) found")

@@ -49,6 +49,7 @@ from holomed.datasets.base import (
     register_dataset,
     sha256,
 )
+from holomed.io.signals import read_annotations, read_edf_header
 
 CHANNELS = ["EEG Fpz-Cz", "EOG horizontal", "EMG submental"]
 EPOCH = 30.0  # seconds
@@ -168,8 +169,6 @@ class SleepEDF(Dataset):
     def frames(self, **options: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
         """Options: ``subjects`` (ints), ``records`` (``SC4001`` ...), ``trim_wake``
         (minutes or None), ``manifest`` (path), ``download``, ``verify`` (sha256)."""
-        from holomed.io.signals import read_annotations, read_edf_header
-
         download = options.get("download", True)
         verify = options.get("verify", True)
         pairs = parse_sums(self._manifest(options.get("manifest"), download))

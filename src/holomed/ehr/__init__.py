@@ -61,15 +61,17 @@ column other than the index key, e.g. labs by ``subject_id``), an event that mat
 several units is counted once per unit.
 """
 
-# One idea per file: section (the spec's ehr: section, validated), sql (identifiers,
-# literals, keys and times as SQL), tables (the tables opened in DuckDB, with checks that
-# name file and column), index (the units of prediction), series (a timeseries cut from
-# an events table, every event counted), frames (ehr_frames: all of it put together).
+# One idea per file: holomed.spec.ehr (the spec's ehr: section, validated when the spec
+# loads), sql (identifiers, literals, keys and times as SQL), tables (the tables opened in
+# DuckDB, with checks that name file and column), index (the units of prediction), series
+# (a timeseries cut from an events table, every event counted), frames (ehr_frames: all
+# of it put together).
 
 from __future__ import annotations
 
 from holomed.ehr.frames import ehr_frames
-from holomed.ehr.section import (
+from holomed.ehr.series import STATUSES
+from holomed.spec.ehr import (
     DictionarySpec,
     EHRSpec,
     IndexSpec,
@@ -79,7 +81,6 @@ from holomed.ehr.section import (
     TimeseriesSource,
     validate_ehr,
 )
-from holomed.ehr.series import STATUSES
 
 __all__ = [
     "STATUSES",

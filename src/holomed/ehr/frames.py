@@ -10,11 +10,11 @@ import pandas as pd
 from pydantic import ValidationError
 
 from holomed.ehr.index import build_index
-from holomed.ehr.section import EHRSpec, TabularSource, describe_errors
 from holomed.ehr.series import build_series
 from holomed.ehr.sql import ident
 from holomed.ehr.tables import Tables
 from holomed.errors import CohortError
+from holomed.spec.ehr import EHRSpec, TabularSource, describe_errors
 
 
 def ehr_frames(spec: Any) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:

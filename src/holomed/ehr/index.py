@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from holomed.ehr.section import EHRSpec, TabularSource
 from holomed.ehr.sql import TIME_TYPES, ident, key_text_sql, time_sql
 from holomed.ehr.tables import Tables
 from holomed.errors import CohortError
+from holomed.spec.ehr import EHRSpec, TabularSource
 
 
 def _index_from(cfg: EHRSpec, tables: Tables) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from holomed.ehr.section import EHRSpec, TimeseriesSource
 from holomed.ehr.sql import ident, is_numeric, key_text_sql, time_sql
 from holomed.ehr.tables import Tables
 from holomed.errors import CohortError
+from holomed.spec.ehr import EHRSpec, TimeseriesSource
 
 STATUSES = (
     "no_key",

@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from holomed.ehr.section import EHRSpec
 from holomed.ehr.sql import first_line, ident, literal
 from holomed.errors import CohortError
+from holomed.spec.ehr import EHRSpec
 
 
 class Tables:

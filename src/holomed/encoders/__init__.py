@@ -2,20 +2,19 @@
 
 Importing this package is cheap: the registry's names (``ENCODERS``,
 ``create_encoder`` ...) are loaded on first use, and the built-in encoders register
-themselves on the registry's first lookup, so :mod:`holomed.encoders.pretrained` can be
-used by a modality kind without loading torch.
+themselves on the registry's first lookup, so importing one of its modules (e.g.
+:mod:`holomed.encoders.pretrained`) does not load torch or the other encoders.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["ENCODERS", "Encoded", "create_encoder", "encoder_names", "register_encoder"]
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     base = importlib.import_module("holomed.encoders.base")
     if name in __all__:
         return getattr(base, name)

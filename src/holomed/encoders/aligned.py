@@ -80,7 +80,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from holomed.cohort import carve_validation
 from holomed.encoders.base import Encoded, FitData, register_encoder
+from holomed.encoders.image import FrozenEfficientNet
+from holomed.modalities.text import embed_chunks
 
 IMAGE_DIM = 1280
 TEXT_DIM = 384
@@ -204,8 +207,6 @@ def fit_alignment(
 
     Returns ``{"image": state, "text": state, "logit_scale", "best_epoch", "pairs",
     "val_patients", "refitted"}`` (states of :func:`projection_head`)."""
-    from holomed.cohort import carve_validation
-
     s = {**ALIGN_DEFAULTS, **settings}
     unknown = sorted(set(settings) - set(ALIGN_DEFAULTS))
     if unknown:
@@ -472,8 +473,6 @@ class _Aligned(nn.Module):
 
     def _check_towers(self, where: str, meta: dict[str, Any]) -> None:
         """Text: the installed MiniLM must give the heads' probe embedding."""
-        from holomed.modalities.text import embed_chunks
-
         probe = "chest radiograph with bilateral opacities"  # holomed align's probe
         saved = meta.get("text_fingerprint")
         if saved:
@@ -528,8 +527,6 @@ class AlignedImage(_Aligned):
         input_size: int = 224,
         feature_cache: int = 50_000,
     ) -> None:
-        from holomed.encoders.image import FrozenEfficientNet
-
         if int(in_dim) - 1 not in (1, 3):
             raise ValueError(
                 "encoder 'aligned_image' takes 1 (gray) or 3 image channels + the presence "

@@ -11,6 +11,7 @@ module's state dict, so a saved model needs no hook to load."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,6 @@ BUILTIN = ("aligned", "image", "mlp", "signal", "text", "timeseries")
 
 def _builtins() -> None:
     """Import the modules of the built-in encoders (they register themselves)."""
-    import importlib
-
     for module in BUILTIN:
         importlib.import_module(f"holomed.encoders.{module}")
 

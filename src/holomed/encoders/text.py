@@ -54,6 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from holomed.encoders.base import Encoded, mlp, register_encoder
+from holomed.encoders.pretrained import EMBED_DIM, load_bert, load_tokenizer, model_id
 
 
 class TextPool(nn.Module):
@@ -141,8 +142,6 @@ def _restore_frozen(module: MiniLM, state_dict: dict, prefix: str, *args: Any) -
 
 
 def _package() -> str:
-    from holomed.encoders.pretrained import model_id
-
     return model_id()
 
 
@@ -162,7 +161,6 @@ class MiniLM(nn.Module):
         chunk_batch: int = 64,
     ) -> None:
         super().__init__()
-        from holomed.encoders.pretrained import EMBED_DIM, load_bert, load_tokenizer
 
         bert = copy.deepcopy(load_bert())
         n = len(bert.encoder.layer)

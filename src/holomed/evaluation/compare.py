@@ -36,7 +36,6 @@ from holomed.candidate import (
 from holomed.candidates.ensemble import blend
 from holomed.cohort import Cohort, count_reasons, patient_splits  # noqa: F401 (re-exported)
 from holomed.evaluation.baselines import ScoreBaseline
-from holomed.evaluation.executor import Executor, make_executor
 from holomed.evaluation.resources import Measure
 from holomed.evaluation.select import (
     Selection,
@@ -48,9 +47,11 @@ from holomed.evaluation.select import (
     select,
 )
 from holomed.evaluation.trust import curves
+from holomed.executor import Executor, make_executor
 from holomed.explain.features import top_features
 from holomed.explain.modality import modality_shapley
 from holomed.provenance import run_card, versions
+from holomed.results import CompareRecord, MetricSummary, StrategyEntry
 from holomed.scoring.metrics import (
     LOWER_IS_BETTER,
     calibration_stats,
@@ -107,10 +108,13 @@ def compare(
     executor: Executor | None = None,
     inner: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
-    """Run the whole comparison; returns (results dict, per-entry per-seed outputs
-    over the evaluated patients, in ``results['eval_ids']`` order). The fits run through
+    """Run the whole comparison; returns (results, per-entry per-seed outputs over the
+    evaluated patients, in ``results['eval_ids']`` order). The results are a
+    :class:`~holomed.results.CompareRecord` as :meth:`~holomed.results.Record.to_dict`
+    (numbers as computed, NaN kept; ``to_json`` of the same record is what is written
+    to ``results.json``). The fits run through
     ``executor`` (default: the spec's ``evaluation.executor``,
-    :mod:`holomed.evaluation.executor`). With a list ``inner``, one record per outer split
+    :mod:`holomed.executor`). With a list ``inner``, one record per outer split
     is appended to it: ``rows`` (the training patients' positions in ``cohort``), ``y``,
     the inner ``folds`` and every candidate's out-of-fold predictions per repeat
     (``oofs``), as selection saw them."""
@@ -282,73 +286,79 @@ def compare(
         if own:
             executor.close()
 
-    entries = {}
     for name, parts in derived.items():  # memory of an entry made of others: their peak
         meta[name]["peak_rss_mb"] = max(meta[p]["peak_rss_mb"] for p in parts if p in meta)
-    for name, outs in final_outputs.items():
-        entries[name] = {
-            "group": meta[name]["group"],
-            "curves": curves(y, outs[0]) if task == "binary" else {},
-            "calibration": calibration_stats(y, np.mean(outs, 0)[:, 1])
-            if task == "binary"
-            else None,
-            "contributions": contributions.get(name),
-            "features": features.get(name),
-            "metrics": metrics_of[name],
-            "survival": survival_summary(y, np.mean(outs, 0), spec.target.horizons, cohort.y)
+    entries = {
+        name: StrategyEntry(
+            group=meta[name]["group"],
+            curves=curves(y, outs[0]) if task == "binary" else {},
+            calibration=calibration_stats(y, np.mean(outs, 0)[:, 1]) if task == "binary" else None,
+            contributions=contributions.get(name),
+            features=features.get(name),
+            metrics=metric_summaries(metrics_of[name]),
+            survival=survival_summary(y, np.mean(outs, 0), spec.target.horizons, cohort.y)
             if task == "survival"
             else None,
-            "fit_seconds": float(np.mean(meta[name]["fit_seconds"])),
-            "fit_seconds_total": float(np.sum(meta[name]["fit_seconds"])),
-            "peak_rss_mb": round(meta[name]["peak_rss_mb"], 1),
-            "params": meta[name]["params"],
-        }
-    selected, cv_mean = deployable_choice(selection_log, ev.selection_rule)
-    sign = -1 if metric in LOWER_IS_BETTER else 1
-    board = sorted(
-        entries,
-        key=lambda e: (
-            -sign * np.nan_to_num(entries[e]["metrics"][metric]["mean"], nan=-np.inf * sign)
-        ),
-    )
-    card = run_card(spec)
-    results = {
-        "kind": "compare",
-        "dataset": spec.dataset,
-        "synthetic": card["synthetic"],
-        "intended_use": card["intended_use"],
-        "limitations": card["limitations"],
-        "contributions_note": "modality Shapley of the seed-0 model of the first outer split",
-        "task": task,
-        "classes": cohort.classes,
-        "split": spec.split.model_dump(),
-        "n_splits": len(splits),
-        "seeds": list(range(seeds)),
-        "selection": "cv-on-train",
-        "selection_rule": SELECTION_RULES[ev.selection_rule],
-        "selection_metric": metric,
-        "selection_folds": ev.selection_folds,
-        "selection_repeats": ev.selection_repeats,
-        "candidates": names,
-        "selected": candidate_entry(selected),
-        "selected_family": candidate_class(selected).family,
-        "selected_params": _deploy_params(selection_log, selected),
-        "selection_cv_mean": cv_mean,
-        "selection_detail": selection_log,
-        "strategies": entries,
-        "leaderboard": board,
-        "n_evaluated": int(len(evaluated)),
-        "eval_ids": cohort.ids[evaluated].tolist(),
-        "y": y.tolist(),
-        "cohort": cohort.summary(),
-        "excluded": cohort.excluded,
-        "excluded_summary": count_reasons(cohort.excluded),
-        "n_bootstrap": ev.n_bootstrap,
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-        "versions": versions(),
-        "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
+            fit_seconds=float(np.mean(meta[name]["fit_seconds"])),
+            fit_seconds_total=float(np.sum(meta[name]["fit_seconds"])),
+            peak_rss_mb=round(meta[name]["peak_rss_mb"], 1),
+            params=meta[name]["params"],
+        )
+        for name, outs in final_outputs.items()
     }
-    return results, final_outputs
+    selected, cv_mean = deployable_choice(selection_log, ev.selection_rule)
+    card = run_card(spec)
+    record = CompareRecord(
+        dataset=spec.dataset,
+        synthetic=card["synthetic"],
+        intended_use=card["intended_use"],
+        limitations=card["limitations"],
+        contributions_note="modality Shapley of the seed-0 model of the first outer split",
+        task=task,
+        classes=cohort.classes,
+        split=spec.split.model_dump(),
+        n_splits=len(splits),
+        seeds=list(range(seeds)),
+        selection="cv-on-train",
+        selection_rule=SELECTION_RULES[ev.selection_rule],
+        selection_metric=metric,
+        selection_folds=ev.selection_folds,
+        selection_repeats=ev.selection_repeats,
+        candidates=names,
+        selected=candidate_entry(selected),
+        selected_family=candidate_class(selected).family,
+        selected_params=_deploy_params(selection_log, selected),
+        selection_cv_mean=cv_mean,
+        selection_detail=selection_log,
+        strategies=entries,
+        leaderboard=ranked(entries, metric),
+        n_evaluated=int(len(evaluated)),
+        eval_ids=cohort.ids[evaluated].tolist(),
+        y=y.tolist(),
+        cohort=cohort.summary(),
+        excluded=cohort.excluded,
+        excluded_summary=count_reasons(cohort.excluded),
+        n_bootstrap=ev.n_bootstrap,
+        total_seconds=round(time.perf_counter() - t_start, 1),
+        versions=versions(),
+        spec=spec.model_dump(mode="json", exclude={"base_dir"}),
+    )
+    return record.to_dict(), final_outputs
+
+
+def metric_summaries(summary: dict[str, Any]) -> dict[str, MetricSummary]:
+    """:func:`summarise`'s {metric: {mean, sd, ci, per_seed}} as records."""
+    return {m: MetricSummary.from_json(v, f"metrics[{m!r}]") for m, v in summary.items()}
+
+
+def ranked(entries: dict[str, StrategyEntry], metric: str) -> list[str]:
+    """The entries' names, best first on ``metric`` (its direction:
+    :data:`~holomed.scoring.metrics.LOWER_IS_BETTER`); undefined values last."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    return sorted(
+        entries,
+        key=lambda e: -sign * np.nan_to_num(entries[e].metrics[metric].mean, nan=-np.inf * sign),
+    )
 
 
 def _params(model: Any, chosen: Any) -> Any:

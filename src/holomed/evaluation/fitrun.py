@@ -26,8 +26,10 @@ from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
 from holomed.evaluation.trust import assess, curves, fit_results
 from holomed.explain.maps import attribution_maps
+from holomed.fairness import audit
 from holomed.provenance import model_card
-from holomed.runfiles import write_json
+from holomed.results import FitRecord, write_results
+from holomed.scoring.calibration import reliability
 from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
 from holomed.scoring.survival import metric_context, survival_summary
 from holomed.spec import Spec
@@ -54,8 +56,6 @@ def _pooled(
     if task == "survival":
         trust["survival"] = survival_summary(y, out, spec.target.horizons, y)
     if task in ("binary", "multiclass") and "calibration" in trust:
-        from holomed.scoring.calibration import reliability
-
         after, before = compute_metrics(task, y, out), compute_metrics(task, y, raw)
         cal = trust["calibration"]
         cal["fitted_on"] = "per fold, on validation patients carved from that fold's training"
@@ -79,8 +79,6 @@ def _pooled(
             "score": (out[:, 1] if out.shape[1] == 2 else out.max(1)).round(5).tolist(),
         }
     if spec.attributes and cohort.attributes is not None and task == "binary":
-        from holomed.fairness import audit
-
         trust["fairness"] = audit(
             y,
             out[:, 1],
@@ -102,7 +100,8 @@ def fit_run(
     mode: str = "holdout",
 ) -> tuple[Candidate, dict[str, Any]]:
     """Fit candidate ``name`` as ``mode`` says (see module doc); returns the model to
-    save and the run's results (``results.json``)."""
+    save and the run's results (``results.json``): a :class:`~holomed.results.FitRecord`
+    as :meth:`~holomed.results.Record.to_dict` (numbers as computed, NaN kept)."""
     if mode not in MODES:
         raise ValueError(f"unknown fit mode {mode!r}; expected one of {MODES}")
     seed = spec.training.seed if seed is None else seed
@@ -118,8 +117,7 @@ def fit_run(
             "evaluation": f"none here: trained on all {len(cohort)} labelled patients; the "
             "comparison or cross-validation run that chose this candidate is its evaluation"
         }
-        res = fit_results(spec, cohort, model, len(cohort), 0, trust)
-        return model, res
+        return model, fit_results(spec, cohort, model, len(cohort), 0, trust).to_dict()
     splits = patient_splits(cohort, spec.split, seed=spec.training.seed)
     if mode == "holdout":
         tr, te = splits[0]
@@ -127,9 +125,9 @@ def fit_run(
         model = make().fit(train)
         trust = assess(model, test, spec, train)
         trust["evaluation"] = f"held-out test patients ({len(te)}), model trained on {len(tr)}"
-        res = fit_results(spec, cohort, model, len(tr), len(te), trust)
-        res["test_ids"] = test.ids.tolist()
-        return model, res
+        rec = fit_results(spec, cohort, model, len(tr), len(te), trust)
+        rec.test_ids = test.ids.tolist()
+        return model, rec.to_dict()
     k = output_columns(spec, cohort)
     out, raw = (
         empty_outputs(len(cohort), cohort.task, k),
@@ -149,19 +147,22 @@ def fit_run(
         f"{len(splits[0][1])} test patients; the saved model is trained on all patients"
     )
     model = make().fit(cohort)
-    res = fit_results(spec, cohort, model, len(cohort), len(cohort), trust)
-    res["n_folds"] = len(splits)
-    return model, res
+    rec = fit_results(spec, cohort, model, len(cohort), len(cohort), trust)
+    rec.n_folds = len(splits)
+    return model, rec.to_dict()
 
 
 def save_fit(model: Candidate, res: dict[str, Any], cohort: Cohort, out: Path, mode: str) -> None:
     """Write a fit run to ``out``: attribution maps of the test patients' signals and
     images (neural candidates, when the run has test patients and ``evaluation.explain``),
-    the bundle with its model card (``out/bundle``), and ``out/results.json``."""
+    the bundle with its model card (``out/bundle``), and ``out/results.json`` (``res``,
+    :func:`fit_run`'s results, checked as a :class:`~holomed.results.FitRecord`)."""
+    rec = FitRecord.from_json(res)
     if model.spec.evaluation.explain and model.family == "neural":
-        if mode != "all" and res.get("test_ids"):
-            test = cohort.subset(cohort.index_of(res["test_ids"]))
-            res["attribution_plots"] = attribution_maps(model, test, out)
-    card = model_card(res, cohort.summary(), len(cohort.excluded))
+        if mode != "all" and rec.test_ids:
+            test = cohort.subset(cohort.index_of(rec.test_ids))
+            rec.attribution_plots = attribution_maps(model, test, out)
+            res["attribution_plots"] = rec.attribution_plots  # the caller's copy too
+    card = model_card(rec.to_dict(), cohort.summary(), len(cohort.excluded))
     model.save(out / "bundle", card=card)
-    write_json(out / "results.json", res)
+    write_results(rec, out / "results.json")

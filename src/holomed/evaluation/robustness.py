@@ -20,6 +20,7 @@ from holomed.candidate import CLASSICAL as BASELINES
 from holomed.candidate import candidate_class, candidate_entry, canonical, make_candidate
 from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate
+from holomed.results import RobustnessCurve, RobustnessRecord
 from holomed.scoring.metrics import compute_metrics
 from holomed.spec import Spec
 
@@ -58,8 +59,10 @@ def robustness(
     tick: Callable[[str], None] | None = None,
     params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """{"rates", "scenarios", "curves": {entry: {scenario: {metric: {"mean": [...], "sd": [...]}}}}}
-    on the first outer split's test patients."""
+    """The curves on the first outer split's test patients: a
+    :class:`~holomed.results.RobustnessRecord` (``rates``, ``scenarios``, ``metrics``,
+    ``curves[entry][scenario][metric]`` with ``mean`` and ``sd`` over seeds per rate) as
+    :meth:`~holomed.results.Record.to_dict`, what ``robustness.json`` holds."""
     seeds = seeds or spec.evaluation.seeds
     rates = rates if rates is not None else spec.evaluation.missing_rates
     tick = tick or (lambda _m: None)
@@ -90,7 +93,7 @@ def robustness(
             if f"baseline:{b}" not in {e[0] for e in entries}
             and cohort.task in candidate_class(b).tasks
         ]
-    curves: dict[str, Any] = {}
+    curves: dict[str, dict[str, dict[str, RobustnessCurve]]] = {}
     base_present = test.presence()
     for name, make in entries:
         vals = {sc: {m: np.full((seeds, len(rates)), np.nan) for m in metrics} for sc in scenarios}
@@ -108,18 +111,18 @@ def robustness(
             tick(f"robustness {name} seed {s}")
         curves[name] = {
             sc: {
-                m: {"mean": np.nanmean(v, 0).tolist(), "sd": np.nanstd(v, 0).tolist()}
+                m: RobustnessCurve(mean=np.nanmean(v, 0).tolist(), sd=np.nanstd(v, 0).tolist())
                 for m, v in d.items()
             }
             for sc, d in vals.items()
         }
-    return {
-        "dataset": spec.dataset,
-        "task": cohort.task,
-        "rates": list(rates),
-        "scenarios": scenarios,
-        "metrics": list(metrics),
-        "seeds": list(range(seeds)),
-        "n_test": int(len(te)),
-        "curves": curves,
-    }
+    return RobustnessRecord(
+        dataset=spec.dataset,
+        task=cohort.task,
+        rates=list(rates),
+        scenarios=scenarios,
+        metrics=list(metrics),
+        seeds=list(range(seeds)),
+        n_test=int(len(te)),
+        curves=curves,
+    ).to_dict()

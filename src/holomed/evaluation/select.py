@@ -47,7 +47,7 @@ import numpy as np
 from holomed.candidate import candidate_class, make_candidate
 from holomed.candidates.ensemble import blend, caruana, caruana_bagged
 from holomed.cohort import Cohort, inner_folds
-from holomed.evaluation.executor import Executor
+from holomed.executor import Executor
 from holomed.scoring.metrics import oriented
 from holomed.spec import Spec
 

@@ -1,8 +1,8 @@
 """Everything a clinician asks of one trained model on its test patients, as plain
 JSON: metrics with CIs (calibrated and not), ROC/PR curves, calibration before/after,
 modality contributions (Shapley + leave-one-out), attention read-out, top features per
-modality, a deletion curve, and the subgroup audit. Reports render this; they never
-recompute it."""
+modality, a deletion curve, and the subgroup audit: the sections of a fit run's
+:class:`~holomed.results.FitRecord`. Reports render this; they never recompute it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from holomed.cohort import Cohort
+from holomed.cohort import Cohort, count_reasons
+from holomed.explain.attention import attention_readout
+from holomed.explain.features import deletion_curve, top_features
+from holomed.explain.modality import modality_shapley
+from holomed.fairness import audit, mitigate_thresholds, survival_audit
+from holomed.provenance import run_card, versions
+from holomed.results import FitRecord
 from holomed.scoring.calibration import reliability
-from holomed.scoring.metrics import summarise
+from holomed.scoring.metrics import (
+    calibration_stats,
+    compute_metrics,
+    multilabel_metrics,
+    summarise,
+)
 from holomed.scoring.survival import metric_context, survival_summary
 from holomed.spec import Spec
 
@@ -36,68 +47,6 @@ def curves(y: np.ndarray, proba: np.ndarray, max_points: int = 200) -> dict[str,
     return {"roc": {"fpr": f, "tpr": t}, "pr": {"recall": r, "precision": p}}
 
 
-def attention_readout(model: Any, cohort: Cohort, n_examples: int = 5) -> dict[str, Any] | None:
-    """Per-patient modality weights of fusions that expose them (attention, late,
-    hybrid, ...): their mean over patients and a few example patients; and, under
-    ``set_pooling``, the weights of encoders that pool a set per patient (images of a
-    patient's set, chunks of a note). ``None`` when the model has neither."""
-    x, present = model.transform(cohort)
-    x = {k: np.asarray(v) for k, v in x.items()}  # lazy arrays too: one batch, weights align
-    model.logits(x, present, batch_size=max(len(cohort), 1))
-    out: dict[str, Any] = {}
-    w = model.net_.fusion.attention_weights
-    if w is not None:
-        w = w.detach().numpy()
-        out.update(
-            names=getattr(model.net_.fusion, "group_names", list(present)),
-            mean=w.mean(0).round(4).tolist(),
-            examples=[
-                {"id": str(cohort.ids[i]), "weights": w[i].round(4).tolist()}
-                for i in range(min(n_examples, len(w)))
-            ],
-        )
-    pooling = set_pooling_readout(model, cohort, present, n_examples)
-    if pooling:
-        out["set_pooling"] = pooling
-    return out or None
-
-
-SLOT_MEANING = {
-    "image": "images of the patient's set, in file order",
-    "text": "chunks of the patient's notes, in order",
-}
-
-
-def set_pooling_readout(
-    model: Any, cohort: Cohort, present: dict[str, np.ndarray], n_examples: int = 5
-) -> dict[str, Any]:
-    """The last forward pass's set-pooling weights of each encoder that keeps them
-    (``last_weights_``, ``(n present, slots)``, 0 on padding slots), per patient."""
-    kinds = {m.name: m.kind for m in model.modality_specs()}
-    out: dict[str, Any] = {}
-    for name, enc in model.net_.encoders.items():
-        w = getattr(enc, "last_weights_", None)
-        rows = np.flatnonzero(present[name])
-        if w is None or w.dim() != 2 or w.shape[1] < 2 or len(w) != len(rows):
-            continue
-        w = w.detach().cpu().numpy()
-        used = w > 0
-        n_used = used.sum(1)
-        multi = n_used > 1
-        out[name] = {
-            "slots": SLOT_MEANING.get(kinds.get(name, ""), "pooled set elements"),
-            "n_patients": int(len(rows)),
-            "mean_slots_used": round(float(n_used.mean()), 2) if len(rows) else None,
-            # how concentrated the pooling is where there is a choice (> 1 element)
-            "mean_max_weight": round(float(w[multi].max(1).mean()), 4) if multi.any() else None,
-            "examples": [
-                {"id": str(cohort.ids[rows[i]]), "weights": w[i][used[i]].round(4).tolist()}
-                for i in range(min(n_examples, len(rows)))
-            ],
-        }
-    return out
-
-
 def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) -> dict[str, Any]:
     """The trust sections of a fit run (see module doc)."""
     ev = spec.evaluation
@@ -116,13 +65,9 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
     if task == "survival":
         out["survival"] = survival_summary(test.y, proba, spec.target.horizons, ref)
     if task == "multilabel":
-        from holomed.scoring.metrics import multilabel_metrics
-
         per = multilabel_metrics(test.y, proba, per_label=True)["per_label"]
         out["per_label"] = {test.classes[j]: v for j, v in per.items()}
     if task in ("binary", "multiclass"):
-        from holomed.scoring.metrics import calibration_stats, compute_metrics
-
         before, after = compute_metrics(task, test.y, raw), compute_metrics(task, test.y, proba)
         cal = getattr(model, "calibrator_", None)
         val_ids = getattr(model, "val_ids_", None) or []
@@ -152,9 +97,6 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
             "score": (proba[:, 1] if proba.shape[1] == 2 else proba.max(1)).round(5).tolist(),
         }
     if ev.explain:
-        from holomed.explain.features import deletion_curve, top_features
-        from holomed.explain.modality import modality_shapley
-
         t1 = time.perf_counter()
         out["contributions"] = modality_shapley(model, test)
         out["attention"] = attention_readout(model, test) if neural else None
@@ -170,8 +112,6 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         if neural and attr and task in ("binary", "multiclass"):
             out["deletion_curve"] = deletion_curve(model, test, attr)
     if spec.attributes and test.attributes is not None and task == "survival":
-        from holomed.fairness import survival_audit
-
         out["fairness"] = survival_audit(
             test.y,
             proba[:, 0],
@@ -182,8 +122,6 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
             seed=spec.training.seed,
         )
     if spec.attributes and test.attributes is not None and task == "binary":
-        from holomed.fairness import audit, mitigate_thresholds
-
         score = proba[:, 1]
         out["fairness"] = audit(
             test.y,
@@ -216,31 +154,29 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
 
 def fit_results(
     spec: Spec, cohort: Cohort, model: Any, n_train: int, n_test: int, trust: dict[str, Any]
-) -> dict[str, Any]:
-    """The ``results.json`` of a fit run: run card, cohort, exclusions and trust sections."""
-    from holomed.cohort import count_reasons
-    from holomed.provenance import run_card, versions
-
+) -> FitRecord:
+    """The record of a fit run (``results.json``): run card, cohort, exclusions and the
+    trust sections of :func:`assess` (those it made, as it made them)."""
     card = run_card(spec)
-    return {
-        "kind": "fit",
-        "dataset": spec.dataset,
-        "synthetic": card["synthetic"],
-        "task": cohort.task,
-        "classes": cohort.classes,
-        "fusion": model.name,
-        "family": model.family,
-        "seed": getattr(model, "seed_", model.seed),
-        "n_train": n_train,
-        "n_test": n_test,
-        "cohort": cohort.summary(),
-        "excluded": cohort.excluded,
-        "excluded_summary": count_reasons(cohort.excluded),
-        "fit_seconds": getattr(model, "fit_seconds_", None),
-        "history": getattr(model, "history_", {}),
-        "intended_use": card["intended_use"],
-        "limitations": card["limitations"],
-        "versions": versions(),
-        "spec": spec.model_dump(mode="json", exclude={"base_dir"}),
-        **trust,
-    }
+    header = FitRecord(
+        dataset=spec.dataset,
+        synthetic=card["synthetic"],
+        task=cohort.task,
+        classes=cohort.classes,
+        fusion=model.name,
+        family=model.family,
+        seed=getattr(model, "seed_", model.seed),
+        n_train=n_train,
+        n_test=n_test,
+        cohort=cohort.summary(),
+        excluded=cohort.excluded,
+        excluded_summary=count_reasons(cohort.excluded),
+        fit_seconds=getattr(model, "fit_seconds_", None),
+        history=getattr(model, "history_", {}),
+        intended_use=card["intended_use"],
+        limitations=card["limitations"],
+        versions=versions(),
+        spec=spec.model_dump(mode="json", exclude={"base_dir"}),
+    )
+    # the sections are checked as read back, so one assess left null stays null
+    return FitRecord.from_json({**header.to_dict(), **trust})

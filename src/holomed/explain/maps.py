@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from holomed.explain.drawing import image_saliency_plot, signal_attribution_plot
 from holomed.explain.features import modality_forward, model_inputs, occlusion
 
 MAP_KINDS = ("signal", "image")
@@ -45,8 +46,6 @@ def attribution_maps(
     patients that have it; writes ``out_dir/<prefix>_<modality>_<k>.png`` and returns
     ``[{modality, kind, patient, file, method, window}]`` (``file`` relative to
     ``out_dir``). Modalities of other kinds are skipped; nothing is written for them."""
-    from holomed.report.plots import image_saliency_plot, signal_attribution_plot
-
     out_dir = Path(out_dir)
     kinds = {m.name: m.kind for m in model.modality_specs()}
     records: list[dict[str, Any]] = []

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from holomed.survival import output_names
+
 SCORE_MEANING = {
     "binary": "probability of the positive class",
     "multiclass": "probability of the predicted class",
@@ -45,8 +47,6 @@ def output_record(
     """A prediction's outputs: probabilities and the predicted class (the labels at 0.5
     for multilabel) with the calibration method; the risk and survival at each horizon;
     or the regression value."""
-    from holomed.survival import output_names
-
     row = np.asarray(row, dtype=float)
     if task == "survival":
         names = output_names(list(horizons))

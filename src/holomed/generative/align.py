@@ -77,11 +77,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import holomed
+from holomed.cohort import carve_validation, load_cohort, patient_splits
 from holomed.encoders.aligned import HEADS_FILE, info_nce, patient_digests, projection_head
 from holomed.encoders.aligned import HEADS_FORMAT as FORMAT
 from holomed.encoders.aligned import HEADS_FORMAT_VERSION as FORMAT_VERSION
 from holomed.encoders.aligned import HEADS_META as META_FILE
+from holomed.encoders.image import FrozenEfficientNet
 from holomed.errors import HolomedError
+from holomed.generative.draft import compare_drafts, retrieve_drafts
+from holomed.modalities.image import ImagePreprocessor
+from holomed.modalities.text import chunk_words as cut_note
+from holomed.modalities.text import embed_chunks, model_id, note_texts
+from holomed.scoring.metrics import bootstrap_ci, compute_metrics
 
 TUNES = ("projection", "conv_head", "last_block")
 IMAGE_DIM = 1280
@@ -131,10 +139,7 @@ def note_embeddings(
     """``(n, 384)`` float32: each text cut into chunks of ``chunk_words`` words (the first
     ``max_chunks``), embedded by the frozen all-MiniLM-L6-v2, chunk embeddings averaged
     and L2-normalised. Chunks are cached in memory (shared with the text kind)."""
-    from holomed.modalities.text import chunk_words as cut
-    from holomed.modalities.text import embed_chunks
-
-    per = [cut(str(t), int(chunk_words), int(max_chunks)) for t in texts]
+    per = [cut_note(str(t), int(chunk_words), int(max_chunks)) for t in texts]
     empty = [i for i, c in enumerate(per) if not c]
     if empty:
         raise AlignError(f"text {empty[0]} of {len(per)} is empty: nothing to embed")
@@ -221,8 +226,6 @@ class FrozenTrunk:
     def __init__(
         self, tune: str, input_size: int = 224, weights: str | None = None, cache: int = 20_000
     ) -> None:
-        from holomed.encoders.image import FrozenEfficientNet
-
         self.tune = tune
         self.input_size = int(input_size)
         self.net = FrozenEfficientNet(weights, self.input_size, feature_cache=0).net.eval()
@@ -529,9 +532,6 @@ class ImageTextAligner:
         recorded in the saved heads as keyed digests (:func:`patient_digests`, a random
         salt per fit), so a fusion model reusing the heads can tell whether they saw its
         evaluation patients (:mod:`holomed.encoders.aligned`)."""
-        from holomed.cohort import carve_validation
-        from holomed.modalities.image import ImagePreprocessor
-
         self._check()
         n = len(images)
         if len(texts) != n:
@@ -744,9 +744,6 @@ class ImageTextAligner:
         (written to a temporary folder beside it, then moved into place)."""
         from safetensors.torch import save_file
 
-        import holomed
-        from holomed.modalities.text import model_id
-
         self._fitted()
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -800,8 +797,6 @@ class ImageTextAligner:
         """An aligner saved by :meth:`save`; the EfficientNet weights file and (with
         ``check_text_model``) the sentence model must be those it was trained with."""
         from safetensors.torch import load_file
-
-        from holomed.modalities.image import ImagePreprocessor
 
         folder = Path(folder)
         mpath, hpath = folder / META_FILE, folder / HEADS_FILE
@@ -897,8 +892,6 @@ def retrieval_summary(
 ) -> dict[str, Any]:
     """recall@k and median / mean rank with bootstrap 95 % CIs (resampling queries),
     and the random ranking's expectation on the same galleries."""
-    from holomed.scoring.metrics import bootstrap_ci
-
     ranks, gallery = np.asarray(ranks), np.asarray(gallery)
     n = len(ranks)
     out: dict[str, Any] = {"queries": int(n)}
@@ -1013,8 +1006,6 @@ def resolve_prompts(
 
 
 def _auroc_ci(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int, task: str) -> dict[str, Any]:
-    from holomed.scoring.metrics import bootstrap_ci, compute_metrics
-
     def auc(i: np.ndarray) -> float:
         return compute_metrics(task, y[i], p[i])["auroc"]
 
@@ -1028,7 +1019,6 @@ def _paired_difference(
     y: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, task: str
 ) -> dict[str, Any]:
     """AUROC(a) - AUROC(b) on the same patients, bootstrap CI of the difference."""
-    from holomed.scoring.metrics import bootstrap_ci, compute_metrics
 
     def diff(i: np.ndarray) -> float:
         return (
@@ -1044,9 +1034,6 @@ def _paired_difference(
 def load_pairs(spec: Any, image: str | None = None, text: str | None = None) -> dict[str, Any]:
     """The spec's cohort restricted to patients with an image: ``cohort``, the modality
     names, ``texts`` (a note or None per patient), ``has_text`` (bool) and counts."""
-    from holomed.cohort import load_cohort
-    from holomed.modalities.text import note_texts
-
     img_name, txt_name = pick_modalities(spec, image, text)
     cohort = load_cohort(spec)
     has_img = cohort.modalities[img_name].present
@@ -1099,9 +1086,6 @@ def evaluate_alignment(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from holomed.cohort import patient_splits
-    from holomed.generative.draft import compare_drafts, retrieve_drafts
 
     say = progress or (lambda _m: None)
     t_start = time.perf_counter()
@@ -1206,7 +1190,6 @@ def evaluate_alignment(
             zs_y.append(cohort.y[te])
             zs_p.append(zs)
             probe_p.append(pp)
-            from holomed.scoring.metrics import compute_metrics
 
             rec["zero_shot_auroc"] = {
                 name: compute_metrics(cohort.task, cohort.y[te], z)["auroc"]
@@ -1332,8 +1315,6 @@ def evaluate_alignment(
 
 
 def _fit_preprocessor(model: ImageTextAligner, images: Any) -> Any:
-    from holomed.modalities.image import ImagePreprocessor
-
     model._check()
     try:
         pre = ImagePreprocessor(**(model.image_preprocessing or {}))

@@ -23,6 +23,9 @@ from typing import Annotated
 import typer
 
 from holomed.clierrors import cli_guard
+from holomed.privacy.outputs import activate
+from holomed.runfiles import run_lock, write_json
+from holomed.threads import set_threads
 
 _guard = cli_guard  # errors: one line on stderr, exit code 2
 
@@ -84,15 +87,11 @@ def align(
     with _guard():
         from holomed.generative.align import evaluate_alignment, fit_aligner
         from holomed.provenance import run_card, versions
-        from holomed.runfiles import run_lock, write_json
         from holomed.spec import load_spec
-        from holomed.threads import set_threads
 
         set_threads(threads)
         s = load_spec(spec)
         if s.privacy.pseudonymise:
-            from holomed.privacy.outputs import activate
-
             activate([s.base_dir or ""])
         given = _prompts(prompt)
         out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from holomed.clierrors import cli_guard
+from holomed.threads import set_threads
 
 
 def _echo_err(text: str) -> None:
@@ -81,7 +82,6 @@ def synthesize(
         from holomed.generative.synthesize import summary_lines
         from holomed.generative.synthesize import synthesize as run
         from holomed.spec import load_spec
-        from holomed.threads import set_threads
 
         set_threads(threads)
         spec = load_spec(spec_path)

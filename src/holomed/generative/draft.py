@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from holomed.scoring.metrics import bootstrap_ci
+
 DRAFT_LABEL = "DRAFT — retrieved from training reports, not written for this patient"
 METRICS = ("bleu4", "rouge_l", "minilm_cosine")
 
@@ -153,8 +155,6 @@ def compare_drafts(
     reports, beside random training reports (``random[i]``: those drawn for patient
     ``i``; their metrics averaged per patient). Per metric: ``retrieved`` and ``random``
     (mean and bootstrap 95 % CI over patients) and their paired ``difference``."""
-    from holomed.scoring.metrics import bootstrap_ci
-
     n = len(real)
     if len(retrieved) != n or len(random) != n:
         raise ValueError("retrieved, real and random need one entry per patient")

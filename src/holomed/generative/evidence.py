@@ -33,14 +33,19 @@ higher FPR / ECE; either side for a flagged calibration gap).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from holomed.explain.records import explanation_record, num, output_record, score_meaning
+from holomed.fairness import attribute_groups
+from holomed.io.tables import read_table
+from holomed.privacy.outputs import spec_key
 from holomed.scoring.metrics import LOWER_IS_BETTER
 
 EVIDENCE_LABEL = (
@@ -472,8 +477,6 @@ def patient_group(value: Any, edges: Sequence[float] | None) -> str:
     """The audit group of one attribute value (binned with ``edges`` as the audit was)."""
     import pandas as pd
 
-    from holomed.fairness import attribute_groups
-
     return str(
         attribute_groups(pd.Series([value], dtype=object), list(edges) if edges else None)[0]
     )
@@ -730,9 +733,6 @@ def bundle_audit(
     layout ``holomed fit`` writes: ``OUT/bundle`` and ``OUT/results.json``), used only when
     its test metrics are the card's (so it is the evaluation of this model). ``(None,
     None)`` when neither."""
-    import json
-    from pathlib import Path
-
     card = dict(card or {})
     if isinstance(card.get("fairness"), Mapping) and card["fairness"].get("attributes"):
         return dict(card["fairness"]), "card.json: fairness"
@@ -763,8 +763,6 @@ def attributes_from_files(
     given, else from the tabular input files that carry those columns (the raw values,
     as the label table holds them). Ids are pseudonymised as the cohort's are when the
     spec asks for it."""
-    from holomed.io.tables import read_table
-
     wanted = list(spec.attributes)
     if not wanted:
         return {}
@@ -797,8 +795,6 @@ def attributes_from_files(
                 if v is not None and a not in rec:
                     rec[a] = v
     if spec.privacy.pseudonymise and out:
-        from holomed.privacy.outputs import spec_key
-
         key = spec_key(spec)
         out = {key.pseudonym(pid): rec for pid, rec in out.items()}
     return out

@@ -68,16 +68,21 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from holomed.cohort import Cohort, patient_splits
+from holomed.candidates import make_candidate
+from holomed.cohort import Cohort, load_cohort, patient_splits
+from holomed.datasets import DATASETS
 from holomed.errors import HolomedError
+from holomed.modalities import get_modality
 from holomed.runfiles import staged_folder
-from holomed.spec import Spec
+from holomed.scoring.metrics import compute_metrics, resamples
+from holomed.spec import Spec, load_spec
 
 MODELS = ("copula", "ctgan", "tvae")
 KINDS = ("tabular", "omics")
@@ -587,7 +592,6 @@ def _new_spec(
         "SYNTHETIC patients (holomed synthesize): results on this cohort check a method; "
         "they are never a clinical result and never a substitute for a real test set.",
     ]
-    from holomed.datasets import DATASETS
 
     if spec.dataset in DATASETS:  # derived data: the source's terms and citation still apply
         ds = DATASETS.get(spec.dataset)
@@ -636,9 +640,6 @@ def synthesize(
     classes in the training balance. ``components``: omics PCA components (None: by the
     column budget; 0: no reduction). ``learners``: candidates of the utility check."""
     import yaml
-
-    from holomed.cohort import load_cohort
-    from holomed.spec import load_spec
 
     tick = tick or (lambda _m: None)
     out = Path(out)
@@ -759,8 +760,6 @@ def _random_split(y: np.ndarray, test_share: float, rng: np.random.Generator) ->
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for p in ("holomed", "sdv", "copulas", "ctgan", "rdt"):
         with contextlib.suppress(PackageNotFoundError):
@@ -900,8 +899,6 @@ def _feature_space(train: Cohort, names: list[str], spec: Spec) -> Callable[[Coh
     """A standardised feature space fitted on the real training patients (the kinds'
     default preprocessors: median/mean imputation, standard scaling, one-hot categories,
     absent modality = 0 plus a presence indicator)."""
-    from holomed.modalities import get_modality
-
     cats = {m.name: list(m.categorical) for m in spec.modalities}
     pres = {}
     for m in names:
@@ -960,8 +957,6 @@ def _auroc(task: str, y: np.ndarray, p: np.ndarray) -> float:
     """AUROC of probabilities ``p`` (n, k): binary by ranks (fast enough for the
     bootstrap), multiclass one-vs-rest macro (holomed's scoring); NaN with one class."""
     if task != "binary":
-        from holomed.scoring.metrics import compute_metrics
-
         return float(compute_metrics(task, y, p)["auroc"])
     return _rank_auroc(y, p[:, 1])
 
@@ -992,10 +987,6 @@ def _utility(
     seed: int,
     names: list[str],
 ) -> dict[str, Any]:
-    import holomed.candidates  # noqa: F401 (registers the candidates)
-    from holomed.candidate import make_candidate
-    from holomed.scoring.metrics import resamples
-
     y = hold.y.astype(int)
     out: dict[str, Any] = {
         "metric": "auroc",
@@ -1043,8 +1034,6 @@ def _privacy(
     xtr: np.ndarray, xho: np.ndarray, xsy: np.ndarray, n_bootstrap: int, seed: int
 ) -> dict[str, Any]:
     from sklearn.neighbors import NearestNeighbors
-
-    from holomed.scoring.metrics import resamples
 
     to_train = NearestNeighbors(n_neighbors=1).fit(xtr)
     dcr_syn = to_train.kneighbors(xsy)[0][:, 0]

@@ -31,6 +31,7 @@ from their shared scanner coordinates.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,8 +422,6 @@ def register_image(
     the rigid result) and ``seconds``. Failure (no overlap, a constant image, divergence)
     raises :class:`~holomed.errors.CohortError` naming the moving file.
     """
-    import time
-
     import SimpleITK as sitk
 
     if transform not in REGISTRATIONS:

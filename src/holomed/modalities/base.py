@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
+from holomed.io.tables import read_table
 from holomed.registry import Registry
 
 if TYPE_CHECKING:
@@ -197,8 +198,6 @@ def modality_names() -> list[str]:
 
 def read_sources(mspec: ModalitySpec, spec: Spec) -> pd.DataFrame:
     """Read a modality's source files (tables) into a frame indexed by patient id."""
-    from holomed.io.tables import read_table
-
     if not mspec.source:
         raise CohortError(f"modality {mspec.name!r}: no source file given (field 'source')")
     paths = [spec.resolve(s) for s in mspec.source]

@@ -35,7 +35,7 @@ a marker. A marker is written last, by an atomic rename, so a chunk whose rows w
 written never looks finished. Two processes building the same store write the same
 bytes to the same rows; files are created by ``os.link`` (never replaced under a writer).
 
-Chunks are transformed through an executor (:mod:`holomed.evaluation.executor`: serial,
+Chunks are transformed through an executor (:mod:`holomed.executor`: serial,
 local processes or Ray; the preprocessors and the cohort are shipped once per worker,
 so each worker holds a copy of the cohort). With Ray on several machines the store's
 folder must be on a file system every worker sees.
@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from holomed import __version__
 from holomed.errors import CohortError
 from holomed.modalities.base import LazyRows, Preprocessor
 
@@ -237,8 +238,6 @@ def store_key(
     """What the arrays depend on, hashed: every preprocessor's fitted state, holomed's
     version, the store format, the chunk size, and the cohort's ids and values of the
     stored modalities (not their presence masks: see :func:`presence_key`)."""
-    from holomed import __version__
-
     h = hashlib.blake2b(digest_size=16)
     h.update(f"holomed {__version__} store {FORMAT} chunk {chunk}\x00".encode())
     h.update("\x1f".join(map(str, cohort.ids)).encode("utf-8", "surrogatepass"))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from holomed.errors import CohortError
 from holomed.modalities.base import (
     ModalityData,
     ModalityKind,
@@ -49,8 +50,6 @@ def _split_columns(df: pd.DataFrame, categorical: list[str]) -> tuple[list[str],
 
 def check_tabular(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame, list[dict]]:
     if df.shape[1] == 0:
-        from holomed.errors import CohortError
-
         raise CohortError(f"{where}: modality {mspec.name!r} has no feature columns")
     num, cat = _split_columns(df, list(mspec.categorical))
     df = to_numeric(df, num, where)

@@ -64,7 +64,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from holomed.encoders.pretrained import (  # noqa: F401 (the model's names, re-exported)
+from holomed.errors import CohortError
+from holomed.io.pretrained import (  # noqa: F401 (the model's names, re-exported)
     EMBED_DIM,
     MODEL_NAME,
     MODEL_PACKAGE,
@@ -76,7 +77,6 @@ from holomed.encoders.pretrained import (  # noqa: F401 (the model's names, re-e
     sentence_model_available,
     token_model_available,
 )
-from holomed.errors import CohortError
 from holomed.io.tables import read_ids
 from holomed.modalities.base import (
     ModalityData,

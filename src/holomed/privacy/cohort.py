@@ -49,8 +49,22 @@ from typing import Any
 
 import pandas as pd
 
+from holomed.cohort import read_modalities
+from holomed.datasets import DATASETS
+from holomed.ehr import ehr_frames
 from holomed.errors import PrivacyError
+from holomed.io.tables import read_table
+from holomed.modalities import get_modality
+from holomed.privacy.dicom import deidentify_dicom
+from holomed.privacy.ehr_tables import deidentify_ehr_tables
 from holomed.privacy.keys import PrivacyKey
+from holomed.privacy.signal import (
+    ANNOTATION_MODES,
+    KEEP_COMMENTS,
+    AnnotationTexts,
+    deidentify_signal_record,
+)
+from holomed.privacy.text import NoteDeidentifier
 from holomed.runfiles import staged_folder
 
 SUPPORTED = ("tabular", "omics", "text", "image", "timeseries", "signal")
@@ -62,14 +76,8 @@ def raw_frames(
     """Each modality's frame as the cohort reader checks it (time series: the long form
     as read, times in hours since the stay's start), and the label table. The rows the
     check left out are appended to ``excluded`` when given."""
-    from holomed.cohort import read_modalities
-    from holomed.datasets import DATASETS
-    from holomed.modalities import get_modality
-
     frames = target = None
     if spec.ehr is not None:  # EHR tables: the cohort's frames, cut as for training
-        from holomed.ehr import ehr_frames
-
         frames, target = ehr_frames(spec)
     elif spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
         frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
@@ -84,8 +92,6 @@ def raw_frames(
             long = frames[m.name] if frames and m.name in frames and not m.source else None
             raw[m.name] = long if long is not None else get_modality("timeseries").read(m, spec)
     if target is None:
-        from holomed.io.tables import read_table
-
         if not spec.target.source:
             raise PrivacyError("target.source: no label table given")
         target = read_table(
@@ -133,8 +139,6 @@ def _table(
 
 
 def _notes(df: pd.DataFrame, spec: Any, key: PrivacyKey, tick: Callable[[str], None]):
-    from holomed.privacy.text import NoteDeidentifier
-
     deid = NoteDeidentifier(language=spec.privacy.language, mode=spec.privacy.notes, key=key)
     counts: Counter = Counter()
     texts = []
@@ -155,8 +159,6 @@ def _images(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     from PIL import Image
     from pydicom.misc import is_dicom
-
-    from holomed.privacy.dicom import deidentify_dicom
 
     files = folder / f"{name}_files"
     files.mkdir(parents=True, exist_ok=True)
@@ -237,14 +239,6 @@ def _signals(
     key: PrivacyKey,
     tick: Callable[[str], None],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    from holomed.privacy.signal import (
-        ANNOTATION_MODES,
-        KEEP_COMMENTS,
-        AnnotationTexts,
-        deidentify_signal_record,
-    )
-    from holomed.privacy.text import NoteDeidentifier
-
     name = mspec.name
     opts = mspec.options
     mode = opts.get("deid_annotations", "deidentify")
@@ -365,8 +359,6 @@ def deidentify_cohort(
     if tables is None:
         tables = spec.ehr is not None and spec.privacy.ehr_tables is not None
     if tables:
-        from holomed.privacy.ehr_tables import deidentify_ehr_tables
-
         return deidentify_ehr_tables(spec, out, key, linkage=linkage, tick=tick)
     tick = tick or (lambda _m: None)
     out = Path(out)

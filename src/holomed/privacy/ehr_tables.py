@@ -67,7 +67,9 @@ import pandas as pd
 
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
+from holomed.privacy.text import NoteDeidentifier
 from holomed.runfiles import staged_folder
+from holomed.spec.ehr import EHRSpec
 
 CHUNK_ROWS = 200_000
 # a whole cell that reads as a date or a date-time (ISO, or US month/day/year)
@@ -123,8 +125,6 @@ class _Run:
     """One de-identification run over the tables of one spec."""
 
     def __init__(self, spec: Any, key: PrivacyKey, tick: Callable[[str], None], chunk_rows: int):
-        from holomed.ehr import EHRSpec
-
         self.spec = spec
         self.cfg = EHRSpec.model_validate(spec.ehr)
         self.p = spec.privacy.ehr_tables
@@ -344,8 +344,6 @@ class _Run:
             ) from None
 
     def _notes_deid(self, tag: bool):
-        from holomed.privacy.text import NoteDeidentifier
-
         if self._notes is None:
             lang, mode = self.spec.privacy.language, self.spec.privacy.notes
             self._notes = NoteDeidentifier(language=lang, mode=mode, key=self.key)

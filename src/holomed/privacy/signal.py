@@ -86,6 +86,7 @@ import numpy as np
 
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
+from holomed.privacy.text import NoteDeidentifier
 
 __all__ = [
     "ANNOTATION_MODES",
@@ -212,8 +213,6 @@ class AnnotationTexts:
 
     def _deidentifier(self) -> Any:
         if self.notes is None:
-            from holomed.privacy.text import NoteDeidentifier
-
             self.notes = NoteDeidentifier(mode="surrogate", key=self.key)
         return self.notes
 

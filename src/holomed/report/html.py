@@ -2,8 +2,9 @@
 
 ``render_report(run_dir)`` reads ``results.json`` (``"kind": "fit"`` for one trained
 model, ``"compare"`` or no kind for a leaderboard) and, when present,
-``robustness.json`` from the same folder, and writes ``run_dir/report.html``. Nothing
-is recomputed: every number and curve on the page is read from those files.
+``robustness.json`` from the same folder as typed records (:mod:`holomed.results`), and
+writes ``run_dir/report.html``. Nothing is recomputed: every number and curve on the
+page is read from those files.
 
 The page needs nothing from the network: figures are matplotlib PNGs inlined as
 base64 ``data:`` URLs, the style sheet and a few lines of script are inline, and a
@@ -23,16 +24,30 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from holomed.errors import ResultsError
+from holomed.generative.evidence import evidence_draft, results_example
+from holomed.results import (
+    CompareRecord,
+    FitRecord,
+    MetricSummary,
+    RobustnessRecord,
+    RunRecord,
+    StrategyEntry,
+    read_results,
+    results_from_json,
+)
 from holomed.scoring.metrics import LOWER_IS_BETTER
 
 __all__ = ["render_report", "render_html"]
+
+Run = CompareRecord | FitRecord  # the run a page is about (robustness: alongside)
 
 REPORT_NAME = "report.html"
 MAX_EXAMPLE_PATIENTS = 4  # per-patient contribution examples shown
@@ -73,13 +88,16 @@ GROUP_COLOURS = {
     "selected": "#000000",
 }
 SELECTION_LABELS = {"cv-on-train": "cross-validation on the training patients"}
+SELECTION_ENTRY = "selection (per fold)"  # a comparison's entry of the selection procedure
 SHAPLEY_COLOUR, LOO_COLOUR = "#1f77b4", "#ff7f0e"
 POS_COLOUR, NEG_COLOUR = "#2a9d8f", "#e76f51"  # signed per-patient / per-feature bars
 
 
 def render_report(run_dir: Path | str) -> Path:
     """Render ``run_dir/report.html`` from ``run_dir/results.json`` (and
-    ``run_dir/robustness.json`` when present); returns the path written."""
+    ``run_dir/robustness.json`` when present), read as records
+    (:func:`holomed.results.read_results`: an unreadable or malformed file is a
+    :class:`~holomed.errors.ResultsError` naming it); returns the path written."""
     run_dir = Path(run_dir)
     res_path, rob_path = run_dir / "results.json", run_dir / "robustness.json"
     if not res_path.exists() and not rob_path.exists():
@@ -87,48 +105,52 @@ def render_report(run_dir: Path | str) -> Path:
             f"{run_dir}: no results.json or robustness.json to render; "
             "run `holomed fit`, `holomed compare` or `holomed robustness` with --out there"
         )
-    results = _load_json(res_path) if res_path.exists() else None
-    robustness = _load_json(rob_path) if rob_path.exists() else None
+    results = read_results(res_path) if res_path.exists() else None
+    robustness = read_results(rob_path, "robustness") if rob_path.exists() else None
     out = run_dir / REPORT_NAME
     out.write_text(render_html(results, robustness, run_dir), encoding="utf-8")
     return out
 
 
 def render_html(
-    results: dict[str, Any] | None,
-    robustness: dict[str, Any] | None = None,
+    results: RunRecord | Mapping[str, Any] | None,
+    robustness: RobustnessRecord | Mapping[str, Any] | None = None,
     run_dir: Path | str | None = None,
 ) -> str:
-    """The report as one HTML string (see module doc); ``results`` is the parsed
-    ``results.json`` (``None`` when only a robustness run exists); ``run_dir`` is where
-    the PNG files the results list (attribution maps) are read from, to be inlined."""
-    res = dict(results or {})
-    if not res and robustness:
-        res = {k: robustness[k] for k in ("dataset", "task", "synthetic") if k in robustness}
-        res["kind"] = "robustness"
-    kind = res.get("kind") or "compare"
+    """The report as one HTML string (see module doc); ``results`` is the run's record
+    (or its JSON object, ``results.json`` parsed; ``None`` when only a robustness run
+    exists), ``robustness`` the robustness curve's; ``run_dir`` is where the PNG files the
+    results list (attribution maps) are read from, to be inlined."""
+    run, rob = _record(results), _record(robustness, "robustness")
+    if isinstance(run, RobustnessRecord):  # a robustness curve given as the results
+        run, rob = None, rob or run
+    if rob is not None and not isinstance(rob, RobustnessRecord):
+        raise ResultsError(f"robustness: expected a robustness curve; got a {rob.kind} record")
+    kind = "fit" if isinstance(run, FitRecord) else "compare" if run or not rob else "robustness"
+    fit = run if isinstance(run, FitRecord) else None
+    cmp = run if isinstance(run, CompareRecord) else None
     builders: list[tuple[str, str, Callable[[], str | None]]] = [
-        ("summary", "Summary", lambda: _summary(res, kind)),
-        ("cohort", "Cohort", lambda: _cohort(res)),
+        ("summary", "Summary", lambda: _summary(run)),
+        ("cohort", "Cohort", lambda: _cohort(run)),
     ]
-    if kind == "compare":
-        builders.append(("leaderboard", "Leaderboard", lambda: _leaderboard(res)))
-    elif kind == "fit":
-        builders.append(("performance", "Performance", lambda: _performance(res)))
+    if cmp is not None:
+        builders.append(("leaderboard", "Leaderboard", lambda: _leaderboard(cmp)))
+    elif fit is not None:
+        builders.append(("performance", "Performance", lambda: _performance(fit)))
     builders += [
-        ("curves", "ROC and precision-recall curves", lambda: _curves(res, kind)),
+        ("curves", "ROC and precision-recall curves", lambda: _curves(run)),
         (
             "survival",
             "Survival: risk groups, time-dependent AUROC, calibration",
-            lambda: _survival(res),
+            lambda: _survival(cmp),
         ),
-        ("calibration", "Calibration", lambda: _calibration(res)),
-        ("robustness", "Missing-modality robustness", lambda: _robustness(robustness, res)),
-        ("contributions", "Modality contributions", lambda: _contributions(res, kind)),
-        ("features", "Top features per modality", lambda: _features(res, run_dir)),
-        ("subgroups", "Subgroup audit", lambda: _subgroups(res)),
-        ("evidence-draft", "Evidence draft (example test patient)", lambda: _evidence(res, kind)),
-        ("model-card", "Model card", lambda: _model_card(res, kind)),
+        ("calibration", "Calibration", lambda: _calibration(fit.calibration if fit else None)),
+        ("robustness", "Missing-modality robustness", lambda: _robustness(rob, cmp)),
+        ("contributions", "Modality contributions", lambda: _contributions(run)),
+        ("features", "Top features per modality", lambda: _features(fit, run_dir)),
+        ("subgroups", "Subgroup audit", lambda: _subgroups(fit.fairness if fit else None)),
+        ("evidence-draft", "Evidence draft (example test patient)", lambda: _evidence(fit)),
+        ("model-card", "Model card", lambda: _model_card(run, rob)),
     ]
     sections = []
     for sid, title, build in builders:
@@ -139,7 +161,15 @@ def render_html(
             body = _p(f"This section could not be rendered from the JSON ({err!r}).", "error")
         if body:
             sections.append((sid, title, body))
-    return _page(res, kind, sections)
+    return _page(run, rob, kind, sections)
+
+
+def _record(x: RunRecord | Mapping[str, Any] | None, kind: str | None = None) -> RunRecord | None:
+    """A record as is; a JSON object as its record (``kind`` when it names none); an
+    empty object as no record."""
+    if isinstance(x, Mapping):
+        return results_from_json(x, kind) if x else None
+    return x
 
 
 # -- page --------------------------------------------------------------------------
@@ -232,19 +262,22 @@ CSP = (
 )
 
 
-def _page(res: dict[str, Any], kind: str, sections: list[tuple[str, str, str]]) -> str:
-    dataset = res.get("dataset", "unknown dataset")
+def _page(
+    run: Run | None, rob: RobustnessRecord | None, kind: str, sections: list[tuple[str, str, str]]
+) -> str:
+    head = run or rob
+    dataset = head.dataset if head and head.dataset is not None else "unknown dataset"
     what = {
-        "fit": f"one model ({res.get('fusion', '?')} fusion)",
+        "fit": f"one model ({run.fusion or '?'} fusion)" if isinstance(run, FitRecord) else "",
         "compare": "comparison of fusion strategies, ablations and baselines",
         "robustness": "missing-modality robustness",
     }.get(kind, kind)
-    task = f" · {res['task']} task" if res.get("task") else ""
+    task = f" · {head.task} task" if head and head.task else ""
     title = f"holomed report — {dataset}"
     toc = " ".join(f'<a href="#{_esc(sid)}">{_esc(t)}</a>' for sid, t, _ in sections)
     banner = (
         '<div class="banner" role="alert">SYNTHETIC DATA — not a clinical result</div>'
-        if res.get("synthetic")
+        if head and head.synthetic
         else ""
     )
     body = "\n".join(
@@ -402,45 +435,39 @@ def _metric_order(metrics: dict[str, Any], task: str | None, first: str | None =
 # -- sections --------------------------------------------------------------------
 
 
-def _summary(res: dict[str, Any], kind: str) -> str:
+def _summary(run: Run | None) -> str:
     kpis: list[tuple[str, str]] = []
-    cohort = res.get("cohort") or {}
+    cohort = (run.cohort if run else None) or {}
     if "patients" in cohort:
         kpis.append(("patients in the cohort", _num(cohort["patients"])))
-    if kind == "fit":
-        if res.get("fusion"):
-            kpis.append(("fusion strategy", str(res["fusion"])))
-        if "n_train" in res:
-            kpis.append(("train / test patients", f"{res['n_train']} / {res.get('n_test', '?')}"))
-        metrics = res.get("metrics") or {}
-        for m in _metric_order(metrics, res.get("task"))[:2]:
+    if isinstance(run, FitRecord):
+        if run.fusion:
+            kpis.append(("fusion strategy", str(run.fusion)))
+        if run.n_train is not None:
+            kpis.append(("train / test patients", f"{run.n_train} / {_or_unknown(run.n_test)}"))
+        metrics = run.metrics or {}
+        for m in _metric_order(metrics, run.task)[:2]:
             kpis.append((f"test {_label(m)} (95% CI)", _val_ci_plain(metrics[m])))
-    elif kind == "compare":
-        sel, metric = res.get("selected"), res.get("selection_metric")
+    elif isinstance(run, CompareRecord):
+        sel, metric = run.selected, run.selection_metric
         if sel:
-            fam = res.get("selected_family")
+            fam = run.selected_family
             label = f"{sel} ({fam})" if fam else str(sel)
             kpis.append(("selected candidate (CV on training patients)", label))
-        proc = (res.get("strategies") or {}).get("selection (per fold)") or {}
-        if metric and metric in (proc.get("metrics") or {}):
+        proc = _metrics_of(run.entry(SELECTION_ENTRY))
+        if metric and metric in proc:
             kpis.append(
-                (
-                    f"selection procedure: {_label(metric)} (95% CI)",
-                    _val_ci_plain(proc["metrics"][metric]),
-                )
+                (f"selection procedure: {_label(metric)} (95% CI)", _val_ci_plain(proc[metric]))
             )
-        entry = (res.get("strategies") or {}).get(sel) or {}
-        if metric and metric in (entry.get("metrics") or {}):
-            kpis.append(
-                (f"selected: {_label(metric)} (95% CI)", _val_ci_plain(entry["metrics"][metric]))
-            )
-        board = res.get("leaderboard") or []
-        if board:
-            kpis.append(("best on the test patients", str(board[0])))
-        if "n_evaluated" in res:
-            kpis.append(("patients evaluated", _num(res["n_evaluated"])))
-        if res.get("seeds") is not None:
-            kpis.append(("seeds", _num(len(res["seeds"]))))
+        chosen = _metrics_of(run.entry(sel))
+        if metric and metric in chosen:
+            kpis.append((f"selected: {_label(metric)} (95% CI)", _val_ci_plain(chosen[metric])))
+        if run.leaderboard:
+            kpis.append(("best on the test patients", str(run.leaderboard[0])))
+        if run.n_evaluated is not None:
+            kpis.append(("patients evaluated", _num(run.n_evaluated)))
+        if run.seeds is not None:
+            kpis.append(("seeds", _num(len(run.seeds))))
     if not kpis:
         return ""
     cards = "".join(
@@ -450,19 +477,29 @@ def _summary(res: dict[str, Any], kind: str) -> str:
     return f'<div class="kpis">{cards}</div>'
 
 
-def _val_ci_plain(m: dict[str, Any]) -> str:
-    c = _ci_text(m.get("ci"))
-    return f"{_num(m.get('mean'))} {c}".strip()
+def _or_unknown(v: Any) -> Any:
+    return "?" if v is None else v
 
 
-def _cohort(res: dict[str, Any]) -> str | None:
-    cohort = res.get("cohort") or {}
+def _metrics_of(entry: StrategyEntry | None) -> dict[str, MetricSummary]:
+    return (entry.metrics if entry else None) or {}
+
+
+def _val_ci_plain(m: MetricSummary) -> str:
+    c = _ci_text(m.ci)
+    return f"{_num(m.mean)} {c}".strip()
+
+
+def _cohort(run: Run | None) -> str | None:
+    if run is None:
+        return None
+    cohort = run.cohort or {}
     parts = []
     facts = []
     if "patients" in cohort:
         facts.append(f"{cohort['patients']} patients")
-    if cohort.get("task") or res.get("task"):
-        facts.append(f"task: {cohort.get('task') or res.get('task')}")
+    if cohort.get("task") or run.task:
+        facts.append(f"task: {cohort.get('task') or run.task}")
     classes = cohort.get("classes")
     if isinstance(classes, dict) and classes:
         facts.append("classes: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
@@ -486,8 +523,7 @@ def _cohort(res: dict[str, Any]) -> str | None:
                 ["modality", "kind", "patients with it", "coverage", "features"], rows, {2, 3, 4}
             )
         )
-    excluded = res.get("excluded")
-    summary = res.get("excluded_summary")
+    excluded, summary = run.excluded, run.excluded_summary
     if excluded is not None or summary is not None:
         parts.append("<h3>Exclusions</h3>")
         n_excl = len(excluded) if isinstance(excluded, list) else cohort.get("excluded", 0)
@@ -503,35 +539,35 @@ def _cohort(res: dict[str, Any]) -> str | None:
     return "\n".join(parts) or None
 
 
-def _performance(res: dict[str, Any]) -> str | None:
-    metrics = res.get("metrics") or {}
+def _performance(run: FitRecord) -> str | None:
+    metrics = run.metrics or {}
     if not metrics:
         return None
-    raw = res.get("metrics_uncalibrated") or {}
+    raw = run.metrics_uncalibrated or {}
     heads = ["metric", "value (95% bootstrap CI)"] + (["before calibration"] if raw else [])
     rows = []
     for m, v in metrics.items():
-        row = [_label(m), _val_ci(v.get("mean"), v.get("ci"))]
+        row = [_label(m), _val_ci(v.mean, v.ci)]
         if raw:
-            r = raw.get(m) or {}
-            row.append(_val_ci(r.get("mean"), r.get("ci")))
+            r = raw.get(m) or MetricSummary()
+            row.append(_val_ci(r.mean, r.ci))
         rows.append(row)
-    n_test = res.get("n_test")
+    n_test = run.n_test
     cap = f"On {n_test} held-out test patients" if n_test else "On the held-out test patients"
     return _p(f"{cap}; ↓ marks metrics where lower is better.", "note") + _table(
         heads, rows, {1, 2}
     )
 
 
-def _leaderboard(res: dict[str, Any]) -> str | None:
-    strategies = res.get("strategies") or {}
-    board = [n for n in (res.get("leaderboard") or list(strategies)) if n in strategies]
+def _leaderboard(run: CompareRecord) -> str | None:
+    strategies = run.strategies or {}
+    board = [n for n in (run.leaderboard or list(strategies)) if n in strategies]
     if not board:
         return None
-    sel = res.get("selected")
-    first_metrics = strategies[board[0]].get("metrics") or {}
-    metric = res.get("selection_metric") or next(iter(first_metrics), None)
-    cols = _metric_order(first_metrics, res.get("task"), metric)[:4]
+    sel = run.selected
+    first_metrics = _metrics_of(strategies[board[0]])
+    metric = run.selection_metric or next(iter(first_metrics), None)
+    cols = _metric_order(first_metrics, run.task, metric)[:4]
     heads = [
         "#",
         "entry",
@@ -544,23 +580,23 @@ def _leaderboard(res: dict[str, Any]) -> str | None:
     rows, classes = [], []
     for i, name in enumerate(board, 1):
         e = strategies[name]
-        ms = e.get("metrics") or {}
-        row: list[Any] = [i, name + (" ★" if name == sel else ""), e.get("group", "")]
+        ms = _metrics_of(e)
+        row: list[Any] = [i, name + (" ★" if name == sel else ""), e.group or ""]
         for c in cols:
-            m = ms.get(c) or {}
-            row.append(_val_ci(m.get("mean"), m.get("ci")))
+            m = ms.get(c) or MetricSummary()
+            row.append(_val_ci(m.mean, m.ci))
         row += [
-            _num((ms.get(metric) or {}).get("sd")),
-            _num(e.get("fit_seconds"), 1),
-            _num(e.get("peak_rss_mb"), 0),
+            _num((ms.get(metric) or MetricSummary()).sd if metric else None),
+            _num(e.fit_seconds, 1),
+            _num(e.peak_rss_mb, 0),
         ]
         rows.append(row)
         classes.append("selected" if name == sel else "")
-    n_seeds = len(res.get("seeds") or []) or "?"
-    how = SELECTION_LABELS.get(str(res.get("selection")), str(res.get("selection", "?")))
+    n_seeds = len(run.seeds or []) or "?"
+    how = _selection_label(run)
     parts = [
         _p(
-            f"Sorted by {_label(metric)} on {res.get('n_evaluated', '?')} held-out patients "
+            f"Sorted by {_label(metric)} on {_or_unknown(run.n_evaluated)} held-out patients "
             f"(mean over {n_seeds} seed(s), 95% bootstrap CI). ★ = the strategy selected by "
             f"{how} on {_label(metric)}, before the test patients were seen; the test "
             "ranking is not used to choose.",
@@ -569,38 +605,40 @@ def _leaderboard(res: dict[str, Any]) -> str | None:
         _table(heads, rows, set(range(3, 3 + len(cols) + 3)), classes, cls="stack"),
     ]
     if metric:
-        parts.append(_leaderboard_figure(res, board, metric))
-    detail = res.get("selection_detail") or []
-    if detail:
-        parts.append(_selection_detail(detail))
+        parts.append(_leaderboard_figure(run, board, metric))
+    if run.selection_detail:
+        parts.append(_selection_detail(run.selection_detail))
     return "\n".join(parts)
 
 
-def _leaderboard_figure(res: dict[str, Any], board: list[str], metric: str) -> str:
-    ent = res["strategies"]
-    names = [n for n in board if _is_num((ent[n].get("metrics") or {}).get(metric, {}).get("mean"))]
-    if not names:
+def _selection_label(run: CompareRecord) -> str:
+    """How the comparison selected, in words."""
+    sel = "?" if run.selection is None else str(run.selection)
+    return SELECTION_LABELS.get(sel, sel)
+
+
+def _leaderboard_figure(run: CompareRecord, board: list[str], metric: str) -> str:
+    ent = run.strategies or {}
+    shown = {n: m for n in board if (m := _metrics_of(ent[n]).get(metric)) and _is_num(m.mean)}
+    if not shown:
         return ""
-    means = [ent[n]["metrics"][metric]["mean"] for n in names]
-    cis = [ent[n]["metrics"][metric].get("ci") or [None, None] for n in names]
+    names = list(shown)
+    means = [m.mean for m in shown.values()]
+    cis = [m.ci or [None, None] for m in shown.values()]
     lo = [m - c[0] if _is_num(c[0]) else 0 for m, c in zip(means, cis, strict=True)]
     hi = [c[1] - m if _is_num(c[1]) else 0 for m, c in zip(means, cis, strict=True)]
     fig, axes = _new_figure(7.5, 0.3 * len(names) + 1.3)
     ax = axes[0][0]
-    colours = [GROUP_COLOURS.get(ent[n].get("group"), "#333333") for n in names]
+    colours = [GROUP_COLOURS.get(ent[n].group or "", "#333333") for n in names]
     ax.barh(range(len(names)), means, xerr=[lo, hi], color=colours, capsize=3)
-    ax.set_yticks(
-        range(len(names)), [n + (" ★" if n == res.get("selected") else "") for n in names]
-    )
+    ax.set_yticks(range(len(names)), [n + (" ★" if n == run.selected else "") for n in names])
     ax.invert_yaxis()
     left = min(m - e for m, e in zip(means, lo, strict=True))
     ax.set_xlim(max(0.0, left - 0.05) if metric not in LOWER_IS_BETTER else 0.0, None)
     ax.set_xlabel(f"{_label(metric)} (mean, 95% bootstrap CI)", fontsize=9)
     _style(ax)
     handles = [
-        _patch(c, g)
-        for g, c in GROUP_COLOURS.items()
-        if any(ent[n].get("group") == g for n in names)
+        _patch(c, g) for g, c in GROUP_COLOURS.items() if any(ent[n].group == g for n in names)
     ]
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     return _figure(
@@ -650,28 +688,29 @@ def _selection_detail(detail: list[dict[str, Any]]) -> str:
     )
 
 
-def _curves(res: dict[str, Any], kind: str) -> str | None:
+def _curves(run: Run | None) -> str | None:
     series: list[tuple[str, dict[str, Any], bool]] = []
-    if kind == "fit":
-        c = res.get("curves") or {}
+    if isinstance(run, FitRecord):
+        c = run.curves or {}
         if c.get("roc") or c.get("pr"):
-            series.append((str(res.get("fusion", "model")), c, True))
-    elif kind == "compare":
-        strategies = res.get("strategies") or {}
-        board = res.get("leaderboard") or list(strategies)
-        sel = res.get("selected")
-        with_curves = [n for n in board if (strategies.get(n) or {}).get("curves")]
+            series.append((str(run.fusion or "model"), c, True))
+    elif isinstance(run, CompareRecord):
+        strategies = run.strategies or {}
+        sel = run.selected
+        with_curves = [
+            n for n in (run.leaderboard or list(strategies)) if (e := run.entry(n)) and e.curves
+        ]
         shown = with_curves[:MAX_CURVE_ENTRIES]
         if sel in with_curves and sel not in shown:
             shown[-1] = sel
-        series = [(n, strategies[n]["curves"], n == sel) for n in shown]
+        series = [(n, strategies[n].curves or {}, n == sel) for n in shown]
     if not series:
         return None
     fig, axes = _new_figure(10, 4.4, ncols=2)
     ax_roc, ax_pr = axes[0]
     for name, c, bold in series:
         lw, z = (2.6, 3) if bold else (1.3, 2)
-        label = name + (" ★" if bold and kind == "compare" else "")
+        label = name + (" ★" if bold and isinstance(run, CompareRecord) else "")
         roc, pr = c.get("roc") or {}, c.get("pr") or {}
         if roc.get("fpr"):
             ax_roc.plot(roc["fpr"], roc["tpr"], lw=lw, zorder=z, label=label)
@@ -683,7 +722,7 @@ def _curves(res: dict[str, Any], kind: str) -> str | None:
     for ax in (ax_roc, ax_pr):
         _style(ax)
         ax.legend(fontsize=7, loc="lower right" if ax is ax_roc else "lower left")
-    if kind == "fit":
+    if isinstance(run, FitRecord):
         cap = "On the held-out test patients (calibrated scores)."
     else:
         cap = (
@@ -693,32 +732,32 @@ def _curves(res: dict[str, Any], kind: str) -> str | None:
     return _figure(fig, "ROC and precision-recall curves", cap)
 
 
-def _survival(res: dict[str, Any]) -> str | None:
+def _survival(run: CompareRecord | None) -> str | None:
     """Compare runs of a survival task: for the selected entry, Kaplan–Meier curves of its
     risk tertiles (log-rank p) and calibration at the middle horizon; for the top entries,
     the time-dependent AUROC at every horizon."""
-    if res.get("task") != "survival" or res.get("kind") != "compare":
+    if run is None or run.task != "survival" or run.kind != "compare":
         return None
-    strategies = res.get("strategies") or {}
-    sel = res.get("selected")
-    board = [n for n in (res.get("leaderboard") or []) if (strategies.get(n) or {}).get("survival")]
-    if sel not in board:
+    survival = {n: e.survival for n in run.leaderboard or [] if (e := run.entry(n)) and e.survival}
+    sel = run.selected
+    board = list(survival)
+    if sel not in survival:
         return None
     fig, axes = _new_figure(15, 4.4, ncols=3)
     ax_km, ax_auc, ax_cal = axes[0]
-    surv = strategies[sel]["survival"]
+    surv = survival[sel]
     groups = surv.get("risk_groups") or {}
     names = {1: "lowest risk", 2: "middle", 3: "highest risk"}
     for g in groups.get("groups", []):
         ax_km.step([0, *g["time"]], [1, *g["survival"]], where="post",
                    label=f"{names.get(g['group'], g['group'])} (n={g['n']})")  # fmt: skip
-    unit = ((res.get("spec") or {}).get("target") or {}).get("time_unit", "")
+    unit = ((run.spec or {}).get("target") or {}).get("time_unit", "")
     p = groups.get("logrank_p")
     p_text = "< 0.0001" if _is_num(p) and p < 1e-4 else f"= {_num(p, 4)}"
     ax_km.set(xlabel=f"time ({unit})", ylabel="survival (Kaplan–Meier)", ylim=(0, 1.02),
               title=f"{sel}: risk tertiles, log-rank p {p_text}")  # fmt: skip
     for name in board[:MAX_CURVE_ENTRIES]:
-        ph = strategies[name]["survival"].get("per_horizon") or {}
+        ph = survival[name].get("per_horizon") or {}
         hs = [float(h) for h in ph]
         lw = 2.6 if name == sel else 1.3
         ax_auc.plot(hs, [ph[h].get("auroc") for h in ph], marker="o", lw=lw,
@@ -745,8 +784,7 @@ def _survival(res: dict[str, Any]) -> str | None:
     )
 
 
-def _calibration(res: dict[str, Any]) -> str | None:
-    cal = res.get("calibration")
+def _calibration(cal: dict[str, Any] | None) -> str | None:
     if not cal:
         return None
     before, after = cal.get("before") or {}, cal.get("after") or {}
@@ -803,14 +841,15 @@ def _calibration(res: dict[str, Any]) -> str | None:
     return "\n".join(parts)
 
 
-def _robustness(rob: dict[str, Any] | None, res: dict[str, Any]) -> str | None:
-    if not rob or not rob.get("curves"):
+def _robustness(rob: RobustnessRecord | None, run: CompareRecord | None) -> str | None:
+    if rob is None or not rob.curves:
         return None
-    metrics = rob.get("metrics") or []
-    metric = res.get("selection_metric") if res.get("selection_metric") in metrics else None
-    metric = metric or (metrics[0] if metrics else None)
-    scenarios = rob.get("scenarios") or []
-    rates = rob.get("rates") or []
+    metrics = rob.metrics or []
+    chosen = run.selection_metric if run else None
+    metric = chosen if chosen in metrics else (metrics[0] if metrics else None)
+    scenarios = rob.scenarios or []
+    rates = rob.rates or []
+    curves = rob.curves
     if not metric or not scenarios or not rates:
         return None
     ncols = min(len(scenarios), 3)
@@ -819,18 +858,18 @@ def _robustness(rob: dict[str, Any] | None, res: dict[str, Any]) -> str | None:
     flat = [ax for row in axes for ax in row]
     x = [100 * r for r in rates]
     for ax, sc in zip(flat, scenarios, strict=False):
-        for name, d in rob["curves"].items():
-            m = ((d or {}).get(sc) or {}).get(metric) or {}
-            if not m.get("mean"):
+        for name, d in curves.items():
+            m = d.get(sc, {}).get(metric)
+            if m is None or not m.mean:
                 continue
             style = "--" if str(name).startswith("baseline") else "-"
-            ax.plot(x, m["mean"], style, marker="o", ms=3, label=name)
-            sd = m.get("sd")
-            if sd and len(sd) == len(m["mean"]) and all(_is_num(s) for s in sd):
+            ax.plot(x, m.mean, style, marker="o", ms=3, label=name)
+            sd = m.sd
+            if sd and len(sd) == len(m.mean) and all(_is_num(s) for s in sd):
                 ax.fill_between(
                     x,
-                    [a - s for a, s in zip(m["mean"], sd, strict=True)],
-                    [a + s for a, s in zip(m["mean"], sd, strict=True)],
+                    [a - s for a, s in zip(m.mean, sd, strict=True)],
+                    [a + s for a, s in zip(m.mean, sd, strict=True)],
                     alpha=0.12,
                 )
         ax.set_title(f"missing: {sc}", fontsize=9)
@@ -846,16 +885,17 @@ def _robustness(rob: dict[str, Any] | None, res: dict[str, Any]) -> str | None:
         f"{metric} against the share of test patients missing a modality",
         f"{_label(metric)} as a growing share of test patients lose one modality (panel "
         "title; 'random' = a random modality per patient); mean ± SD over "
-        f"{len(rob.get('seeds') or []) or '?'} seed(s), {rob.get('n_test', '?')} test "
+        f"{len(rob.seeds or []) or '?'} seed(s), {_or_unknown(rob.n_test)} test "
         "patients. Dashed = classical baselines.",
     )
     last = len(rates) - 1
     heads = ["entry"] + [str(sc) for sc in scenarios]
     rows = []
-    for name, d in rob["curves"].items():
+    for name, d in curves.items():
         row: list[Any] = [name]
         for sc in scenarios:
-            mean = (((d or {}).get(sc) or {}).get(metric) or {}).get("mean") or []
+            m = d.get(sc, {}).get(metric)
+            mean = (m.mean if m else None) or []
             if len(mean) > last and _is_num(mean[last]) and _is_num(mean[0]):
                 delta = mean[last] - mean[0]
                 row.append(_Raw(f'{_num(mean[last])} <span class="ci">({delta:+.3f})</span>'))
@@ -872,15 +912,17 @@ def _robustness(rob: dict[str, Any] | None, res: dict[str, Any]) -> str | None:
     return fig_html + table
 
 
-def _contributions(res: dict[str, Any], kind: str) -> str | None:
-    if kind == "compare":
-        return _contributions_compare(res)
-    c = res.get("contributions")
+def _contributions(run: Run | None) -> str | None:
+    if isinstance(run, CompareRecord):
+        return _contributions_compare(run)
+    if run is None:
+        return None
+    c = run.contributions
     parts = []
     if c and c.get("global"):
         parts.append(_contribution_global(c))
         parts.append(_contribution_patients(c))
-    att = res.get("attention")
+    att = run.attention
     if att and att.get("names"):
         parts.append(_attention(att))
     if att and att.get("set_pooling"):
@@ -1034,21 +1076,19 @@ def _set_pooling(pool: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _contributions_compare(res: dict[str, Any]) -> str | None:
-    strategies = res.get("strategies") or {}
-    board = res.get("leaderboard") or list(strategies)
-    have = [n for n in board if (strategies.get(n) or {}).get("contributions")]
+def _contributions_compare(run: CompareRecord) -> str | None:
+    board = run.leaderboard or list(run.strategies or {})
+    have = {n: e.contributions for n in board if (e := run.entry(n)) and e.contributions}
     if not have:
         return None
     mods: list[str] = []
-    for n in have:
-        for m in strategies[n]["contributions"].get("global") or {}:
+    for c in have.values():
+        for m in c.get("global") or {}:
             if m not in mods:
                 mods.append(m)
     rows, classes = [], []
-    sel = res.get("selected")
-    for n in have:
-        c = strategies[n]["contributions"]
+    sel = run.selected
+    for n, c in have.items():
         g, loo = c.get("global") or {}, c.get("global_loo") or {}
         row: list[Any] = [n + (" ★" if n == sel else ""), str(c.get("metric", ""))]
         row += [
@@ -1071,13 +1111,15 @@ def _contributions_compare(res: dict[str, Any]) -> str | None:
             ["strategy", "metric", *mods, "none → all"], rows, set(range(2, len(mods) + 3)), classes
         ),
     ]
-    pick = sel if sel in have else have[0]
-    parts.append(_contribution_figure(strategies[pick]["contributions"], pick))
+    pick = sel if sel in have else next(iter(have))
+    parts.append(_contribution_figure(have[pick], pick))
     return "\n".join(parts)
 
 
-def _features(res: dict[str, Any], run_dir: Path | str | None = None) -> str | None:
-    feats = res.get("features") or {}
+def _features(run: FitRecord | None, run_dir: Path | str | None = None) -> str | None:
+    if run is None:
+        return None
+    feats = run.features or {}
     top = {m: rows for m, rows in (feats.get("top") or {}).items() if rows}
     parts = []
     if top:
@@ -1109,7 +1151,7 @@ def _features(res: dict[str, Any], run_dir: Path | str | None = None) -> str | N
             "<details><summary>The same as tables (mean |attribution| and signed mean)"
             '</summary><div class="grid">' + "".join(tables) + "</div></details>"
         )
-    dc = res.get("deletion_curve")
+    dc = run.deletion_curve
     if dc and dc.get("k") and dc.get("top_first"):
         fig, axes = _new_figure(6, 3.6)
         ax = axes[0][0]
@@ -1132,7 +1174,7 @@ def _features(res: dict[str, Any], run_dir: Path | str | None = None) -> str | N
                 "for the attributed order means the attributions point at what the model uses.",
             )
         )
-    maps = _attribution_maps(res.get("attribution_plots") or [], run_dir)
+    maps = _attribution_maps(run.attribution_plots or [], run_dir)
     if maps:
         parts.append(maps)
     return "\n".join(parts) or None
@@ -1203,8 +1245,8 @@ def _features_figure(top: dict[str, list[dict[str, Any]]]) -> str:
 FAIRNESS_COLS = ("auroc", "tpr", "fpr", "ppv", "ece", "prevalence")
 
 
-def _subgroups(res: dict[str, Any]) -> str | None:
-    fair = res.get("fairness") or {}
+def _subgroups(fair: dict[str, Any] | None) -> str | None:
+    fair = fair or {}
     attrs = fair.get("attributes") or {}
     if not attrs:
         return None
@@ -1305,15 +1347,14 @@ def _subgroups(res: dict[str, Any]) -> str | None:
     return "\n".join(parts)
 
 
-def _evidence(res: dict[str, Any], kind: str) -> str | None:
+def _evidence(run: FitRecord | None) -> str | None:
     """One test patient's evidence draft (:mod:`holomed.generative.evidence`: fixed
     templates, no language model), from this run's JSON only; each sentence with the
     places its values come from."""
-    if kind != "fit":
+    if run is None:
         return None
-    from holomed.generative.evidence import evidence_draft, results_example
 
-    ex = results_example(res)
+    ex = results_example(run.to_dict())
     if ex is None:
         return None
     d = evidence_draft(
@@ -1348,12 +1389,16 @@ def _evidence(res: dict[str, Any], kind: str) -> str | None:
     )
 
 
-def _model_card(res: dict[str, Any], kind: str) -> str | None:
+def _model_card(run: Run | None, rob: RobustnessRecord | None = None) -> str | None:
+    """Intended use, data, evaluation, model, limitations and versions of the run (of a
+    robustness-only page: its dataset)."""
     items: list[tuple[str, str]] = []
-    items.append(("intended use", _esc(res.get("intended_use") or "not recorded in the results")))
-    cohort = res.get("cohort") or {}
-    spec = res.get("spec") or {}
-    data = [str(res.get("dataset", "?"))]
+    intended = run.intended_use if run else None
+    items.append(("intended use", _esc(intended or "not recorded in the results")))
+    cohort = (run.cohort if run else None) or {}
+    spec = (run.spec if run else None) or {}
+    head = run or rob
+    data = [str(_or_unknown(head.dataset if head else None))]
     if "patients" in cohort:
         data.append(f"{cohort['patients']} patients")
     mods = cohort.get("modalities") or {}
@@ -1361,41 +1406,42 @@ def _model_card(res: dict[str, Any], kind: str) -> str | None:
         data.append(
             "modalities: " + ", ".join(f"{n} ({m.get('kind', '?')})" for n, m in mods.items())
         )
-    if res.get("synthetic"):
+    if head and head.synthetic:
         data.append("SYNTHETIC")
     items.append(("data", _esc("; ".join(data))))
-    if spec.get("description") and spec["description"] not in (res.get("limitations") or []):
+    lims = (run.limitations if run else None) or []
+    if spec.get("description") and spec["description"] not in lims:
         items.append(("description", _esc(spec["description"])))
-    split = res.get("split") or spec.get("split") or {}
+    split = (run.split if isinstance(run, CompareRecord) else None) or spec.get("split") or {}
     ev = []
     if split.get("method"):
         ev.append(f"split: {split['method']}")
-    if "n_train" in res:
-        ev.append(f"{res['n_train']} training / {res.get('n_test', '?')} test patients")
-    if "n_evaluated" in res:
-        ev.append(f"{res['n_evaluated']} patients evaluated")
-    if res.get("seeds") is not None:
-        ev.append(f"{len(res['seeds'])} seed(s)")
-    if res.get("n_bootstrap"):
-        ev.append(f"{res['n_bootstrap']} bootstrap resamples")
+    if isinstance(run, FitRecord):
+        if run.n_train is not None:
+            ev.append(f"{run.n_train} training / {_or_unknown(run.n_test)} test patients")
+    elif isinstance(run, CompareRecord):
+        if run.n_evaluated is not None:
+            ev.append(f"{run.n_evaluated} patients evaluated")
+        if run.seeds is not None:
+            ev.append(f"{len(run.seeds)} seed(s)")
+        if run.n_bootstrap:
+            ev.append(f"{run.n_bootstrap} bootstrap resamples")
     if ev:
         items.append(("evaluation", _esc("; ".join(ev))))
-    if kind == "fit":
-        model = [f"fusion: {res.get('fusion', '?')}", f"seed {res.get('seed', '?')}"]
-        if _is_num(res.get("fit_seconds")):
-            model.append(f"trained in {res['fit_seconds']:.1f} s")
+    if isinstance(run, FitRecord):
+        model = [f"fusion: {_or_unknown(run.fusion)}", f"seed {_or_unknown(run.seed)}"]
+        if _is_num(run.fit_seconds):
+            model.append(f"trained in {run.fit_seconds:.1f} s")
         items.append(("model", _esc("; ".join(model))))
-    elif kind == "compare" and res.get("selected"):
-        how = SELECTION_LABELS.get(str(res.get("selection")), str(res.get("selection", "?")))
-        items.append(("selected model", _esc(f"{res['selected']} (by {how})")))
-    lims = res.get("limitations") or []
+    elif isinstance(run, CompareRecord) and run.selected:
+        items.append(("selected model", _esc(f"{run.selected} (by {_selection_label(run)})")))
     if lims:
         items.append(
             ("limitations", "<ul>" + "".join(f"<li>{_esc(x)}</li>" for x in lims) + "</ul>")
         )
     else:
         items.append(("limitations", "none recorded in the results"))
-    versions = res.get("versions") or {}
+    versions = (run.versions if run else None) or {}
     if versions:
         items.append(("versions", _esc(", ".join(f"{k} {v}" for k, v in versions.items()))))
     dl = "".join(f"<dt>{_esc(k)}</dt><dd>{v}</dd>" for k, v in items)
@@ -1407,10 +1453,3 @@ def _model_card(res: dict[str, Any], kind: str) -> str | None:
             + "</pre></details>"
         )
     return out
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err

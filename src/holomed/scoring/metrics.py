@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from sklearn import metrics as skm
 
+from holomed.scoring.strata import strata as class_strata
 from holomed.scoring.survival import SURVIVAL, survival_metrics
 
 CLASSIFICATION = (
@@ -320,8 +321,6 @@ def summarise(
     pooled = (
         compute_metrics(task, y, np.mean(outputs, 0), **context) if task == "survival" else None
     )
-    from holomed.cohort import strata as class_strata
-
     names = metric_names(task)
     boots = bootstrap_metrics(
         task, y, outputs, n_boot, seed, class_strata(np.asarray(y), task), **context

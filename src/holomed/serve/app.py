@@ -101,11 +101,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from holomed.candidates import load_bundle
+from holomed.cohort import Cohort, modality_data
+from holomed.datasets import DATASETS
+from holomed.errors import CohortError, HolomedError
 from holomed.explain.records import explanation_record, output_record
 from holomed.explain.records import num as _num
+from holomed.modalities import get_modality
+from holomed.modalities.base import category_text, finite32
 from holomed.privacy.keys import KEY_ENV, KEY_FILE_ENV, PrivacyKey, load_key
 from holomed.privacy.outputs import redact
 from holomed.serve.audit import AuditTrail
+from holomed.serve.audit import summary as audit_counts
 from holomed.serve.errors import TYPE_NAMES, ApiError, check_image_file
 from holomed.serve.errors import quote as _q
 from holomed.serve.pacs import audit_tags, fetch_accessions, is_accession_field, take_accessions
@@ -473,8 +480,6 @@ class ServedModel:
     """One loaded bundle: the candidate, its card, hash and input description."""
 
     def __init__(self, name: str, path: Path, settings: ServeSettings) -> None:
-        from holomed.candidates import load_bundle
-
         self.name = name
         self.path = Path(path)
         self.settings = settings
@@ -620,10 +625,6 @@ class ServedModel:
         :func:`holomed.cohort.read_modalities` does), except an omics frame of float
         values that are all finite as float32 or missing, with no empty row: the check
         would return it unchanged and report nothing, so it is used as it is."""
-        from holomed.errors import CohortError
-        from holomed.modalities import get_modality
-        from holomed.modalities.base import finite32
-
         raw: dict[str, pd.DataFrame] = {}
         excluded: list[dict[str, Any]] = []
         for m in sub.modalities:
@@ -645,8 +646,6 @@ class ServedModel:
     def cohort(self, items: list[PatientInput], ids: list[str]) -> Any:
         """The batch as an unlabelled cohort (ids are slot names, never patient ids),
         through the kinds' own checks."""
-        from holomed.cohort import Cohort, modality_data
-
         frames = self._frames(items, ids)
         sub = self._subspec(frozenset(frames))
         raw, excluded = self._checked(sub, frames)
@@ -764,8 +763,6 @@ class ServedModel:
         return out
 
     def _error(self, err: Exception, item: PatientInput) -> ApiError:
-        from holomed.errors import HolomedError
-
         folders = [item.folder] if item.folder else []
         if isinstance(err, HolomedError | ValueError | KeyError | OSError):
             return ApiError(422, _clean_message(err, folders))
@@ -781,8 +778,6 @@ class ServedModel:
 
 def _synthetic_dataset(name: str) -> bool:
     """Whether ``name`` is a registered dataset of generated (synthetic) data."""
-    from holomed.datasets import DATASETS
-
     try:
         return bool(DATASETS.get(name).synthetic)
     except Exception:  # noqa: BLE001 - not a registered dataset
@@ -898,8 +893,6 @@ class InputReader:
                 elif isinstance(v, bool) or not isinstance(v, str | int | float):
                     raise ApiError(422, f"{label}, field {_q(k)}: expected a category (text)")
                 else:
-                    from holomed.modalities.base import category_text
-
                     row[k] = category_text(v)
                     if row[k] not in categorical[k]:
                         item.warnings.append(
@@ -1392,10 +1385,8 @@ def create_api(
         since: str | None = None, _t: TokenInfo = Depends(require("audit"))
     ) -> JSONResponse:
         """Request counts by endpoint, status, role, model and day; no pseudonyms."""
-        from holomed.serve.audit import summary
-
         await run_in_threadpool(state.audit.flush, 5.0)
-        return JSONResponse(await run_in_threadpool(summary, engine, since))
+        return JSONResponse(await run_in_threadpool(audit_counts, engine, since))
 
     @app.get("/v1/tokens", tags=["tokens"])
     async def tokens_list(_t: TokenInfo = Depends(require("tokens"))) -> JSONResponse:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ from typing import Annotated
 import typer
 
 from holomed.clierrors import cli_guard
+from holomed.threads import set_threads
 
 DbOpt = Annotated[
     str | None,
@@ -59,8 +61,6 @@ def _engine(db: str | None, state_dir: Path | None):
 def quiet_readers() -> None:
     """No header values of uploaded files in warnings or logs: pydicom's reading
     validation off (it warns with the offending values) and its logger to errors."""
-    import logging
-
     import pydicom
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -128,7 +128,6 @@ def serve(
 
         from holomed.serve.server import create_app
         from holomed.serve.settings import ServeSettings, db_url, safe_url
-        from holomed.threads import set_threads
 
         set_threads(threads or int(os.environ.get("HOLOMED_THREADS", "1")))
         quiet_readers()

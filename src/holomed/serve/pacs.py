@@ -51,6 +51,8 @@ from holomed.io.dicomweb import (
     parse_options,
     parse_url,
 )
+from holomed.serve.errors import ApiError, check_image_file
+from holomed.serve.errors import quote as _q
 
 log = logging.getLogger("holomed.serve")
 
@@ -99,8 +101,6 @@ class PacsSource:
 def source_of(state: Any) -> PacsSource:
     """The server's :class:`PacsSource`, made on first use (503 when no PACS is set or
     its credentials cannot be read)."""
-    from holomed.serve.errors import ApiError
-
     src = getattr(state, "_pacs_source", None)
     if src is not None:
         return src
@@ -129,9 +129,6 @@ def audit_tags(item: Any) -> list[str]:
 
 def _targets(m: Any, fields: dict[str, Any]) -> dict[str, str]:
     """Accession fields -> {image modality: accession number}, checked (422)."""
-    from holomed.serve.errors import ApiError
-    from holomed.serve.errors import quote as _q
-
     images = [n for n, d in m.expects.items() if d.get("kind") == "image"]
     out: dict[str, str] = {}
     for key, value in fields.items():
@@ -187,8 +184,6 @@ def _pixels(path: Path, label: str, max_pixels: int) -> int:
     checked as an upload is); 413 beyond ``max_pixels``."""
     import pydicom
 
-    from holomed.serve.errors import ApiError, check_image_file
-
     files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
     total = 0
     for f in files:
@@ -212,8 +207,6 @@ def _pixels(path: Path, label: str, max_pixels: int) -> int:
 def fetch_now(state: Any, m: Any, item: Any, fields: dict[str, Any]) -> None:
     """Fetch the studies the accession ``fields`` name into ``item`` (its upload
     folder, its files, its field report); runs in a worker thread."""
-    from holomed.serve.errors import ApiError
-
     s = state.settings
     if not s.pacs:
         raise ApiError(

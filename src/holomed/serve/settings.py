@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from holomed.spec.dicomweb import parse_url
+
 DB_ENV = "HOLOMED_SERVE_DB"
 DB_FILE = "holomed-serve.db"
 ENV_PREFIX = "HOLOMED_SERVE_"
@@ -85,8 +87,6 @@ class ServeSettings:
                 "serve settings token_cache_seconds (>= 0) and audit_flush_seconds (> 0)"
             )
         if self.pacs:
-            from holomed.io.dicomweb import parse_url
-
             try:
                 parse_url(self.pacs)
             except ValueError as err:  # the message never repeats the URL

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import io
 import logging
 import math
 import re
@@ -61,6 +62,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from holomed.explain.maps import attribution_maps
+from holomed.generative.evidence import bundle_audit, evidence_draft, model_facts
+from holomed.privacy.outputs import redact
 from holomed.serve.app import (
     AUDIT_KEY,
     IMAGE_EXT,
@@ -453,8 +457,6 @@ def _is_upload(v: Any) -> bool:
 
 def _series_rows(data: bytes, filename: str, label: str) -> list[dict[str, Any]]:
     """An uploaded time-series CSV (time, variable, value) as the API's JSON rows."""
-    import io
-
     if not filename.lower().endswith(".csv"):
         raise ApiError(422, f"{label}: file type not accepted here; expected .csv")
     if b"\0" in data:
@@ -763,7 +765,6 @@ def attribution_images(m: ServedModel, item: PatientInput, used: list[str]) -> l
     kinds = [m.kinds.get(n) for n in used]
     if getattr(m.model, "family", None) != "neural" or not {"image", "signal"} & set(kinds):
         return []
-    from holomed.explain.maps import attribution_maps
 
     pid = item.pseudonym or "without id"
     try:
@@ -786,8 +787,6 @@ def attribution_images(m: ServedModel, item: PatientInput, used: list[str]) -> l
                 )
             return out
     except Exception as err:  # noqa: BLE001 - a missing map must not fail the page
-        from holomed.privacy.outputs import redact
-
         log.error(
             "attribution maps of model %s failed: %s: %s",
             m.name,
@@ -804,8 +803,6 @@ def served_audit(m: ServedModel) -> tuple[dict[str, Any] | None, str | None]:
     """The subgroup audit of a served bundle's test evaluation and where it was found
     (:func:`holomed.generative.evidence.bundle_audit`); a results.json beside the bundle
     is read once per bundle hash."""
-    from holomed.generative.evidence import bundle_audit
-
     if isinstance(m.card.get("fairness"), dict):
         return bundle_audit(m.path, m.card)
     key = (str(m.path), m.hash)
@@ -832,8 +829,6 @@ def evidence_view(m: ServedModel, item: PatientInput, result: dict[str, Any]) ->
     """The evidence draft of this result (:mod:`holomed.generative.evidence`: fixed
     templates over the result, the model card and the subgroup audit; no language
     model), as the template shows it. A failure leaves the block out (logged)."""
-    from holomed.generative.evidence import evidence_draft, model_facts
-
     try:
         audit, where = served_audit(m)
         names = list((audit or {}).get("attributes") or {})
@@ -847,8 +842,6 @@ def evidence_view(m: ServedModel, item: PatientInput, result: dict[str, Any]) ->
             {"audit": where or "none found"},
         )
     except Exception as err:  # noqa: BLE001 - a missing draft must not fail the page
-        from holomed.privacy.outputs import redact
-
         log.error(
             "evidence draft of model %s failed: %s: %s",
             m.name,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
-from holomed.io.dicomweb import is_dicomweb
+from holomed.io.dicomweb import is_dicomweb, read_dicomweb
 from holomed.io.images import image_format
 from holomed.io.tables import read_ids
 
@@ -39,8 +39,6 @@ def read_images(mspec: Any, spec: Any) -> pd.DataFrame:
     if not mspec.source:
         raise CohortError(f"modality {mspec.name!r}: no source file given (field 'source')")
     if any(is_dicomweb(s) for s in mspec.source):  # a PACS (holomed.io.dicomweb)
-        from holomed.io.dicomweb import read_dicomweb
-
         return read_dicomweb(mspec, spec)
     idc = mspec.id_column or "id"
     pcol = mspec.options.get("path_column", "path")

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
+from holomed.threads import cores, set_threads
+
 KINDS = ("auto", "serial", "local", "ray")
 Done = Callable[[int, Any], None]
 Job = Callable[[Any, Any], Any]  # (shared, job) -> result
@@ -40,7 +42,6 @@ def _init_worker(shared: Any, threads: int) -> None:
     global _SHARED
     _SHARED = shared
     os.environ["HOLOMED_THREADS"] = str(threads)
-    from holomed.threads import set_threads
 
     set_threads(threads)
 
@@ -114,8 +115,6 @@ class LocalExecutor(Executor):
 
 
 def _ray_call(fn: Job, shared: Any, job: Any, threads: int) -> Any:
-    from holomed.threads import set_threads
-
     os.environ["HOLOMED_THREADS"] = str(threads)
     set_threads(threads)
     return fn(shared, job)
@@ -170,8 +169,6 @@ def make_executor(
 ) -> Executor:
     """The executor ``kind`` (module doc) with ``workers`` processes (default: one per
     available core), each fit bounded to its share of the cores."""
-    from holomed.threads import cores
-
     if kind not in KINDS:
         raise ValueError(f"executor must be one of {KINDS}; got {kind!r}")
     n = cores()

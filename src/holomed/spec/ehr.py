@@ -1,6 +1,7 @@
-"""The spec's ``ehr:`` section as pydantic models (:class:`EHRSpec`), checked up front:
-table aliases, SQL expressions (one each, nothing that ends a statement), the tables
-each part names, and error messages that name each wrong field by its dotted path."""
+"""The spec's ``ehr:`` section as pydantic models (:class:`EHRSpec`), checked when the
+spec loads: table aliases, SQL expressions (one each, nothing that ends a statement), the
+tables each part names, and error messages that name each wrong field by its dotted path.
+:mod:`holomed.ehr` cuts the cohort out of the tables this section describes."""
 
 from __future__ import annotations
 

@@ -4,11 +4,18 @@ training and evaluation. Written as YAML or built in Python; validated up front.
 A wrong spec raises :class:`SpecError` naming the field (dotted path), the file and what
 was expected, e.g. ``examples/x.yaml: fusion.name: unknown fusion 'erly'; expected one of
 attention, early, ...``.
+
+Names of encoders, fusions and modality kinds, and every option given to them, are
+checked against their registries (:func:`holomed.registry.builtin`); the ``ehr:`` section
+(:mod:`holomed.spec.ehr`) and a PACS source's settings (:mod:`holomed.spec.dicomweb`)
+are checked here too.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -25,6 +32,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from holomed.registry import builtin
+from holomed.spec.dicomweb import check_modality, is_dicomweb
+from holomed.spec.ehr import validate_ehr
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -99,10 +110,9 @@ class EncoderSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from holomed.encoders import encoder_names
-
-        if v not in encoder_names():
-            raise ValueError(f"unknown encoder {v!r}; expected one of {', '.join(encoder_names())}")
+        names = builtin("encoder").names()
+        if v not in names:
+            raise ValueError(f"unknown encoder {v!r}; expected one of {', '.join(names)}")
         return v
 
 
@@ -137,12 +147,11 @@ class ModalitySpec(_Strict):
         """No encoder named (or a name without options): the kind's default encoder,
         e.g. ``grud`` for ``timeseries``, ``text_pool`` for ``text`` (``minilm`` for text
         with ``preprocessing.method: tokens``)."""
-        from holomed.modalities import MODALITIES
-
-        if not isinstance(data, dict) or data.get("kind") not in MODALITIES:
+        kinds = builtin("modality kind")
+        if not isinstance(data, dict) or data.get("kind") not in kinds:
             return data
         enc = data.get("encoder")
-        default = MODALITIES.get(data["kind"]).default_encoder_for(data.get("preprocessing"))
+        default = kinds.get(data["kind"]).default_encoder_for(data.get("preprocessing"))
         if enc is None:
             return {**data, "encoder": {"name": default}}
         if isinstance(enc, dict) and "name" not in enc:
@@ -152,13 +161,10 @@ class ModalitySpec(_Strict):
     @field_validator("kind")
     @classmethod
     def _kind_known(cls, v: str, info: ValidationInfo) -> str:
-        from holomed.modalities import modality_names
-
-        if v not in modality_names():
+        names = builtin("modality kind").names()
+        if v not in names:
             who = f"modality {info.data['name']!r}: " if "name" in info.data else ""
-            raise ValueError(
-                f"{who}unknown kind {v!r}; expected one of {', '.join(modality_names())}"
-            )
+            raise ValueError(f"{who}unknown kind {v!r}; expected one of {', '.join(names)}")
         return v
 
     @field_validator("name")
@@ -173,11 +179,7 @@ class ModalitySpec(_Strict):
         """``source: dicomweb://host/path`` (images from a PACS, see
         :mod:`holomed.io.dicomweb`): an image modality, one URL without credentials, and
         valid ``options.dicomweb``."""
-        web = any(str(s).strip().lower().startswith(("dicomweb://", "dicomwebs://"))
-                  for s in self.source)  # fmt: skip
-        if web or "dicomweb" in self.options:
-            from holomed.io.dicomweb import check_modality
-
+        if any(is_dicomweb(s) for s in self.source) or "dicomweb" in self.options:
             check_modality(self)
         return self
 
@@ -250,19 +252,17 @@ class FusionSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from holomed.fusion import fusion_names
-
-        if v not in fusion_names():
-            raise ValueError(f"unknown fusion {v!r}; expected one of {', '.join(fusion_names())}")
+        names = builtin("fusion").names()
+        if v not in names:
+            raise ValueError(f"unknown fusion {v!r}; expected one of {', '.join(names)}")
         return v
 
     @field_validator("options")
     @classmethod
     def _prefixes(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from holomed.fusion import fusion_names
-
+        fusions = builtin("fusion")
         for k in v:
-            if "." in k and k.split(".", 1)[0] not in fusion_names():
+            if "." in k and k.split(".", 1)[0] not in fusions:
                 raise ValueError(f"option {k!r} names unknown fusion {k.split('.', 1)[0]!r}")
         return v
 
@@ -282,7 +282,7 @@ class StoreSpec(_Strict):
     ``min_mb``: use it only when the arrays would exceed this many MB (0: always);
     ``chunk``: patients per chunk (None: about 32 MB of arrays, 256 to 65,536 patients);
     ``executor`` / ``workers`` / ``ray_address``: where chunks are preprocessed
-    (:mod:`holomed.evaluation.executor`); each worker holds a copy of the cohort, so
+    (:mod:`holomed.executor`); each worker holds a copy of the cohort, so
     ``serial`` keeps memory lowest."""
 
     path: str
@@ -391,7 +391,7 @@ class EvaluationSpec(_Strict):
     # out-of-fold predictions on its training patients and the inner folds (row positions,
     # no ids), for studying selection and ensembling on training patients only
     save_inner_predictions: bool = False
-    # where the independent fits run (holomed.evaluation.executor): "auto" = worker
+    # where the independent fits run (holomed.executor): "auto" = worker
     # processes, one per available core, when there is more than one core, else "serial";
     # "ray": a Ray cluster at ray_address (none: a local one)
     executor: Literal["auto", "serial", "local", "ray"] = "auto"
@@ -532,11 +532,7 @@ class Spec(_Strict):
     @field_validator("ehr")
     @classmethod
     def _ehr(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is None:
-            return v
-        from holomed.ehr import validate_ehr
-
-        return validate_ehr(v)
+        return v if v is None else validate_ehr(v)
 
     @model_validator(mode="after")
     def _check_names(self) -> Spec:
@@ -556,8 +552,6 @@ class Spec(_Strict):
 
     def resolve(self, path: str) -> Path:
         """A source path, relative to the spec file's folder, with ``$VARS`` expanded."""
-        import os
-
         p = Path(os.path.expandvars(os.path.expanduser(path)))
         if not p.is_absolute() and self.base_dir:
             p = Path(self.base_dir) / p
@@ -577,8 +571,6 @@ class Spec(_Strict):
 def _declared(fn: Any, skip: tuple[str, ...] = ()) -> set[str] | None:
     """The keyword options a registered class or factory declares (its ``__init__``
     parameters), or None when it takes any (``**kwargs``)."""
-    import inspect
-
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -604,30 +596,27 @@ def _check(where: str, given: dict[str, Any], owner: Any, skip: tuple[str, ...] 
 def _check_declared_options(spec: Spec) -> None:
     """Every option in the spec is one its registered class declares, so a typo is an
     error when the spec loads instead of a setting silently ignored at fit time."""
-    from holomed.encoders.base import ENCODERS
-    from holomed.fusion import get_fusion
-    from holomed.modalities import get_modality
-
+    encoders, fusions, kinds = builtin("encoder"), builtin("fusion"), builtin("modality kind")
     for m in spec.modalities:
-        pre = get_modality(m.kind).preprocessor
+        pre = kinds.get(m.kind).preprocessor
         _check(f"modalities.{m.name}.preprocessing", m.preprocessing, pre.__init__, ("seed",))
         if hasattr(pre, "OPTION_CHOICES"):
             _check(f"modalities.{m.name}.preprocessing", m.preprocessing, pre, ("seed",))
-        if m.encoder.name in ENCODERS:
+        if m.encoder.name in encoders:
             _check(
                 f"modalities.{m.name}.encoder.options",
                 m.encoder.options,
-                ENCODERS.get(m.encoder.name),
+                encoders.get(m.encoder.name),
                 ("in_dim",),
             )
     base = ("dims", "n_outputs", "hidden", "dropout", "imputation", "kinds")
     f = spec.fusion
     plain = {k: v for k, v in f.options.items() if "." not in k}
-    _check("fusion.options", plain, get_fusion(f.name).__init__, base)
+    _check("fusion.options", plain, fusions.get(f.name).__init__, base)
     for k in {k.split(".", 1)[0] for k in f.options if "." in k}:
         sub = {o.split(".", 1)[1]: v for o, v in f.options.items() if o.startswith(k + ".")}
-        _check(f"fusion.options ({k}.)", sub, get_fusion(k).__init__, base)
-    if f.imputation != "none" and not getattr(get_fusion(f.name), "imputes", True):
+        _check(f"fusion.options ({k}.)", sub, fusions.get(k).__init__, base)
+    if f.imputation != "none" and not getattr(fusions.get(f.name), "imputes", True):
         raise ValueError(
             f"fusion.imputation: {f.name!r} fusion combines the present modalities' "
             "predictions and never imputes; remove the setting"
