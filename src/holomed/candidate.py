@@ -36,6 +36,7 @@ from holomed.errors import CohortError
 from holomed.explain.features import top_features
 from holomed.explain.modality import modality_shapley
 from holomed.fusion import fusion_names
+from holomed.registry import builtin
 from holomed.scoring.metrics import compute_metrics
 from holomed.scoring.survival import metric_context
 from holomed.spec import Spec
@@ -221,11 +222,13 @@ def candidate_entry(name: str) -> str:
 
 
 def candidate_names() -> list[str]:
+    builtin("candidate")  # every built-in family registered, whatever was imported
     return sorted(set(CANDIDATES) | set(fusion_names()))
 
 
 def candidate_class(name: str) -> type[Candidate]:
     name = canonical(name)
+    builtin("candidate")
     if name not in CANDIDATES:  # a fusion registered after import: the neural family
         neural = [c for c in CANDIDATES.values() if c.family == "neural"]
         if neural and name in fusion_names():

@@ -68,11 +68,13 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "encoder": ("holomed.encoders.base", "ENCODERS"),
     "fusion": ("holomed.fusion", "FUSIONS"),
     "modality kind": ("holomed.modalities", "MODALITIES"),
+    "candidate": ("holomed.candidates", "CANDIDATES"),
 }
 
 
-def builtin(what: str) -> Registry[Any]:
-    """The registry of ``what`` (``encoder``, ``fusion``, ``modality kind``) with its
+def builtin(what: str) -> Any:
+    """The registry of ``what`` (``encoder``, ``fusion``, ``modality kind``,
+    ``candidate``) with its
     built-in entries registered: the package that fills it is imported on first use."""
     module, name = BUILTIN[what]
     return getattr(importlib.import_module(module), name)

@@ -190,3 +190,17 @@ def test_unknown_candidate_names_the_choices(data):
     with pytest.raises(ValueError, match="unknown candidate 'xgb'.*gbm"):
         C.make_candidate(spec, "xgb")
     assert C.canonical("baseline:gbm") == "gbm"
+
+
+def test_candidates_resolve_by_name_in_a_fresh_interpreter():
+    """The registry fills itself: no need to import holomed.candidates first."""
+    import subprocess
+    import sys
+
+    code = (
+        "from holomed.candidate import candidate_class, candidate_names\n"
+        "assert candidate_class('gbm').family == 'classical'\n"
+        "assert {'stack', 'ensemble', 'lr_l1', 'late'} <= set(candidate_names())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
