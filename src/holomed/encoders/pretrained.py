@@ -18,19 +18,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-from holomed.io.pretrained import (  # noqa: F401 (the text model's names, re-exported)
-    EMBED_DIM,
-    MODEL_NAME,
-    MODEL_PACKAGE,
-    load_bert,
-    load_sentence_model,
-    load_tokenizer,
-    model_id,
-    model_path,
-    sentence_model_available,
-    token_model_available,
-)
-
 
 def load_efficientnet_lite0(weights: str | None = None) -> tuple[Any, Path]:
     """EfficientNet-Lite0 (``efficientnet_lite_pytorch``) with the ImageNet weights the

@@ -54,7 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from holomed.encoders.base import Encoded, mlp, register_encoder
-from holomed.encoders.pretrained import EMBED_DIM, load_bert, load_tokenizer, model_id
+from holomed.io.pretrained import EMBED_DIM, load_bert, load_tokenizer, model_id
 
 
 class TextPool(nn.Module):

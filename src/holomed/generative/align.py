@@ -86,9 +86,10 @@ from holomed.encoders.aligned import HEADS_META as META_FILE
 from holomed.encoders.image import FrozenEfficientNet
 from holomed.errors import HolomedError
 from holomed.generative.draft import compare_drafts, retrieve_drafts
+from holomed.io.pretrained import model_id
 from holomed.modalities.image import ImagePreprocessor
 from holomed.modalities.text import chunk_words as cut_note
-from holomed.modalities.text import embed_chunks, model_id, note_texts
+from holomed.modalities.text import embed_chunks, note_texts
 from holomed.scoring.metrics import bootstrap_ci, compute_metrics
 
 TUNES = ("projection", "conv_head", "last_block")

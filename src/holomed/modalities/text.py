@@ -65,17 +65,14 @@ import numpy as np
 import pandas as pd
 
 from holomed.errors import CohortError
-from holomed.io.pretrained import (  # noqa: F401 (the model's names, re-exported)
+from holomed.io.pretrained import (
     EMBED_DIM,
     MODEL_NAME,
     MODEL_PACKAGE,
-    load_bert,
     load_sentence_model,
     load_tokenizer,
     model_id,
-    model_path,
     sentence_model_available,
-    token_model_available,
 )
 from holomed.io.tables import read_ids
 from holomed.modalities.base import (
