@@ -15,6 +15,7 @@ import torch
 
 import holomed.encoders.text  # noqa: F401  (registers text_pool)
 import holomed.modalities.text as text
+import holomed.modalities.text.chunks as text_chunks
 from holomed.candidates import load
 from holomed.cohort import build_cohort, patient_splits
 from holomed.encoders import create_encoder
@@ -209,7 +210,7 @@ def test_sentence_mode_runs_offline_without_any_network(monkeypatch, sentence_mo
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(pretrained, "_MODELS", {})  # load again, with the network cut
-    monkeypatch.setattr(text, "_CACHE", {})
+    monkeypatch.setattr(text_chunks, "_CACHE", {})
     pre = TextPreprocessor(method="sentence", max_chunks=3).fit(
         data_of(notes({"a": "Productive cough and fever for three days."}), ["a", "b"])
     )
@@ -222,9 +223,9 @@ def test_sentence_mode_runs_offline_without_any_network(monkeypatch, sentence_mo
 
 def test_long_note_gives_several_chunks_and_the_cache_is_hit(monkeypatch, sentence_model):
     calls = []
-    real = text._encode
-    monkeypatch.setattr(text, "_encode", lambda c, b: calls.append(len(c)) or real(c, b))
-    monkeypatch.setattr(text, "_CACHE", {})
+    real = text_chunks._encode
+    monkeypatch.setattr(text_chunks, "_encode", lambda c, b: calls.append(len(c)) or real(c, b))
+    monkeypatch.setattr(text_chunks, "_CACHE", {})
     long_note = " ".join(f"word{i}" for i in range(25))
     df = notes({"a": long_note, "b": "short note"})
     d = data_of(df, ["a", "b"])
@@ -245,13 +246,13 @@ def test_long_note_gives_several_chunks_and_the_cache_is_hit(monkeypatch, senten
 
 
 def test_on_disk_cache_is_used_by_a_new_process(monkeypatch, sentence_model, tmp_path):
-    monkeypatch.setattr(text, "_CACHE", {})
+    monkeypatch.setattr(text_chunks, "_CACHE", {})
     d = data_of(notes({"a": "Dyspnoea on exertion."}), ["a"])
     pre = TextPreprocessor(method="sentence", cache_dir=str(tmp_path / "c")).fit(d)
     x = pre.transform(d)
     assert len(list((tmp_path / "c").rglob("*.npy"))) == 2  # the note and the probe
-    monkeypatch.setattr(text, "_CACHE", {})  # memory gone: only the folder remains
-    monkeypatch.setattr(text, "_encode", lambda c, b: pytest.fail("re-embedded " + str(c)))
+    monkeypatch.setattr(text_chunks, "_CACHE", {})  # memory gone: only the folder remains
+    monkeypatch.setattr(text_chunks, "_encode", lambda c, b: pytest.fail("re-embedded " + str(c)))
     again = TextPreprocessor.from_state(*pre.get_state())
     np.testing.assert_array_equal(again.transform(d), x)
 
