@@ -195,14 +195,25 @@ def read_modalities(
     """Each modality's checked frame (indexed by id) and the rows it had to drop."""
     excluded: list[dict[str, Any]] = []
     raw: dict[str, pd.DataFrame] = {}
+    reported: set[str] = set()
     for m in spec.modalities:
         if only is not None and m.name not in only:
             continue
         kind = get_modality(m.kind)
-        if frames is not None and m.name in frames and not m.source:
-            df, where = frames[m.name], f"dataset {spec.dataset!r} modality {m.name!r}"
-            # what the dataset's own reader removed or could not read (counts + reasons)
-            excluded += [dict(e) for e in df.attrs.get("reading_report", [])]
+        frame = m.frame or m.name
+        if m.frame and not m.source and (frames is None or m.frame not in frames):
+            have = ", ".join(sorted(frames or {})) or "none"
+            raise CohortError(
+                f"modality {m.name!r}: frame {m.frame!r} is not one of dataset "
+                f"{spec.dataset!r}'s frames ({have})"
+            )
+        if frames is not None and frame in frames and not m.source:
+            df, where = frames[frame], f"dataset {spec.dataset!r} modality {m.name!r}"
+            # what the dataset's own reader removed or could not read (counts + reasons),
+            # once per frame however many modalities read it
+            if frame not in reported:
+                excluded += [dict(e) for e in df.attrs.get("reading_report", [])]
+                reported.add(frame)
         else:
             df = kind.read(m, spec)
             where = ", ".join(str(spec.resolve(s)) for s in m.source)

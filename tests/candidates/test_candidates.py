@@ -22,6 +22,7 @@ FAMILIES = [
     ("lr_early", None),
     ("lr_late", None),
     ("gbm", {"n_estimators": 30}),
+    ("rf", {"n_estimators": 40}),
     ("late", None),
     ("attention", None),
     ("stack", {"learners": ["lr_early", "gbm"]}),
@@ -72,7 +73,7 @@ def test_every_family_round_trips_through_a_bundle(data, name, params, tmp_path,
 def test_an_absent_modality_is_never_read(data):
     """Values of absent rows are replaced by garbage: no family's prediction changes."""
     spec, train, test = data
-    for name, params in FAMILIES[:6]:
+    for name, params in FAMILIES[:7]:
         model = C.make_candidate(spec, name, 0, None, params).fit(train)
         before = model.predict_proba(test)
         m = test.modalities["methylation"]
@@ -204,3 +205,20 @@ def test_candidates_resolve_by_name_in_a_fresh_interpreter():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_forest_averages_trees_and_only_tree_learners_declare_a_search_space(data):
+    """``rf`` is LightGBM in random-forest mode (bagged rows, averaged trees, no learning
+    rate), a different model from ``gbm``; the linear learners pick their penalty by
+    internal CV, so a search has nothing to vary for them."""
+    spec, train, test = data
+    rf = C.make_candidate(spec, "rf", 0, None, {"n_estimators": 40}).fit(train)
+    gbm = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 40}).fit(train)
+    booster = rf.model_.boosters[0]
+    assert "[boosting: rf]" in booster.model_to_string()
+    assert not np.allclose(rf.predict_proba(test), gbm.predict_proba(test))
+    assert rf.describe()["boosting_type"] == "rf"
+    assert C.candidate_class("rf").search_space(spec)
+    assert C.candidate_class("gbm").search_space(spec)
+    assert not C.candidate_class("lr_early").search_space(spec)
+    assert not C.candidate_class("lr_l1").search_space(spec)

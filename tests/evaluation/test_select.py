@@ -153,4 +153,3 @@ def test_bagged_ensemble_selection_averages_greedy_weights_over_random_halves():
     assert max(w.values()) < 1
     two = {n: preds[n] for n in ("c0", "c1")}
     assert caruana_bagged(two, y, "binary", "log_loss") == caruana(two, y, "binary", "log_loss")
-

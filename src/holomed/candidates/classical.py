@@ -43,6 +43,19 @@ GBM_DEFAULTS: dict[str, Any] = {
     "colsample_bytree": 0.5,
     "reg_lambda": 1.0,
 }
+# a random forest in LightGBM's ``rf`` mode (Breiman 2001: each tree on a 63 % bag of the
+# patients and half the features, outputs averaged; no learning rate): deep, decorrelated
+# trees whose errors differ from the boosted ones', in the same native text format
+RF_DEFAULTS: dict[str, Any] = {
+    "boosting_type": "rf",
+    "n_estimators": 300,
+    "num_leaves": 31,
+    "min_child_samples": 5,
+    "subsample": 0.632,
+    "colsample_bytree": 0.5,
+    "reg_lambda": 0.0,
+}
+TREES = {"gbm": GBM_DEFAULTS, "rf": RF_DEFAULTS}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -165,11 +178,19 @@ class Boosted:
         self.task, self.boosters, self.priors = task, boosters, priors
 
     @classmethod
-    def fit(cls, task: str, x: np.ndarray, y: np.ndarray, seed: int, params: dict) -> Boosted:
+    def fit(
+        cls,
+        task: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        seed: int,
+        params: dict,
+        defaults: dict[str, Any] = GBM_DEFAULTS,
+    ) -> Boosted:
         import lightgbm as lgb
 
         kw = {
-            **GBM_DEFAULTS,
+            **defaults,
             **params,
             "random_state": seed,
             "n_jobs": cores(),
@@ -354,10 +375,10 @@ class FeatureDesign:
         self.prior_ = np.asarray(arrays["prior"], dtype=float)
 
 
-@register_candidate("lr_early", "lr_l1", "gbm")
+@register_candidate("lr_early", "lr_l1")
 class Classical(FeatureDesign, Candidate):
-    """Logistic regression (``lr_early``: L2; ``lr_l1``: L1, sparse) or LightGBM (``gbm``)
-    on all modalities joined."""
+    """Logistic regression (``lr_early``: L2; ``lr_l1``: L1, sparse), LightGBM (``gbm``,
+    gradient boosting) or a LightGBM random forest (``rf``) on all modalities joined."""
 
     family = "classical"
     complexity = 0
@@ -365,16 +386,25 @@ class Classical(FeatureDesign, Candidate):
 
     @classmethod
     def complexity_of(cls, name: str) -> int:
-        return 1 if canonical(name) == "gbm" else 0
+        return 1 if canonical(name) in TREES else 0
+
+    @property
+    def trees(self) -> bool:
+        return self.name in TREES
 
     def fit(self, cohort: Cohort) -> Classical:
         t0 = time.perf_counter()
         self._fit_common(cohort)
         folds = self.spec.evaluation.selection_folds
         with limit_threads():
-            if self.name == "gbm":
+            if self.trees:
                 self.model_ = Boosted.fit(
-                    cohort.task, self._design(cohort, False), cohort.y, self.seed, self.params or {}
+                    cohort.task,
+                    self._design(cohort, False),
+                    cohort.y,
+                    self.seed,
+                    self.params or {},
+                    TREES[self.name],
                 )
             else:
                 x = self._design(cohort, True)
@@ -390,37 +420,25 @@ class Classical(FeatureDesign, Candidate):
         return self._predict(cohort, present)
 
     def _predict(self, cohort: Cohort, present: dict | None) -> np.ndarray:
-        x = self._design(cohort, self.name != "gbm", present)
+        x = self._design(cohort, not self.trees, present)
         with limit_threads():
-            if self.name == "gbm":
+            if self.trees:
                 return self.model_.predict(x, self.n_classes_)
             return predict_linear(self.model_, x, self.n_classes_)
 
-    @classmethod
-    def search_space(cls, spec: Any) -> dict[str, Param]:
-        return {
-            "n_estimators": Param("int", 50, 600, log=True),
-            "learning_rate": Param("float", 0.01, 0.2, log=True),
-            "num_leaves": Param("int", 4, 48, log=True),
-            "min_child_samples": Param("int", 3, 40, log=True),
-            "colsample_bytree": Param("float", 0.1, 1.0),
-            "subsample": Param("float", 0.5, 1.0),
-            "reg_lambda": Param("float", 1e-3, 30.0, log=True),
-        }
-
     def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
-        x = self._design(cohort, self.name != "gbm")
+        x = self._design(cohort, not self.trees)
         out = self._predict(cohort, None)
         cls_index = int(np.bincount(out.argmax(1)).argmax()) if out.ndim == 2 else 0
         if self.task_name == "binary":
-            cls_index = 0 if self.name == "gbm" else 0
+            cls_index = 0
         model = self.model_[0] if isinstance(self.model_, list) else self.model_
         v = model.shap(x, cls_index)
         return self._split_attr(v, transform_cohort(self.preprocessors_, cohort)[1])
 
     def describe(self) -> dict[str, Any]:
-        if self.name == "gbm":
-            return {**GBM_DEFAULTS, **(self.params or {})}
+        if self.trees:
+            return {**TREES[self.name], **(self.params or {})}
         m = self.model_[0] if isinstance(self.model_, list) else self.model_
         return {"C": getattr(m, "C", None)}
 
@@ -429,7 +447,7 @@ class Classical(FeatureDesign, Candidate):
         _, arrays = self._pre_state()
         arrays["prior"] = np.asarray(self.prior_, dtype=float)
         texts: dict[str, str] = {}
-        if self.name == "gbm":
+        if self.trees:
             meta["model"], texts = self.model_.state()
         else:
             models = self.model_ if isinstance(self.model_, list) else [self.model_]
@@ -444,7 +462,7 @@ class Classical(FeatureDesign, Candidate):
     def from_state(cls, spec, meta, arrays, texts) -> Classical:
         c = cls(spec, meta["name"], meta["seed"], meta["modalities"], meta.get("params"))
         c._restore_common(meta, arrays)
-        if c.name == "gbm":
+        if c.trees:
             c.model_ = Boosted.from_state(meta["model"], texts)
         else:
             lins = []
@@ -455,6 +473,25 @@ class Classical(FeatureDesign, Candidate):
                 lins.append(Linear.from_state(mm, sub))
             c.model_ = lins if meta["model"]["per_label"] else lins[0]
         return c
+
+
+@register_candidate("gbm", "rf")
+class Trees(Classical):
+    """The tree learners of :class:`Classical` (``gbm``, ``rf``): their hyper-parameters
+    can be searched (the linear models choose their penalty by internal CV instead). In
+    ``rf`` mode LightGBM ignores ``learning_rate``."""
+
+    @classmethod
+    def search_space(cls, spec: Any) -> dict[str, Param]:
+        return {
+            "n_estimators": Param("int", 50, 600, log=True),
+            "learning_rate": Param("float", 0.01, 0.2, log=True),
+            "num_leaves": Param("int", 4, 48, log=True),
+            "min_child_samples": Param("int", 3, 40, log=True),
+            "colsample_bytree": Param("float", 0.1, 1.0),
+            "subsample": Param("float", 0.5, 1.0),
+            "reg_lambda": Param("float", 1e-3, 30.0, log=True),
+        }
 
 
 @register_candidate("lr_late")

@@ -29,7 +29,14 @@ present rows. :class:`SignalPreprocessor` (fitted on training patients only):
   mean/sd over the training patients' samples) or ``none``;
 - ``rhythm``: for ECG, add heart-rhythm features to the classical candidates' inputs
   (:func:`rhythm_features`: heart rate and RR-interval variability from R peaks found
-  on all channels together).
+  on all channels together);
+- ``output``: ``samples`` (default) or ``rhythm``: the record's rhythm features as one
+  vector per patient instead of its samples, for any encoder of vectors (default
+  ``mlp``): a network then reads the beat-to-beat intervals a convolution over 10 s
+  hardly sees. Each feature is clipped to the training records' 1st-99th percentiles and
+  standardised; a record with fewer than 4 beats found gets the training mean and
+  ``rhythm:found`` = 0. With the spec's ``frame``, one dataset frame can feed both a
+  samples modality (CNN) and a rhythm modality (MLP).
 
 Missing samples (NaN in a WFDB file) and non-finite ones (inf) are linearly
 interpolated before filtering, so a record never feeds NaN or inf to the model.
@@ -42,6 +49,7 @@ transforms the same records for many fits; ``cache_mb: 0`` turns it off.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -63,6 +71,7 @@ from holomed.io.tables import read_table
 from holomed.modalities.base import ModalityData, ModalityKind, Preprocessor, register_modality
 
 NORMALISE = ("record", "train", "none")
+OUTPUTS = ("samples", "rhythm")
 DEFAULT_BANDS = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
 SUMMARY_STATS = ("mean", "sd", "min", "max", "skew", "kurtosis", "line_length", "spectral_entropy")
 RHYTHM_FEATURES = ("heart_rate", "rr_sd", "rmssd", "prr50", "rr_cv", "rr_max_min", "beats")
@@ -338,6 +347,7 @@ class SignalPreprocessor(Preprocessor):
         bands: list[list[float]] | None = None,
         cache_mb: float = 256.0,
         rhythm: bool = False,
+        output: str = "samples",
     ) -> None:
         self.channels = channels
         self.fs = fs
@@ -350,6 +360,7 @@ class SignalPreprocessor(Preprocessor):
         self.normalise = normalise
         self.bands = bands
         self.rhythm = bool(rhythm)
+        self.output = output
         self.cache_mb = cache_mb
 
     _PARAMS = (
@@ -365,10 +376,13 @@ class SignalPreprocessor(Preprocessor):
         "bands",
         "cache_mb",
         "rhythm",
+        "output",
     )
 
     # -- settings --------------------------------------------------------------------
     def _validate(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"signal output must be one of {OUTPUTS}; got {self.output!r}")
         if self.normalise not in NORMALISE:
             raise ValueError(f"signal normalise must be one of {NORMALISE}; got {self.normalise!r}")
         nyq = self.fs_ / 2
@@ -531,15 +545,29 @@ class SignalPreprocessor(Preprocessor):
             sd = np.sqrt(var)
             self.mean_, self.sd_ = mean, np.where(sd > 1e-8, sd, 1.0)
         self.feature_names_out_ = list(self.channels_)
+        if self.output == "rhythm":
+            raw = self._rhythm(data)[np.asarray(data.present, bool)]
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lo, hi = np.nanpercentile(raw, 1, 0), np.nanpercentile(raw, 99, 0)
+                clipped = np.clip(raw, lo, hi)
+                centre, scale = np.nanmean(clipped, 0), np.nanstd(clipped, 0)
+            ok = np.isfinite(centre)
+            self.rhythm_lo_ = np.where(ok, lo, 0.0)
+            self.rhythm_hi_ = np.where(ok, hi, 0.0)
+            self.rhythm_centre_ = np.where(ok, centre, 0.0)
+            self.rhythm_scale_ = np.where(ok & (scale > 1e-8), scale, 1.0)
+            self.feature_names_out_ = [f"rhythm:{n}" for n in RHYTHM_FEATURES] + ["rhythm:found"]
         return self
 
     @property
     def out_shape(self) -> tuple[int, ...]:
+        if self.output == "rhythm":
+            return (len(self.feature_names_out_),)
         return (self.length_, len(self.channels_))
 
-    def transform(self, data: ModalityData) -> np.ndarray:
-        """``(n, L, C)`` float32; rows of absent patients are NaN and never read."""
-        out = np.full((len(data), *self.out_shape), np.nan, np.float32)
+    def _records(self, data: ModalityData):
+        """``(row, normalised (L, C) record)`` of each present row, one at a time."""
         for i, pid, path, a, b in self._rows(data):
             x, real = self._load(pid, path, a, b)
             x = x.copy()
@@ -549,6 +577,28 @@ class SignalPreprocessor(Preprocessor):
                 v[:] = (v - v.mean(0)) / np.where(sd > 1e-8, sd, 1.0)
             elif self.normalise == "train":
                 v[:] = (v - self.mean_) / self.sd_
+            yield i, x
+
+    def _rhythm(self, data: ModalityData) -> np.ndarray:
+        """:func:`rhythm_features` of each present row, unscaled; NaN rows otherwise."""
+        out = np.full((len(data), len(RHYTHM_FEATURES)), np.nan)
+        for i, x in self._records(data):
+            out[i] = rhythm_features(x[None], self.fs_)[0]
+        return out
+
+    def transform(self, data: ModalityData) -> np.ndarray:
+        """``(n, L, C)`` float32 (``output: rhythm``: ``(n, 8)``); rows of absent patients
+        are NaN and never read."""
+        if self.output == "rhythm":
+            raw = self._rhythm(data)
+            z = np.clip(raw, self.rhythm_lo_, self.rhythm_hi_) - self.rhythm_centre_
+            z = z / self.rhythm_scale_
+            found = np.isfinite(raw).all(1)
+            out = np.column_stack([np.where(np.isfinite(z), z, 0.0), found.astype(float)])
+            out[~np.asarray(data.present, bool)] = np.nan
+            return out.astype(np.float32)
+        out = np.full((len(data), *self.out_shape), np.nan, np.float32)
+        for i, x in self._records(data):
             out[i] = x
         return out
 
@@ -562,7 +612,10 @@ class SignalPreprocessor(Preprocessor):
         """Per channel: mean, sd, min, max, skewness, kurtosis, line length (mean absolute
         difference), spectral entropy and relative power in each band (Welch); names
         like ``II:sd``, ``II:power_8-13Hz``; with ``rhythm``, then the record's
-        :func:`rhythm_features` (``rhythm:heart_rate`` ...). NaN for absent rows."""
+        :func:`rhythm_features` (``rhythm:heart_rate`` ...). NaN for absent rows. With
+        ``output: rhythm`` the vector itself."""
+        if self.output == "rhythm":
+            return x, list(self.feature_names_out_)
         from scipy import stats
         from scipy.signal import welch
 
@@ -611,7 +664,11 @@ class SignalPreprocessor(Preprocessor):
             "length": self.length_,
             "feature_names_out": self.feature_names_out_,
         }
-        return meta, {"mean": np.asarray(self.mean_), "sd": np.asarray(self.sd_)}
+        arrays = {"mean": np.asarray(self.mean_), "sd": np.asarray(self.sd_)}
+        if self.output == "rhythm":
+            for k in ("lo", "hi", "centre", "scale"):
+                arrays[f"rhythm_{k}"] = np.asarray(getattr(self, f"rhythm_{k}_"), float)
+        return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SignalPreprocessor:
@@ -623,6 +680,9 @@ class SignalPreprocessor(Preprocessor):
         )
         p.feature_names_out_ = list(meta["feature_names_out"])
         p.mean_, p.sd_ = np.asarray(arrays["mean"]), np.asarray(arrays["sd"])
+        if p.output == "rhythm":
+            for k in ("lo", "hi", "centre", "scale"):
+                setattr(p, f"rhythm_{k}_", np.asarray(arrays[f"rhythm_{k}"], float))
         p._filters_ = None
         return p
 
@@ -634,5 +694,6 @@ SIGNAL = register_modality(
         check=check_signal,
         preprocessor=SignalPreprocessor,
         default_encoder="resnet1d",
+        encoder_for=lambda prep: "mlp" if prep.get("output") == "rhythm" else None,
     )
 )

@@ -17,4 +17,3 @@ def create_app(bundles: Any, *args: Any, **kwargs: Any) -> FastAPI:
     app = create_api(bundles, *args, **kwargs)
     install(app)
     return app
-

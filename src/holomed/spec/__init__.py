@@ -124,11 +124,17 @@ class ModalitySpec(_Strict):
     may be a PACS, ``dicomweb://host[:port]/path`` (``options.dicomweb``, see
     :mod:`holomed.io.dicomweb`). ``id_column`` names the patient-id column; ``None``
     means ids come from the first column or from ``options``.
+
+    ``frame``: for a modality of the spec's ``dataset`` (no ``source``), which of the
+    dataset's frames it reads (default: the one of its own name). Two modalities may read
+    one frame with different preprocessing, e.g. an ECG as samples for a CNN and as
+    heart-rhythm features (``preprocessing.output: rhythm``) for an MLP.
     """
 
     name: str
     kind: str
     source: list[str] = Field(default_factory=list)
+    frame: str | None = None
     id_column: str | None = None
     columns: list[str] | None = None
     categorical: list[str] = Field(default_factory=list)
