@@ -360,3 +360,36 @@ def test_random_survival_forest_predicts_what_scikit_survival_predicts(cohort_sp
     arrays["forest.left"][inner[1]] = inner[0]
     with pytest.raises(ValueError, match="inconsistent"):
         type(m).from_state(spec, meta, arrays, texts)
+
+
+def test_fast_harrell_c_is_scikit_survivals_number_ties_included():
+    """:func:`harrell_c` (O(n log^2 n)) against ``concordance_index_censored`` on random
+    samples with tied times, tied risks and censoring at event times; ``oriented`` then
+    computes only the metric asked for."""
+    from holomed.scoring.metrics import oriented
+    from holomed.scoring.survival import harrell_c, survival_metrics
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 50))
+        t = rng.integers(1, 6, n).astype(float) if trial % 2 else rng.exponential(10, n)
+        e = rng.random(n) < rng.uniform(0.05, 0.9)
+        r = rng.integers(0, 3, n).astype(float) if trial % 3 == 0 else rng.normal(size=n)
+        try:
+            want = concordance_index_censored(e, t, r)[0]
+        except (ValueError, ZeroDivisionError):
+            want = np.nan
+        got = harrell_c(e, t, r)
+        if np.isnan(want):
+            assert np.isnan(got), trial
+        else:
+            assert got == pytest.approx(want, abs=1e-12), trial
+    y = np.c_[rng.exponential(10, 300), rng.random(300) < 0.4]
+    out = rng.normal(size=(300, 1))
+    only = survival_metrics(y, out, only="c_index")
+    assert np.isnan(only["c_index_uno"]) and only["c_index"] == compute_metrics(
+        "survival", y, out
+    )["c_index"]
+    assert oriented("survival", "c_index", y, out) == only["c_index"]
+    with pytest.raises(ValueError, match="unknown survival metric"):
+        survival_metrics(y, out, only="auroc")
