@@ -387,9 +387,10 @@ def test_fast_harrell_c_is_scikit_survivals_number_ties_included():
     y = np.c_[rng.exponential(10, 300), rng.random(300) < 0.4]
     out = rng.normal(size=(300, 1))
     only = survival_metrics(y, out, only="c_index")
-    assert np.isnan(only["c_index_uno"]) and only["c_index"] == compute_metrics(
-        "survival", y, out
-    )["c_index"]
+    assert (
+        np.isnan(only["c_index_uno"])
+        and only["c_index"] == compute_metrics("survival", y, out)["c_index"]
+    )
     assert oriented("survival", "c_index", y, out) == only["c_index"]
     with pytest.raises(ValueError, match="unknown survival metric"):
         survival_metrics(y, out, only="auroc")

@@ -151,9 +151,7 @@ def survival_metrics(
         h = np.asarray(horizons, dtype=float)[ok]
         if want("td_auroc"):
             try:
-                _, mean_auc = cumulative_dynamic_auc(
-                    as_structured(ref), as_structured(yt), risk, h
-                )
+                _, mean_auc = cumulative_dynamic_auc(as_structured(ref), as_structured(yt), risk, h)
                 res["td_auroc"] = float(mean_auc)
             except (ValueError, ZeroDivisionError):
                 pass
