@@ -118,3 +118,12 @@ def test_a_frame_the_dataset_lacks_is_a_named_error(records):
     frame, target, _ = records
     with pytest.raises(CohortError, match="frame 'ekg' is not one of dataset"):
         build_cohort(parse_spec(spec("ekg")), {"ecg": frame}, target)
+
+
+def test_frame_and_source_together_are_refused():
+    from holomed.spec import SpecError
+
+    d = spec()
+    d["modalities"][1]["source"] = "ecg.csv"
+    with pytest.raises(SpecError, match="'frame' names a frame of the spec's dataset"):
+        parse_spec(d)

@@ -189,6 +189,15 @@ class ModalitySpec(_Strict):
             check_modality(self)
         return self
 
+    @model_validator(mode="after")
+    def _frame_or_source(self) -> ModalitySpec:
+        if self.frame is not None and self.source:
+            raise ValueError(
+                f"modality {self.name!r}: 'frame' names a frame of the spec's dataset and "
+                "'source' a file; give one of them (two modalities may share a source file)"
+            )
+        return self
+
 
 class TargetSpec(_Strict):
     """The label: a column of a table (``source`` + ``id_column`` + ``column``)."""
