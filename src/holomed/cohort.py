@@ -266,16 +266,22 @@ def _without_usable_rows(excluded: list[dict[str, Any]], ids: list[str]) -> list
 
 def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     """New patients for prediction: the named modalities' files (others absent for all);
-    ids are the union of the files' ids, in order of first appearance."""
+    ids are the union of the files' ids, in order of first appearance. A modality that
+    reads another's dataset frame (``frame``) reads that modality's file unless it is
+    given one of its own."""
     unknown = sorted(set(sources) - set(spec.modality_names))
     if unknown:
         raise CohortError(
             f"input names unknown modalities {unknown}; the model has {spec.modality_names}"
         )
-    mods = [
-        m.model_copy(update={"source": [str(p) for p in sources[m.name]]})
+    files = {
+        m.name: sources.get(m.name) or (sources.get(m.frame) if m.frame else None)
         for m in spec.modalities
-        if m.name in sources
+    }
+    mods = [
+        m.model_copy(update={"source": [str(p) for p in files[m.name]], "frame": None})
+        for m in spec.modalities
+        if files[m.name]
     ]
     sub = spec.model_copy(update={"modalities": mods})
     raw, excluded = read_modalities(sub)

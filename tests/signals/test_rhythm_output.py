@@ -127,3 +127,18 @@ def test_frame_and_source_together_are_refused():
     d["modalities"][1]["source"] = "ecg.csv"
     with pytest.raises(SpecError, match="'frame' names a frame of the spec's dataset"):
         parse_spec(d)
+
+
+def test_new_patients_from_files_feed_a_frame_modality_from_its_frames_file(records, tmp_path):
+    """``holomed predict -i ecg=FILE``: the modality reading the ecg frame reads that file
+    too, unless it is given one of its own."""
+    from holomed.cohort import unlabelled_cohort
+
+    frame, _, _ = records
+    table = tmp_path / "ecg.csv"
+    frame.iloc[:6].rename_axis("id").reset_index().to_csv(table, index=False)
+    cohort = unlabelled_cohort(parse_spec(spec()), {"ecg": [str(table)]})
+    assert len(cohort) == 6
+    assert cohort.modalities["beats"].present.all() and cohort.modalities["ecg"].present.all()
+    only = unlabelled_cohort(parse_spec(spec()), {"beats": [str(table)]})
+    assert "ecg" not in only.modalities and only.modalities["beats"].present.all()
