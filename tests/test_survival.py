@@ -370,11 +370,16 @@ def test_fast_harrell_c_is_scikit_survivals_number_ties_included():
     from holomed.scoring.survival import harrell_c, survival_metrics
 
     rng = np.random.default_rng(0)
-    for trial in range(200):
+    for trial in range(400):
         n = int(rng.integers(2, 50))
         t = rng.integers(1, 6, n).astype(float) if trial % 2 else rng.exponential(10, n)
         e = rng.random(n) < rng.uniform(0.05, 0.9)
-        r = rng.integers(0, 3, n).astype(float) if trial % 3 == 0 else rng.normal(size=n)
+        if trial % 4 == 0:
+            r = rng.integers(0, 3, n).astype(float)
+        elif trial % 4 == 1:
+            r = rng.normal(size=n)
+        else:  # risks closer than the tie tolerance (1e-8) to some neighbours, not all
+            r = rng.integers(0, 20, n) * rng.choice([0.4e-8, 0.7e-8, 1.2e-8])
         try:
             want = concordance_index_censored(e, t, r)[0]
         except (ValueError, ZeroDivisionError):
@@ -392,5 +397,7 @@ def test_fast_harrell_c_is_scikit_survivals_number_ties_included():
         and only["c_index"] == compute_metrics("survival", y, out)["c_index"]
     )
     assert oriented("survival", "c_index", y, out) == only["c_index"]
+    assert np.isnan(harrell_c(y[:, 1] > 0, y[:, 0], np.r_[out[:-1, 0], np.nan]))
+    assert np.isnan(harrell_c(y[:, 1] > 0, np.r_[y[:-1, 0], np.nan], out[:, 0]))
     with pytest.raises(ValueError, match="unknown survival metric"):
         survival_metrics(y, out, only="auroc")

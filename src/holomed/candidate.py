@@ -254,7 +254,10 @@ def candidate_from_state(
     spec: Spec, meta: dict[str, Any], arrays: dict[str, np.ndarray], texts: dict[str, str]
 ) -> Candidate:
     family = meta.get("family")
-    for cls in set(CANDIDATES.values()):
+    named = CANDIDATES.get(canonical(str(meta.get("name", ""))))
+    if named is not None and named.family == family:  # e.g. Trees, not Classical, for gbm
+        return named.from_state(spec, meta, arrays, texts)
+    for cls in sorted(set(CANDIDATES.values()), key=lambda c: c.__name__):
         if cls.family == family:
             return cls.from_state(spec, meta, arrays, texts)
     raise ValueError(f"unknown candidate family {family!r}")

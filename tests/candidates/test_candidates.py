@@ -65,7 +65,7 @@ def test_every_family_round_trips_through_a_bundle(data, name, params, tmp_path,
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     loaded = load_bundle(tmp_path / "b")
-    assert loaded.family == model.family
+    assert type(loaded) is type(model)
     np.testing.assert_array_equal(loaded.predict_proba(test), p)
     np.testing.assert_array_equal(loaded.predict_present(test, pres), q)
 
@@ -218,7 +218,18 @@ def test_a_forest_averages_trees_and_only_tree_learners_declare_a_search_space(d
     assert "[boosting: rf]" in booster.model_to_string()
     assert not np.allclose(rf.predict_proba(test), gbm.predict_proba(test))
     assert rf.describe()["boosting_type"] == "rf"
-    assert C.candidate_class("rf").search_space(spec)
+    # TreeSHAP of a forest adds up to the logit of its (averaged) prediction, as for gbm
+    x = rf._design(test, False)
+    for model in (rf.model_, type(rf.model_).from_state(*rf.model_.state())):
+        b = model.boosters[0]
+        bias = np.asarray(b.predict(x, pred_contrib=True))[:, -1] / b.current_iteration()
+        p = model.predict(x, 2)[:, 1]
+        np.testing.assert_allclose(model.shap(x).sum(1) + bias, np.log(p / (1 - p)), atol=1e-8)
+    assert "learning_rate" not in C.candidate_class("rf").search_space(spec)
+    with pytest.raises(ValueError, match="both 1"):
+        C.make_candidate(spec, "rf", 0, None, {"subsample": 1.0, "colsample_bytree": 1.0}).fit(
+            train
+        )
     assert C.candidate_class("gbm").search_space(spec)
     assert not C.candidate_class("lr_early").search_space(spec)
     assert not C.candidate_class("lr_l1").search_space(spec)

@@ -142,3 +142,48 @@ def test_new_patients_from_files_feed_a_frame_modality_from_its_frames_file(reco
     assert cohort.modalities["beats"].present.all() and cohort.modalities["ecg"].present.all()
     only = unlabelled_cohort(parse_spec(spec()), {"beats": [str(table)]})
     assert "ecg" not in only.modalities and only.modalities["beats"].present.all()
+
+
+def test_a_fit_run_with_a_rhythm_modality_saves_its_bundle_and_maps_only_samples(records, tmp_path):
+    """Occlusion maps are drawn for the samples modality; the rhythm vector is explained by
+    its named features, and the fit run (which draws the maps) completes and saves."""
+    from holomed.explain.maps import attribution_maps
+
+    frame, target, _ = records
+    d = spec()
+    d["training"].update({"max_epochs": 2, "patience": 2})
+    s = parse_spec(d)
+    cohort = build_cohort(s, {"ecg": frame}, target)
+    model = Model(s, seed=0).fit(cohort.subset(np.arange(30)))
+    maps = attribution_maps(model, cohort.subset(np.arange(30, 34)), tmp_path, n_patients=1)
+    assert [m["modality"] for m in maps] == ["ecg"]
+    assert (tmp_path / maps[0]["file"]).exists()
+    top = model.explain(cohort.subset(np.arange(30, 40)))["features"]
+    assert any(f.startswith("rhythm:") for f in [r["feature"] for r in top.get("beats", [])])
+
+
+def test_a_served_model_feeds_a_frame_modality_from_the_upload_it_reads(records, tmp_path):
+    """The API takes the ECG once; the modality reading its frame is not absent."""
+    from holomed.serve.app import PatientInput, ServedModel
+    from holomed.serve.settings import ServeSettings
+
+    frame, target, _ = records
+    d = spec()
+    d["training"].update({"max_epochs": 1, "patience": 1})
+    d["evaluation"] = {"explain": False}
+    s = parse_spec(d)
+    cohort = build_cohort(s, {"ecg": frame}, target)
+    Model(s, seed=0).fit(cohort.subset(np.arange(30))).save(tmp_path / "b")
+    served = ServedModel("m", tmp_path / "b", ServeSettings())
+    items = [PatientInput(files={"ecg": [frame["path"].iloc[i]]}) for i in (3, 4)]
+    batch = served.cohort(items, ["s0", "s1"])
+    assert batch.modalities["beats"].present.all() and batch.modalities["ecg"].present.all()
+
+
+def test_a_rhythm_vector_with_a_samples_encoder_is_refused_when_the_spec_is_read():
+    from holomed.spec import SpecError
+
+    d = spec()
+    d["modalities"][1]["encoder"] = {"name": "resnet1d"}
+    with pytest.raises(SpecError, match="modality 'beats': preprocessing.output: rhythm"):
+        parse_spec(d)

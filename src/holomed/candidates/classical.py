@@ -234,6 +234,11 @@ class Boosted:
         if b is None:
             return np.zeros_like(x)
         c = np.asarray(b.predict(x, pred_contrib=True))
+        params = getattr(b, "params", None) or {}
+        if "rf" in (params.get("boosting_type"), params.get("boosting")):
+            # a forest averages its trees, but LightGBM's pred_contrib sums them
+            # (lightgbm-org/LightGBM#6217): scale back to the averaged prediction
+            c = c / max(b.current_iteration(), 1)
         p = x.shape[1]
         if c.shape[1] > p + 1:  # multiclass: K blocks of p + 1
             c = c[:, cls_index * (p + 1) : (cls_index + 1) * (p + 1)]
@@ -475,11 +480,11 @@ class Classical(FeatureDesign, Candidate):
         return c
 
 
-@register_candidate("gbm", "rf")
+@register_candidate("gbm")
 class Trees(Classical):
-    """The tree learners of :class:`Classical` (``gbm``, ``rf``): their hyper-parameters
-    can be searched (the linear models choose their penalty by internal CV instead). In
-    ``rf`` mode LightGBM ignores ``learning_rate``."""
+    """The tree learners of :class:`Classical` (``gbm``, and ``rf`` below): their
+    hyper-parameters can be searched (the linear models choose their penalty by internal
+    CV instead)."""
 
     @classmethod
     def search_space(cls, spec: Any) -> dict[str, Param]:
@@ -492,6 +497,31 @@ class Trees(Classical):
             "subsample": Param("float", 0.5, 1.0),
             "reg_lambda": Param("float", 1e-3, 30.0, log=True),
         }
+
+
+@register_candidate("rf")
+class Forest(Trees):
+    """``rf``: a random forest needs a bag (``subsample`` < 1) or a feature subset
+    (``colsample_bytree`` < 1) per tree, and has no learning rate to search."""
+
+    @classmethod
+    def search_space(cls, spec: Any) -> dict[str, Param]:
+        return {
+            "n_estimators": Param("int", 100, 800, log=True),
+            "num_leaves": Param("int", 8, 64, log=True),
+            "min_child_samples": Param("int", 2, 30, log=True),
+            "colsample_bytree": Param("float", 0.1, 0.9),
+            "subsample": Param("float", 0.4, 0.9),
+        }
+
+    def fit(self, cohort: Cohort) -> Forest:
+        p = {**RF_DEFAULTS, **(self.params or {})}
+        if p["subsample"] >= 1 and p["colsample_bytree"] >= 1:
+            raise ValueError(
+                "rf: subsample and colsample_bytree are both 1, so every tree would be the "
+                "same; set either below 1"
+            )
+        return super().fit(cohort)
 
 
 @register_candidate("lr_late")

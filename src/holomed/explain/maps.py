@@ -52,6 +52,9 @@ def attribution_maps(
     for name, kind in kinds.items():
         if kind not in MAP_KINDS or name not in cohort.modalities:
             continue
+        dims = len(model.preprocessors_[name].out_shape)
+        if (kind == "signal" and dims != 2) or (kind == "image" and dims < 4):
+            continue  # a vector (e.g. a signal's rhythm features): explained by features
         rows = np.flatnonzero(cohort.modalities[name].present)[:n_patients]
         if len(rows) == 0:
             continue

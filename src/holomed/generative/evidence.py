@@ -417,7 +417,7 @@ def missing_handling(model: Mapping[str, Any]) -> str:
             "generate": "an embedding generated from the modalities present (multimodal VAE)",
         }
         return f"the fusion fills it with {words.get(imputation, imputation)}, flagged as absent"
-    if name in ("gbm", "xgb_cox"):
+    if name in ("gbm", "rf", "xgb_cox"):
         return "its values are left missing and the trees route them natively"
     if family == "classical_late" or name == "lr_late":
         return "the model averages only the modalities present"

@@ -170,6 +170,8 @@ class ModalityKind:
     preprocessor: type[Preprocessor]
     default_encoder: str = "mlp"
     encoder_for: Callable[[dict], str | None] | None = None
+    # (preprocessing, encoder name) -> why they do not fit together, or None
+    encoder_check: Callable[[dict, str], str | None] | None = None
 
     def default_encoder_for(self, preprocessing: Any) -> str:
         if self.encoder_for is not None and isinstance(preprocessing, dict):

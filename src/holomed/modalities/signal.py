@@ -72,6 +72,7 @@ from holomed.modalities.base import ModalityData, ModalityKind, Preprocessor, re
 
 NORMALISE = ("record", "train", "none")
 OUTPUTS = ("samples", "rhythm")
+SAMPLE_ENCODERS = ("resnet1d", "cnn_gru")  # encoders of (L, C) samples
 DEFAULT_BANDS = ((0.5, 4.0), (4.0, 8.0), (8.0, 13.0), (13.0, 30.0), (30.0, 45.0))
 SUMMARY_STATS = ("mean", "sd", "min", "max", "skew", "kurtosis", "line_length", "spectral_entropy")
 RHYTHM_FEATURES = ("heart_rate", "rr_sd", "rmssd", "prr50", "rr_cv", "rr_max_min", "beats")
@@ -695,5 +696,11 @@ SIGNAL = register_modality(
         preprocessor=SignalPreprocessor,
         default_encoder="resnet1d",
         encoder_for=lambda prep: "mlp" if prep.get("output") == "rhythm" else None,
+        encoder_check=lambda prep, enc: (
+            f"preprocessing.output: rhythm gives one vector per patient; encoder {enc!r} "
+            "reads samples (L, C): use a vector encoder such as mlp"
+            if prep.get("output") == "rhythm" and enc in SAMPLE_ENCODERS
+            else None
+        ),
     )
 )

@@ -89,7 +89,8 @@ def raw_frames(
         excluded.extend(problems)
     for m in spec.modalities:
         if m.kind == "timeseries":
-            long = frames[m.name] if frames and m.name in frames and not m.source else None
+            frame = m.frame or m.name
+            long = frames[frame] if frames and frame in frames and not m.source else None
             raw[m.name] = long if long is not None else get_modality("timeseries").read(m, spec)
     if target is None:
         if not spec.target.source:
@@ -318,6 +319,7 @@ def _new_spec(spec: Any, written: dict[str, str]) -> dict[str, Any]:
     d["description"] = (d.get("description") or "") + " (de-identified by holomed deid)"
     for m in d["modalities"]:
         m["source"] = [written[m["name"]]]
+        m["frame"] = None  # it reads its own written file now
         m["id_column"] = "patient_id"
         opts = {k: v for k, v in (m.get("options") or {}).items()}
         if m["kind"] == "text":

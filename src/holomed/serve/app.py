@@ -647,6 +647,9 @@ class ServedModel:
         """The batch as an unlabelled cohort (ids are slot names, never patient ids),
         through the kinds' own checks."""
         frames = self._frames(items, ids)
+        for m in self.spec.modalities:  # a modality reading another's frame reads its upload
+            if m.frame in frames and m.name not in frames:
+                frames[m.name] = frames[m.frame]
         sub = self._subspec(frozenset(frames))
         raw, excluded = self._checked(sub, frames)
         return Cohort(

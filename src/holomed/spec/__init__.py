@@ -190,6 +190,15 @@ class ModalitySpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _encoder_fits(self) -> ModalitySpec:
+        kind = builtin("modality kind").get(self.kind)
+        if kind.encoder_check is not None:
+            why = kind.encoder_check(self.preprocessing, self.encoder.name)
+            if why:
+                raise ValueError(f"modality {self.name!r}: {why}")
+        return self
+
+    @model_validator(mode="after")
     def _frame_or_source(self) -> ModalitySpec:
         if self.frame is not None and self.source:
             raise ValueError(
