@@ -62,7 +62,8 @@ def _summary(c: Any) -> dict[str, Any]:
         "task": c.task_.name,
         "classes": c.classes_,
         "modalities": {
-            n: {"kind": p.kind, "features_in": p.out_dim} for n, p in c.preprocessors_.items()
+            n: {"kind": p.kind, "features_in": p.out_dim, "shape": list(p.out_shape)}
+            for n, p in c.preprocessors_.items()
         },
     }
 

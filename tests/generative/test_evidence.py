@@ -226,6 +226,31 @@ def test_top_features_by_magnitude():
     assert any("SHAP" in s.text for s in d.of_kind("features"))
 
 
+def test_feature_names_of_samples_and_pixels_left_out_but_vectors_kept():
+    feats = {
+        "ecg": [{"feature": "ecg:t0412:c03", "attribution": 0.4}],
+        "rhythm": [{"feature": "rhythm:rr_sd", "attribution": 0.2}],
+        "xray": [{"feature": "xray:c0:y12:x40", "attribution": 0.3}],
+    }
+    card = {
+        **CARD,
+        "modalities": {
+            "ecg": {"kind": "signal", "shape": [5000, 12]},
+            "rhythm": {"kind": "signal", "shape": [8]},
+            "xray": {"kind": "image", "shape": [3, 224, 224]},
+        },
+    }
+    d, docs = draft_of(pred=prediction(top_features=feats), card=card)
+    text = " ".join(s.text for s in d.of_kind("features"))
+    assert "rhythm:rr_sd" in text
+    assert "ecg:t0412" not in text and "xray:c0" not in text
+    assert_traced(d, docs)
+    # a card without shapes (older bundles) keeps the rule by kind
+    old = {**card, "modalities": {m: {"kind": v["kind"]} for m, v in card["modalities"].items()}}
+    d, _ = draft_of(pred=prediction(top_features=feats), card=old)
+    assert not any("rhythm:rr_sd" in s.text for s in d.of_kind("features"))
+
+
 def test_missing_modality_named_with_how_it_was_handled():
     d, docs = draft_of()
     miss = d.of_kind("missing")

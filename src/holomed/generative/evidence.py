@@ -85,7 +85,9 @@ CALIBRATION_WORDS = {
     "isotonic": "recalibrated by isotonic regression",
 }
 TOP_FEATURES = 3  # per modality
-NO_FEATURE_NAMES = ("image", "signal")  # per-pixel / per-sample names read as noise
+# per-pixel / per-sample names read as noise; a kind's vector output (one value per
+# patient and feature, e.g. a signal's rhythm features) has names worth reading
+NO_FEATURE_NAMES = ("image", "signal")
 
 
 # -- JSON pointers ------------------------------------------------------------------------
@@ -372,10 +374,12 @@ def _contributions(w: _Writer, task: str) -> None:
 
 def _features(w: _Writer) -> None:
     feats = w.docs["prediction"].get("top_features") or {}
-    kinds = {m: (v or {}).get("kind") for m, v in (w.docs["card"].get("modalities") or {}).items()}
+    mods = w.docs["card"].get("modalities") or {}
     wrote = False
     for m, rows in feats.items():
-        if kinds.get(m) in NO_FEATURE_NAMES or not rows:
+        card = mods.get(m) or {}
+        vector = len(card.get("shape") or ()) == 1
+        if (card.get("kind") in NO_FEATURE_NAMES and not vector) or not rows:
             continue
         ranked = [
             (k, num(r.get("attribution")))
