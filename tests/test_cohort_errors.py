@@ -305,6 +305,27 @@ def test_patient_without_label_is_reported(tmp_path):
     assert c.y.tolist() == [0, 1, 1]
 
 
+def test_label_table_reused_as_a_modality_is_refused_naming_the_column(tmp_path):
+    # one CSV for the labels and the clinical table: the label (and the split) would be
+    # model inputs and the model would read its own outcome
+    write(tmp_path, "all.csv", "pid,crp,label,split\nP1,1,0,train\nP2,2,1,train\n"
+          "P3,3,0,test\nP4,4,1,test\n")  # fmt: skip
+    t = {"source": "all.csv", "id_column": "pid", "column": "label"}
+    mods = [{"name": "labs", "kind": "tabular", "source": "all.csv"}]
+    spec = spec_for(tmp_path, mods, target=t)
+    with pytest.raises(CohortError, match=r"all\.csv: modality 'labs' has column 'label', "
+                       r"the spec's target\.column.*'columns:'"):  # fmt: skip
+        build_cohort(spec)
+    split = {"method": "predefined", "column": "split"}
+    mods = [{"name": "labs", "kind": "tabular", "source": "all.csv", "columns": ["crp", "split"]}]
+    with pytest.raises(CohortError, match=r"column 'split', the spec's split\.column"):
+        build_cohort(spec_for(tmp_path, mods, target=t, split=split))
+    # naming the inputs is the way out
+    mods = [{"name": "labs", "kind": "tabular", "source": "all.csv", "columns": ["crp"]}]
+    c = build_cohort(spec_for(tmp_path, mods, target=t, split=split))
+    assert c.modalities["labs"].feature_names == ["crp"] and c.y.tolist() == [0, 1, 0, 1]
+
+
 def test_target_column_missing_names_the_columns(tmp_path):
     labs_and_labels(tmp_path, "pid,crp\nP1,1\nP2,2\n", "pid,outcome\nP1,0\nP2,1\n")
     with pytest.raises(CohortError, match=r"target column 'label' not found.*outcome"):

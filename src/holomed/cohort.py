@@ -303,6 +303,48 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     )
 
 
+def design_columns(spec: Spec) -> dict[str, str]:
+    """Columns that must never be model inputs, with the spec field naming each: the
+    target (and event), the split and group columns, and existing risk scores."""
+    t, sp = spec.target, spec.split
+    out = {t.column: "target.column"}
+    if t.event:
+        out[t.event] = "target.event"
+    if sp.method == "predefined" and sp.column:
+        out[sp.column] = "split.column"
+    if sp.group:
+        out[sp.group] = "split.group"
+    for c in spec.evaluation.score_baselines:
+        out[c] = "evaluation.score_baselines"
+    return out
+
+
+def _no_outcome_inputs(spec: Spec, raw: dict[str, pd.DataFrame]) -> None:
+    """A table or omics frame whose columns are all inputs must not hold the outcome,
+    the split or a risk score (e.g. the label table reused as a modality's source):
+    the model would read its own label. An error naming the modality, file and column."""
+    design = design_columns(spec)
+    for m in spec.modalities:
+        df = raw.get(m.name)
+        if df is None or not get_modality(m.kind).columns_are_inputs:
+            continue
+        names = [str(c) for c in df.attrs.get("feature_names", df.columns)]
+        hits = [c for c in names if c in design]
+        if hits:
+            c = hits[0]
+            where = (
+                ", ".join(str(spec.resolve(s)) for s in m.source)
+                if m.source
+                else f"dataset {spec.dataset!r}"
+            )
+            raise CohortError(
+                f"{where}: modality {m.name!r} has column {c!r}, the spec's {design[c]}; "
+                "a model input must not hold the outcome, the split or a risk score. "
+                f"Name the modality's input columns in 'columns:' or remove {c!r} from "
+                "its file"
+            )
+
+
 def build_cohort(
     spec: Spec,
     frames: dict[str, pd.DataFrame] | None = None,
@@ -343,6 +385,7 @@ def build_cohort(
                 f"{twhere}: score column {a!r} (evaluation.score_baselines) not found"
             )
 
+    _no_outcome_inputs(spec, raw)
     in_any = set().union(*(set(df.index) for df in raw.values())) if raw else set()
     dropped_any = {p["id"] for p in excluded if p.get("scope") != "value"}
     if t.task == "survival":

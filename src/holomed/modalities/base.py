@@ -172,6 +172,9 @@ class ModalityKind:
     encoder_for: Callable[[dict], str | None] | None = None
     # (preprocessing, encoder name) -> why they do not fit together, or None
     encoder_check: Callable[[dict, str], str | None] | None = None
+    # every column of the kind's frame is a model input (tables, omics): such a frame
+    # must not hold the target, the split or a risk-score column (checked at training)
+    columns_are_inputs: bool = False
 
     def default_encoder_for(self, preprocessing: Any) -> str:
         if self.encoder_for is not None and isinstance(preprocessing, dict):

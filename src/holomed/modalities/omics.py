@@ -322,5 +322,6 @@ OMICS = register_modality(
         check=check_omics,
         preprocessor=OmicsPreprocessor,
         default_encoder="mlp",
+        columns_are_inputs=True,
     )
 )

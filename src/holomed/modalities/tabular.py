@@ -185,5 +185,6 @@ TABULAR = register_modality(
         check=check_tabular,
         preprocessor=TabularPreprocessor,
         default_encoder="mlp",
+        columns_are_inputs=True,
     )
 )
