@@ -151,11 +151,10 @@ def verify_bundle(path: Path) -> dict[str, Any]:
             raise BundleError(f"{path / name}: missing (listed in the manifest)")
         if _sha256(f) != digest:
             raise BundleError(f"{path / name}: changed since the bundle was saved (sha256)")
-    models = path / "models"
-    if models.is_dir():
-        for f in models.rglob("*"):
-            if f.is_file() and str(f.relative_to(path)) not in files:
-                raise BundleError(f"{f}: not listed in the manifest")
+    for f in sorted(path.rglob("*")):  # nothing unlisted rides along, at any depth
+        rel = f.relative_to(path).as_posix()
+        if rel != "manifest.json" and not f.is_dir() and rel not in files:
+            raise BundleError(f"{f}: not listed in the manifest")
     key = os.environ.get(KEY_ENV)
     if key:
         sig = (manifest.get("signature") or {}).get("hmac_sha256")

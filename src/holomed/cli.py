@@ -31,7 +31,13 @@ from holomed.predictions import compare_predictions, prediction_table, unknown_c
 from holomed.privacy.keys import load_key
 from holomed.privacy.outputs import activate, active, redact
 from holomed.results import read_results
-from holomed.runfiles import read_selection, run_lock, write_inner_predictions, write_json
+from holomed.runfiles import (
+    read_selection,
+    run_lock,
+    spec_differences,
+    write_inner_predictions,
+    write_json,
+)
 from holomed.serve.cli import audit_app, serve, tokens_app
 from holomed.threads import set_threads
 
@@ -178,6 +184,12 @@ def _cohort_table(cohort) -> None:
         console.print(f"[yellow]{len(cohort.excluded)} exclusion(s):[/]")
         for reason, n in count_reasons(cohort.excluded).items():
             console.print(f"  {n} x {reason}")
+
+
+def _canonical(name: str) -> str:
+    from holomed.candidate import canonical
+
+    return canonical(name)
 
 
 def _fusions(arg: str, spec) -> list[str]:
@@ -385,7 +397,13 @@ def fit(
                         f"holomed fit SPEC --from {from_run}"
                     )
                 spec_path = Path(from_run) / chosen["spec_path"]  # absolute stays absolute
-            fusion = fusion or chosen["selected"]
+            if fusion is not None and _canonical(fusion) != _canonical(chosen["selected"]):
+                raise ValueError(
+                    f"--fusion {fusion} and --from {from_run} disagree: that run selected "
+                    f"{chosen['selected']}; drop --fusion to deploy it, or drop --from to "
+                    f"train {fusion} instead"
+                )
+            fusion = chosen["selected"]
             params = chosen.get("params")
             all_patients = True
             console.print(
@@ -393,6 +411,17 @@ def fit(
                 f"(family {chosen.get('family')}), trained on all labelled patients"
             )
         spec, cohort = _load(spec_path, set_)
+        if from_run is not None and chosen.get("spec") is not None:
+            diff = spec_differences(
+                chosen["spec"], spec.model_dump(mode="json", exclude={"base_dir"})
+            )
+            if diff:
+                raise ValueError(
+                    f"--from {from_run}: this spec differs from the one that run compared "
+                    f"({'; '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}); give the "
+                    "spec file and --set options it ran with (its spec is under 'spec' in "
+                    "its results.json)"
+                )
         name = fusion or spec.fusion.name
         mode = fit_mode(spec, all_patients)
         with console.status(f"training {name} ({mode}) ..."):

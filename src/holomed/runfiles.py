@@ -139,7 +139,48 @@ def read_selection(run_dir: Path) -> dict[str, Any]:
         "params": res.get("selected_params"),
         "family": res.get("selected_family"),
         "spec_path": res.get("spec_path"),
+        "spec": res.get("spec"),
     }
+
+
+# spec fields that change how a comparison runs or what it reports, not the model that a
+# refit trains: they may differ between a compare run and ``fit --from`` it
+RUN_ONLY = frozenset(
+    {
+        "training.threads",
+        *(
+            f"evaluation.{k}"
+            for k in (
+                "seeds", "n_bootstrap", "executor", "workers", "ray_address",
+                "save_inner_predictions", "baselines", "ablations", "missing_rates",
+                "explain", "attribute_bins", "min_group", "mitigation",
+            )
+        ),
+    }
+)  # fmt: skip
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def spec_differences(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """Dotted fields where a compare run's recorded spec and this one differ in what a
+    refit trains (:data:`RUN_ONLY` fields aside), as ``field: run X, here Y``."""
+    a, b = _flat(recorded), _flat(here)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == r or key.startswith(r + ".") for r in RUN_ONLY):
+            continue
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: run {a.get(key)!r}, here {b.get(key)!r}")
+    return out
 
 
 @contextlib.contextmanager

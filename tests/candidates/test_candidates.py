@@ -149,6 +149,13 @@ def test_tampered_bundles_are_refused_naming_the_file(data, tmp_path, monkeypatc
     lgbm.write_text(lgbm.read_text().replace("tree", "tree ", 1))
     with pytest.raises(BundleError, match=lgbm.name):
         load_bundle(path)
+    # a file added anywhere, at the top or in a new folder, is refused naming it
+    for extra in ("extra.txt", "sub/extra.py"):
+        path = save_bundle(model, tmp_path / "x")
+        (path / extra).parent.mkdir(exist_ok=True)
+        (path / extra).write_text("x")
+        with pytest.raises(BundleError, match=rf"{extra}: not listed in the manifest"):
+            load_bundle(path)
     # a site key: unsigned bundles are refused, signed ones load
     monkeypatch.setenv("HOLOMED_BUNDLE_KEY", "site-secret")
     with pytest.raises(BundleError, match="signature"):

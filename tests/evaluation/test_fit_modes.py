@@ -67,10 +67,24 @@ def test_fit_from_a_comparison_deploys_its_selection(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert not (tmp_path / "cmp" / "INCOMPLETE").exists()
-    r = runner.invoke(
-        app,
-        ["fit", str(spec_path), "--from", str(tmp_path / "cmp"), "--out", str(tmp_path / "dep")],
-    )
+    deploy = [
+        "fit",
+        str(spec_path),
+        "--from",
+        str(tmp_path / "cmp"),
+        "--out",
+        str(tmp_path / "dep"),
+    ]
+    # the comparison ran with --set training.max_epochs=2: a refit without it would train
+    # another model than the one evaluated, so it is refused, naming the field
+    r = runner.invoke(app, deploy)
+    assert r.exit_code != 0 and "training.max_epochs: run 2, here 40" in " ".join(r.output.split())
+    assert "Traceback" not in r.output
+    # --fusion naming another candidate than the run selected is refused too
+    other = "gbm" if res["selected"] != "baseline:gbm" else "late"
+    r = runner.invoke(app, [*deploy, "--fusion", other, *common])
+    assert r.exit_code != 0 and "disagree" in r.output
+    r = runner.invoke(app, [*deploy, *common])  # n_bootstrap may differ: run-only
     assert r.exit_code == 0, r.output
     model = load(tmp_path / "dep" / "bundle")
     assert model.name == res["selected"].removeprefix("baseline:")
