@@ -271,6 +271,21 @@ def test_text_in_numeric_column_names_column_patient_and_value(tmp_path, kind, c
         build_cohort(spec)
     msg = str(err.value)
     assert f"'{col}'" in msg and "'P3'" in msg and "'high'" in msg and "labs.csv" in msg
+    # the hint fits the kind: omics has no categorical columns to declare
+    assert ("'categorical'" in msg) == (kind == "tabular")
+
+
+def test_a_repeated_column_name_is_an_error_not_a_renamed_column(tmp_path):
+    labs_and_labels(tmp_path, "pid,crp,age,crp\nP1,1,50,2\nP2,2,60,3\n")
+    with pytest.raises(CohortError, match=r"labs\.csv: column 'crp' appears more than once"):
+        build_cohort(spec_for(tmp_path))
+
+
+def test_a_categorical_column_not_in_the_table_is_named(tmp_path):
+    labs_and_labels(tmp_path, "pid,sex,crp\nP1,F,1\nP2,M,2\nP3,F,3\nP4,M,4\n")
+    mods = [{"name": "labs", "kind": "tabular", "source": "labs.csv", "categorical": ["sexx"]}]
+    with pytest.raises(CohortError, match=r"labs\.csv.*categorical columns \['sexx'\]"):
+        build_cohort(spec_for(tmp_path, mods))
 
 
 def test_text_column_without_numbers_is_categorical_not_an_error(tmp_path):

@@ -278,3 +278,27 @@ def test_spec_yaml_of_a_bundle_round_trips(fitted):
     assert load_yaml((bundle / "spec.yaml").read_text()) == yaml.safe_load(
         (bundle / "spec.yaml").read_text()
     )
+
+
+def test_a_candidate_typo_is_refused_by_validate_before_any_data_is_read(fitted, tmp_path):
+    _, spec_path, _ = fitted
+    d = yaml.safe_load(spec_path.read_text())
+    d["evaluation"]["candidates"] = ["lr_erly", "gbm"]
+    bad = spec_path.parent / "typo_candidates.yaml"
+    bad.write_text(yaml.safe_dump(d))
+    refused(runner.invoke(app, ["validate", str(bad)]), "evaluation.candidates", "'lr_erly'")
+    d["evaluation"]["candidates"] = ["gbm"]
+    d["evaluation"]["search"] = {"trials": 2, "candidates": ["cox"]}  # a survival learner
+    bad.write_text(yaml.safe_dump(d))
+    refused(
+        runner.invoke(app, ["validate", str(bad)]),
+        "evaluation.search.candidates",
+        "cannot learn a binary task",
+    )
+
+
+@pytest.mark.parametrize("seeds", ["0", "-2"])
+def test_seeds_below_one_are_refused(seeds, tmp_path):
+    r = runner.invoke(app, ["compare", "--seeds", seeds, "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--seeds" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "c").exists()

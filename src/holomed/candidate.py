@@ -239,6 +239,28 @@ def candidate_class(name: str) -> type[Candidate]:
     return CANDIDATES[name]
 
 
+def check_spec_candidates(spec: Spec) -> None:
+    """The candidates a spec names (``evaluation.candidates``, ``evaluation.search.
+    candidates``) exist and can learn its task: an error naming the field, before any data
+    is read."""
+    task = spec.target.task
+    ev = spec.evaluation
+    for where, names in (
+        ("evaluation.candidates", ev.candidates),
+        ("evaluation.search.candidates", ev.search.candidates),
+    ):
+        for n in names or []:
+            try:
+                cls = candidate_class(n)
+            except ValueError:
+                fit = [c for c in candidate_names() if task in candidate_class(c).tasks]
+                raise ValueError(
+                    f"{where}: unknown candidate {n!r}; for a {task} task one of {', '.join(fit)}"
+                ) from None
+            if task not in cls.tasks:
+                raise ValueError(f"{where}: candidate {n!r} cannot learn a {task} task")
+
+
 def make_candidate(
     spec: Spec,
     name: str,

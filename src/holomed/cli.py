@@ -161,7 +161,9 @@ def _load(spec_path: Path | None, overrides: list[str] | None = None):
         from holomed.evaluation.compare import apply_overrides
 
         spec = apply_overrides(spec, _overrides(overrides), where="--set")
+    from holomed.candidate import check_spec_candidates
 
+    check_spec_candidates(spec)
     n = set_threads(spec.training.threads)
     console.print(f"threads: {n} (BLAS/OpenMP and torch; small networks train on one)")
     with console.status(f"loading cohort {spec.dataset!r} ..."):
@@ -280,7 +282,7 @@ def leaderboard(results: dict[str, Any]) -> Table:
 def compare(
     spec_path: SpecArg = None,
     fusion: Annotated[str, typer.Option(help="'all' or comma-separated names")] = "all",
-    seeds: Annotated[int | None, typer.Option(help="seeds (default: the spec's)")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="seeds (default: the spec's)")] = None,
     out: OutOpt = Path("runs/compare"),
     baselines: Annotated[bool, typer.Option(help="classical baselines")] = True,
     ablations: Annotated[bool, typer.Option(help="single-modality and leave-one-out")] = True,
@@ -475,7 +477,7 @@ def robustness(
     spec_path: SpecArg = None,
     out: OutOpt = Path("runs/robustness"),
     fusion: Annotated[str, typer.Option(help="'all' or comma-separated names")] = "all",
-    seeds: Annotated[int | None, typer.Option()] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="seeds (default: the spec's)")] = None,
     baselines: Annotated[bool, typer.Option()] = True,
     from_run: Annotated[
         Path | None,

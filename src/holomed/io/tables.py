@@ -71,6 +71,20 @@ def read_ids(column: pd.Series, path: str | Path, name: Any) -> pd.Series:
     return ids
 
 
+def _unique_header(path: Path, sep: str) -> None:
+    """pandas renames a repeated column name (``g002`` -> ``g002.1``): two columns of
+    one name are an error naming the file and the column instead."""
+    names = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].tolist()
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if isinstance(n, str) and n in seen:
+            raise CohortError(
+                f"{path}: column {n!r} appears more than once in the header (again as "
+                f"column {i + 1}); rename or remove the repeat"
+            )
+        seen.add(n)
+
+
 def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.DataFrame:
     if not path.exists():
         raise CohortError(f"{path}: file not found")
@@ -95,6 +109,8 @@ def _read_one(path: Path, id_column: str | None, options: dict[str, Any]) -> pd.
             key = 0 if id_column is None else id_column
             conv = {} if header is None and id_column is None else {key: str}
             df = pd.read_csv(path, sep=sep, header=header, low_memory=False, converters=conv)
+            if header is not None:
+                _unique_header(path, sep)
     except CohortError:
         raise
     except Exception as err:  # noqa: BLE001 - any parser failure becomes a named error

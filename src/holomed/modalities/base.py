@@ -228,7 +228,12 @@ def with_columns(df: pd.DataFrame, columns: list[str], x: np.ndarray) -> pd.Data
     return out
 
 
-def to_numeric(df: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
+def to_numeric(
+    df: pd.DataFrame,
+    columns: list[str],
+    where: str,
+    hint: str = "declare it in 'categorical' if it is a category",
+) -> pd.DataFrame:
     """Columns as float; text in a numeric column raises an error naming the file,
     column, patient and the offending value.
 
@@ -263,8 +268,7 @@ def to_numeric(df: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame
                 pid = df.index[i]
                 raise CohortError(
                     f"{where}: column {col!r} is numeric but patient {pid!r} has text "
-                    f"{values[i, first]!r} ({len(rows)} such value(s)); declare it in "
-                    "'categorical' if it is a category"
+                    f"{values[i, first]!r} ({len(rows)} such value(s)); {hint}"
                 )
         x[:, text_pos] = num
     return with_columns(df, columns, x)

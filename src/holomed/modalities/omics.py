@@ -59,7 +59,8 @@ def _as_float(df: pd.DataFrame, where: str) -> pd.DataFrame:
         out = df.astype(np.float64)
         out.attrs = dict(df.attrs)
         return out
-    return to_numeric(df, list(df.columns), where)
+    hint = "omics values are numbers: fix or blank the value, or drop the column"
+    return to_numeric(df, list(df.columns), where, hint)
 
 
 def _drop_nonfinite(df: pd.DataFrame, modality: str, where: str) -> tuple[pd.DataFrame, list[dict]]:

@@ -51,6 +51,12 @@ def _split_columns(df: pd.DataFrame, categorical: list[str]) -> tuple[list[str],
 def check_tabular(df: pd.DataFrame, mspec: Any, where: str) -> tuple[pd.DataFrame, list[dict]]:
     if df.shape[1] == 0:
         raise CohortError(f"{where}: modality {mspec.name!r} has no feature columns")
+    unknown = [c for c in mspec.categorical if c not in df.columns]
+    if unknown:
+        raise CohortError(
+            f"{where}: modality {mspec.name!r}: categorical columns {unknown} are not in "
+            f"the table; its columns are {list(df.columns)[:10]}"
+        )
     num, cat = _split_columns(df, list(mspec.categorical))
     df = to_numeric(df, num, where)
     for c in cat:
