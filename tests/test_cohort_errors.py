@@ -413,6 +413,21 @@ def test_modality_matching_no_labelled_patient(tmp_path):
     )
     with pytest.raises(CohortError, match="'genes': none of its ids match a labelled patient"):
         build_cohort(spec)
+    with pytest.raises(CohortError) as err:
+        build_cohort(spec)
+    msg = str(err.value)  # the file, and ids from both sides to compare
+    assert "genes.csv" in msg and "'X1', 'X2'" in msg and "'P1', 'P2'" in msg
+
+
+def test_bad_class_and_split_values_name_the_patients(tmp_path):
+    labs_and_labels(tmp_path, "pid,crp\nP1,1\nP2,2\nP3,3\n", "pid,label,split\nP1,a\nP2,b\nP3,z\n")
+    t = {"source": "labels.csv", "id_column": "pid", "classes": ["a", "b"]}
+    with pytest.raises(CohortError, match=r"\['z'\] are not among classes.*patients 'P3'"):
+        build_cohort(spec_for(tmp_path, target=t))
+    write(tmp_path, "labels.csv", "pid,label,split\nP1,a,train\nP2,b,\nP3,a,test\n")
+    split = {"method": "predefined", "column": "split"}
+    with pytest.raises(CohortError, match=r"values \['\(empty\)'\] \(patients 'P2'\)"):
+        build_cohort(spec_for(tmp_path, target=t, split=split))
 
 
 def test_no_patient_with_label_and_data(tmp_path):

@@ -180,7 +180,11 @@ def _encode_target(
         classes = list(dict.fromkeys(norm(v) for v in order))
     unknown = sorted(set(text) - set(classes))
     if unknown:
-        raise CohortError(f"{where}: target values {unknown} are not among classes {classes}")
+        who = _some_ids(text.index[text.isin(unknown).to_numpy()])
+        raise CohortError(
+            f"{where}: target values {unknown} are not among classes {classes} "
+            f"(patients {who})"
+        )
     if task == "binary" and len(classes) != 2:
         raise CohortError(f"{where}: a binary task needs 2 classes; found {classes}")
     if task == "multiclass" and len(classes) < 2:
@@ -301,6 +305,13 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
             name=spec.dataset,
         ),
     )
+
+
+def _some_ids(ids: Any, k: int = 3) -> str:
+    """The first ``k`` ids, quoted, and how many more: for error messages."""
+    ids = [str(i) for i in ids]
+    more = f" and {len(ids) - k} more" if len(ids) > k else ""
+    return ", ".join(repr(i) for i in ids[:k]) + more
 
 
 def design_columns(spec: Spec) -> dict[str, str]:
@@ -425,20 +436,32 @@ def build_cohort(
         y, classes = _encode_target(
             target.loc[ids, t.column], t.task, t.classes, twhere, t.separator
         )
+    in_ids = {n: df.index for n, df in raw.items()}  # for the error below
     modalities = modality_data(spec, raw, ids, release=True)  # ``raw`` is not used after
     for name, md in modalities.items():
         if not md.present.any():
-            raise CohortError(f"modality {name!r}: none of its ids match a labelled patient")
+            m = next(m for m in spec.modalities if m.name == name)
+            src = ", ".join(str(spec.resolve(s)) for s in m.source) or f"dataset {spec.dataset!r}"
+            theirs = _some_ids(in_ids.get(name, []))
+            raise CohortError(
+                f"{src}: modality {name!r}: none of its ids match a labelled patient "
+                f"(its ids: {theirs}; labelled: {_some_ids(ids)}, in {twhere}); ids are "
+                "compared as text, so '7' and '007' differ"
+            )
     split = None
     if spec.split.method == "predefined":
         col = spec.split.column
         if not col or col not in target.columns:
             raise CohortError(f"{twhere}: split.column {col!r} not found for a predefined split")
-        split = target.loc[ids, col].astype(str).str.strip().str.lower().to_numpy()
+        raw_split = target.loc[ids, col]
+        split = raw_split.astype(str).str.strip().str.lower().to_numpy()
+        split[raw_split.isna().to_numpy()] = "(empty)"
         bad = sorted(set(split) - {"train", "val", "test"})
         if bad:
+            who = _some_ids(np.asarray(ids, dtype=object)[np.isin(split, bad)])
             raise CohortError(
-                f"{twhere}: split column {col!r} has values {bad}; expected train, val or test"
+                f"{twhere}: split column {col!r} has values {bad} (patients {who}); "
+                "expected train, val or test"
             )
     attributes = target.loc[ids, list(spec.attributes)] if spec.attributes else None
     return Cohort(
