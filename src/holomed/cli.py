@@ -749,6 +749,7 @@ def draft(
         evidence_draft,
         model_facts,
         patient_records,
+        results_audit,
     )
 
     with _guard():
@@ -771,12 +772,15 @@ def draft(
             card = {}
         if results is not None:
             try:
-                audit = json.loads(results.read_text()).get("fairness")
-            except (OSError, ValueError, AttributeError) as err:
+                res = json.loads(results.read_text())
+            except (OSError, ValueError) as err:
                 raise ValueError(
                     f"--results {results}: not a readable results.json ({err})"
                 ) from None
-            where = f"{results}: fairness" if audit else None
+            audit, why = results_audit(res, card)
+            if audit is None:
+                raise ValueError(f"--results {results}: {why}")
+            where = f"{results}: fairness"
         else:
             audit, where = bundle_audit(bundle, card)
         attrs: dict[str, dict[str, Any]] = {}

@@ -465,3 +465,17 @@ def test_holomed_draft_writes_traceable_drafts(tmp_path):
             assert m in missing[0]
         assert "methylation" in d["prediction"]["modalities"]["missing"]
         assert d["text"].startswith(EVIDENCE_LABEL)
+    # --results must be this model's evaluation: another run's, or not a fit run, is
+    # refused with the reason; the bundle's own results are accepted
+    args = ["draft", str(bundle), "-i", f"clinical={tmp_path / 'clinical.csv'}"]
+    mine = tmp_path / "fit" / "results.json"
+    r = runner.invoke(app, [*args, "--results", str(mine), "-o", str(tmp_path / "d2")])
+    assert r.exit_code == 0, r.output
+    other = dict(
+        res, metrics={k: dict(v, mean=v["mean"] - 0.01) for k, v in res["metrics"].items()}
+    )
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    (tmp_path / "cmp.json").write_text(json.dumps({"kind": "compare", "fairness": AUDIT}))
+    for f, why in (("other.json", "another model's evaluation"), ("cmp.json", "holomed fit")):
+        r = runner.invoke(app, [*args, "--results", str(tmp_path / f), "-o", str(tmp_path / "d3")])
+        assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output

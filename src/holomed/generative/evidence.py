@@ -745,18 +745,30 @@ def bundle_audit(
         res = json.loads(path.read_text())
     except (OSError, ValueError):
         return None, None
-    fair = res.get("fairness") if isinstance(res, dict) else None
-    if not isinstance(fair, Mapping) or not fair.get("attributes"):
+    fair, _why = results_audit(res, card)
+    if fair is None:
         return None, None
-    mine = card.get("metrics_test") or {}
+    return fair, f"{path.name} beside the bundle: fairness (test metrics match the card)"
+
+
+def results_audit(res: Any, card: Mapping[str, Any] | None) -> tuple[dict | None, str | None]:
+    """The subgroup audit (``fairness``) of a fit run's results, when its test metrics
+    are those of the bundle's card (so it audits this model): ``(audit, None)``, else
+    ``(None, why not)``."""
+    if not isinstance(res, Mapping) or res.get("kind", "fit") != "fit":
+        return None, "not the results of 'holomed fit'"
+    fair = res.get("fairness")
+    if not isinstance(fair, Mapping) or not fair.get("attributes"):
+        return None, "it holds no subgroup audit (fairness)"
+    mine = (card or {}).get("metrics_test") or {}
     theirs = res.get("metrics") or {}
     if not mine or set(mine) != set(theirs):
-        return None, None
+        return None, "its test metrics are not the bundle card's: another model's evaluation"
     for k, v in mine.items():
         a, b = num((v or {}).get("value")), num((theirs.get(k) or {}).get("mean"))
         if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > 1e-9):
-            return None, None
-    return dict(fair), f"{path.name} beside the bundle: fairness (test metrics match the card)"
+            return None, f"its test {k} is not the bundle card's: another model's evaluation"
+    return dict(fair), None
 
 
 def attributes_from_files(
