@@ -246,6 +246,23 @@ def test_tokens_in_the_same_database(db):
     assert res.exit_code == 2 and "no token" in res.output
 
 
+def test_a_mistyped_sqlite_path_is_named_and_never_created(tmp_path):
+    runner = CliRunner()
+    typo = tmp_path / "serv.db"
+    for app_, args in (
+        (audit_app, ["verify"]),
+        (audit_app, ["summary"]),
+        (tokens_app, ["list"]),
+        (tokens_app, ["revoke", "ffffffffffff"]),
+        (tokens_app, ["create", "--role", "wizard"]),  # a bad role: refused before opening
+    ):
+        res = runner.invoke(app_, [*args, "--db", str(typo)])
+        assert res.exit_code == 2, (args, res.output)
+        assert not typo.exists(), args
+    res = runner.invoke(audit_app, ["verify", "--db", str(typo)])
+    assert "serv.db: no such database" in " ".join(res.output.split())
+
+
 def test_a_server_on_each_back_end_audits_every_request(db, tmp_path_factory):
     from holomed.candidates import make_candidate
     from holomed.cohort import load_cohort

@@ -52,10 +52,21 @@ def _echo_err(text: str) -> None:
 _guard = cli_guard  # errors: one line on stderr, exit code 2
 
 
-def _engine(db: str | None, state_dir: Path | None):
+def _engine(db: str | None, state_dir: Path | None, existing: bool = False):
+    """The database's engine; ``existing``: a command that only reads or changes what is
+    there refuses an SQLite file that does not exist (a typo'd path would otherwise
+    create an empty database and report it as empty)."""
     from holomed.serve.settings import db_url, make_engine
 
-    return make_engine(db_url(db, state_dir))
+    url = db_url(db, state_dir)
+    if existing and url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: no such database; give the --db (or --state-dir) that "
+                "'holomed serve' and 'holomed tokens create' used"
+            )
+    return make_engine(url)
 
 
 def quiet_readers() -> None:
@@ -191,8 +202,10 @@ def tokens_create(
 ) -> None:
     """Create a token; it is printed once (on standard output) and never stored."""
     with _guard():
-        from holomed.serve.tokens import TokenStore
+        from holomed.serve.tokens import ROLES, TokenStore
 
+        if role not in ROLES:  # before the database is opened (or created)
+            raise ValueError(f"--role {role!r} unknown; expected one of {', '.join(ROLES)}")
         info, token = TokenStore(_engine(db, state_dir)).create(role, name)
     typer.echo(
         f"token {info.id} ({info.role}) created; it is shown only now, keep it secret:", err=True
@@ -210,7 +223,7 @@ def tokens_list(
     with _guard():
         from holomed.serve.tokens import TokenStore
 
-        rows = TokenStore(_engine(db, state_dir)).list_tokens()
+        rows = TokenStore(_engine(db, state_dir, existing=True)).list_tokens()
     if as_json:
         for r in rows:
             typer.echo(json.dumps(r.public()))
@@ -233,7 +246,7 @@ def tokens_revoke(
     with _guard():
         from holomed.serve.tokens import TokenStore
 
-        info = TokenStore(_engine(db, state_dir)).revoke(token_id)
+        info = TokenStore(_engine(db, state_dir, existing=True)).revoke(token_id)
     typer.echo(f"token {info.id} ({info.role}) revoked at {info.revoked_at}")
 
 
@@ -248,7 +261,7 @@ def audit_verify(
     with _guard():
         from holomed.serve.audit import verify_chain
 
-        report = verify_chain(_engine(db, state_dir))
+        report = verify_chain(_engine(db, state_dir, existing=True))
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
     elif report.ok:
@@ -269,5 +282,5 @@ def audit_summary(
     with _guard():
         from holomed.serve.audit import summary
 
-        out = summary(_engine(db, state_dir), since)
+        out = summary(_engine(db, state_dir, existing=True), since)
     typer.echo(json.dumps(out, indent=1))
