@@ -302,3 +302,13 @@ def test_seeds_below_one_are_refused(seeds, tmp_path):
     r = runner.invoke(app, ["compare", "--seeds", seeds, "--out", str(tmp_path / "c")])
     assert r.exit_code == 2 and "--seeds" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "c").exists()
+
+
+def test_predict_input_without_a_trained_column_names_the_file_and_column(fitted, tmp_path):
+    folder, _, bundle = fitted
+    clin, c = _clinical(folder, tmp_path)
+    clin.drop(columns=["lab1"]).to_csv(c, index=False)
+    r = runner.invoke(
+        app, ["predict", str(bundle), "-i", f"clinical={c}", "--out", str(tmp_path / "p")]
+    )
+    refused(r, str(c), "['lab1']")

@@ -52,19 +52,23 @@ def tables(cohort: Any, names: list[str] | None = None) -> dict[str, Table]:
     """The numeric columns of the cohort's tabular and omics modalities (``names``: a
     selection); non-numeric columns are listed as skipped."""
     out = {}
+    usable = []
     for name, m in cohort.modalities.items():
-        if m.kind not in KINDS or (names is not None and name not in names):
+        if m.kind not in KINDS:
             continue
         df = m.values
         num = df.select_dtypes(include=[np.number])
-        skipped = [str(c) for c in df.columns if c not in num.columns]
         if num.shape[1] == 0:
             continue
+        usable.append(name)
+        if names is not None and name not in names:
+            continue
+        skipped = [str(c) for c in df.columns if c not in num.columns]
         out[name] = Table([str(c) for c in num.columns], num.to_numpy(float), m.present, skipped)
     if names is not None and (unknown := sorted(set(names) - set(out))):
         raise ImputeError(
             f"modalities {unknown}: not tabular/omics modalities with numeric columns "
-            f"in this cohort (usable: {sorted(out)})"
+            f"in this cohort (usable: {sorted(usable)})"
         )
     if len(out) < 2:
         raise ImputeError(

@@ -212,6 +212,7 @@ def read_sources(mspec: ModalitySpec, spec: Spec) -> pd.DataFrame:
         if missing:
             raise CohortError(f"{paths[0]}: modality {mspec.name!r}: columns not found: {missing}")
         df = df[list(mspec.columns)]
+    df.attrs["source"] = ", ".join(map(str, paths))  # for errors once the frame moves on
     return df
 
 

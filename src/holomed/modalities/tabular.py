@@ -131,7 +131,11 @@ class TabularPreprocessor(Preprocessor):
         df: pd.DataFrame = data.values
         missing_cols = [c for c in self.numeric_ + self.categorical_ if c not in df.columns]
         if missing_cols:
-            raise ValueError(f"tabular input lacks fitted columns {missing_cols}")
+            where = df.attrs.get("source") or "tabular input"
+            raise ValueError(
+                f"{where}: lacks columns the model was trained on: {missing_cols} (a value "
+                "may be empty, the column must be there)"
+            )
         present = np.asarray(data.present, bool)
         x = np.full((len(df), len(self.numeric_)), np.nan)
         if present.any():  # absent rows are never read (they may hold anything)
