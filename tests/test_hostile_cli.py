@@ -312,3 +312,13 @@ def test_predict_input_without_a_trained_column_names_the_file_and_column(fitted
         app, ["predict", str(bundle), "-i", f"clinical={c}", "--out", str(tmp_path / "p")]
     )
     refused(r, str(c), "['lab1']")
+
+
+def test_report_renders_a_robustness_run_folder(fitted, tmp_path):
+    _, spec_path, _ = fitted
+    out = tmp_path / "rob"
+    args = ["robustness", str(spec_path), "--fusion", "gbm", "--seeds", "1", "--no-baselines"]
+    ok(runner.invoke(app, [*args, "--out", str(out), *FAST]))
+    assert not (out / "results.json").exists()
+    ok(runner.invoke(app, ["report", str(out)]))
+    assert "robustness" in (out / "report.html").read_text().lower()

@@ -889,10 +889,16 @@ def deid(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run folder with results.json")]) -> None:
-    """Render RUN_DIR/report.html from the run's JSON results (never recomputed)."""
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="a run folder with results.json and/or robustness.json")
+    ],
+) -> None:
+    """Render RUN_DIR/report.html from the run's JSON results (never recomputed): a
+    compare or fit run's results.json, a robustness run's robustness.json, or both."""
     with _guard():
-        read_results(run_dir / "results.json")  # a ResultsError naming the file and field
+        if (run_dir / "results.json").exists() or not (run_dir / "robustness.json").exists():
+            read_results(run_dir / "results.json")  # a ResultsError naming file and field
         _report(run_dir)
 
 
