@@ -140,6 +140,15 @@ def test_errors_are_redacted_when_privacy_is_on(tmp_path):
     assert "redacted" in r.output
 
 
+def test_redaction_keeps_the_names_of_columns_and_modalities():
+    from holomed.privacy.outputs import redact
+
+    msg = "labs.csv: column 'crp' is numeric but patient 'P3' has text 'high' (modality 'labs')"
+    out = redact(msg)
+    assert "column 'crp'" in out and "modality 'labs'" in out
+    assert "P3" not in out and "high" not in out and out.count("<value>") == 2
+
+
 def test_keys_are_checked_and_never_shown(tmp_path, monkeypatch):
     monkeypatch.delenv("HOLOMED_PRIVACY_KEY", raising=False)
     monkeypatch.delenv("HOLOMED_PRIVACY_KEY_FILE", raising=False)

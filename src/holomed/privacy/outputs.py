@@ -21,6 +21,9 @@ from holomed.privacy.keys import PrivacyKey, load_key
 
 _ACTIVE = {"on": False, "roots": []}
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+# names of the data's structure, not of patients: kept by :func:`redact` when quoted
+# right after one of these words ("column 'crp'", "modality 'labs'")
+_NAMES = re.compile(r"(?:column|modality|field|kind|encoder|fusion|candidate) $")
 
 
 def activate(roots: list[str] | None = None) -> None:
@@ -44,7 +47,12 @@ def active() -> bool:
 def redact(text: str) -> str:
     """``text`` without quoted values (ids, cell values, names) and with the data roots
     replaced by placeholders: what may be shown when privacy is on."""
-    out = _QUOTED.sub("<value>", str(text))
+    text = str(text)
+
+    def hide(m: re.Match) -> str:
+        return m.group(0) if _NAMES.search(text, 0, m.start()) else "<value>"
+
+    out = _QUOTED.sub(hide, text)
     roots = [*_ACTIVE["roots"], os.environ.get("HOLOMED_DATA", "")]
     for root in sorted({r for r in roots if r}, key=len, reverse=True):
         out = out.replace(str(Path(root)), "<data>")
