@@ -382,6 +382,13 @@ def test_missing_modality_file_names_the_file(tmp_path):
         build_cohort(spec)
 
 
+def test_a_folder_as_source_names_the_modality(tmp_path):
+    labs_and_labels(tmp_path, "pid,crp\nP1,1\n")
+    spec = spec_for(tmp_path, [{"name": "labs", "kind": "tabular", "source": "."}])
+    with pytest.raises(CohortError, match=r"modality 'labs': 'source' is a folder"):
+        build_cohort(spec)
+
+
 def test_missing_label_file_names_the_file(tmp_path):
     labs_and_labels(tmp_path, "pid,crp\nP1,1\n")
     spec = spec_for(tmp_path, target={"source": "gone.csv", "id_column": "pid"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -206,6 +207,12 @@ def read_sources(mspec: ModalitySpec, spec: Spec) -> pd.DataFrame:
     if not mspec.source:
         raise CohortError(f"modality {mspec.name!r}: no source file given (field 'source')")
     paths = [spec.resolve(s) for s in mspec.source]
+    for p in paths:
+        if Path(p).is_dir():
+            raise CohortError(
+                f"{p}: modality {mspec.name!r}: 'source' is a folder; give a table file "
+                "(CSV, TSV, Parquet or .h5ad)"
+            )
     df = read_table(paths, mspec.id_column, mspec.options)
     if mspec.columns is not None:
         missing = [c for c in mspec.columns if c not in df.columns]
