@@ -182,8 +182,7 @@ def _encode_target(
     if unknown:
         who = _some_ids(text.index[text.isin(unknown).to_numpy()])
         raise CohortError(
-            f"{where}: target values {unknown} are not among classes {classes} "
-            f"(patients {who})"
+            f"{where}: target values {unknown} are not among classes {classes} (patients {who})"
         )
     if task == "binary" and len(classes) != 2:
         raise CohortError(f"{where}: a binary task needs 2 classes; found {classes}")

@@ -117,7 +117,11 @@ class Ensemble(Candidate):
             ]
         members = p.get("members")
         if not members:
-            raise ValueError("an ensemble needs params {'members': [{'name', 'weight'}, ...]}")
+            raise ValueError(
+                "an ensemble's members and weights come from a comparison's inner CV: run "
+                "'holomed compare SPEC --out RUN', then deploy it with 'holomed fit SPEC --from "
+                "RUN' (in Python: params {'members': [{'name', 'weight'}, ...]})"
+            )
         return members
 
     def fit(self, cohort: Any) -> Ensemble:
