@@ -626,7 +626,11 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
     (``path=.../set-b``) for a model trained on the default one. Labelled when that
     folder's target frame has labels (so it can be evaluated), else unlabelled."""
     if spec.dataset not in DATASETS:
-        raise CohortError(f"spec.dataset {spec.dataset!r} is not a registered dataset")
+        raise CohortError(
+            f"-d/--dataset-option reads a registered dataset's folder, and this model's "
+            f"spec.dataset {spec.dataset!r} is not one (it was trained on files): give its "
+            "inputs as -i MODALITY=FILE"
+        )
     frames, target = DATASETS.get(spec.dataset).frames(**{**spec.dataset_options, **options})
     col = spec.target.column
     if target is not None and col in target.columns and target[col].notna().any():
