@@ -19,7 +19,7 @@ from holomed.cli import app
 from holomed.errors import PrivacyError
 from holomed.privacy.cohort import deidentify_cohort
 from holomed.privacy.keys import PrivacyKey
-from holomed.spec import load_spec
+from holomed.spec import SpecError, load_spec, parse_spec
 
 runner = CliRunner()
 KEY = PrivacyKey(b"s" * 40)
@@ -186,6 +186,15 @@ def test_deid_refuses_unsafe_runs(tmp_path):
     with pytest.raises(PrivacyError, match="nope"):
         deidentify_cohort(bad, tmp_path / "half", KEY)
     assert not (tmp_path / "half").exists() and not (tmp_path / "half.partial").exists()
+    # numbers are not dates: a numeric column listed as dates is refused, never shifted
+    bad.privacy.date_columns = {"clinical": ["admitted", "age"]}
+    with pytest.raises(PrivacyError, match=r"column 'age' \(privacy.date_columns\) holds numbers"):
+        deidentify_cohort(bad, tmp_path / "half", KEY)
+    # a misspelt modality under privacy would leave its columns in: refused when parsed
+    d = spec.model_dump(mode="json", exclude={"base_dir"})
+    d["privacy"]["drop_columns"] = {"clinicl": ["full_name"]}
+    with pytest.raises(SpecError, match=r"privacy.drop_columns: \['clinicl'\] are not modalities"):
+        parse_spec(d)
 
 
 def test_unparseable_dates_are_set_missing_and_counted(tmp_path):

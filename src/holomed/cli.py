@@ -83,7 +83,7 @@ def _message(err: Exception) -> str:
     value or the file) as they are; others (KeyError, TypeError ...) with their type."""
     text = str(err).strip() or "(no message)"
     if active():  # privacy on: no ids, cell values or data paths in what is printed
-        text = redact(text) + " (values redacted: privacy.pseudonymise is on)"
+        text = redact(text) + " (patient values redacted for privacy)"
     if isinstance(err, HolomedError | ValueError | OSError):
         return text
     return f"{type(err).__name__}: {text}"

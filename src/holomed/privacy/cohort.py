@@ -109,7 +109,15 @@ def _shift_dates(
         if c not in df.columns:
             raise PrivacyError(f"{where}: date column {c!r} (privacy.date_columns) not found")
         given = df[c].notna() & (df[c].astype("string").str.strip() != "")
-        parsed = pd.to_datetime(df[c].where(given), errors="coerce", format="mixed")
+        # a number is not a date (pandas would read 81 as 81 ns after 1970): a column of
+        # numbers is refused, a stray number in a date column is set missing and counted
+        number = given & pd.to_numeric(df[c], errors="coerce").notna()
+        if given.any() and number[given].all():
+            raise PrivacyError(
+                f"{where}: column {c!r} (privacy.date_columns) holds numbers, not dates; "
+                "list only columns of dates written as text (e.g. 2021-03-04)"
+            )
+        parsed = pd.to_datetime(df[c].where(given & ~number), errors="coerce", format="mixed")
         bad = given & parsed.isna()
         shifts = pd.to_timedelta([key.date_shift_days(i, max_days) for i in df.index], unit="D")
         out = (parsed + shifts).dt.strftime("%Y-%m-%d")

@@ -23,7 +23,10 @@ _ACTIVE = {"on": False, "roots": []}
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 # names of the data's structure, not of patients: kept by :func:`redact` when quoted
 # right after one of these words ("column 'crp'", "modality 'labs'")
-_NAMES = re.compile(r"(?:column|modality|field|kind|encoder|fusion|candidate) $")
+_NAMES = re.compile(
+    r"(?:columns?|modality|modalities|field|kind|encoder|fusion|candidate) "
+    r"(?:\[(?:'[^'\n]*', )*)?$"
+)
 
 
 def activate(roots: list[str] | None = None) -> None:

@@ -567,6 +567,14 @@ class Spec(_Strict):
         if dup:
             raise ValueError(f"modality names must be unique; repeated: {dup}")
         _check_declared_options(self)
+        pv = self.privacy
+        for field_name in ("drop_columns", "pseudonym_columns", "date_columns"):
+            unknown = sorted(set(getattr(pv, field_name)) - {*names, "target"})
+            if unknown:  # a misspelt modality would leave its columns in the output
+                raise ValueError(
+                    f"privacy.{field_name}: {unknown} are not modalities of this spec; "
+                    f"expected modality names ({', '.join(names)}) or 'target'"
+                )
         return self
 
     # -- helpers ---------------------------------------------------------------------
