@@ -244,3 +244,26 @@ def test_an_ehr_cohort_is_deidentified_as_the_frames_it_trains_on(tmp_path, shar
     assert not pd.Series(written.split(",")).str.match(r"^\d{4}-\d{2}-\d{2}").any()  # no dates
     labs = pd.read_csv(tmp_path / "out" / "labs.csv")
     assert labs["time"].between(0, 24).all()  # hours since admission, the 24 h window
+
+
+def test_modalities_reading_one_dataset_frame_share_one_deidentified_file(tmp_path):
+    from holomed.synthetic import synthetic_spec_dict
+
+    d = synthetic_spec_dict(n_patients=60, seed=1)
+    d["modalities"] = [m for m in d["modalities"] if m["name"] in ("clinical", "expression")]
+    d["modalities"].append({**d["modalities"][1], "name": "expr_again", "frame": "expression"})
+    spec = parse_spec(d)
+    rep = deidentify_cohort(spec, tmp_path / "deid", KEY)
+    assert rep["modalities"]["expr_again"]["same_file_as"] == "expression"
+    new = load_spec(tmp_path / "deid" / "spec.yaml")
+    src = {m.name: (m.source, m.frame) for m in new.modalities}
+    assert src["expr_again"] == src["expression"] == (["expression.csv"], None)
+    assert sorted(p.name for p in (tmp_path / "deid").glob("*.csv")) == [
+        "clinical.csv", "expression.csv", "labels.csv"
+    ]  # fmt: skip
+    from holomed.cohort import load_cohort
+
+    c = load_cohort(new)
+    np.testing.assert_array_equal(
+        c.modalities["expr_again"].present, c.modalities["expression"].present
+    )

@@ -389,8 +389,14 @@ def deidentify_cohort(
     report: dict[str, Any] = {"modalities": {}, "patients": 0}
     written: dict[str, str] = {}
     ids: set[str] = set()
+    by_frame: dict[str, str] = {}  # a dataset frame read by several modalities: one copy
     with staged_folder(out) as partial:
         for m in spec.modalities:
+            frame = None if m.source else (m.frame or m.name)
+            if frame in by_frame:
+                written[m.name] = by_frame[frame]
+                report["modalities"][m.name] = {"kind": m.kind, "same_file_as": frame}
+                continue
             df = raw[m.name]
             ids.update(map(str, df["id"] if m.kind == "timeseries" else df.index))
             n = df["id"].nunique() if m.kind == "timeseries" else len(df)
@@ -417,6 +423,8 @@ def deidentify_cohort(
             fname = f"{m.name}.csv"
             table.to_csv(partial / fname, index=False)
             written[m.name] = fname
+            if frame is not None:
+                by_frame[frame] = fname
             report["modalities"][m.name] = {"kind": m.kind, "patients": int(len(df)), **rep}
             left_out = _excluded_counts(excluded, m.name)
             if left_out:
