@@ -401,3 +401,11 @@ def test_fast_harrell_c_is_scikit_survivals_number_ties_included():
     assert np.isnan(harrell_c(y[:, 1] > 0, np.r_[y[:-1, 0], np.nan], out[:, 0]))
     with pytest.raises(ValueError, match="unknown survival metric"):
         survival_metrics(y, out, only="auroc")
+
+
+@pytest.mark.parametrize("name", ["lr_early", "baseline:gbm", "stack", "rf"])
+def test_a_learner_without_survival_is_refused_by_name(name):
+    from holomed.candidate import make_candidate
+
+    with pytest.raises(ValueError, match=r"cannot learn a survival task; for it: .*cox"):
+        make_candidate(spec_for(n=60), name)

@@ -268,8 +268,16 @@ def make_candidate(
     modalities: list[str] | None = None,
     params: dict[str, Any] | None = None,
 ) -> Candidate:
-    """A fresh (unfitted) candidate by registry name."""
-    return candidate_class(name)(spec, canonical(name), seed, modalities, params)
+    """A fresh (unfitted) candidate by registry name; one that cannot learn the spec's
+    task is refused, naming those that can."""
+    cls = candidate_class(name)
+    task = spec.target.task
+    if task not in cls.tasks:
+        fit = [c for c in candidate_names() if task in candidate_class(c).tasks]
+        raise ValueError(
+            f"candidate {canonical(name)!r} cannot learn a {task} task; for it: {', '.join(fit)}"
+        )
+    return cls(spec, canonical(name), seed, modalities, params)
 
 
 def candidate_from_state(
