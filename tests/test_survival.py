@@ -409,3 +409,16 @@ def test_a_learner_without_survival_is_refused_by_name(name):
 
     with pytest.raises(ValueError, match=r"cannot learn a survival task; for it: .*cox"):
         make_candidate(spec_for(n=60), name)
+
+
+def test_a_survival_fit_report_shows_an_evidence_draft(recwarn):
+    from holomed.evaluation.fitrun import fit_run
+    from holomed.report.html import render_html
+
+    spec = spec_for(n=200)
+    spec.evaluation.n_bootstrap = 20
+    _, res = fit_run(spec, load_cohort(spec), "coxnet")
+    html = render_html(res)
+    assert "Evidence draft" in html and "could not be rendered" not in html
+    assert "risk score (log relative hazard) is" in html
+    assert not [w for w in recwarn if "could not be rendered" in str(w.message)]

@@ -852,6 +852,8 @@ def results_example(res: Mapping[str, Any]) -> dict[str, Any] | None:
         pred["calibration"] = str((res.get("calibration") or {}).get("method") or "none")
     elif task == "regression" and value is not None:
         pred["prediction"] = value
+    elif task == "survival" and value is not None:
+        pred["risk"] = value  # the contributions' score: the log relative hazard
     pred["modalities"] = {
         "used": used,
         "missing": [m for m in mods if m not in used],
