@@ -539,7 +539,9 @@ def impute(
         list[str] | None,
         typer.Option("--modality", "-m", help="tabular/omics modalities to use (default: all)"),
     ] = None,
-    samples: Annotated[int, typer.Option(help="draws per patient (mean and sd written)")] = 20,
+    samples: Annotated[
+        int, typer.Option(min=1, help="draws per patient (mean and sd written)")
+    ] = 20,
     epochs: Annotated[int, typer.Option(help="training epochs of the generator")] = 300,
     seed: Annotated[int, typer.Option()] = 0,
     set_: SetOpt = None,

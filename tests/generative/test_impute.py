@@ -73,6 +73,14 @@ def test_impute_writes_flagged_files_apart_from_measured_values(tmp_path):
     assert rep["modalities"]["a"]["absent_everywhere"] == int((~a.present & ~has_b).sum())
     assert "P0" not in (tmp_path / "impute_report.json").read_text()  # counts, not ids
     json.loads((tmp_path / "impute_report.json").read_text())
+    # --samples is honoured: one draw has no spread; a rerun leaves no earlier file behind
+    (tmp_path / "old.generated.csv").write_text("id,generated\nX,1\n")
+    impute(cohort, tmp_path, ["a", "b"], samples=1, epochs=20)
+    sd1 = pd.read_csv(tmp_path / "a.generated_sd.csv", dtype={"id": str})
+    assert (sd1.iloc[:, 2:].to_numpy() == 0).all() and (sd.iloc[:, 2:].to_numpy() > 0).any()
+    assert not (tmp_path / "old.generated.csv").exists()
+    with pytest.raises(ImputeError, match="at least 1 draw"):
+        impute(cohort, tmp_path, ["a", "b"], samples=0)
 
 
 def test_impute_needs_two_numeric_modalities_and_names_the_wrong_one(tmp_path):

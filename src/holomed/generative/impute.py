@@ -228,9 +228,13 @@ def impute(
     patients without it who have another modality: ``<modality>.generated.csv`` (id,
     ``generated`` = 1, the columns) and ``<modality>.generated_sd.csv``, plus
     ``impute_report.json`` (counts, never values)."""
+    if samples < 1:
+        raise ImputeError(f"samples: {samples}; at least 1 draw per patient")
     data = tables(cohort, names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("*.generated.csv"), *out.glob("*.generated_sd.csv")]:
+        old.unlink()  # an earlier run's outputs: none may stand beside this run's report
     everyone = np.arange(len(cohort))
     gen = Generator(**options).fit(data, everyone)
     report: dict[str, Any] = {"samples": samples, "modalities": {}}
@@ -248,7 +252,7 @@ def impute(
         }
         if len(rows) == 0:
             continue
-        mean, sd = gen.generate(data, rows)[n]
+        mean, sd = gen.generate(data, rows, samples=samples)[n]
         for suffix, values in (("generated", mean), ("generated_sd", sd)):
             df = pd.DataFrame(values, columns=t.columns)
             df.insert(0, "generated", 1)
