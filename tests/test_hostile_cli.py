@@ -322,3 +322,13 @@ def test_report_renders_a_robustness_run_folder(fitted, tmp_path):
     assert not (out / "results.json").exists()
     ok(runner.invoke(app, ["report", str(out)]))
     assert "robustness" in (out / "report.html").read_text().lower()
+
+
+def test_robustness_from_a_run_of_another_spec_is_refused(fitted, tmp_path):
+    _, spec_path, _ = fitted
+    cmp = tmp_path / "cmp"
+    args = ["--fusion", "gbm", "--seeds", "1", "--no-ablations", "--no-baselines"]
+    ok(runner.invoke(app, ["compare", str(spec_path), *args, "--out", str(cmp), *FAST]))
+    rob = ["robustness", str(spec_path), "--from", str(cmp), "--no-baselines", "--seeds", "1"]
+    refused(runner.invoke(app, [*rob, "--out", str(tmp_path / "r1")]), "training.max_epochs")
+    ok(runner.invoke(app, [*rob, "--out", str(tmp_path / "r2"), *FAST]))

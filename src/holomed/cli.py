@@ -413,17 +413,8 @@ def fit(
                 f"(family {chosen.get('family')}), trained on all labelled patients"
             )
         spec, cohort = _load(spec_path, set_)
-        if from_run is not None and chosen.get("spec") is not None:
-            diff = spec_differences(
-                chosen["spec"], spec.model_dump(mode="json", exclude={"base_dir"})
-            )
-            if diff:
-                raise ValueError(
-                    f"--from {from_run}: this spec differs from the one that run compared "
-                    f"({'; '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}); give the "
-                    "spec file and --set options it ran with (its spec is under 'spec' in "
-                    "its results.json)"
-                )
+        if from_run is not None:
+            _same_spec(from_run, chosen, spec)
         name = fusion or spec.fusion.name
         mode = fit_mode(spec, all_patients)
         with console.status(f"training {name} ({mode}) ..."):
@@ -465,6 +456,20 @@ def fit(
     _report(out)
 
 
+def _same_spec(from_run: Path, chosen: dict[str, Any], spec: Any) -> None:
+    """``--from RUN``: the spec here must be the one the run compared, except for
+    settings of how a comparison runs (:data:`holomed.runfiles.RUN_ONLY`)."""
+    if chosen.get("spec") is None:
+        return
+    diff = spec_differences(chosen["spec"], spec.model_dump(mode="json", exclude={"base_dir"}))
+    if diff:
+        raise ValueError(
+            f"--from {from_run}: this spec differs from the one that run compared "
+            f"({'; '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}); give the spec file "
+            "and --set options it ran with (its spec is under 'spec' in its results.json)"
+        )
+
+
 def _report(run_dir: Path) -> None:
     from holomed.report.html import render_report
 
@@ -495,6 +500,7 @@ def robustness(
         params = None
         if from_run is not None:
             chosen = read_selection(from_run)
+            _same_spec(from_run, chosen, spec)
             fusion = chosen["selected"]
             params = {_fusions(fusion, spec)[0]: chosen.get("params")}
         names = _fusions(fusion, spec)
