@@ -267,3 +267,24 @@ def test_modalities_reading_one_dataset_frame_share_one_deidentified_file(tmp_pa
     np.testing.assert_array_equal(
         c.modalities["expr_again"].present, c.modalities["expression"].present
     )
+
+
+def test_ages_over_89_become_90(tmp_path):
+    spec_path, _ = _identified(tmp_path / "data")
+    clin = pd.read_csv(tmp_path / "data" / "clinical.csv")
+    clin.loc[:2, "age"] = [90, 95, 104]
+    clin.to_csv(tmp_path / "data" / "clinical.csv", index=False)
+    spec = load_spec(spec_path)
+    rep = deidentify_cohort(spec, tmp_path / "deid", KEY)  # default: columns named age
+    assert rep["modalities"]["clinical"]["ages_over_89_set_to_90"] == 3
+    out = pd.read_csv(tmp_path / "deid" / "clinical.csv")
+    assert out["age"].max() == 90 and (out["age"] == 90).sum() == 3
+    bad = spec.model_copy(deep=True)
+    bad.privacy.age_columns = {"clinical": ["lab"], "target": []}  # named: only those
+    rep = deidentify_cohort(bad, tmp_path / "deid2", KEY)
+    assert pd.read_csv(tmp_path / "deid2" / "clinical.csv")["age"].max() == 104
+    bad.privacy.age_columns = {"clinical": ["admitted"]}
+    with pytest.raises(
+        PrivacyError, match=r"column .admitted. \(privacy.age_columns\) holds text"
+    ):
+        deidentify_cohort(bad, tmp_path / "deid3", KEY)

@@ -8,7 +8,8 @@ reads them:
   modality and in the label table, so the modalities still join;
 - tables and omics: ``privacy.drop_columns`` removed, ``privacy.pseudonym_columns``
   pseudonymised, ``privacy.date_columns`` shifted by the patient's offset (a value that
-  cannot be read as a date is set missing and counted, never kept);
+  cannot be read as a date is set missing and counted, never kept), ages over 89 set to
+  90 (``privacy.age_columns``; by default every column named age);
 - notes: Presidio with clinical recognizers (:mod:`holomed.privacy.text`), surrogates or
   tags as ``privacy.notes`` says, dates shifted by the same per-patient offset;
 - time series: the long form with pseudonymised ids; times are hours since the stay's
@@ -144,7 +145,32 @@ def _table(
         df[c] = [key.pseudonym(v) if pd.notna(v) else None for v in df[c]]
         counts["values_pseudonymised"] += int(df[c].notna().sum())
     counts += _shift_dates(df, p.date_columns.get(name, []), key, p.max_shift_days, where)
+    counts += _cap_ages(df, name, p.age_columns, where)
     return df, dict(counts)
+
+
+def _cap_ages(df: pd.DataFrame, name: str, age_columns: Any, where: str) -> Counter:
+    """Ages over 89 set to 90 (HIPAA Safe Harbor aggregates them into one category, "90
+    or older"); ``age_columns`` None: the columns named age in any case."""
+    if age_columns is None:
+        cols = [c for c in df.columns if str(c).strip().lower() == "age"]
+    else:
+        cols = list(age_columns.get(name, []))
+    counts: Counter = Counter()
+    for c in cols:
+        if c not in df.columns:
+            raise PrivacyError(f"{where}: column {c!r} (privacy.age_columns) not found")
+        v = pd.to_numeric(df[c], errors="coerce")
+        text = df[c].notna() & v.isna()
+        if text.any():
+            raise PrivacyError(
+                f"{where}: column {c!r} (privacy.age_columns) holds text; ages must be "
+                "numbers of years"
+            )
+        old = v > 89
+        df.loc[old, c] = 90
+        counts["ages_over_89_set_to_90"] += int(old.sum())
+    return counts
 
 
 def _notes(df: pd.DataFrame, spec: Any, key: PrivacyKey, tick: Callable[[str], None]):

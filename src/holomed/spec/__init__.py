@@ -526,6 +526,9 @@ class PrivacySpec(_Strict):
     drop_columns: dict[str, list[str]] = Field(default_factory=dict)
     pseudonym_columns: dict[str, list[str]] = Field(default_factory=dict)
     date_columns: dict[str, list[str]] = Field(default_factory=dict)
+    # ages over 89 become 90 (HIPAA Safe Harbor: one category "90 or older"); None: every
+    # table column named age (any case) in every modality and the label table
+    age_columns: dict[str, list[str]] | None = None
     notes: Literal["surrogate", "tag"] = "surrogate"
     language: str = "en"
     max_shift_days: int = Field(365, ge=1, le=3650)
@@ -568,8 +571,8 @@ class Spec(_Strict):
             raise ValueError(f"modality names must be unique; repeated: {dup}")
         _check_declared_options(self)
         pv = self.privacy
-        for field_name in ("drop_columns", "pseudonym_columns", "date_columns"):
-            unknown = sorted(set(getattr(pv, field_name)) - {*names, "target"})
+        for field_name in ("drop_columns", "pseudonym_columns", "date_columns", "age_columns"):
+            unknown = sorted(set(getattr(pv, field_name) or {}) - {*names, "target"})
             if unknown:  # a misspelt modality would leave its columns in the output
                 raise ValueError(
                     f"privacy.{field_name}: {unknown} are not modalities of this spec; "
