@@ -421,3 +421,12 @@ def test_small_corpus_recall(tagger):
             found += _covered(note["text"], s, e, spans)
     assert time.perf_counter() - t0 < 20
     assert found / total >= 0.9, f"recall {found}/{total}"
+
+
+def test_phone_numbers_outside_the_nanp_rules_and_dates_without_a_year(tagger):
+    text = "Phone 555-123-1000 or call 555-1234. Murmur 2/6, BP 120/80; seen 3/5, ratio 555-1234."
+    out, counts = tagger.deidentify(text, "P1")
+    assert "555-123-1000" not in out and "call [PHONE]" in out
+    assert "seen [DATE]" in out and "2/6" in out and "120/80" in out
+    assert "ratio 555-1234" in out  # seven digits without a phone word: not a number to hide
+    assert counts == {"PHONE": 2, "DATE": 1}

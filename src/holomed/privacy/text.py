@@ -529,6 +529,40 @@ _EN_PATTERNS: tuple[PhiPattern, ...] = (
         classify=_phone_or_fax,
         rank=4,
     ),
+    # ten digits in the 3-3-4 layout with separators, whatever the digits (555-123-1000
+    # is no valid NANP number, and still someone's number in a note)
+    PhiPattern(
+        "PHONE",
+        _c(r"(?<![\w+/.-])(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w/]|[.-]\d)"),
+        classify=_phone_or_fax,
+        rank=4,
+    ),
+    # a month/day without a year after a word that dates it: "seen 3/5", "since 12/24"
+    # (alone, 2/6 is a murmur grade and 120/80 a blood pressure)
+    PhiPattern(
+        "DATE",
+        _c(
+            r"(?<!\w)(?:seen|dated|since|until|till|admitted|discharged|visited|visit|"
+            r"reviewed|operated|follow-?up)(?:[ ]+(?:on|from))?[ ]+"
+            r"(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![/\d]|\.\d)",
+            I,
+        ),
+        "v",
+        rank=2,
+    ),
+    # a seven-digit local number after a phone word: "call 555-1234", "pager 555 1234"
+    PhiPattern(
+        "PHONE",
+        _c(
+            r"(?<!\w)(?:call|phone|telephone|tel\.?|cell|mobile|pager|beeper|contact|ext\.?|"
+            r"fax)(?:[ ]+(?:no\.?|number|\#))?[ ]*[:#]?[ ]*(?:at[ ]+|on[ ]+)?"
+            r"(?P<v>\d{3}[ .-]\d{4})(?![\w/]|[.-]\d)",
+            I,
+        ),
+        "v",
+        classify=_phone_or_fax,
+        rank=4,
+    ),
     PhiPattern(
         "SSN",
         _c(r"(?<![\w-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])"),
