@@ -284,7 +284,5 @@ def test_ages_over_89_become_90(tmp_path):
     rep = deidentify_cohort(bad, tmp_path / "deid2", KEY)
     assert pd.read_csv(tmp_path / "deid2" / "clinical.csv")["age"].max() == 104
     bad.privacy.age_columns = {"clinical": ["admitted"]}
-    with pytest.raises(
-        PrivacyError, match=r"column .admitted. \(privacy.age_columns\) holds text"
-    ):
+    with pytest.raises(PrivacyError, match=r"column .admitted. \(privacy.age_columns\) holds text"):
         deidentify_cohort(bad, tmp_path / "deid3", KEY)
