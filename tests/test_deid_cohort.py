@@ -286,3 +286,15 @@ def test_ages_over_89_become_90(tmp_path):
     bad.privacy.age_columns = {"clinical": ["admitted"]}
     with pytest.raises(PrivacyError, match=r"column .admitted. \(privacy.age_columns\) holds text"):
         deidentify_cohort(bad, tmp_path / "deid3", KEY)
+
+
+def test_rows_the_check_left_out_are_counted_by_reason_without_particulars(tmp_path):
+    spec_path, ids = _identified(tmp_path / "data")
+    clin = pd.read_csv(tmp_path / "data" / "clinical.csv")
+    clin.loc[:1, "lab"] = np.inf
+    clin.to_csv(tmp_path / "data" / "clinical.csv", index=False)
+    rep = deidentify_cohort(load_spec(spec_path), tmp_path / "deid", KEY)
+    left = rep["modalities"]["clinical"]["excluded_by_check"]
+    assert sum(left.values()) == 2 and "other" not in left, left
+    text = json.dumps(rep)
+    assert not any(i in text for i in ids["ids"][:2]) and str(tmp_path) not in text

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from holomed.modalities import get_modality
 from holomed.privacy.dicom import deidentify_dicom
 from holomed.privacy.ehr_tables import deidentify_ehr_tables
 from holomed.privacy.keys import PrivacyKey
+from holomed.privacy.outputs import redact
 from holomed.privacy.signal import (
     ANNOTATION_MODES,
     KEEP_COMMENTS,
@@ -251,8 +253,18 @@ def _excluded_counts(excluded: list[dict], name: str) -> dict[str, int]:
         if e.get("modality") != name:
             continue
         reason = str(e.get("reason", ""))
-        counts[next((r for r in _SIGNAL_REASONS if reason.startswith(r)), "other")] += 1
+        known = next((r for r in _SIGNAL_REASONS if reason.startswith(r)), None)
+        counts[known or _generic(reason)] += int(e.get("count", 1) or 1)
     return dict(counts)
+
+
+def _generic(reason: str) -> str:
+    """An exclusion reason without its particulars (file paths, values, counts): what
+    the report may say. Column names stay (``non-finite value in column 'age'``)."""
+    r = redact(reason)
+    r = re.split(r" in (?:/|<data>|[\w.-]+/)|[ ]?\(|: ", r, maxsplit=1)[0]
+    r = re.sub(r"\d+", "N", r).strip()
+    return r or "other"
 
 
 def _relative(path: str, spec: Any) -> str:
