@@ -415,6 +415,7 @@ def make_trainer(
     holomed's DDP choices (:func:`_ddp_strategy`). Building it starts no process and
     opens no connection, so a launch can be checked dry: ``trainer.world_size``,
     ``global_rank``, ``node_rank``, ``strategy.cluster_environment``."""
+    _launched_as_configured(cfg)
     hw = {
         "accelerator": cfg.accelerator,
         "devices": cfg.devices,
@@ -443,6 +444,29 @@ def make_trainer(
 
 
 _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def _launched_as_configured(cfg: TrainingSpec) -> None:
+    """Started by a launcher (torchrun, srun: ``WORLD_SIZE`` above 1), the processes must
+    be the spec's ``devices`` x ``num_nodes``; otherwise each would train the whole model
+    alone (Lightning runs one process per device it was told of and does not check)."""
+    world = os.environ.get("WORLD_SIZE")
+    if not world or not world.isdigit() or int(world) <= 1:
+        return
+    devices = cfg.devices
+    if isinstance(devices, list):
+        devices = len(devices)
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int):
+        return  # "auto": Lightning's choice
+    if devices * cfg.num_nodes != int(world):
+        raise ValueError(
+            f"launched as {world} processes (WORLD_SIZE), but training.devices x "
+            f"training.num_nodes is {devices} x {cfg.num_nodes}; set them to the launcher's "
+            "processes per machine and machines (e.g. --set training.devices=2 with "
+            "torchrun --nproc_per_node=2)"
+        )
 
 
 def train(

@@ -323,6 +323,12 @@ def test_a_torchrun_process_reads_its_ranks_from_torchelastic(clean_launch):
     clean_launch.setenv("WORLD_SIZE", "6")  # 3 processes per machine started, 2 in the spec
     with pytest.raises(ValueError):
         env.validate_settings(num_devices=trainer.num_devices, num_nodes=trainer.num_nodes)
+    # a spec of one process under a two-process launch: Lightning would let each process
+    # train the whole model alone; holomed refuses it by name
+    clean_launch.setenv("WORLD_SIZE", "2")
+    one = override_spec(spec, {"training.num_nodes": 1, "training.devices": 1})
+    with pytest.raises(ValueError, match=r"launched as 2 processes.*1 x 1"):
+        make_trainer(one.training)
 
 
 def test_without_a_launcher_one_machine_spawns_and_several_are_refused(clean_launch):
