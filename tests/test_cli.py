@@ -42,6 +42,8 @@ def test_fusions_lists_all_seven():
 def test_datasets_list():
     out = ok(runner.invoke(app, ["datasets", "list"]))
     assert "rosmap" in out and "synthetic" in out
+    gbsg = next(line for line in out.splitlines() if "gbsg2" in line)
+    assert "scikit-survival" in gbsg and "download" in gbsg and "not found" not in gbsg
 
 
 def test_fit_then_predict_new_patients_with_missing_modalities(files, tmp_path):

@@ -986,6 +986,8 @@ def datasets_list() -> None:
     for name, ds in DATASETS.items():
         if ds.synthetic:
             where = "generated"
+        elif ds.bundled:
+            where = ds.bundled
         else:
             found = [
                 c for c in ds.candidates() if c.is_dir() and all((c / f).exists() for f in ds.files)

@@ -69,6 +69,9 @@ class Dataset:
     citation: str = ""
     synthetic: bool = False
     notes: tuple[str, ...] = ()
+    # where the data ship with an installed package instead of a download (e.g. the
+    # clinical survival tables inside scikit-survival)
+    bundled: str = ""
 
     def candidates(self) -> list[Path]:
         out = []

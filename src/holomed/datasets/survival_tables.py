@@ -68,4 +68,8 @@ for _name, _desc in {
     "whas500": "Worcester Heart Attack Study, 500 patients (scikit-survival's copy)",
     "flchain": "serum free light chains, Olmsted County (scikit-survival's copy)",
 }.items():
-    register_dataset(SurvivalTable(name=_name, description=_desc, table=_name))
+    register_dataset(
+        SurvivalTable(
+            name=_name, description=_desc, table=_name, bundled="in scikit-survival (no download)"
+        )
+    )
