@@ -41,6 +41,7 @@ def _alive(pid: int) -> bool:
 @contextlib.contextmanager
 def run_lock(out: Path | str) -> Iterator[Path]:
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK
     for _ in range(2):
@@ -67,6 +68,13 @@ def run_lock(out: Path | str) -> Iterator[Path]:
     try:
         yield out
         marker.unlink(missing_ok=True)
+    except Exception:
+        # an error before anything was written (a bad argument, a missing file): no
+        # folder is left that holds only the marker; an interrupt keeps its marker
+        lock.unlink(missing_ok=True)
+        if created and sorted(p.name for p in out.iterdir()) == [MARKER]:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         lock.unlink(missing_ok=True)
 

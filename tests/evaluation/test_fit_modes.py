@@ -128,6 +128,15 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
         with run_lock(tmp_path / "x"):
             raise KeyboardInterrupt
     assert (tmp_path / "x" / "INCOMPLETE").exists()
+    # a run that fails with an error before writing anything leaves no folder behind
+    with pytest.raises(ValueError):
+        with run_lock(tmp_path / "y"):
+            raise ValueError("spec file not found")
+    assert not (tmp_path / "y").exists()
+    with pytest.raises(ValueError):  # ... but never removes a folder it did not make
+        with run_lock(tmp_path / "out"):
+            raise ValueError("bad argument")
+    assert (tmp_path / "out").is_dir()
 
 
 def test_results_are_strict_json(tmp_path):
