@@ -94,7 +94,6 @@ def align(
         if s.privacy.pseudonymise:
             activate([s.base_dir or ""])
         given = _prompts(prompt)
-        out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with run_lock(out):
             res = evaluate_alignment(
@@ -139,6 +138,8 @@ def align(
             write_json(out / "align_results.json", res)
             if examples:
                 write_json(out / "drafts.json", examples)
+            else:  # an earlier run's drafts must not stand beside these results
+                (out / "drafts.json").unlink(missing_ok=True)
     r = res["retrieval"]
     typer.echo(
         f"held-out pairs {res['data']['held_out_pairs']} over {res['settings']['folds']} "
