@@ -179,6 +179,15 @@ def test_refuses_what_it_cannot_do(real, tmp_path, make_tiny_spec):
     with pytest.raises(SynthesisError, match="binary and multiclass"):
         synthesize(reg, build_cohort(reg, frames, target), tmp_path / "z")
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+    # a modality almost no one has: named, with the count (was a pandas shape error)
+    from dataclasses import replace
+
+    few = dict(cohort.modalities)
+    keep = np.zeros(len(cohort), bool)
+    keep[np.flatnonzero(few["noise"].present)[:2]] = True
+    few["noise"] = replace(few["noise"], present=keep)
+    with pytest.raises(SynthesisError, match=r"modality 'noise': [0-2] training patient"):
+        synthesize(spec, replace(cohort, modalities=few), tmp_path / "w")
 
 
 def test_class_counts_and_ids():

@@ -115,6 +115,10 @@ class Generator:
         raise NotImplementedError
 
 
+# the fewest training patients with a modality that a generator learns it from
+MIN_PATIENTS = 5
+
+
 def _sdv() -> Any:
     """The SDV package, or a clear error (it is a dependency of holomed; a trimmed install
     may lack it)."""
@@ -315,6 +319,12 @@ class TableCodec:
             present = md.present
             if not present.any():
                 raise SynthesisError(f"modality {m!r}: no training patient has it")
+            need = max(MIN_PATIENTS, (k or 0) + 1)
+            if present.sum() < need:
+                raise SynthesisError(
+                    f"modality {m!r}: {int(present.sum())} training patient(s) have it; a "
+                    f"generator learns its values from at least {need}"
+                )
             self.presence_rate_[m] = float(present.mean())
             df = md.values.iloc[np.flatnonzero(present)]
             self.feature_order_[m] = [str(c) for c in df.columns]
