@@ -165,6 +165,9 @@ def test_deid_leaves_no_identifier_and_keeps_the_cohort_usable(tmp_path):
     report = json.loads((out / "deid_report.json").read_text())
     assert report["modalities"]["notes"]["entities"]  # counts by type, no values
     assert link.exists() and len(pd.read_csv(link)) == 40
+    assert link.stat().st_mode & 0o077 == 0  # the owner's alone
+    with pytest.raises(PrivacyError, match="never overwritten"):
+        deidentify_cohort(load_spec(spec_path), tmp_path / "again", KEY, linkage=link)
     # the de-identified spec reads and trains
     r = runner.invoke(app, ["fit", str(out / "spec.yaml"), "--out", str(tmp_path / "fit")])
     assert r.exit_code == 0, r.output[-1500:]

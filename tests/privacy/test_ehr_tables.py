@@ -429,6 +429,9 @@ def test_cli_deid_tables_by_default_and_frames_on_request(raw):
     link = pd.read_csv(folder / "link.csv", dtype=str)
     assert len(link) == N_PATIENTS and (link["pseudonym"] == link["id"].map(KEY.pseudonym)).all()
     res = runner.invoke(app, [*args, "--out", str(folder / "f"), "--frames"])
+    assert res.exit_code == 2 and "never overwritten" in res.output  # the linkage exists
+    (folder / "link.csv").unlink()
+    res = runner.invoke(app, [*args, "--out", str(folder / "f"), "--frames"])
     assert res.exit_code == 0, res.output
     assert yaml.safe_load((folder / "f" / "spec.yaml").read_text())["ehr"] is None
 

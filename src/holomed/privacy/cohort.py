@@ -60,7 +60,7 @@ from holomed.modalities import get_modality
 from holomed.privacy.dicom import deidentify_dicom
 from holomed.privacy.ehr_tables import deidentify_ehr_tables
 from holomed.privacy.keys import PrivacyKey
-from holomed.privacy.outputs import redact
+from holomed.privacy.outputs import redact, write_linkage
 from holomed.privacy.signal import (
     ANNOTATION_MODES,
     KEEP_COMMENTS,
@@ -421,6 +421,8 @@ def deidentify_cohort(
         linkage = Path(linkage).resolve()
         if out.resolve() in linkage.parents:
             raise PrivacyError(f"{linkage}: the linkage table must be written outside {out}")
+        if linkage.exists():
+            raise PrivacyError(f"{linkage}: exists; the linkage table is never overwritten")
     t0 = time.perf_counter()
     excluded: list[dict] = []
     raw, target = raw_frames(spec, excluded)
@@ -481,8 +483,5 @@ def deidentify_cohort(
         )
         (partial / "deid_report.json").write_text(json.dumps(report, indent=1))
         if linkage is not None:
-            linkage.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(
-                {"pseudonym": [key.pseudonym(i) for i in sorted(ids)], "id": sorted(ids)}
-            ).to_csv(linkage, index=False)
+            write_linkage(linkage, [key.pseudonym(i) for i in sorted(ids)], sorted(ids))
     return report

@@ -67,6 +67,7 @@ import pandas as pd
 
 from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey
+from holomed.privacy.outputs import write_linkage
 from holomed.privacy.text import NoteDeidentifier
 from holomed.runfiles import staged_folder
 from holomed.spec.ehr import EHRSpec
@@ -626,6 +627,8 @@ def deidentify_ehr_tables(
         linkage = Path(linkage).resolve()
         if out.resolve() == linkage or out.resolve() in linkage.parents:
             raise PrivacyError(f"{linkage}: the linkage table must be written outside {out}")
+        if linkage.exists():
+            raise PrivacyError(f"{linkage}: exists; the linkage table is never overwritten")
     t0 = time.perf_counter()
     run = _Run(spec, key, tick, chunk_rows)
     report: dict[str, Any] = {"tables": {}}
@@ -660,8 +663,5 @@ def deidentify_ehr_tables(
         (partial / "deid_report.json").write_text(json.dumps(report, indent=1))
         if linkage is not None:
             ids = sorted(run.persons)
-            linkage.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame({"pseudonym": [key.pseudonym(i) for i in ids], "id": ids}).to_csv(
-                linkage, index=False
-            )
+            write_linkage(linkage, [key.pseudonym(i) for i in ids], ids)
     return report

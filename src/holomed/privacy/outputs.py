@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from holomed.errors import PrivacyError
 from holomed.privacy.keys import PrivacyKey, load_key
 
 _ACTIVE = {"on": False, "roots": []}
@@ -114,3 +115,18 @@ def pseudonymise_cohort(cohort: Any, key: PrivacyKey) -> Any:
         groups=groups,
         reading={},
     )
+
+
+def write_linkage(path: Path, pseudonyms: list[str], ids: list[str]) -> None:
+    """The (pseudonym, id) linkage table: the one file that re-identifies, so it is
+    readable by its owner only (mode 0600) and never replaces an existing file."""
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise PrivacyError(f"{path}: exists; the linkage table is never overwritten") from None
+    with os.fdopen(fd, "w", newline="") as fh:
+        pd.DataFrame({"pseudonym": pseudonyms, "id": ids}).to_csv(fh, index=False)

@@ -234,7 +234,7 @@ class TargetSpec(_Strict):
         if not self.horizons:
             raise ValueError(
                 f"target.horizons: a survival task needs at least one horizon "
-                f"(in {self.time_unit}), e.g. [30, 90, 365]"
+                f"(in {self.time_unit}, e.g. [3, 6, 12] months or [30, 90, 365] days)"
             )
         bad = [h for h in self.horizons if not (math.isfinite(h) and h > 0)]
         if bad:
