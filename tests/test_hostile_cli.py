@@ -332,3 +332,14 @@ def test_robustness_from_a_run_of_another_spec_is_refused(fitted, tmp_path):
     rob = ["robustness", str(spec_path), "--from", str(cmp), "--no-baselines", "--seeds", "1"]
     refused(runner.invoke(app, [*rob, "--out", str(tmp_path / "r1")]), "training.max_epochs")
     ok(runner.invoke(app, [*rob, "--out", str(tmp_path / "r2"), *FAST]))
+
+
+def test_a_set_value_that_the_grid_overrides_is_pointed_out(fitted, tmp_path):
+    _, spec_path, _ = fitted
+    d = yaml.safe_load(spec_path.read_text())
+    d["evaluation"]["grid"] = {"training.max_epochs": [3, 4]}
+    grid = spec_path.parent / "grid_spec.yaml"
+    grid.write_text(yaml.safe_dump(d))
+    args = ["compare", str(grid), "--fusion", "gbm", "--seeds", "1", "--no-ablations"]
+    out = ok(runner.invoke(app, [*args, "--no-baselines", "--out", str(tmp_path / "c"), *FAST]))
+    assert "--set training.max_epochs is also in evaluation.grid" in " ".join(out.split())

@@ -160,7 +160,14 @@ def _load(spec_path: Path | None, overrides: list[str] | None = None):
     if overrides:
         from holomed.evaluation.compare import apply_overrides
 
-        spec = apply_overrides(spec, _overrides(overrides), where="--set")
+        given = _overrides(overrides)
+        spec = apply_overrides(spec, given, where="--set")
+        for k in sorted(set(given) & set(spec.evaluation.grid)):
+            console.print(
+                f"[yellow]note: --set {k} is also in evaluation.grid "
+                f"{spec.evaluation.grid[k]}: comparisons try the grid's values for the "
+                f"networks (add --set 'evaluation.grid={{}}' to use {given[k]!r} alone)[/]"
+            )
     from holomed.candidate import check_spec_candidates
 
     check_spec_candidates(spec)
