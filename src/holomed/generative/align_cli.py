@@ -85,7 +85,10 @@ def align(
     Cross-validated on the spec's patient-level split, then refitted on every patient
     with an image and a note; the heads are saved to OUT/aligned_heads."""
     with _guard():
-        from holomed.generative.align import evaluate_alignment, fit_aligner
+        from holomed.generative.align import TUNES, evaluate_alignment, fit_aligner
+
+        if tune not in TUNES:  # before minutes of loading images
+            raise ValueError(f"--tune {tune!r}: expected one of {', '.join(TUNES)}")
         from holomed.provenance import run_card, versions
         from holomed.spec import load_spec
 

@@ -78,6 +78,7 @@ def synthesize(
     privacy (distance to closest record, membership inference). Synthetic patients must
     never enter a real evaluation."""
     with _guard():
+        from holomed.candidate import make_candidate
         from holomed.cohort import load_cohort
         from holomed.generative.synthesize import summary_lines
         from holomed.generative.synthesize import synthesize as run
@@ -85,6 +86,9 @@ def synthesize(
 
         set_threads(threads)
         spec = load_spec(spec_path)
+        chosen = tuple(_names(learners) or ["lr_early"])
+        for name in chosen:  # before the cohort loads: a typo costs no minutes
+            make_candidate(spec, name)
         cohort = load_cohort(spec)
         report = run(
             spec,
@@ -95,7 +99,7 @@ def synthesize(
             seed=seed,
             components=components,
             modalities=_names(modalities),
-            learners=tuple(_names(learners) or ["lr_early"]),
+            learners=chosen,
             n_bootstrap=n_bootstrap,
             epochs=epochs,
             tick=lambda m: typer.echo(m),
