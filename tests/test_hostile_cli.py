@@ -343,3 +343,16 @@ def test_a_set_value_that_the_grid_overrides_is_pointed_out(fitted, tmp_path):
     args = ["compare", str(grid), "--fusion", "gbm", "--seeds", "1", "--no-ablations"]
     out = ok(runner.invoke(app, [*args, "--no-baselines", "--out", str(tmp_path / "c"), *FAST]))
     assert "--set training.max_epochs is also in evaluation.grid" in " ".join(out.split())
+
+
+def test_predict_says_which_input_columns_it_ignored(fitted, tmp_path):
+    folder, _, bundle = fitted
+    clin, c = _clinical(folder, tmp_path)
+    clin.assign(ward="7B", bed=3).to_csv(c, index=False)
+    out = ok(
+        runner.invoke(
+            app, ["predict", str(bundle), "-i", f"clinical={c}", "-o", str(tmp_path / "p.csv")]
+        )
+    )
+    flat = " ".join(out.split())
+    assert "2 column(s) the model does not read were ignored: ['ward', 'bed']" in flat

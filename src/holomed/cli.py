@@ -27,7 +27,12 @@ from rich.table import Table
 from holomed.errors import HolomedError
 from holomed.generative.align_cli import align
 from holomed.generative.cli import synthesize as synthesize_cmd
-from holomed.predictions import compare_predictions, prediction_table, unknown_categories
+from holomed.predictions import (
+    compare_predictions,
+    prediction_table,
+    unknown_categories,
+    unused_columns,
+)
 from holomed.privacy.keys import load_key
 from holomed.privacy.outputs import activate, active, redact
 from holomed.results import read_results
@@ -605,6 +610,7 @@ def predict(
             cohort = unlabelled_cohort(model.spec, _sources(input))
         proba = model.predict_proba(cohort)
         unknown = unknown_categories(model)
+        unused = unused_columns(model)
         metrics = model.evaluate(cohort) if cohort.y is not None else None
         df = prediction_table(model, cohort, proba)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -624,6 +630,13 @@ def predict(
         console.print(
             f"[yellow]modality {modality!r}, column {column!r}: {n} value(s) of a category "
             "not seen in training (encoded as no category)[/]",
+            highlight=False,
+        )
+    for modality, cols in unused:
+        more = f" and {len(cols) - 8} more" if len(cols) > 8 else ""
+        console.print(
+            f"[yellow]modality {modality!r}: {len(cols)} column(s) the model does not read "
+            f"were ignored: {cols[:8]}{more}[/]",
             highlight=False,
         )
     for line in _exclusion_lines(cohort.excluded):

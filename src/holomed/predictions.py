@@ -68,6 +68,17 @@ def unknown_categories(model: Any) -> list[tuple[str, str, int]]:
     return out
 
 
+def unused_columns(model: Any) -> list[tuple[str, list[str]]]:
+    """(modality, columns) of the last transform's inputs that the model does not read
+    (names only)."""
+    out = []
+    for name, pre in getattr(model, "preprocessors_", {}).items():
+        cols = getattr(pre, "unused_columns_", None) or []
+        if cols:
+            out.append((name, list(cols)))
+    return out
+
+
 def compare_predictions(results: dict[str, Any], outputs: dict[str, list]) -> pd.DataFrame:
     """``compare``'s long table: one row per entry, seed and evaluated patient, with the
     label and the outputs (class probabilities, the regression value, or the risk and

@@ -146,6 +146,9 @@ class TabularPreprocessor(Preprocessor):
         if self.indicator_cols_:
             idx = [self.numeric_.index(c) for c in self.indicator_cols_]
             parts.append(nan[:, idx].astype(float))
+        # columns of this input the model does not read (counted so that predict says so)
+        used = set(self.numeric_) | set(self.categorical_)
+        self.unused_columns_ = [str(c) for c in df.columns if c not in used]
         self.unknown_categories_ = {}
         for c in self.categorical_:
             s = df[c].map(category_text).astype("string")
