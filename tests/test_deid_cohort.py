@@ -256,8 +256,10 @@ def test_modalities_reading_one_dataset_frame_share_one_deidentified_file(tmp_pa
     d["modalities"] = [m for m in d["modalities"] if m["name"] in ("clinical", "expression")]
     d["modalities"].append({**d["modalities"][1], "name": "expr_again", "frame": "expression"})
     spec = parse_spec(d)
+    spec.notes = ["Patient ids SYN-00003/SYN-00007 are the same person"]
     rep = deidentify_cohort(spec, tmp_path / "deid", KEY)
     assert rep["modalities"]["expr_again"]["same_file_as"] == "expression"
+    assert "SYN-0000" not in (tmp_path / "deid" / "spec.yaml").read_text()  # notes left out
     new = load_spec(tmp_path / "deid" / "spec.yaml")
     src = {m.name: (m.source, m.frame) for m in new.modalities}
     assert src["expr_again"] == src["expression"] == (["expression.csv"], None)

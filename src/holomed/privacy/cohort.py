@@ -363,6 +363,12 @@ def _new_spec(spec: Any, written: dict[str, str]) -> dict[str, Any]:
     d["dataset_options"] = {}
     d["ehr"] = None
     d["description"] = (d.get("description") or "") + " (de-identified by holomed deid)"
+    # the spec's free-text caveats may name patients ("ids 339/340 duplicate 285/287")
+    d["notes"] = (
+        [f"{len(spec.notes)} note(s) of the identified spec left out: free text may name patients"]
+        if spec.notes
+        else []
+    )
     for m in d["modalities"]:
         m["source"] = [written[m["name"]]]
         m["frame"] = None  # it reads its own written file now
