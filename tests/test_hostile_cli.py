@@ -356,3 +356,13 @@ def test_predict_says_which_input_columns_it_ignored(fitted, tmp_path):
     )
     flat = " ".join(out.split())
     assert "2 column(s) the model does not read were ignored: ['ward', 'bed']" in flat
+
+
+def test_predict_flags_values_far_outside_the_training_range(fitted, tmp_path):
+    folder, _, bundle = fitted
+    clin, c = _clinical(folder, tmp_path)
+    clin.loc[clin.index[:2], "age"] = 62000  # months, not years
+    clin.to_csv(c, index=False)
+    args = ["predict", str(bundle), "-i", f"clinical={c}", "-o", str(tmp_path / "p.csv")]
+    flat = " ".join(ok(runner.invoke(app, args)).split())
+    assert "values far outside the training range" in flat and "age 2" in flat

@@ -29,6 +29,7 @@ from holomed.generative.align_cli import align
 from holomed.generative.cli import synthesize as synthesize_cmd
 from holomed.predictions import (
     compare_predictions,
+    out_of_range,
     prediction_table,
     unknown_categories,
     unused_columns,
@@ -611,6 +612,7 @@ def predict(
         proba = model.predict_proba(cohort)
         unknown = unknown_categories(model)
         unused = unused_columns(model)
+        far = out_of_range(model)
         metrics = model.evaluate(cohort) if cohort.y is not None else None
         df = prediction_table(model, cohort, proba)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -630,6 +632,14 @@ def predict(
         console.print(
             f"[yellow]modality {modality!r}, column {column!r}: {n} value(s) of a category "
             "not seen in training (encoded as no category)[/]",
+            highlight=False,
+        )
+    for modality, cols in far.items():
+        console.print(
+            f"[yellow]modality {modality!r}: values far outside the training range (a unit "
+            "or typing error?), patients per column: "
+            + ", ".join(f"{c} {len(r)}" for c, r in cols.items())
+            + "[/]",
             highlight=False,
         )
     for modality, cols in unused:

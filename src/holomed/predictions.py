@@ -79,6 +79,17 @@ def unused_columns(model: Any) -> list[tuple[str, list[str]]]:
     return out
 
 
+def out_of_range(model: Any) -> dict[str, dict[str, list[int]]]:
+    """``{modality: {column: row positions}}`` of the last transform's values far outside
+    the training range (see the tabular kind; values are never shown)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for name, pre in getattr(model, "preprocessors_", {}).items():
+        far = getattr(pre, "out_of_range_", None) or {}
+        if far:
+            out[name] = {str(c): list(rows) for c, rows in far.items()}
+    return out
+
+
 def compare_predictions(results: dict[str, Any], outputs: dict[str, list]) -> pd.DataFrame:
     """``compare``'s long table: one row per entry, seed and evaluated patient, with the
     label and the outputs (class probabilities, the regression value, or the risk and

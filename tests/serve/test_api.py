@@ -365,6 +365,22 @@ def test_json_notes_and_table_without_files(server):
     assert r.status_code == 200 and "not seen in training" in r.json()["warnings"][0]
 
 
+def test_implausible_values_are_flagged_and_a_non_number_output_is_a_422(server):
+    far = {"modalities": {"clin": {"age": 1e30, "sex": "F"}}}
+    for route in ("predict", "explain"):  # the network overflows: no 500, a named 422
+        r = server.post(f"/v1/models/mm/{route}", json=far, headers=auth(server))
+        assert r.status_code == 422, (route, r.status_code, r.text)
+        msg = r.json()["error"]
+        assert "not a number" in msg and "clin.age" in msg and "1e+30" not in msg
+    odd = {"modalities": {"clin": {"age": 900, "sex": "F"}}}  # a finite output: a warning
+    r = server.post("/v1/models/mm/predict", json=odd, headers=auth(server))
+    assert r.status_code == 200, r.text
+    assert any("far outside the range" in w and "clin.age" in w for w in r.json()["warnings"])
+    ok = {"modalities": {"clin": {"age": 61, "sex": "F"}}}
+    r = server.post("/v1/models/mm/predict", json=ok, headers=auth(server))
+    assert not any("far outside" in w for w in r.json()["warnings"])
+
+
 def test_wfdb_signal_and_a_real_dicom_image(server, tmp_path):
     rng = np.random.default_rng(4)
     rec = write_wfdb(tmp_path, "A0042", _ecg(rng, 0), ["I", "II"], FS)

@@ -114,6 +114,9 @@ class TabularPreprocessor(Preprocessor):
         else:
             self.loc_, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
         self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        with warnings.catch_warnings():  # the training range (plausibility of new values)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.low_, self.high_ = np.nanmin(x, 0), np.nanmax(x, 0)
         nan_cols = np.isnan(x).any(0) if self.indicators else np.zeros(x.shape[1], bool)
         self.indicator_cols_ = [c for c, m in zip(self.numeric_, nan_cols, strict=True) if m]
         self.categories_ = {}
@@ -141,6 +144,7 @@ class TabularPreprocessor(Preprocessor):
         if present.any():  # absent rows are never read (they may hold anything)
             x[present] = df[self.numeric_].iloc[np.flatnonzero(present)].to_numpy(dtype=float)
         nan = np.isnan(x)
+        self.out_of_range_ = self._far(x)
         x = (np.where(nan, self.fill_, x) - self.loc_) / self.scale_
         parts = [x]
         if self.indicator_cols_:
@@ -166,6 +170,21 @@ class TabularPreprocessor(Preprocessor):
         out[~data.present] = np.nan
         return out
 
+    def _far(self, x: np.ndarray) -> dict[str, list[int]]:
+        """Rows (positions) per column whose value lies beyond the training range by more
+        than that range's own width: a unit or typing error more likely than a patient
+        (age 1e30, a weight in grams). Counted, never changed; bundles saved before the
+        range was kept check nothing."""
+        low, high = getattr(self, "low_", None), getattr(self, "high_", None)
+        if low is None or high is None or x.size == 0:
+            return {}
+        width = np.where(high > low, high - low, np.maximum(np.abs(high), 1.0))
+        with np.errstate(invalid="ignore"):
+            far = (x < low - width) | (x > high + width)
+        far &= np.isfinite(low) & np.isfinite(high)
+        return {c: np.flatnonzero(far[:, j]).tolist() for j, c in enumerate(self.numeric_)
+                if far[:, j].any()}  # fmt: skip
+
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {
             "impute": self.impute,
@@ -179,6 +198,8 @@ class TabularPreprocessor(Preprocessor):
             "feature_names_out": self.feature_names_out_,
         }
         arrays = {"fill": self.fill_, "loc": self.loc_, "scale": self.scale_}
+        if getattr(self, "low_", None) is not None:
+            arrays.update(low=self.low_, high=self.high_)
         return meta, arrays
 
     @classmethod
@@ -188,6 +209,7 @@ class TabularPreprocessor(Preprocessor):
         p.indicator_cols_, p.categories_ = list(meta["indicator_cols"]), dict(meta["categories"])
         p.feature_names_out_ = list(meta["feature_names_out"])
         p.fill_, p.loc_, p.scale_ = arrays["fill"], arrays["loc"], arrays["scale"]
+        p.low_, p.high_ = arrays.get("low"), arrays.get("high")  # older bundles: none
         return p
 
 

@@ -109,6 +109,7 @@ from holomed.explain.records import explanation_record, output_record
 from holomed.explain.records import num as _num
 from holomed.modalities import get_modality
 from holomed.modalities.base import category_text, finite32
+from holomed.predictions import out_of_range
 from holomed.privacy.keys import KEY_ENV, KEY_FILE_ENV, PrivacyKey, load_key
 from holomed.privacy.outputs import redact
 from holomed.serve.audit import AuditTrail
@@ -693,11 +694,32 @@ class ServedModel:
             self.calibration,
         )  # fmt: skip
 
-    def _answer(self, cohort: Any, i: int, item: PatientInput, row: Any) -> dict[str, Any]:
+    def _answer(
+        self,
+        cohort: Any,
+        i: int,
+        item: PatientInput,
+        row: Any,
+        far: dict[str, dict[str, list[int]]] | None = None,
+    ) -> dict[str, Any]:
         usage = self._usage(cohort, i, item)
         if not usage["used"]:
             why = "; ".join(f"{m}: {r}" for m, r in usage["unusable"].items())
             raise ApiError(422, "no usable modality" + (f" ({why})" if why else ""))
+        odd = [f"{m}.{c}" for m, cols in (far or {}).items() for c, rows in cols.items()
+               if i in rows]  # fmt: skip
+        if odd:
+            usage["warnings"].append(
+                f"values far outside the range the model was trained on: {', '.join(odd)}; "
+                "a unit or typing error? The prediction is unreliable"
+            )
+        if not np.isfinite(np.asarray(row, dtype=float)).all():
+            raise ApiError(
+                422,
+                "the model's output is not a number for this patient"
+                + (f": values far outside the training range ({', '.join(odd)})" if odd else "")
+                + "; check the values and their units",
+            )
         out = {
             "model": self.name,
             "bundle_hash": self.hash,
@@ -741,10 +763,11 @@ class ServedModel:
         with self.lock:
             cohort = self.cohort(items, ids)
             proba = np.asarray(self.model.predict_proba(cohort))
+            far = out_of_range(self.model)
         out: list[dict[str, Any] | ApiError] = []
         for i, it in enumerate(items):
             try:
-                out.append(self._answer(cohort, i, it, proba[i]))
+                out.append(self._answer(cohort, i, it, proba[i], far))
             except ApiError as err:
                 out.append(err)
         return out
@@ -756,12 +779,13 @@ class ServedModel:
             with self.lock:
                 cohort = self.cohort([item], ["slot0"])
                 proba = np.asarray(self.model.predict_proba(cohort))
+                far = out_of_range(self.model)
+                out = self._answer(cohort, 0, item, proba[0], far)  # before explaining
                 why = self.model.explain(cohort, top_k=self.settings.top_features)
         except ApiError:
             raise
         except Exception as err:  # noqa: BLE001 - becomes the request's error
             raise self._error(err, item) from None
-        out = self._answer(cohort, 0, item, proba[0])
         out.update(explanation_record(why, out["modalities"]["used"], self.task))
         return out
 
