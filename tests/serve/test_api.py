@@ -851,3 +851,10 @@ def test_time_series_as_json_observations(tmp_path):
     assert r.json()["modalities"]["missing"] == ["clin"]
     assert bad.status_code == 422 and "observation 0" in bad.json()["error"]
     assert set(details["expects"]["m"]["variables"]) == {"hr", "lactate"}
+
+
+def test_error_messages_carry_no_memory_addresses():
+    from holomed.serve.app import _clean_message
+
+    msg = _clean_message(ValueError("cannot decode <_io.BytesIO object at 0x7ff5e45769d0>"))
+    assert "0x7ff5" not in msg and msg == "cannot decode <object>"

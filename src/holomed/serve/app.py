@@ -187,6 +187,7 @@ def _clean_message(err: BaseException, folders: Sequence[Path | str] = ()) -> st
     text = str(err).strip() or type(err).__name__
     for f in folders:
         text = text.replace(str(f), "<upload>")
+    text = re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "<object>", text)  # no addresses
     return redact(text)
 
 
