@@ -610,6 +610,8 @@ def test_roles(server):
             assert r.status_code == status, (path, role, r.text)
             if status == 403:
                 assert f"role '{role}' may not" in r.json()["error"]
+    bad = server.get("/v1/audit/summary?since=notadate", headers=auth(server, "researcher"))
+    assert bad.status_code == 422 and "ISO" in bad.json()["error"]
     summary = server.get("/v1/audit/summary", headers=auth(server, "researcher")).json()
     assert summary["requests"] > 0 and summary["refused"] > 0
     assert "P-" not in json.dumps(summary)  # counts only, no pseudonyms

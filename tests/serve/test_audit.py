@@ -214,6 +214,11 @@ def test_rows_written_directly_and_the_summary(db):
     assert out["by_endpoint"]["GET /v1/models"]["requests"] == 4
     assert out["by_day"]["2026-02-01"] == 1
     assert summary(engine, since="2026-01-03")["requests"] == 3
+    for bad in ("notadate", "1' OR '1'='1"):  # compared as text: it must be an ISO time
+        with pytest.raises(ValueError, match="not an ISO date or time"):
+            summary(engine, since=bad)
+    res = CliRunner().invoke(audit_app, ["summary", "--db", db, "--since", "yesterday"])
+    assert res.exit_code == 2 and "not an ISO date" in res.output
     res = CliRunner().invoke(audit_app, ["summary", "--db", db])
     assert res.exit_code == 0 and '"requests": 9' in res.output
     assert "P-" not in res.output

@@ -1414,7 +1414,11 @@ def create_api(
     ) -> JSONResponse:
         """Request counts by endpoint, status, role, model and day; no pseudonyms."""
         await run_in_threadpool(state.audit.flush, 5.0)
-        return JSONResponse(await run_in_threadpool(audit_counts, engine, since))
+        try:
+            counts = await run_in_threadpool(audit_counts, engine, since)
+        except ValueError as err:  # a 'since' that is no ISO time
+            raise ApiError(422, str(err)) from None
+        return JSONResponse(counts)
 
     @app.get("/v1/tokens", tags=["tokens"])
     async def tokens_list(_t: TokenInfo = Depends(require("tokens"))) -> JSONResponse:

@@ -387,6 +387,14 @@ def summary(engine: Any, since: str | None = None) -> dict[str, Any]:
     """Counts without pseudonyms: requests by endpoint and status, by role, by model,
     by day (UTC), refused requests (401/403/429), mean latency per endpoint. ``since``:
     an ISO time (UTC) or date; earlier rows are not counted."""
+    if since:
+        try:  # compared as text with the stored ISO times: it must be one
+            datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"since: {since!r} is not an ISO date or time (e.g. 2026-01-31 or "
+                "2026-01-31T08:00:00Z)"
+            ) from None
     ensure_tables(engine)
     a = audit_table
     where = [] if not since else [a.c.time >= since]
