@@ -631,6 +631,9 @@ def test_revoked_tokens_are_refused(server):
     assert r.status_code == 200 and r.json()["revoked"]
     assert server.get("/v1/models", headers=h).status_code == 401  # at once
     assert server.post("/v1/tokens", json={"role": "boss"}, headers=admin).status_code == 422
+    extra = {"role": "clinician", "expires": "never"}  # an unknown key: refused, not ignored
+    r = server.post("/v1/tokens", json=extra, headers=admin)
+    assert r.status_code == 422 and "expires" in r.text
     # revoked from the command line (another process): refused within the cache time
     info, token = server.app_state.tokens.create("researcher")
     h = {"Authorization": f"Bearer {token}"}

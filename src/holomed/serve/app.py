@@ -1212,7 +1212,9 @@ PREDICT_DOC = {
 
 
 class TokenRequest(BaseModel):
-    """A new token's role and a name saying who or what holds it."""
+    """A new token's role and a name saying who or what holds it (no other keys)."""
+
+    model_config = {"extra": "forbid"}
 
     role: str = Field(description="clinician, researcher or admin")
     name: str = Field("", max_length=200)
