@@ -69,11 +69,20 @@ def _summary(c: Any) -> dict[str, Any]:
 
 
 def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` as a bundle at ``path`` (replacing an earlier one atomically)."""
+    """Write ``model`` as a bundle at ``path``, replacing an earlier bundle there
+    atomically; anything else at ``path`` (a file, a folder that is not a bundle and not
+    empty) is refused, never deleted."""
     if not hasattr(model, "task_"):
         raise BundleError("the model is not fitted; call fit() before save()")
-    meta, arrays, texts = model.to_state()
     path = Path(path)
+    if path.exists() and not (
+        (path / "manifest.json").is_file() or (path.is_dir() and not any(path.iterdir()))
+    ):
+        raise BundleError(
+            f"{path}: exists and is not a holomed bundle; save to a new or empty folder "
+            "(only an earlier bundle is replaced)"
+        )
+    meta, arrays, texts = model.to_state()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -115,7 +124,8 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
         if path.exists():
             path.rename(old)
         tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -156,6 +156,16 @@ def test_tampered_bundles_are_refused_naming_the_file(data, tmp_path, monkeypatc
         (path / extra).write_text("x")
         with pytest.raises(BundleError, match=rf"{extra}: not listed in the manifest"):
             load_bundle(path)
+    # only an earlier bundle is replaced: a file or a folder of other things is refused
+    (tmp_path / "notes.csv").write_text("id\n1\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "patients.csv").write_text("id\n1\n")
+    for target in (tmp_path / "notes.csv", tmp_path / "mine"):
+        with pytest.raises(BundleError, match="is not a holomed bundle"):
+            save_bundle(model, target)
+    assert (tmp_path / "mine" / "patients.csv").exists() and (tmp_path / "notes.csv").exists()
+    (tmp_path / "empty").mkdir()
+    verify_bundle(save_bundle(model, tmp_path / "empty"))
     # a site key: unsigned bundles are refused, signed ones load
     monkeypatch.setenv("HOLOMED_BUNDLE_KEY", "site-secret")
     with pytest.raises(BundleError, match="signature"):
