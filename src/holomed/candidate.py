@@ -173,6 +173,15 @@ class Candidate:
     def evaluate(self, cohort: Any) -> dict[str, float]:
         if cohort.y is None:
             raise CohortError("evaluate needs a cohort with labels")
+        mine, theirs = getattr(self, "classes_", None), getattr(cohort, "classes", None)
+        if mine and theirs and [str(c) for c in mine] != [str(c) for c in theirs]:
+            raise CohortError(
+                f"the cohort's classes {list(theirs)} are not the model's {list(mine)} (in "
+                "this order): its labels would be read as other classes"
+            )
+        y = np.asarray(cohort.y, dtype=float)
+        if self.task_name != "survival" and not np.isfinite(y).all():
+            raise CohortError(f"evaluate: {int((~np.isfinite(y)).sum())} label(s) are missing")
         # survival: the censoring distribution of the evaluated patients themselves
         ctx = metric_context(self.task_name, self.spec.target.horizons, None)
         return compute_metrics(self.task_name, cohort.y, self.predict_proba(cohort), **ctx)

@@ -64,6 +64,11 @@ def transform_cohort(
     cohort lacks is absent for everyone."""
     x, present = {}, {}
     n = len(cohort)
+    if preprocessors and cohort.modalities and not set(preprocessors) & set(cohort.modalities):
+        raise CohortError(
+            f"the cohort's modalities {sorted(cohort.modalities)} are none of the model's "
+            f"{list(preprocessors)}: every patient would be predicted with no data"
+        )
     for name, pre in preprocessors.items():
         if name in cohort.modalities:
             data = cohort.modalities[name]

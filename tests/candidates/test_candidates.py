@@ -250,3 +250,23 @@ def test_a_forest_averages_trees_and_only_tree_learners_declare_a_search_space(d
     assert C.candidate_class("gbm").search_space(spec)
     assert not C.candidate_class("lr_early").search_space(spec)
     assert not C.candidate_class("lr_l1").search_space(spec)
+
+
+@pytest.mark.parametrize("name", ["lr_early", "gbm", "joint"])
+def test_cohorts_that_do_not_fit_the_model_are_refused_not_scored(data, name):
+    from dataclasses import replace
+
+    from holomed.errors import CohortError
+
+    spec, train, test = data
+    model = C.make_candidate(spec, name, 0, None, None).fit(train)
+    renamed = replace(test, modalities={f"x_{k}": v for k, v in test.modalities.items()})
+    with pytest.raises(CohortError, match="are none of the model's"):
+        model.predict_proba(renamed)  # was: every patient predicted with no data
+    flipped = replace(test, classes=list(test.classes)[::-1])
+    with pytest.raises(CohortError, match="not the model's"):
+        model.evaluate(flipped)  # was: labels read as the other class
+    y = np.asarray(test.y, dtype=float).copy()
+    y[0] = np.nan
+    with pytest.raises(CohortError, match="1 label"):
+        model.evaluate(replace(test, y=y))
