@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from holomed.bundle import save_bundle
-from holomed.errors import CohortError
+from holomed.errors import CohortError, NotFittedError, RegistryError
 from holomed.explain.features import top_features
 from holomed.explain.modality import modality_shapley
 from holomed.fusion import fusion_names
@@ -64,6 +64,11 @@ class Param:
         return trial.suggest_categorical(name, list(self.choices))
 
 
+def _label(c: Any) -> str:
+    d = c.__dict__
+    return str(d.get("name") or d.get("fusion_name") or type(c).__name__)
+
+
 class Candidate:
     """Base class of every candidate family (see module doc)."""
 
@@ -79,6 +84,18 @@ class Candidate:
         "regression",
         "survival",
     )
+
+    def __getattr__(self, attr: str) -> Any:
+        # only for attributes not found: a fitted one (``name_``) means fit() never ran
+        if attr.endswith("_") and not attr.startswith("__"):
+            raise NotFittedError(
+                f"candidate {_label(self)!r} is not fitted "
+                f"(no {attr}); call fit() first, or load a saved bundle"
+            )
+        prop = getattr(type(self), attr, None)
+        if isinstance(prop, property) and prop.fget is not None:
+            return prop.fget(self)  # its own error (not fitted), not a bare AttributeError
+        raise AttributeError(attr)
 
     @classmethod
     def complexity_of(cls, name: str) -> int:
@@ -199,7 +216,9 @@ def register_candidate(*names: str):
     """Class decorator: make a candidate family creatable by these names."""
 
     def deco(cls: type[Candidate]) -> type[Candidate]:
-        for n in names:
+        for n in names:  # as the other registries: a name is never silently replaced
+            if n in CANDIDATES and CANDIDATES[n] is not cls:
+                raise RegistryError(f"candidate {n!r} is already registered")
             CANDIDATES[n] = cls
         return cls
 
@@ -281,6 +300,12 @@ def make_candidate(
     task is refused, naming those that can."""
     cls = candidate_class(name)
     task = spec.target.task
+    unknown = sorted(set(modalities or []) - set(spec.modality_names))
+    if unknown:
+        raise ValueError(
+            f"candidate {canonical(name)!r}: modalities {unknown} are not in the spec "
+            f"({', '.join(spec.modality_names)})"
+        )
     if task not in cls.tasks:
         fit = [c for c in candidate_names() if task in candidate_class(c).tasks]
         raise ValueError(

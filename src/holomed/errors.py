@@ -19,6 +19,11 @@ class RegistryError(HolomedError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class NotFittedError(HolomedError, AttributeError):
+    """A fitted attribute (``preprocessors_``, ``task_`` ...) asked of a candidate that
+    was not fitted: an AttributeError, so ``hasattr`` still says no."""
+
+
 class BundleError(HolomedError, ValueError):
     """A saved model directory that cannot be loaded."""
 

@@ -270,3 +270,27 @@ def test_cohorts_that_do_not_fit_the_model_are_refused_not_scored(data, name):
     y[0] = np.nan
     with pytest.raises(CohortError, match="1 label"):
         model.evaluate(replace(test, y=y))
+
+
+@pytest.mark.parametrize("name", ["joint", "gbm", "lr_late", "stack"])
+def test_a_candidate_used_before_fit_says_so(data, name):
+    from holomed.errors import NotFittedError
+
+    spec, _, test = data
+    model = C.make_candidate(spec, name, 0, None, None)
+    assert not hasattr(model, "task_")  # still an AttributeError to hasattr
+    for call in (model.predict_proba, model.evaluate):
+        with pytest.raises(NotFittedError, match="is not fitted.*call fit"):
+            call(test)
+    with pytest.raises(ValueError, match=r"modalities \['expresion'\] are not in the spec"):
+        C.make_candidate(spec, name, 0, ["expresion"], None)
+
+
+def test_a_candidate_name_is_never_silently_replaced():
+    from holomed.errors import RegistryError
+
+    class Mine(C.Candidate):
+        pass
+
+    with pytest.raises(RegistryError, match="'gbm' is already registered"):
+        C.register_candidate("gbm")(Mine)

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from holomed.errors import HolomedError
 from holomed.registry import builtin
 from holomed.spec.dicomweb import check_modality, is_dicomweb
 from holomed.spec.ehr import validate_ehr
@@ -40,7 +41,7 @@ from holomed.spec.ehr import validate_ehr
 TASKS = ("binary", "multiclass", "regression")
 
 
-class SpecError(ValueError):
+class SpecError(HolomedError, ValueError):
     """A spec that cannot be used; the message names the field and the file."""
 
 
