@@ -294,3 +294,12 @@ def test_a_candidate_name_is_never_silently_replaced():
 
     with pytest.raises(RegistryError, match="'gbm' is already registered"):
         C.register_candidate("gbm")(Mine)
+
+
+def test_parameters_a_learner_would_ignore_are_refused(data):
+    spec, train, _ = data
+    with pytest.raises(ValueError, match=r"lr_early: takes no parameters.*\['C'\]"):
+        C.make_candidate(spec, "lr_early", 0, None, {"C": 100}).fit(train)
+    with pytest.raises(ValueError, match=r"\['n_estimator'\] are not LightGBM parameters"):
+        C.make_candidate(spec, "gbm", 0, None, {"n_estimator": 5}).fit(train)
+    C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train)

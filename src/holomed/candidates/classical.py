@@ -399,6 +399,7 @@ class Classical(FeatureDesign, Candidate):
 
     def fit(self, cohort: Cohort) -> Classical:
         t0 = time.perf_counter()
+        _known_params(self.name, self.params, self.trees)
         self._fit_common(cohort)
         folds = self.spec.evaluation.selection_folds
         with limit_threads():
@@ -480,6 +481,24 @@ class Classical(FeatureDesign, Candidate):
         return c
 
 
+def _known_params(name: str, params: dict[str, Any] | None, trees: bool) -> None:
+    """A parameter a learner would ignore is an error, not a silent default: the linear
+    learners take none (their penalty is chosen by internal CV), the tree learners
+    LightGBM's own."""
+    if not params:
+        return
+    if not trees:
+        raise ValueError(
+            f"{name}: takes no parameters (its penalty is chosen by internal CV); got "
+            f"{sorted(params)}"
+        )
+    import lightgbm as lgb
+
+    unknown = sorted(set(params) - set(lgb.LGBMClassifier().get_params()))
+    if unknown:
+        raise ValueError(f"{name}: {unknown} are not LightGBM parameters")
+
+
 @register_candidate("gbm")
 class Trees(Classical):
     """The tree learners of :class:`Classical` (``gbm``, and ``rf`` below): their
@@ -534,6 +553,7 @@ class LateLinear(FeatureDesign, Candidate):
 
     def fit(self, cohort: Cohort) -> LateLinear:
         t0 = time.perf_counter()
+        _known_params(self.name, self.params, False)
         self._fit_common(cohort)
         folds = self.spec.evaluation.selection_folds
         x, present = transform_cohort(self.preprocessors_, cohort)
