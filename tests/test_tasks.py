@@ -138,3 +138,18 @@ def test_multilabel_end_to_end(tmp_path):
     results, _ = compare(spec, cohort, ["late"], seeds=1)
     assert set(results["strategies"]["late"]["metrics"]) >= {"auroc", "f1_macro", "f1_micro"}
     assert results["strategies"]["baseline:lr_late"]["metrics"]["auroc"]["mean"] > 0.8
+
+
+def test_a_classifier_is_not_fitted_on_one_class_missing_or_foreign_labels():
+    import numpy as np
+    import pytest
+
+    from holomed.tasks import Task
+
+    with pytest.raises(ValueError, match="one class only"):
+        Task.fit("binary", np.zeros(10), 2, False)
+    with pytest.raises(ValueError, match="1 training label"):
+        Task.fit("binary", np.array([0, 1, np.nan]), 2, False)
+    with pytest.raises(ValueError, match="outside the 2 classes"):
+        Task.fit("binary", np.array([0, 1, 2]), 2, False)
+    assert Task.fit("multiclass", np.array([0, 1, 2, 2]), 3, False).n_outputs == 3

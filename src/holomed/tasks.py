@@ -50,7 +50,16 @@ class Task:
             pos = y.sum(0).astype(float)
             w = ((len(y) - pos) / np.maximum(pos, 1)).tolist() if balance else None
             return cls(name, n_classes, w)
-        counts = np.bincount(y.astype(int), minlength=n_classes).astype(float)
+        yv = np.asarray(y, dtype=float)
+        if not np.isfinite(yv).all():
+            raise ValueError(f"fit: {int((~np.isfinite(yv)).sum())} training label(s) are missing")
+        if ((yv < 0) | (yv >= n_classes) | (yv != np.round(yv))).any():
+            raise ValueError(f"fit: training labels outside the {n_classes} classes")
+        counts = np.bincount(yv.astype(int), minlength=n_classes).astype(float)
+        if (counts > 0).sum() < 2:
+            raise ValueError(
+                "fit: the training patients hold one class only; a classifier needs two"
+            )
         weights = None
         if balance:
             weights = (counts.sum() / (n_classes * np.maximum(counts, 1))).tolist()
