@@ -389,6 +389,20 @@ def test_a_folder_as_source_names_the_modality(tmp_path):
         build_cohort(spec)
 
 
+def test_frames_given_in_memory_with_a_repeated_id_are_refused():
+    import pandas as pd
+
+    from holomed.synthetic import make_synthetic, synthetic_spec_dict
+
+    spec = parse_spec(synthetic_spec_dict(n_patients=40))
+    frames, target, _ = make_synthetic(n_patients=40)
+    twice = dict(frames, clinical=pd.concat([frames["clinical"], frames["clinical"].iloc[:1]]))
+    with pytest.raises(CohortError, match=r"modality 'clinical'.*'SYN-00000' has more than one"):
+        build_cohort(spec, twice, target)
+    with pytest.raises(CohortError, match=r"labels: patient 'SYN-00001' has more than one row"):
+        build_cohort(spec, frames, pd.concat([target, target.iloc[1:2]]))
+
+
 def test_missing_label_file_names_the_file(tmp_path):
     labs_and_labels(tmp_path, "pid,crp\nP1,1\n")
     spec = spec_for(tmp_path, target={"source": "gone.csv", "id_column": "pid"})

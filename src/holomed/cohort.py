@@ -222,6 +222,8 @@ def read_modalities(
             where = ", ".join(str(spec.resolve(s)) for s in m.source)
         if df.shape[0] == 0:
             raise CohortError(f"{where}: modality {m.name!r} is empty (no patients)")
+        if kind.columns_are_inputs:  # one row per patient (series and notes are long)
+            _unique_ids(df.index, where)
         df, problems = kind.check(df, m, where)
         excluded += [{"scope": "modality", **p} for p in problems]
         raw[m.name] = df
@@ -306,6 +308,16 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     )
 
 
+def _unique_ids(index: pd.Index, where: str) -> None:
+    """One row per patient in a frame given in memory (files are checked when read)."""
+    dup = index[index.duplicated()]
+    if len(dup):
+        raise CohortError(
+            f"{where}: patient {str(dup[0])!r} has more than one row "
+            f"({dup.nunique()} repeated id(s)); expected 1"
+        )
+
+
 def _some_ids(ids: Any, k: int = 3) -> str:
     """The first ``k`` ids, quoted, and how many more: for error messages."""
     ids = [str(i) for i in ids]
@@ -378,6 +390,7 @@ def build_cohort(
         twhere = ", ".join(map(str, tpaths))
     else:
         twhere = f"dataset {spec.dataset!r} labels"
+        _unique_ids(target.index, twhere)
     if t.column not in target.columns:
         raise CohortError(
             f"{twhere}: target column {t.column!r} not found; "
