@@ -19,6 +19,12 @@ bundles and serving never ask which family won:
 - ``feature_attributions(cohort)``: ``{modality: (n, features)}`` where the family has
   them (linear and tree SHAP, integrated gradients), else ``None``.
 
+``fit`` must set the fitted attributes the shared code reads: ``task_``
+(:class:`holomed.tasks.Task`), ``classes_``, ``preprocessors_`` (``{modality:
+Preprocessor}``, what the bundle's card and ``predict`` describe) and ``fit_seconds_``;
+``to_state`` must put ``task`` and ``classes`` in ``meta``. Until ``fit`` has run, any
+fitted attribute raises :class:`~holomed.errors.NotFittedError`.
+
 Candidates are found by name in one registry (:func:`register_candidate`,
 :func:`make_candidate`); neural fusions are registered under their fusion names.
 """
