@@ -83,6 +83,19 @@ def transform_cohort(
     return x, present
 
 
+def masks_within(given: dict[str, np.ndarray], known: dict[str, np.ndarray]) -> dict:
+    """Presence masks for masked prediction: ``given`` per modality (a modality it does
+    not name keeps its own), never more than the data hold (a mask cannot make an absent
+    modality present); a mask of another length is an error naming the modality."""
+    out = {}
+    for n, have in known.items():
+        m = np.asarray(given.get(n, have), dtype=bool)
+        if m.shape != have.shape:
+            raise ValueError(f"mask of modality {n!r}: {m.shape[0]} rows for {len(have)} patients")
+        out[n] = m & have
+    return out
+
+
 class Model(Candidate):
     """A multimodal network described by a :class:`~holomed.spec.Spec`: the neural family
     of candidates, registered under every fusion strategy's name.
@@ -308,8 +321,8 @@ class Model(Candidate):
         return self._output(logits, calibrated)
 
     def predictor(self, cohort: Cohort):
-        x, _ = self._arrays(cohort)  # inputs transformed once, masks varied
-        return lambda present: self._output(self._logits(x, present))
+        x, known = self._arrays(cohort)  # inputs transformed once, masks varied
+        return lambda present: self._output(self._logits(x, masks_within(present, known)))
 
     def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
         return self.predictor(cohort)(present)

@@ -303,3 +303,21 @@ def test_parameters_a_learner_would_ignore_are_refused(data):
     with pytest.raises(ValueError, match=r"\['n_estimator'\] are not LightGBM parameters"):
         C.make_candidate(spec, "gbm", 0, None, {"n_estimator": 5}).fit(train)
     C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train)
+
+
+@pytest.mark.parametrize("name", ["joint", "gbm", "lr_early"])
+def test_masks_never_claim_data_that_is_absent_and_may_name_some_modalities(data, name):
+    spec, train, test = data
+    model = C.make_candidate(spec, name, 0, None, None).fit(train)
+    everyone = {n: np.ones(len(test), bool) for n in test.modalities}
+    out = model.predict_present(test, everyone)  # absent rows stay absent: no NaN
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, model.predict_proba(test), atol=1e-6)
+    drop = {"expression": np.zeros(len(test), bool)}  # the others keep their own masks
+    np.testing.assert_allclose(
+        model.predict_present(test, drop),
+        model.predict_proba(test.with_presence(drop)),
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="mask of modality 'expression': 3 rows"):
+        model.predict_present(test, {"expression": np.ones(3, bool)})

@@ -28,7 +28,7 @@ import numpy as np
 from holomed.candidate import Candidate, Param, canonical, register_candidate
 from holomed.cohort import Cohort
 from holomed.modalities import get_modality
-from holomed.model import fit_preprocessors, transform_cohort
+from holomed.model import fit_preprocessors, masks_within, transform_cohort
 from holomed.tasks import Task
 from holomed.threads import cores, limit_threads
 
@@ -319,7 +319,7 @@ class FeatureDesign:
 
     def _design(self, cohort: Cohort, fill: bool, present: dict | None = None) -> np.ndarray:
         x, pres = transform_cohort(self.preprocessors_, cohort)
-        present = pres if present is None else present
+        present = pres if present is None else masks_within(present, pres)
         parts = []
         for n in self.preprocessors_:
             v = self._flat(x, n).copy()
@@ -576,7 +576,7 @@ class LateLinear(FeatureDesign, Candidate):
 
     def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
         x, known = transform_cohort(self.preprocessors_, cohort)
-        present = {n: present.get(n, known[n]) for n in self.preprocessors_}
+        present = masks_within(present, known)
         reg = self.task_name == "regression"
         n = len(cohort)
         k = self.n_classes_
