@@ -656,3 +656,22 @@ def test_present_dataset_is_returned(shared_dataset, monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "true")
     assert shared_dataset("toy") == tmp_path / "toy"
     assert shared_dataset() == tmp_path
+
+
+def test_dataset_specs_name_their_mistakes_and_honour_columns():
+    from holomed.cohort import load_cohort
+    from holomed.synthetic import synthetic_spec_dict
+
+    with pytest.raises(CohortError, match=r"dataset_options of 'synthetic'.*n_patient"):
+        load_cohort(parse_spec(synthetic_spec_dict(n_patient=50)))
+    d = synthetic_spec_dict(n_patients=50)
+    d["dataset"] = "synthetc"
+    with pytest.raises(CohortError, match=r"no 'source' file, and spec.dataset 'synthetc'"):
+        load_cohort(parse_spec(d))
+    d = synthetic_spec_dict(n_patients=50)
+    d["modalities"][0].update(columns=["age", "lab0"], categorical=[])
+    c = load_cohort(parse_spec(d))
+    assert c.modalities["clinical"].feature_names == ["age", "lab0"]
+    d["modalities"][0]["columns"] = ["age", "lab9"]
+    with pytest.raises(CohortError, match=r"columns not found: \['lab9'\]"):
+        load_cohort(parse_spec(d))

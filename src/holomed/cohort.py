@@ -217,6 +217,11 @@ def read_modalities(
             if frame not in reported:
                 excluded += [dict(e) for e in df.attrs.get("reading_report", [])]
                 reported.add(frame)
+            if m.columns is not None and kind.columns_are_inputs:  # as for files
+                lost = [c for c in m.columns if c not in df.columns]
+                if lost:
+                    raise CohortError(f"{where}: columns not found: {lost}")
+                df = df[list(m.columns)]
         else:
             df = kind.read(m, spec)
             where = ", ".join(str(spec.resolve(s)) for s in m.source)
@@ -619,9 +624,27 @@ def load_cohort(spec: Spec) -> Cohort:
         frames, target = ehr_frames(spec)
         return private(spec, build_cohort(spec, frames, target))
     if spec.dataset in DATASETS and not any(m.source for m in spec.modalities):
-        frames, target = DATASETS.get(spec.dataset).frames(**spec.dataset_options)
+        frames, target = dataset_frames(spec, spec.dataset_options)
         return private(spec, build_cohort(spec, frames, target))
+    unsourced = [m.name for m in spec.modalities if not m.source]
+    if unsourced and spec.dataset not in DATASETS:
+        raise CohortError(
+            f"modalities {unsourced} have no 'source' file, and spec.dataset "
+            f"{spec.dataset!r} is not a registered dataset that provides them "
+            f"('holomed datasets list' names those)"
+        )
     return private(spec, build_cohort(spec))
+
+
+def dataset_frames(spec: Spec, options: dict[str, Any]) -> tuple[Any, Any]:
+    """A registered dataset's frames with ``options``; an option it does not take is an
+    error naming ``dataset_options``."""
+    try:
+        return DATASETS.get(spec.dataset).frames(**options)
+    except TypeError as err:
+        if "argument" not in str(err):
+            raise
+        raise CohortError(f"dataset_options of {spec.dataset!r}: {err}") from None
 
 
 def private(spec: Spec, cohort: Cohort) -> Cohort:
@@ -644,7 +667,7 @@ def dataset_cohort(spec: Spec, **options: Any) -> Cohort:
             f"spec.dataset {spec.dataset!r} is not one (it was trained on files): give its "
             "inputs as -i MODALITY=FILE"
         )
-    frames, target = DATASETS.get(spec.dataset).frames(**{**spec.dataset_options, **options})
+    frames, target = dataset_frames(spec, {**spec.dataset_options, **options})
     col = spec.target.column
     if target is not None and col in target.columns and target[col].notna().any():
         return private(spec, build_cohort(spec, frames, target))
