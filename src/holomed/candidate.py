@@ -116,6 +116,10 @@ class Candidate:
         modalities: list[str] | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
+        if not isinstance(spec, Spec):
+            raise TypeError(
+                f"a candidate takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
+            )
         self.spec = spec
         self.name = name
         self.seed = seed
@@ -196,6 +200,8 @@ class Candidate:
     def evaluate(self, cohort: Any) -> dict[str, float]:
         if cohort.y is None:
             raise CohortError("evaluate needs a cohort with labels")
+        if len(cohort) == 0:
+            raise CohortError("evaluate: the cohort has no patient")
         mine, theirs = getattr(self, "classes_", None), getattr(cohort, "classes", None)
         if mine and theirs and [str(c) for c in mine] != [str(c) for c in theirs]:
             raise CohortError(
@@ -304,6 +310,10 @@ def make_candidate(
 ) -> Candidate:
     """A fresh (unfitted) candidate by registry name; one that cannot learn the spec's
     task is refused, naming those that can."""
+    if not isinstance(spec, Spec):
+        raise TypeError(
+            f"a candidate takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
+        )
     cls = candidate_class(name)
     task = spec.target.task
     unknown = sorted(set(modalities or []) - set(spec.modality_names))

@@ -8,6 +8,7 @@ disappears silently. Patients lacking one modality stay in, with ``present=False
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from holomed.io.tables import read_table
 from holomed.modalities import ModalityData, get_modality
 from holomed.privacy.outputs import activate, pseudonymise_cohort, spec_key
 from holomed.scoring.strata import strata
-from holomed.spec import Spec, SplitSpec
+from holomed.spec import Spec, SplitSpec, load_spec
 
 
 @dataclass
@@ -72,8 +73,18 @@ class Cohort:
     def subset(self, idx: Any) -> Cohort:
         """Rows by position (int array) or by id (strings)."""
         idx = np.asarray(idx)
-        if idx.dtype.kind in "US O":
+        if idx.size == 0:
+            idx = np.zeros(0, dtype=int)  # an empty list is positions, not floats
+        elif idx.dtype.kind in "US O":
             idx = self.index_of(idx)
+        elif idx.dtype == bool:
+            if len(idx) != len(self):
+                raise IndexError(f"subset: a mask of {len(idx)} rows for {len(self)} patients")
+            idx = np.flatnonzero(idx)
+        elif idx.dtype.kind not in "iu":
+            raise TypeError(f"subset: positions must be integers, ids or a mask; got {idx.dtype}")
+        elif len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"subset: positions outside 0..{len(self) - 1}")
         return Cohort(
             ids=self.ids[idx],
             modalities={k: m.subset(idx) for k, m in self.modalities.items()},
@@ -617,9 +628,16 @@ def _scores(target: pd.DataFrame, columns: list[str], where: str) -> pd.DataFram
     return out
 
 
-def load_cohort(spec: Spec) -> Cohort:
+def load_cohort(spec: Spec | str | Path) -> Cohort:
     """The cohort a spec describes: a registered dataset's frames when ``spec.dataset``
     names one and modalities have no ``source``, else the files the spec names."""
+    if isinstance(spec, str | Path):  # a spec file's path
+        spec = load_spec(spec)
+    if not isinstance(spec, Spec):
+        raise TypeError(
+            f"load_cohort takes a Spec (holomed.load_spec(path) or parse_spec(dict)) or a "
+            f"spec file's path; got {type(spec).__name__}"
+        )
     if spec.ehr is not None:
         frames, target = ehr_frames(spec)
         return private(spec, build_cohort(spec, frames, target))

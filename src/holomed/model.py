@@ -114,6 +114,10 @@ class Model(Candidate):
         modalities: list[str] | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
+        if not isinstance(spec, Spec):
+            raise TypeError(
+                f"Model takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
+            )
         self.spec = spec
         self.fusion = fusion
         self.seed = seed

@@ -321,3 +321,23 @@ def test_masks_never_claim_data_that_is_absent_and_may_name_some_modalities(data
     )
     with pytest.raises(ValueError, match="mask of modality 'expression': 3 rows"):
         model.predict_present(test, {"expression": np.ones(3, bool)})
+
+
+def test_python_api_misuse_gets_named_errors(data, tmp_path):
+    import holomed
+    from holomed.errors import CohortError
+    from holomed.spec import SpecError
+
+    spec, train, test = data
+    with pytest.raises(SpecError, match="takes a spec file's path; got dict"):
+        holomed.load_spec({"modalities": []})
+    with pytest.raises(TypeError, match="takes a Spec"):
+        holomed.Model({"modalities": []})
+    with pytest.raises(TypeError, match="takes a Spec"):
+        C.make_candidate("examples/rosmap.yaml", "gbm")
+    assert len(test.subset([])) == 0 and len(test.subset(np.ones(len(test), bool))) == len(test)
+    with pytest.raises(IndexError, match="positions outside"):
+        test.subset([len(test)])
+    model = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train)
+    with pytest.raises(CohortError, match="no patient"):
+        model.evaluate(test.subset([]))

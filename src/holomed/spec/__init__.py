@@ -761,6 +761,11 @@ def load_yaml(text: str) -> Any:
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a YAML spec. Relative paths inside resolve against its folder.
     A key given twice is an error naming the file, the key and both lines."""
+    if not isinstance(path, str | Path):
+        raise SpecError(
+            f"load_spec takes a spec file's path; got {type(path).__name__} (for a dict, "
+            "use holomed.spec.parse_spec)"
+        )
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: spec file not found")
