@@ -305,7 +305,7 @@ def test_parameters_a_learner_would_ignore_are_refused(data):
     C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train)
 
 
-@pytest.mark.parametrize("name", ["joint", "gbm", "lr_early"])
+@pytest.mark.parametrize("name", ["joint", "gbm", "lr_early", "stack"])
 def test_masks_never_claim_data_that_is_absent_and_may_name_some_modalities(data, name):
     spec, train, test = data
     model = C.make_candidate(spec, name, 0, None, None).fit(train)

@@ -29,6 +29,7 @@ from holomed.candidate import (
 )
 from holomed.candidates.classical import Linear, fit_linear, predict_linear
 from holomed.cohort import Cohort, inner_folds
+from holomed.model import masks_within
 from holomed.tasks import Task
 
 DEFAULT_LEARNERS = ("lr_early", "gbm")
@@ -118,7 +119,9 @@ class Stack(Candidate):
         return self.predict_present(cohort, cohort.presence())
 
     def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
-        present = {m: present.get(m, np.zeros(len(cohort), bool)) for m in self.names_}
+        have = cohort.presence()
+        known = {m: have.get(m, np.zeros(len(cohort), bool)) for m in self.names_}
+        present = masks_within(present, known)  # unnamed: its own; never beyond the data
         t = self.task_
         width = t.n_classes if t.name == "multilabel" or (t.name == "multiclass") else 1
         votes = []
