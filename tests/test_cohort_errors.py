@@ -252,6 +252,11 @@ def test_inf_is_reported_naming_the_column(tmp_path, bad):
     vals = c.modalities["labs"].values
     assert np.isnan(vals.loc["P2", "crp"]) and vals.loc["P2", "age"] == 60
     assert not np.isinf(vals.to_numpy(float)).any()
+    # a row whose only values are not finite loses the modality, and says why
+    labs_and_labels(tmp_path, f"pid,crp\nP1,1.0\nP2,{bad}\nP3,3.0\nP4,4.0\n")
+    c = build_cohort(spec_for(tmp_path))
+    why = [e["reason"] for e in c.excluded if e["id"] == "P2" and e["scope"] == "modality"]
+    assert why and "infinite or beyond float32's range" in why[0]
 
 
 @pytest.mark.parametrize(("kind", "col"), [("tabular", "crp"), ("omics", "g2")])

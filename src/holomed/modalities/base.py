@@ -336,18 +336,22 @@ def drop_nonfinite_rows(
     if not len(values):
         return values, problems
     numeric = list(numeric)
+    had_bad = np.zeros(len(values), bool)
     if numeric:
         num = values[numeric].to_numpy(dtype=float)
         bad = ~finite32(num) & ~np.isnan(num)
         if bad.any():
             problems += nonfinite_problems(bad, values.index, numeric, modality, where)
+            had_bad = bad.any(axis=1)
             num = num.copy()  # ``to_numpy`` may be a view of the caller's frame
             num[bad] = np.nan
             values = with_columns(values, numeric, num)
     empty_rows = values.isna().all(axis=1).to_numpy()
     for i in np.nonzero(empty_rows)[0]:
-        problems.append(
-            {"id": str(values.index[i]), "modality": modality,
-             "reason": f"no value at all in {where}"}
-        )  # fmt: skip
+        why = (
+            f"no usable value in {where}: its values were infinite or beyond float32's range"
+            if had_bad[i]
+            else f"no value at all in {where}"
+        )
+        problems.append({"id": str(values.index[i]), "modality": modality, "reason": why})
     return (values.loc[~empty_rows] if empty_rows.any() else values), problems
