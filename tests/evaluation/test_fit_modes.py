@@ -195,3 +195,17 @@ def test_predict_and_explain_do_not_care_which_family_won(tmp_path):
     assert r.exit_code == 0, r.output
     why = json.loads((tmp_path / "e" / "explanations.json").read_text())
     assert why["family"] == "classical" and why["contributions"]["modalities"]
+
+
+def test_the_fit_report_says_how_the_model_was_evaluated():
+    from holomed.report.html import render_html
+
+    spec = kfold_spec()
+    cohort = load_cohort(spec)
+    _, res = fit_run(spec, cohort, "lr_early", mode="kfold")
+    html = render_html(res)
+    assert "out of fold, 3 folds over 150 patients" in html
+    assert "candidate" in html and "lr_early (classical)" in html
+    assert "green = raises" not in html
+    _, res = fit_run(spec, cohort, "lr_early", mode="all")
+    assert "none here: trained on all 150 patients" in render_html(res)

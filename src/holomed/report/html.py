@@ -435,6 +435,20 @@ def _metric_order(metrics: dict[str, Any], task: str | None, first: str | None =
 # -- sections --------------------------------------------------------------------
 
 
+def _fit_evaluation(run: FitRecord) -> str:
+    """How a fit run was evaluated, in words: held-out test patients, out-of-fold
+    predictions of k folds, or none (trained on all, evaluated by the run that chose it)."""
+    if run.n_folds and run.n_folds > 1:
+        return (
+            f"out of fold, {run.n_folds} folds over {run.n_train} patients; the model "
+            "saved is trained on all of them"
+        )
+    if not run.n_test:
+        by = f" ({run.selected_by})" if run.selected_by else ""
+        return f"none here: trained on all {run.n_train} patients; the run that chose it{by}"
+    return f"{run.n_train} training / {run.n_test} test patients"
+
+
 def _summary(run: Run | None) -> str:
     kpis: list[tuple[str, str]] = []
     cohort = (run.cohort if run else None) or {}
@@ -442,9 +456,13 @@ def _summary(run: Run | None) -> str:
         kpis.append(("patients in the cohort", _num(cohort["patients"])))
     if isinstance(run, FitRecord):
         if run.fusion:
-            kpis.append(("fusion strategy", str(run.fusion)))
+            neural = run.family in (None, "neural")
+            kpis.append(
+                ("fusion strategy" if neural else "candidate", f"{run.fusion}"
+                 + ("" if neural else f" ({run.family})"))
+            )  # fmt: skip
         if run.n_train is not None:
-            kpis.append(("train / test patients", f"{run.n_train} / {_or_unknown(run.n_test)}"))
+            kpis.append(("evaluated", _fit_evaluation(run)))
         metrics = run.metrics or {}
         for m in _metric_order(metrics, run.task)[:2]:
             kpis.append((f"test {_label(m)} (95% CI)", _val_ci_plain(metrics[m])))
@@ -1126,8 +1144,10 @@ def _features(run: FitRecord | None, run_dir: Path | str | None = None) -> str |
         parts.append(
             _p(
                 f"Per modality, the features with the largest mean |attribution| over the "
-                f"test patients who have it ({feats.get('method', 'method not recorded')}); "
-                "the signed mean shows the direction.",
+                f"test patients who have it ({feats.get('method', 'method not recorded')}). "
+                "The signed mean is the feature's average push against the average patient, "
+                "not the direction of its effect: for a linear term it is near 0 whatever "
+                "the sign of the coefficient.",
                 "note",
             )
         )
@@ -1226,19 +1246,22 @@ def _features_figure(top: dict[str, list[dict[str, Any]]]) -> str:
     for ax, m in zip(flat, mods, strict=False):
         rows = top[m][:k]
         vals = [r.get("mean_abs") or 0 for r in rows]
-        cols = [POS_COLOUR if (r.get("mean") or 0) >= 0 else NEG_COLOUR for r in rows]
-        ax.barh(range(len(rows)), vals, color=cols)
+        # one colour: the mean signed attribution is not a direction of effect (for a
+        # linear term it is ~0 whatever the coefficient's sign)
+        ax.barh(range(len(rows)), vals, color="#577590")
         ax.set_yticks(range(len(rows)), [str(r.get("feature", "?")) for r in rows], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(m, fontsize=9)
+        ax.set_xlabel("mean |attribution|", fontsize=7)
         _style(ax)
     for ax in flat[len(mods) :]:
         ax.set_visible(False)
     return _figure(
         fig,
         "top features per modality",
-        "Mean |attribution| of the top features per modality; green = raises the model "
-        "output on average, red = lowers it.",
+        "Mean |attribution| of the top features per modality, in the units of the model "
+        "output the attributions explain: how much a feature moves predictions, not in "
+        "which direction.",
     )
 
 
@@ -1418,7 +1441,7 @@ def _model_card(run: Run | None, rob: RobustnessRecord | None = None) -> str | N
         ev.append(f"split: {split['method']}")
     if isinstance(run, FitRecord):
         if run.n_train is not None:
-            ev.append(f"{run.n_train} training / {_or_unknown(run.n_test)} test patients")
+            ev.append(_fit_evaluation(run))
     elif isinstance(run, CompareRecord):
         if run.n_evaluated is not None:
             ev.append(f"{run.n_evaluated} patients evaluated")
