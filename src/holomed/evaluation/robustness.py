@@ -20,6 +20,7 @@ from holomed.candidate import CLASSICAL as BASELINES
 from holomed.candidate import candidate_class, candidate_entry, canonical, make_candidate
 from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate
+from holomed.provenance import run_card
 from holomed.results import RobustnessCurve, RobustnessRecord
 from holomed.scoring.metrics import compute_metrics
 from holomed.spec import Spec
@@ -118,6 +119,7 @@ def robustness(
         }
     return RobustnessRecord(
         dataset=spec.dataset,
+        synthetic=run_card(spec)["synthetic"],
         task=cohort.task,
         rates=list(rates),
         scenarios=scenarios,

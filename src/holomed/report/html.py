@@ -789,7 +789,7 @@ def _survival(run: CompareRecord | None) -> str | None:
         ax_cal.plot([0, top], [0, top], ":", color="grey")
         ax_cal.set(
             xlabel=f"predicted P(event by {cal['horizon']:g} {unit})",
-            ylabel="observed (Kaplan–Meier)",
+            ylabel=f"observed P(event by {cal['horizon']:g} {unit}) (1 − Kaplan–Meier)",
             title=f"{sel}: calibration by risk decile",
         )
     for ax in (ax_km, ax_auc, ax_cal):

@@ -22,6 +22,10 @@ GROUP_COLOURS = {
 }
 
 
+# the score of a model that ranks at random, for metrics where it is fixed
+CHANCE = {"auroc": 0.5, "c_index": 0.5, "balanced_accuracy": 0.5}
+
+
 def leaderboard_plot(results: dict[str, Any], path: Path, metric: str | None = None) -> Path:
     metric = metric or results["selection_metric"]
     names = results["leaderboard"]
@@ -43,6 +47,14 @@ def leaderboard_plot(results: dict[str, Any], path: Path, metric: str | None = N
     ax.set_title(title + "   (* selected by CV on train)", fontsize=9)
     lo_x = min(m - e for m, e in zip(means, lo, strict=True))
     ax.set_xlim(max(0.0, lo_x - 0.05), None)
+    if metric in CHANCE and ax.get_xlim()[0] <= CHANCE[metric]:  # the axis does not start at 0
+        ax.axvline(CHANCE[metric], color="grey", ls=":", lw=1)
+        ax.text(CHANCE[metric], -0.6, " chance", color="grey", fontsize=7, va="bottom")
+    groups = list(dict.fromkeys(ent[n]["group"] for n in names))
+    ax.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS.get(g, "k")) for g in groups],
+        labels=groups, fontsize=7, loc="lower right",
+    )  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -61,12 +73,13 @@ def robustness_plot(curve: dict[str, Any], path: Path, metric: str | None = None
             style = "--" if name.startswith("baseline") else "-"
             ax.plot(rates, d[sc][metric]["mean"], style, marker="o", ms=3, label=name)
         ax.set_title(f"missing: {sc}", fontsize=9)
-        ax.set_xlabel("% of test patients")
+        ax.set_xlabel("% of test patients without it")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center right")
-    fig.suptitle(f"{curve['dataset']}: missing-modality robustness", fontsize=10)
+    tag = "  [SYNTHETIC DATA]" if curve.get("synthetic") else ""
+    fig.suptitle(f"{curve['dataset']}: missing-modality robustness{tag}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
