@@ -255,9 +255,10 @@ def _ticker(prog: Progress, task: Any) -> Callable[[str], None]:
     return tick
 
 
-def _fmt(m: dict[str, Any]) -> str:
+def _fmt(m: dict[str, Any], seeds: int = 2) -> str:
     lo, hi = m["ci"]
-    return f"{m['mean']:.3f}±{m['sd']:.3f} [{lo:.2f},{hi:.2f}]"
+    sd = "" if seeds < 2 else f"±{m['sd']:.3f}"  # one seed has no spread to show
+    return f"{m['mean']:.3f}{sd} [{lo:.2f},{hi:.2f}]"
 
 
 def leaderboard(results: dict[str, Any]) -> Table:
@@ -267,9 +268,11 @@ def leaderboard(results: dict[str, Any]) -> Table:
         "survival": ["c_index", "c_index_uno", "td_auroc", "ibs"],
     }.get(results["task"], ["accuracy", "f1", "auroc", "auprc", "brier"])
     tag = "  [SYNTHETIC DATA]" if results.get("synthetic") else ""
+    n_seeds = len(results["seeds"])
     t = Table(
-        title=f"{results['dataset']}{tag}: mean ± sd over {len(results['seeds'])} seeds "
-        f"[95% bootstrap CI]; selected by CV on train: {results['selected']}"
+        title=f"{results['dataset']}{tag}: "
+        + (f"mean ± sd over {n_seeds} seeds " if n_seeds > 1 else "one seed ")
+        + f"[95% bootstrap CI]; selected by CV on train: {results['selected']}"
     )
     t.add_column("entry")
     t.add_column("group")
@@ -283,7 +286,7 @@ def leaderboard(results: dict[str, Any]) -> Table:
         t.add_row(
             name,
             e["group"],
-            *[_fmt(e["metrics"][m]) for m in metrics],
+            *[_fmt(e["metrics"][m], n_seeds) for m in metrics],
             f"{e['fit_seconds']:.1f}",
             f"{e['peak_rss_mb']:.0f}",
             style=style,

@@ -603,8 +603,9 @@ def _leaderboard(run: CompareRecord) -> str | None:
         for c in cols:
             m = ms.get(c) or MetricSummary()
             row.append(_val_ci(m.mean, m.ci))
+        one_seed = len(run.seeds or []) == 1
         row += [
-            _num((ms.get(metric) or MetricSummary()).sd if metric else None),
+            "n/a" if one_seed else _num((ms.get(metric) or MetricSummary()).sd if metric else None),
             _num(e.fit_seconds, 1),
             _num(e.peak_rss_mb, 0),
         ]

@@ -40,7 +40,8 @@ def leaderboard_plot(results: dict[str, Any], path: Path, metric: str | None = N
         range(len(names)), [n + (" *" if n == results["selected"] else "") for n in names]
     )
     ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} (mean over {len(results['seeds'])} seeds, 95% bootstrap CI)")
+    k = len(results["seeds"])
+    ax.set_xlabel(f"{metric} ({f'mean over {k} seeds' if k > 1 else 'one seed'}, 95% bootstrap CI)")
     title = f"{results['dataset']}: {metric}" + (
         "  [SYNTHETIC DATA]" if results.get("synthetic") else ""
     )
