@@ -322,6 +322,14 @@ def nonfinite_problems(
     return problems
 
 
+def empty_row_reason(where: str, had_nonfinite: bool) -> str:
+    """Why a row lost its modality: no value at all, or only values that were not finite
+    numbers (``inf``, or beyond float32's range)."""
+    if had_nonfinite:
+        return f"no usable value in {where}: its values were infinite or beyond float32's range"
+    return f"no value at all in {where}"
+
+
 def drop_nonfinite_rows(
     values: pd.DataFrame, numeric: list[str], modality: str, where: str
 ) -> tuple[pd.DataFrame, list[dict]]:
@@ -348,10 +356,6 @@ def drop_nonfinite_rows(
             values = with_columns(values, numeric, num)
     empty_rows = values.isna().all(axis=1).to_numpy()
     for i in np.nonzero(empty_rows)[0]:
-        why = (
-            f"no usable value in {where}: its values were infinite or beyond float32's range"
-            if had_bad[i]
-            else f"no value at all in {where}"
-        )
+        why = empty_row_reason(where, bool(had_bad[i]))
         problems.append({"id": str(values.index[i]), "modality": modality, "reason": why})
     return (values.loc[~empty_rows] if empty_rows.any() else values), problems

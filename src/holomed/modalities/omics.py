@@ -26,6 +26,7 @@ from holomed.modalities.base import (
     ModalityData,
     ModalityKind,
     Preprocessor,
+    empty_row_reason,
     finite32,
     nonfinite_problems,
     read_sources,
@@ -75,6 +76,7 @@ def _drop_nonfinite(df: pd.DataFrame, modality: str, where: str) -> tuple[pd.Dat
     bad_rows: list[np.ndarray] = []
     bad_cols: list[np.ndarray] = []
     empty = np.zeros(n, bool)
+    had_bad = np.zeros(n, bool)
     for rows in _row_blocks(np.arange(n), p):
         x = df.iloc[rows[0] : rows[-1] + 1].to_numpy()
         nan = np.isnan(x)
@@ -85,16 +87,15 @@ def _drop_nonfinite(df: pd.DataFrame, modality: str, where: str) -> tuple[pd.Dat
             rr, cc = np.nonzero(bad)
             bad_rows.append(rr + rows[0])
             bad_cols.append(cc)
+            had_bad[rows[0] : rows[-1] + 1] = bad.any(axis=1)
         empty[rows[0] : rows[-1] + 1] = (nan | bad).all(axis=1)
     if bad_rows:
         x = df.to_numpy(copy=True)  # the caller's frame is never written to
         x[np.concatenate(bad_rows), np.concatenate(bad_cols)] = np.nan
         df = with_columns(df, columns, x)
     for i in np.nonzero(empty)[0]:
-        problems.append(
-            {"id": str(df.index[i]), "modality": modality,
-             "reason": f"no value at all in {where}"}
-        )  # fmt: skip
+        why = empty_row_reason(where, bool(had_bad[i]))
+        problems.append({"id": str(df.index[i]), "modality": modality, "reason": why})
     return (df.loc[~empty] if empty.any() else df), problems
 
 
