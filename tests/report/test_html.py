@@ -517,3 +517,15 @@ def test_report_loads_in_headless_chromium(runs, tmp_path):
     assert img.getcolors(maxcolors=256) is None  # figures and text, not a blank page
     r, g, b = img.getpixel((600, 10))  # the synthetic-data banner across the top
     assert r > 150 and g < 90 and b < 90
+
+
+def test_chosen_parameters_read_as_text_not_json():
+    from holomed.report.html import _params_text
+
+    ens = {
+        "members": [{"name": "gbm", "weight": 0.4, "params": None}, {"name": "late", "weight": 0.6}]
+    }
+    assert _params_text(ens) == "(gbm 0.40, late 0.60)"
+    assert (
+        _params_text({"n_estimators": 200, "num_leaves": 15}) == "(n_estimators=200, num_leaves=15)"
+    )

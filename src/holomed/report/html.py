@@ -435,6 +435,22 @@ def _metric_order(metrics: dict[str, Any], task: str | None, first: str | None =
 # -- sections --------------------------------------------------------------------
 
 
+def _params_text(params: Any) -> str:
+    """A candidate's chosen parameters, readable: an ensemble as its members and weights
+    (``gbm 0.40, lr_early 0.35``), others as ``key=value``."""
+    if isinstance(params, dict) and isinstance(params.get("members"), list):
+        parts = [
+            f"{m.get('name', '?')} {_num(m.get('weight'), 2)}"
+            for m in params["members"]
+            if isinstance(m, dict)
+        ]
+        return "(" + ", ".join(parts) + ")"
+    if isinstance(params, dict):
+        return "(" + ", ".join(f"{k}={_num(v) if _is_num(v) else v}" for k, v in
+                               sorted(params.items())) + ")"  # fmt: skip
+    return json.dumps(params, sort_keys=True)
+
+
 def _fit_evaluation(run: FitRecord) -> str:
     """How a fit run was evaluated, in words: held-out test patients, out-of-fold
     predictions of k folds, or none (trained on all, evaluated by the run that chose it)."""
@@ -481,7 +497,9 @@ def _summary(run: Run | None) -> str:
         if metric and metric in chosen:
             kpis.append((f"selected: {_label(metric)} (95% CI)", _val_ci_plain(chosen[metric])))
         if run.leaderboard:
-            kpis.append(("best on the test patients", str(run.leaderboard[0])))
+            kpis.append(
+                ("best on the test patients (shown, never used to choose)", str(run.leaderboard[0]))
+            )
         if run.n_evaluated is not None:
             kpis.append(("patients evaluated", _num(run.n_evaluated)))
         if run.seeds is not None:
@@ -689,7 +707,7 @@ def _selection_detail(detail: list[dict[str, Any]]) -> str:
             params = (d.get("chosen_params") or {}).get(s)
             txt = _num(best)
             if params:
-                txt += " " + json.dumps(params, sort_keys=True)
+                txt += " " + _params_text(params)
             if d.get("selected") == s:
                 txt += " ★"
             row.append(txt)
