@@ -70,6 +70,14 @@ class Param:
         return trial.suggest_categorical(name, list(self.choices))
 
 
+def require_spec(spec: Any) -> None:
+    """A candidate is built from a :class:`~holomed.spec.Spec`, not a path or a dict."""
+    if not isinstance(spec, Spec):
+        raise TypeError(
+            f"a candidate takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
+        )
+
+
 def _label(c: Any) -> str:
     d = c.__dict__
     return str(d.get("name") or d.get("fusion_name") or type(c).__name__)
@@ -116,10 +124,7 @@ class Candidate:
         modalities: list[str] | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(spec, Spec):
-            raise TypeError(
-                f"a candidate takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
-            )
+        require_spec(spec)
         self.spec = spec
         self.name = name
         self.seed = seed
@@ -279,6 +284,11 @@ def candidate_class(name: str) -> type[Candidate]:
     return CANDIDATES[name]
 
 
+def _learning(task: str) -> list[str]:
+    """The registered candidates that can learn ``task``."""
+    return [c for c in candidate_names() if task in candidate_class(c).tasks]
+
+
 def check_spec_candidates(spec: Spec) -> None:
     """The candidates a spec names (``evaluation.candidates``, ``evaluation.search.
     candidates``) exist and can learn its task: an error naming the field, before any data
@@ -293,9 +303,9 @@ def check_spec_candidates(spec: Spec) -> None:
             try:
                 cls = candidate_class(n)
             except ValueError:
-                fit = [c for c in candidate_names() if task in candidate_class(c).tasks]
                 raise ValueError(
-                    f"{where}: unknown candidate {n!r}; for a {task} task one of {', '.join(fit)}"
+                    f"{where}: unknown candidate {n!r}; for a {task} task one of "
+                    f"{', '.join(_learning(task))}"
                 ) from None
             if task not in cls.tasks:
                 raise ValueError(f"{where}: candidate {n!r} cannot learn a {task} task")
@@ -310,10 +320,7 @@ def make_candidate(
 ) -> Candidate:
     """A fresh (unfitted) candidate by registry name; one that cannot learn the spec's
     task is refused, naming those that can."""
-    if not isinstance(spec, Spec):
-        raise TypeError(
-            f"a candidate takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
-        )
+    require_spec(spec)
     cls = candidate_class(name)
     task = spec.target.task
     unknown = sorted(set(modalities or []) - set(spec.modality_names))
@@ -323,9 +330,9 @@ def make_candidate(
             f"({', '.join(spec.modality_names)})"
         )
     if task not in cls.tasks:
-        fit = [c for c in candidate_names() if task in candidate_class(c).tasks]
         raise ValueError(
-            f"candidate {canonical(name)!r} cannot learn a {task} task; for it: {', '.join(fit)}"
+            f"candidate {canonical(name)!r} cannot learn a {task} task; for it: "
+            f"{', '.join(_learning(task))}"
         )
     return cls(spec, canonical(name), seed, modalities, params)
 

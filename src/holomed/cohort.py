@@ -228,18 +228,18 @@ def read_modalities(
             if frame not in reported:
                 excluded += [dict(e) for e in df.attrs.get("reading_report", [])]
                 reported.add(frame)
-            if m.columns is not None and kind.columns_are_inputs:  # as for files
-                lost = [c for c in m.columns if c not in df.columns]
-                if lost:
-                    raise CohortError(f"{where}: columns not found: {lost}")
-                df = df[list(m.columns)]
+            if kind.columns_are_inputs:  # as for files: one row per patient, `columns:`
+                _unique_ids(df.index, where)
+                if m.columns is not None:
+                    lost = [c for c in m.columns if c not in df.columns]
+                    if lost:
+                        raise CohortError(f"{where}: columns not found: {lost}")
+                    df = df[list(m.columns)]
         else:
-            df = kind.read(m, spec)
-            where = ", ".join(str(spec.resolve(s)) for s in m.source)
+            df = kind.read(m, spec)  # a table's reader refuses repeated ids itself
+            where = _source_text(spec, m)
         if df.shape[0] == 0:
             raise CohortError(f"{where}: modality {m.name!r} is empty (no patients)")
-        if kind.columns_are_inputs:  # one row per patient (series and notes are long)
-            _unique_ids(df.index, where)
         df, problems = kind.check(df, m, where)
         excluded += [{"scope": "modality", **p} for p in problems]
         raw[m.name] = df
@@ -324,6 +324,13 @@ def unlabelled_cohort(spec: Spec, sources: dict[str, list[str]]) -> Cohort:
     )
 
 
+def _source_text(spec: Spec, m: Any) -> str:
+    """Where a modality's rows come from, for messages: its files, else the dataset."""
+    if m.source:
+        return ", ".join(str(spec.resolve(s)) for s in m.source)
+    return f"dataset {spec.dataset!r}"
+
+
 def _unique_ids(index: pd.Index, where: str) -> None:
     """One row per patient in a frame given in memory (files are checked when read)."""
     dup = index[index.duplicated()]
@@ -370,13 +377,9 @@ def _no_outcome_inputs(spec: Spec, raw: dict[str, pd.DataFrame]) -> None:
         hits = [c for c in names if c in design]
         if hits:
             c = hits[0]
-            where = (
-                ", ".join(str(spec.resolve(s)) for s in m.source)
-                if m.source
-                else f"dataset {spec.dataset!r}"
-            )
             raise CohortError(
-                f"{where}: modality {m.name!r} has column {c!r}, the spec's {design[c]}; "
+                f"{_source_text(spec, m)}: modality {m.name!r} has column {c!r}, the spec's "
+                f"{design[c]}; "
                 "a model input must not hold the outcome, the split or a risk score. "
                 f"Name the modality's input columns in 'columns:' or remove {c!r} from "
                 "its file"
@@ -468,8 +471,7 @@ def build_cohort(
     modalities = modality_data(spec, raw, ids, release=True)  # ``raw`` is not used after
     for name, md in modalities.items():
         if not md.present.any():
-            m = next(m for m in spec.modalities if m.name == name)
-            src = ", ".join(str(spec.resolve(s)) for s in m.source) or f"dataset {spec.dataset!r}"
+            src = _source_text(spec, next(m for m in spec.modalities if m.name == name))
             theirs = _some_ids(in_ids.get(name, []))
             raise CohortError(
                 f"{src}: modality {name!r}: none of its ids match a labelled patient "

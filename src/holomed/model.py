@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from holomed.candidate import Candidate, Param, register_candidate
+from holomed.candidate import Candidate, Param, register_candidate, require_spec
 from holomed.cohort import Cohort, carve_validation
 from holomed.encoders.base import FitData
 from holomed.errors import CohortError
@@ -114,10 +114,7 @@ class Model(Candidate):
         modalities: list[str] | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(spec, Spec):
-            raise TypeError(
-                f"Model takes a Spec (holomed.load_spec(path)); got {type(spec).__name__}"
-            )
+        require_spec(spec)
         self.spec = spec
         self.fusion = fusion
         self.seed = seed
