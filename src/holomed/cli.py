@@ -154,10 +154,10 @@ def _sources(items: list[str]) -> dict[str, list[str]]:
 def _load(spec_path: Path | None, overrides: list[str] | None = None):
     from holomed.cohort import load_cohort
     from holomed.spec import load_spec, parse_spec
-    from holomed.synthetic import synthetic_spec_dict
+    from holomed.synthetic import demo_spec_dict
 
     if spec_path is None:
-        spec = parse_spec(synthetic_spec_dict(), where="<embedded synthetic demo>")
+        spec = parse_spec(demo_spec_dict(), where="<embedded synthetic demo>")
         console.print("[yellow]Using the embedded SYNTHETIC demo cohort (not clinical data).[/]")
     else:
         spec = load_spec(spec_path)
@@ -973,7 +973,7 @@ def demo(out: OutOpt = Path("runs/demo")) -> None:
     on all labelled patients as the bundle to deploy (OUT/fit/bundle)."""
     from holomed.synthetic import write_synthetic
 
-    spec_path = write_synthetic(out / "data")
+    spec_path = write_synthetic(out / "data", demo=True)
     console.print(
         f"[yellow]SYNTHETIC cohort[/] written to {out / 'data'} (known ground truth: "
         f"{out / 'data' / 'ground_truth.json'})"

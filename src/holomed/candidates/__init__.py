@@ -1,6 +1,7 @@
 """Every family of candidates, registered by name (see :mod:`holomed.candidate`):
 neural fusions (``holomed.model.Model``, one name per fusion strategy), classical
-learners (``lr_early``, ``lr_late``, ``gbm``), stacking (``stack``) and ensembles
+learners (``lr_early``, ``lr_late``, ``lr_l1``, ``gbm``, ``rf``), sparse bilinear
+fusion (``lr_cross``), stacking (``stack``) and ensembles
 (``ensemble``, ``bag``); survival learners (``cox``, ``coxnet``, ``km``)."""
 
 from pathlib import Path
@@ -20,6 +21,7 @@ from holomed.candidate import (
     register_candidate,
 )
 from holomed.candidates.classical import Classical, LateLinear
+from holomed.candidates.cross import CrossLinear
 from holomed.candidates.ensemble import Ensemble, blend, caruana
 from holomed.candidates.stacking import Stack
 from holomed.candidates.survival import CoxLinear
@@ -48,6 +50,7 @@ __all__ = [
     "Candidate",
     "Classical",
     "CoxLinear",
+    "CrossLinear",
     "Ensemble",
     "LateLinear",
     "Model",

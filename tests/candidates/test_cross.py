@@ -1,0 +1,104 @@
+"""``lr_cross`` (sparse bilinear fusion): it finds a planted cross-modal product, its
+attributions are exact SHAP values (also through a principal-component reduction), and
+it refuses parameters it would ignore."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import holomed.candidates as C
+from holomed.candidates.cross import _caps
+from holomed.cohort import load_cohort, patient_splits
+from holomed.spec import parse_spec
+from holomed.synthetic import DEMO_OPTIONS, synthetic_spec_dict
+
+
+def _data(**options):
+    d = synthetic_spec_dict(**options)
+    d["evaluation"].update({"selection_folds": 3})
+    spec = parse_spec(d)
+    cohort = load_cohort(spec)
+    tr, te = patient_splits(cohort, spec.split)[0]
+    return spec, cohort.subset(tr), cohort.subset(te)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return _data(**DEMO_OPTIONS)
+
+
+def test_it_finds_the_planted_interaction_and_beats_the_sparse_linear_model(demo):
+    from sklearn.metrics import roc_auc_score
+
+    spec, train, test = demo
+    cross = C.make_candidate(spec, "lr_cross", 0).fit(train)
+    top = cross.interactions(1)[0]
+    assert {top["a"], top["b"]} == {"expression:g005", "methylation:cg005"}
+    assert top["coef"] > 0  # the generator's sign
+    l1 = C.make_candidate(spec, "lr_l1", 0).fit(train)
+    y = test.y
+    auc_cross = roc_auc_score(y, cross.predict_proba(test)[:, 1])
+    auc_l1 = roc_auc_score(y, l1.predict_proba(test)[:, 1])
+    assert auc_cross > auc_l1 + 0.02, (auc_cross, auc_l1)
+
+
+def _shap_total_matches_the_logit(model, cohort):
+    attr = model.feature_attributions(cohort)
+    total = sum(np.nan_to_num(a).sum(1) for a in attr.values())
+    blocks, present = model._blocks(cohort, None)
+    x = model._cross_design(blocks, present)
+    coef, b = model.model_.coef[0], model.model_.intercept[0]
+    start = sum(v.shape[1] for v in blocks.values())
+    k = len(blocks)
+    pres_part = x[:, start : start + k] @ coef[start : start + k]
+    np.testing.assert_allclose(total, x @ coef + b - b - pres_part, atol=1e-8)
+
+
+@pytest.mark.parametrize("max_products", [None, 300])
+def test_attributions_are_exact_shap(max_products):
+    spec, train, test = _data(n_patients=240, seed=3)
+    params = None if max_products is None else {"max_products": max_products}
+    model = C.make_candidate(spec, "lr_cross", 0, None, params).fit(train)
+    assert bool(model.reduce_) == (max_products is not None)
+    if params:  # the widest modalities were reduced until the products fit
+        widths = {n: model._width(n) for n in model.preprocessors_}
+        assert sum(widths[a] * widths[b] for a, b in model._pairs()) <= 300
+    _shap_total_matches_the_logit(model, test)
+    attr = model.feature_attributions(test)
+    absent = ~test.presence()["methylation"]
+    assert absent.any() and np.isnan(attr["methylation"][absent]).all()
+
+
+def test_caps_lower_the_widest_first():
+    assert _caps({"a": 10, "b": 10}, 1000) == {"a": 10, "b": 10}
+    caps = _caps({"a": 200, "b": 10, "c": 5}, 1000)
+    assert caps["b"] == 10 and caps["c"] == 5
+    assert caps["a"] * 15 + 50 <= 1000 < (caps["a"] + 1) * 15 + 50
+
+
+def test_parameters_it_would_ignore_are_refused():
+    spec, train, _ = _data(n_patients=120, seed=1)
+    with pytest.raises(ValueError, match="takes only max_products"):
+        C.make_candidate(spec, "lr_cross", 0, None, {"C": 1.0}).fit(train)
+    with pytest.raises(ValueError, match="at least 1"):
+        C.make_candidate(spec, "lr_cross", 0, None, {"max_products": 0}).fit(train)
+
+
+def test_the_demo_plants_a_strong_interaction_and_offers_lr_cross(tmp_path):
+    import json
+
+    import yaml
+
+    from holomed.candidate import DEFAULT_CANDIDATES
+    from holomed.synthetic import DEMO_CANDIDATES, demo_spec_dict, write_synthetic
+
+    spec = parse_spec(demo_spec_dict())
+    assert spec.dataset_options["interaction"] == DEMO_OPTIONS["interaction"] == 3.0
+    # the task's defaults, none lost, and lr_cross
+    assert set(DEMO_CANDIDATES) == set(DEFAULT_CANDIDATES) | {"lr_cross"}
+    path = write_synthetic(tmp_path, demo=True, n_patients=80)
+    written = yaml.safe_load(path.read_text())
+    assert written["evaluation"]["candidates"] == DEMO_CANDIDATES
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    assert truth["interaction_weight"] == 3.0
