@@ -128,6 +128,12 @@ def test_metrics_match_scikit_survival_and_detect_a_reversed_model(cohort_split)
     assert len(cal["predicted"]) == 10 and np.isfinite(cal["ici"])
     groups = risk_groups(test.y, out[:, 0])
     assert len(groups["groups"]) == 3 and groups["logrank_p"] < 0.01
+    # numbers at risk: everyone at time 0, never rising, counted from the follow-up times
+    ticks = groups["at_risk_times"]
+    assert ticks[0] == 0 and len(ticks) == 5
+    for g in groups["groups"]:
+        assert g["at_risk"][0] == g["n"] and g["at_risk"] == sorted(g["at_risk"], reverse=True)
+    assert sum(g["at_risk"][2] for g in groups["groups"]) == int((test.y[:, 0] >= ticks[2]).sum())
 
 
 def test_gbsg2_penalised_cox_matches_scikit_survivals_own_cox():
@@ -308,6 +314,7 @@ def test_compare_selects_among_survival_candidates_and_the_report_draws_them(tmp
     assert set(surv["per_horizon"]) <= {"3", "6", "12"} and surv["risk_groups"]["logrank_p"] < 0.2
     html = render_html(res)
     assert "Survival: risk groups" in html and "could not be rendered" not in html
+    assert "numbers at risk" in html and "lowest risk" in html
     # a classification-only candidate cannot be asked for
     d["evaluation"]["candidates"] = ["lr_early"]
     with pytest.raises(SpecError, match="cannot learn a survival task"):

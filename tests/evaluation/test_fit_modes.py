@@ -174,6 +174,20 @@ def test_binary_ece_is_on_the_risk_scale_and_calibration_slope():
     z = np.log(p / (1 - p))
     over = 1 / (1 + np.exp(-2 * z))  # overconfident: slope 0.5
     assert abs(calibration_stats(y, over)["calibration_slope"] - 0.5) < 0.05
+    # very overconfident risks near 0 and 1 on few patients: a full Newton step from
+    # slope 1 overshot and diverged (slope 1e11); the damped fit is the maximum
+    # likelihood, as scikit-learn's unpenalised logistic regression finds it
+    from sklearn.linear_model import LogisticRegression
+
+    zz = rng.normal(0, 1, 160)
+    yy = (rng.random(160) < 1 / (1 + np.exp(-zz))).astype(int)
+    wild = 1 / (1 + np.exp(-5 * zz))
+    c = calibration_stats(yy, wild)
+    clipped = np.clip(wild, 1e-6, 1 - 1e-6)  # as calibration_stats reads risks
+    logit = np.log(clipped / (1 - clipped))[:, None]
+    ref = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10).fit(logit, yy)
+    assert np.isclose(c["calibration_slope"], ref.coef_[0, 0], atol=1e-4)
+    assert np.isclose(c["calibration_intercept"], ref.intercept_[0], atol=1e-4)
 
 
 def test_predict_and_explain_do_not_care_which_family_won(tmp_path):

@@ -233,6 +233,18 @@ def compare_dict(kind: bool = True) -> dict[str, Any]:
                 "roc": {"fpr": [0, 0.3, 1], "tpr": [0, auroc, 1]},
                 "pr": {"recall": [1, 0.5, 0], "precision": [0.5, 0.7, 1]},
             }
+            e["metrics"]["ece"] = metric(0.1 - auroc / 10, 0.0, 0.2)
+            e["calibration"] = {
+                "calibration_in_the_large": round(auroc - 0.85, 3),
+                "calibration_slope": 1.1,
+                "calibration_intercept": -0.2,
+                "reliability": {
+                    "predicted": [0.2, 0.5, 0.8],
+                    "observed": [0.1, 0.5, auroc],
+                    "count": [30, 40, 36],
+                    "bin_lo": [0.1, 0.4, 0.7],
+                },
+            }
             e["contributions"] = (
                 {
                     "metric": "auroc",
@@ -400,12 +412,27 @@ def test_compare_report_leaderboard_and_selection():
     assert "selected strategy" in page
 
 
+def test_compare_report_calibration_of_every_candidate_and_a_reliability_diagram():
+    page = render_quiet(compare_dict())
+    assert "Calibration" in headings(page)
+    sec = page[page.index('<section id="calibration">') :]
+    sec = sec[: sec.index("</section>")]
+    # every candidate, not the ablations; the selected row marked; numbers from the JSON
+    assert "late ★" in sec and "baseline:gbm" in sec and "early" in sec
+    assert "single:a" not in sec
+    sel = re.findall(r'<tr class="selected">(.*?)</tr>', sec)
+    assert len(sel) == 1 and "0.014" in sel[0] and "1.100" in sel[0] and "-0.200" in sel[0]
+    assert sec.count("data:image/png;base64,") == 1  # selected beside the best baseline
+    assert "reliability diagram of the selected candidate and the best baseline" in sec
+
+
 def test_older_compare_without_kind_or_curves_renders_as_compare(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(compare_dict(kind=False)))
     page = render_report(tmp_path).read_text()
     hs = headings(page)
     assert "Leaderboard" in hs and "Performance" not in hs
     assert "ROC and precision-recall curves" not in hs and "Modality contributions" not in hs
+    assert "Calibration" not in hs  # older runs have no per-entry calibration
     assert BANNER not in page
 
 
@@ -460,6 +487,9 @@ def test_report_from_a_real_compare_and_robustness_run(runs):
     sel = re.findall(r'<tr class="selected">(.*?)</tr>', page)
     assert sel and f"{res['selected']} ★" in sel[0]
     assert f"{res['strategies'][res['selected']]['metrics']['auroc']['mean']:.3f}" in sel[0]
+    rel = res["strategies"][res["selected"]]["calibration"]["reliability"]
+    assert sum(rel["count"]) == res["n_evaluated"]  # every evaluated patient in a bin
+    assert "Calibration" in headings(page)
     assert "could not be rendered" not in page
 
 

@@ -52,6 +52,7 @@ from holomed.explain.features import top_features
 from holomed.explain.modality import modality_shapley
 from holomed.provenance import run_card, versions
 from holomed.results import CompareRecord, MetricSummary, StrategyEntry
+from holomed.scoring.calibration import reliability
 from holomed.scoring.metrics import (
     LOWER_IS_BETTER,
     calibration_stats,
@@ -292,7 +293,12 @@ def compare(
         name: StrategyEntry(
             group=meta[name]["group"],
             curves=curves(y, outs[0]) if task == "binary" else {},
-            calibration=calibration_stats(y, np.mean(outs, 0)[:, 1]) if task == "binary" else None,
+            calibration={
+                **calibration_stats(y, np.mean(outs, 0)[:, 1]),
+                "reliability": reliability(y, np.mean(outs, 0)),
+            }
+            if task == "binary"
+            else None,
             contributions=contributions.get(name),
             features=features.get(name),
             metrics=metric_summaries(metrics_of[name]),

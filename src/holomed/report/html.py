@@ -144,7 +144,11 @@ def render_html(
             "Survival: risk groups, time-dependent AUROC, calibration",
             lambda: _survival(cmp),
         ),
-        ("calibration", "Calibration", lambda: _calibration(fit.calibration if fit else None)),
+        (
+            "calibration",
+            "Calibration",
+            lambda: _calibration(fit.calibration) if fit else _calibration_compare(cmp),
+        ),
         ("robustness", "Missing-modality robustness", lambda: _robustness(rob, cmp)),
         ("contributions", "Modality contributions", lambda: _contributions(run)),
         ("features", "Top features per modality", lambda: _features(fit, run_dir)),
@@ -814,11 +818,22 @@ def _survival(run: CompareRecord | None) -> str | None:
     for ax in (ax_km, ax_auc, ax_cal):
         _style(ax)
         ax.legend(fontsize=7)
-    return _figure(
+    figure = _figure(
         fig,
         "survival curves by risk group, time-dependent AUROC and calibration",
         "Seed-mean outputs on the evaluated patients; the selected entry (★) drawn thicker.",
     )
+    ticks = groups.get("at_risk_times") or []
+    rows = [
+        [names.get(g["group"], g["group"]), *g["at_risk"]]
+        for g in groups.get("groups", [])
+        if len(g.get("at_risk") or []) == len(ticks)
+    ]
+    if not ticks or not rows:
+        return figure
+    heads = ["risk group", *[f"{round(t, 1):g} {unit}".strip() for t in ticks]]
+    note = _p(f"{sel}: numbers at risk (followed, no event yet) by risk tertile.", "note")
+    return figure + note + _table(heads, rows, set(range(1, len(heads))))
 
 
 def _calibration(cal: dict[str, Any] | None) -> str | None:
@@ -846,17 +861,7 @@ def _calibration(cal: dict[str, Any] | None) -> str | None:
         fig, axes = _new_figure(4.8 * len(rel), 4.2, ncols=len(rel))
         for ax, (lab, r) in zip(axes[0], rel, strict=True):
             ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
-            counts = r.get("count") or [1] * len(r["predicted"])
-            size = [20 + 180 * c / max(max(counts), 1) for c in counts]
-            ax.plot(r["predicted"], r["observed"], "-", color="#1f77b4", lw=1.5)
-            ax.scatter(
-                r["predicted"],
-                r["observed"],
-                s=size,
-                color="#1f77b4",
-                zorder=3,
-                label="bins (area ∝ patients)",
-            )
+            _reliability_axes(ax, r, "#1f77b4", "bins (area ∝ patients)")
             ece = (before if lab == "before" else after).get("ece")
             ax.set(
                 xlim=(0, 1),
@@ -873,6 +878,94 @@ def _calibration(cal: dict[str, Any] | None) -> str | None:
                 "reliability diagrams before and after calibration",
                 "Reliability diagrams: observed event frequency against mean predicted "
                 "probability per bin; points on the dotted diagonal are well calibrated.",
+            )
+        )
+    return "\n".join(parts)
+
+
+def _reliability_axes(ax: Any, r: dict[str, Any], colour: str, label: str) -> None:
+    counts = r.get("count") or [1] * len(r["predicted"])
+    size = [20 + 180 * c / max(max(counts), 1) for c in counts]
+    ax.plot(r["predicted"], r["observed"], "-", color=colour, lw=1.5)
+    ax.scatter(r["predicted"], r["observed"], s=size, color=colour, zorder=3, label=label)
+
+
+def _calibration_compare(run: CompareRecord | None) -> str | None:
+    """Every candidate's calibration on the evaluated patients (seed-mean risks, binary
+    tasks): ECE, Brier, calibration-in-the-large, slope and intercept, and the reliability
+    diagram of the selected candidate beside the best baseline's."""
+    if run is None:
+        return None
+    strategies = run.strategies or {}
+    board = [n for n in (run.leaderboard or list(strategies)) if n in strategies]
+    ablation = ("without", "single")
+    board = [n for n in board if strategies[n].calibration and strategies[n].group not in ablation]
+    if not board:
+        return None
+    sel = run.selected
+    keys = ("calibration_in_the_large", "calibration_slope", "calibration_intercept")
+    rows, classes = [], []
+    for name in board:
+        e = strategies[name]
+        ms = _metrics_of(e)
+        cal = e.calibration or {}
+        rows.append(
+            [
+                name + (" ★" if name == sel else ""),
+                e.group or "",
+                _num((ms.get("ece") or MetricSummary()).mean),
+                _num((ms.get("brier") or MetricSummary()).mean),
+                *[_num(cal.get(k)) for k in keys],
+            ]
+        )
+        classes.append("selected" if name == sel else "")
+    parts = [
+        _p(
+            "On the evaluated (held-out) patients, from each entry's risk of the positive "
+            "class averaged over seeds; ECE and Brier are means over seeds. Ideal: ECE 0, "
+            "calibration-in-the-large 0 (observed rate minus mean risk), slope 1, "
+            "intercept 0. Sorted as the leaderboard.",
+            "note",
+        ),
+        _table(
+            ["entry", "group", "ECE", "Brier", "in the large", "slope", "intercept"],
+            rows,
+            {2, 3, 4, 5, 6},
+            classes,
+            cls="stack",
+        ),
+    ]
+    baselines = [n for n in board if strategies[n].group == "baseline" and n != sel]
+    shown = [(n, "#1f77b4") for n in [sel] if n in board]
+    shown += [(n, "#ff7f0e") for n in baselines[:1]]
+    shown = [(n, c) for n, c in shown if (strategies[n].calibration or {}).get("reliability")]
+    if shown:
+        fig, axes = _new_figure(5.2, 4.4)
+        ax = axes[0][0]
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect")
+        for name, colour in shown:
+            ece = (_metrics_of(strategies[name]).get("ece") or MetricSummary()).mean
+            star = " ★" if name == sel else ""
+            _reliability_axes(
+                ax, strategies[name].calibration["reliability"], colour,
+                f"{name}{star} (ECE {_num(ece)})",
+            )  # fmt: skip
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="mean predicted risk (seed mean)",
+            ylabel="observed event rate",
+            title="reliability: selected (★) and best baseline",
+        )
+        _style(ax)
+        ax.legend(fontsize=7, loc="upper left")
+        parts.append(
+            _figure(
+                fig,
+                "reliability diagram of the selected candidate and the best baseline",
+                "Observed event rate against mean predicted risk per risk bin (area ∝ "
+                "patients) on the evaluated patients; points on the dotted diagonal are "
+                "well calibrated.",
             )
         )
     return "\n".join(parts)

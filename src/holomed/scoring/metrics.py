@@ -138,12 +138,25 @@ def calibration_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     if len(np.unique(y)) < 2 or np.ptp(z) < 1e-9:
         return {**out, "calibration_intercept": float("nan"), "calibration_slope": float("nan")}
     x = np.stack([np.ones_like(z), z], 1)
+
+    def nll(b: np.ndarray) -> float:
+        eta = x @ b
+        return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
+
     beta = np.array([0.0, 1.0])
-    for _ in range(50):
+    loss = nll(beta)
+    for _ in range(100):
         q = 1 / (1 + np.exp(-np.clip(x @ beta, -30, 30)))
         h = x.T @ (x * (q * (1 - q))[:, None]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, x.T @ (y - q))
-        beta += step
+        # damped: a full Newton step can overshoot and diverge when the risks sit
+        # near 0 and 1; halve it until the likelihood does not fall
+        for _ in range(40):
+            new = nll(beta + step)
+            if new <= loss + 1e-12:
+                break
+            step = step / 2
+        beta, loss = beta + step, min(loss, new)
         if np.abs(step).max() < 1e-8:
             break
     return {

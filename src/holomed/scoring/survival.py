@@ -264,12 +264,21 @@ def risk_groups(y: np.ndarray, risk: np.ndarray, k: int = 3) -> dict[str, object
     label = np.empty(len(y), dtype=int)
     for i, g in enumerate(np.array_split(order, k)):
         label[g] = i
+    # numbers at risk (still followed, no event or censoring before t) at 5 even times
+    ticks = np.linspace(0.0, float(y[:, 0].max()), 5) if len(y) else np.zeros(0)
     curves = []
     for i in range(k):
         sel = label == i
         t, s = kaplan_meier_estimator(y[sel, 1] > 0, y[sel, 0])
+        at_risk = [int((y[sel, 0] >= tick).sum()) for tick in ticks]
         curves.append(
-            {"group": i + 1, "n": int(sel.sum()), "time": t.tolist(), "survival": s.tolist()}
+            {
+                "group": i + 1,
+                "n": int(sel.sum()),
+                "time": t.tolist(),
+                "survival": s.tolist(),
+                "at_risk": at_risk,
+            }
         )
     p = float("nan")
     with warnings.catch_warnings():
@@ -278,7 +287,7 @@ def risk_groups(y: np.ndarray, risk: np.ndarray, k: int = 3) -> dict[str, object
             _, p = compare_survival(as_structured(y), label)
         except (ValueError, ZeroDivisionError):
             pass
-    return {"groups": curves, "logrank_p": float(p)}
+    return {"groups": curves, "logrank_p": float(p), "at_risk_times": ticks.tolist()}
 
 
 def survival_summary(
