@@ -151,7 +151,7 @@ def synthetic_spec_dict(**dataset_options: Any) -> dict[str, Any]:
 # The demo's cohort: the cross-modal interaction as strong as the strongest modality. At
 # the generator's default weight (1.0) the interaction is worth about 0.015 test AUROC
 # even with the true coefficients, less than 440 training patients can resolve, so no
-# model could show that it uses it; at 3.0 it is worth about 0.10
+# model could show that it uses it; at 3.0 it is worth about 0.06
 # (benchmarks/demo_interaction.py).
 DEMO_OPTIONS: dict[str, Any] = {"interaction": 3.0}
 # the task's default candidates (holomed.candidate.DEFAULT_CANDIDATES) and the sparse
