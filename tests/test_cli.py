@@ -235,3 +235,19 @@ def test_fit_results_carry_the_trust_sections_and_explain_new_patients(files, tm
         table["shapley_clinical"], table["score"] - table["score_without_any_modality"], atol=1e-6
     )
     assert (table["shapley_expression"] == 0).all()
+
+
+def test_impute_writes_generated_tables_keyed_by_the_sources_id_column(files, tmp_path):
+    _, spec_path = files
+    out = ok(
+        runner.invoke(
+            app,
+            ["impute", str(spec_path), "--out", str(tmp_path / "imp"), "-m", "expression"]
+            + ["-m", "methylation", "--samples", "2", "--epochs", "5"],
+        )
+    )
+    assert "expression:" in out and "patients generated" in out
+    gen = pd.read_csv(tmp_path / "imp" / "expression.generated.csv", dtype={"patient_id": str})
+    measured = pd.read_csv(spec_path.parent / "expression.csv", dtype={"patient_id": str})
+    assert gen.columns[0] == "patient_id" and (gen["generated"] == 1).all()
+    assert not set(gen["patient_id"]) & set(measured["patient_id"])  # only absent patients

@@ -680,3 +680,23 @@ def test_dataset_specs_name_their_mistakes_and_honour_columns():
     d["modalities"][0]["columns"] = ["age", "lab9"]
     with pytest.raises(CohortError, match=r"columns not found: \['lab9'\]"):
         load_cohort(parse_spec(d))
+
+
+def test_simulated_missingness_names_a_wrong_mask_and_only_hides_data():
+    from holomed.cohort import load_cohort
+    from holomed.synthetic import synthetic_spec_dict
+
+    cohort = load_cohort(parse_spec(synthetic_spec_dict(n_patients=40, seed=2)))
+    n = len(cohort)
+    with pytest.raises(CohortError, match=r"'expresion'.*no such modality"):
+        cohort.with_presence({"expresion": np.zeros(n, bool)})
+    with pytest.raises(CohortError, match="'expression': 3 values for 40 patients"):
+        cohort.with_presence({"expression": np.ones(3, bool)})
+    # a mask of all True cannot make absent expression present
+    have = cohort.modalities["expression"].present
+    assert not have.all()
+    masked = cohort.with_presence({"expression": np.ones(n, bool)})
+    np.testing.assert_array_equal(masked.modalities["expression"].present, have)
+    hidden = cohort.with_presence({"expression": np.zeros(n, bool)})
+    assert not hidden.modalities["expression"].present.any()
+    assert cohort.modalities["expression"].present is have  # the original is untouched

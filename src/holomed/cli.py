@@ -576,7 +576,8 @@ def impute(
     with _guard(), run_lock(out):
         spec, cohort = _load(spec_path, set_)
         with console.status("fitting the generator ..."):
-            report = run(cohort, out, modality, samples, epochs=epochs, seed=seed)
+            ids = {m.name: m.id_column for m in spec.modalities if m.id_column}
+            report = run(cohort, out, modality, samples, ids, epochs=epochs, seed=seed)
     for name, r in report["modalities"].items():
         lost = r["absent_everywhere"]
         console.print(

@@ -100,8 +100,25 @@ class Cohort:
         )
 
     def with_presence(self, present: dict[str, np.ndarray]) -> Cohort:
-        """A shallow copy whose masks are replaced (simulated missingness)."""
-        mods = {k: m.masked(present[k]) if k in present else m for k, m in self.modalities.items()}
+        """A shallow copy whose masks are replaced (simulated missingness). A mask only
+        hides rows: it never makes absent data present (as ``masks_within``). A modality
+        the cohort does not have, or a mask of another length, is an error naming it."""
+        unknown = sorted(set(present) - set(self.modalities))
+        if unknown:
+            raise CohortError(
+                f"masks for {unknown}: the cohort has no such modality "
+                f"(it has {sorted(self.modalities)})"
+            )
+        mods = dict(self.modalities)
+        for k, mask in present.items():
+            mask = np.asarray(mask, dtype=bool)
+            m = self.modalities[k]
+            if mask.shape != m.present.shape:
+                raise CohortError(
+                    f"mask for {k!r}: {mask.shape[0] if mask.ndim else 0} values for "
+                    f"{len(m.present)} patients"
+                )
+            mods[k] = m.masked(mask & m.present)
         return replace(self, modalities=mods)
 
     def summary(self) -> dict[str, Any]:

@@ -83,6 +83,19 @@ def test_impute_writes_flagged_files_apart_from_measured_values(tmp_path):
         impute(cohort, tmp_path, ["a", "b"], samples=0)
 
 
+def test_impute_writes_the_sources_id_column_and_refuses_a_repeated_header(tmp_path):
+    cohort, _ = two_views(n=80)
+    impute(cohort, tmp_path, ["a", "b"], samples=2, id_columns={"a": "patient_id"}, epochs=5)
+    assert pd.read_csv(tmp_path / "a.generated.csv").columns[0] == "patient_id"
+    assert pd.read_csv(tmp_path / "b.generated.csv").columns[0] == "id"  # none given
+    # a feature named like the id or the flag column: a clear error, not a pandas one
+    b = cohort.modalities["b"]
+    frame = b.values.rename(columns={"b0": "generated"})
+    cohort.modalities["b"] = ModalityData("omics", frame, b.present, list(frame.columns))
+    with pytest.raises(ImputeError, match=r"modality 'b'.*\['generated'\]"):
+        impute(cohort, tmp_path, ["a", "b"], samples=2, epochs=5)
+
+
 def test_impute_needs_two_numeric_modalities_and_names_the_wrong_one(tmp_path):
     cohort, _ = two_views(n=40)
     with pytest.raises(ImputeError, match="'zzz'"):

@@ -222,15 +222,25 @@ def impute(
     out: str | Path,
     names: list[str] | None = None,
     samples: int = 20,
+    id_columns: dict[str, str] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Fit on every patient and write, per modality, the generated values of the
-    patients without it who have another modality: ``<modality>.generated.csv`` (id,
-    ``generated`` = 1, the columns) and ``<modality>.generated_sd.csv``, plus
+    patients without it who have another modality: ``<modality>.generated.csv`` (the
+    modality's id column, as its source names it in ``id_columns``, else ``id``;
+    ``generated`` = 1; the columns) and ``<modality>.generated_sd.csv``, plus
     ``impute_report.json`` (counts, never values)."""
     if samples < 1:
         raise ImputeError(f"samples: {samples}; at least 1 draw per patient")
     data = tables(cohort, names)
+    id_of = {n: (id_columns or {}).get(n) or "id" for n in data}
+    for n, t in data.items():  # the written header must not repeat a column
+        clash = sorted({id_of[n], "generated"} & set(map(str, t.columns)))
+        if clash:
+            raise ImputeError(
+                f"modality {n!r}: its column(s) {clash} would repeat the id or flag column "
+                "of the generated table; rename them in the source"
+            )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.generated.csv"), *out.glob("*.generated_sd.csv")]:
@@ -256,7 +266,7 @@ def impute(
         for suffix, values in (("generated", mean), ("generated_sd", sd)):
             df = pd.DataFrame(values, columns=t.columns)
             df.insert(0, "generated", 1)
-            df.insert(0, "id", cohort.ids[rows])
+            df.insert(0, id_of[n], cohort.ids[rows])
             df.to_csv(out / f"{n}.{suffix}.csv", index=False)
     (out / "impute_report.json").write_text(json.dumps(report, indent=2))
     return report
