@@ -681,3 +681,59 @@ def test_result_views_of_other_tasks():
     assert x.x + x.width == pytest.approx(chart["zero"]) and not x.positive
     assert y.x == pytest.approx(chart["zero"]) and y.width == pytest.approx(x.width / 2)
     assert z.value is None and "missing" in z.label and chart["unit"] == "score units"
+
+
+def test_api_docs_render_in_a_browser_with_nothing_from_a_cdn(bundle, tmp_path):
+    """/docs is Swagger UI whose script and style the app serves itself: on an offline
+    network it renders, and every request the page makes goes to the app."""
+    exe = _chromium()
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    app = create_app(
+        {"icu": bundle}, ServeSettings(**SETTINGS), db=str(tmp_path / "s.db"), public_docs=True
+    )
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    urls: list[str] = []
+    problems: list[str] = []
+    try:
+        for _ in range(200):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                headless=True, executable_path=exe, args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page()
+            page.on("request", lambda r: urls.append(r.url))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+            page.goto(base + "/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=15000)
+            assert "holomed" in page.inner_text(".swagger-ui .info .title").lower()
+            page.wait_for_selector(".opblock-summary-path", timeout=15000)
+            paths = page.locator(".opblock-summary-path").all_inner_texts()
+            assert any("predict" in t.replace("\u200b", "") for t in paths), paths
+            browser.close()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    assert not problems, problems
+    assert urls and all(u.startswith(base) for u in urls), [u for u in urls if base not in u]
+    assert f"{base}/docs/static/swagger-ui-bundle.js" in urls
+
+
+def test_docs_assets_are_only_the_listed_files(server):
+    app, _ = server
+    c = client(app)
+    js = c.get("/docs/static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    for bad in ("redoc.standalone.js", "..%2F__init__.py", "index.html"):
+        assert c.get(f"/docs/static/{bad}").status_code == 404

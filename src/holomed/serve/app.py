@@ -14,7 +14,8 @@ Endpoints (all but ``/health`` need ``Authorization: Bearer <token>``, see
   images, EDF or WFDB ``.hea`` + ``.dat`` for signals, ``.txt`` for a note);
 - ``GET /v1/audit/summary`` (researcher); ``GET/POST /v1/tokens``,
   ``POST /v1/tokens/{id}/revoke`` (admin);
-- ``GET /docs``, ``GET /openapi.json``: the API description (a token is needed unless
+- ``GET /docs``, ``GET /openapi.json``: the API description (Swagger UI's files served
+  by the app itself, ``/docs/static/...``, none from a CDN; a token is needed unless
   the server runs with ``public_docs``);
 - ``/web/...``: the clinician web page (:mod:`holomed.serve.web`), on the same token
   store, role rules, input checks and audit trail.
@@ -95,7 +96,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -144,6 +145,13 @@ IMAGE_EXT = {
 SIGNAL_EXT = {".edf": "edf", ".hea": "wfdb_header", ".dat": "wfdb_data"}
 TABLE_EXT = {".csv": "csv"}
 TEXT_EXT = {".txt": "text"}
+# /docs: Swagger UI's own files (as packaged by fastapi-offline), served by the app
+DOCS_STATIC = "/docs/static"
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon.png": "image/png",
+}
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -1310,7 +1318,27 @@ def create_api(
 
     @app.get("/docs", include_in_schema=False, dependencies=docs_auth)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="holomed serve")
+        # Swagger UI's script and style from the fastapi-offline package, served below:
+        # FastAPI's default loads them from a CDN, which an offline network cannot reach
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="holomed serve",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+        )
+
+    @app.get(DOCS_STATIC + "/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        # public code of the Swagger UI (no patient data, no model): no token, as a
+        # browser loads it from a script tag; only these files, never a path
+        kind = DOCS_ASSETS.get(name)
+        if kind is None:
+            raise ApiError(404, f"no such file {_q(name)}")
+        from importlib.resources import files
+
+        data = (files("fastapi_offline") / "static" / name).read_bytes()
+        return Response(data, media_type=kind, headers={"Cache-Control": "max-age=86400"})
 
     def served(request: Request, name: str) -> ServedModel:
         m = models.get(name)
