@@ -355,6 +355,39 @@ def test_multipart_image_signal_csv_and_notes(server, tmp_path):
     assert set(out["modality_weights"]) == {"clin", "notes", "xray", "ecg"}
 
 
+def test_images_beyond_what_the_model_reads_are_named_not_dropped_silently(server, tmp_path):
+    rng = np.random.default_rng(4)
+    most = server.get("/v1/models/mm", headers=auth(server)).json()["expects"]["xray"]
+    most = most["max_images"]
+    png = Path(_png(tmp_path / "x.png", 1.0, rng)).read_bytes()
+    files = [("xray", (f"view{k}.png", png, "image/png")) for k in range(most + 2)]
+    r = server.post("/v1/models/mm/predict", files=files, headers=auth(server))
+    assert r.status_code == 200, r.text
+    said = [w for w in r.json()["warnings"] if "xray" in w]
+    assert said and f"at most {most} image(s)" in said[0]
+    assert f"files {most + 1} to {most + 2} were not used" in said[0]
+    r = server.post("/v1/models/mm/predict", files=files[:most], headers=auth(server))
+    assert r.status_code == 200 and not [w for w in r.json()["warnings"] if "xray" in w]
+
+
+def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(server):
+    b = "cut0boundary"
+    part = (
+        f'--{b}\r\nContent-Disposition: form-data; name="modalities"\r\n\r\n'
+        '{"clin": {"age": 60, "sex": "F"}}\r\n'
+        f'--{b}\r\nContent-Disposition: form-data; name="notes"; filename="n.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\nstable overnight"
+    )
+    h = {**auth(server), "content-type": f"multipart/form-data; boundary={b}"}
+    # cut short: the note's part never ends; it must not be read as a request without it
+    r = server.post("/v1/models/mm/predict", content=part.encode(), headers=h)
+    assert r.status_code == 400 and "closing boundary" in r.json()["error"], r.text
+    whole = part + f"\r\n--{b}--\r\n"
+    r = server.post("/v1/models/mm/predict", content=whole.encode(), headers=h)
+    assert r.status_code == 200, r.text
+    assert "notes" in r.json()["modalities"]["used"]
+
+
 def test_json_notes_and_table_without_files(server):
     body = {"modalities": {"clin": {"age": 55, "sex": "M"}}, "notes": ["stable", "improving"]}
     r = server.post("/v1/models/mm/predict", json=body, headers=auth(server))

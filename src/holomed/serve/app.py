@@ -124,6 +124,8 @@ from holomed.serve.tokens import ROLES, TokenInfo, TokenStore, token_id_of
 log = logging.getLogger("holomed.serve")
 
 AUDIT_KEY = "holomed.audit"
+BODY_TAIL = "holomed.body_tail"  # scope key: the request body's last TAIL_BYTES bytes
+TAIL_BYTES = 512
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ID_CHARS = 256
 ARGON2_AT_ONCE = 2  # token verifications (argon2) running at the same time, at most
@@ -1022,6 +1024,12 @@ class InputReader:
                     check_image_file(path, t, label, max_px)
                     paths.append(str(path))
                 item.files[name] = paths
+                most = int(self.m.expects[name].get("max_images") or 1)
+                if len(paths) > most:  # the preprocessor keeps the first ``most``: say so
+                    item.warnings.append(
+                        f"modality {name!r}: the model reads at most {most} image(s) per "
+                        f"patient; files {most + 1} to {len(paths)} were not used"
+                    )
             elif kind == "signal":
                 item.files[name] = [self._signal(name, parts, folder, safe)]
             elif kind in TABLE_KINDS:
@@ -1480,6 +1488,23 @@ def create_api(
     return app
 
 
+def _check_closed(request: Request) -> None:
+    """A multipart body must end with its closing delimiter (``--BOUNDARY--``). The parser
+    drops a last part that never ended, so a body cut short would be read as a request
+    without that file: refused instead."""
+    tail = request.scope.get(BODY_TAIL)
+    found = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', request.headers.get("content-type", ""))
+    if tail is None or found is None:
+        return
+    closing = b"--" + (found.group(1) or found.group(2)).encode("latin-1") + b"--"
+    if closing not in bytes(tail):
+        raise ApiError(
+            400,
+            "multipart body: it ends before its closing boundary (--BOUNDARY--), so its "
+            "last part is incomplete; nothing was predicted, send the whole request again",
+        )
+
+
 async def _multipart(
     request: Request, reader: InputReader, item: PatientInput, state: ServerState
 ) -> None:
@@ -1494,6 +1519,7 @@ async def _multipart(
         if err.status_code == 400:
             raise ApiError(400, f"multipart body: {err.detail}") from None
         raise
+    _check_closed(request)
     try:
         fields: dict[str, Any] = {}
         uploads: dict[str, list[tuple[str, Any]]] = {}
@@ -1655,6 +1681,8 @@ class BodyLimit:
                     declared = None
         limit = self.limit
         seen = 0
+        tail = bytearray()  # the body's last bytes: did a multipart body end as it should?
+        scope[BODY_TAIL] = tail
 
         async def limited() -> dict:
             nonlocal seen
@@ -1662,9 +1690,11 @@ class BodyLimit:
                 raise BodyTooLarge(limit)
             msg = await receive()
             if msg.get("type") == "http.request":
-                seen += len(msg.get("body", b""))
+                chunk = msg.get("body", b"")
+                seen += len(chunk)
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                tail[:] = (bytes(tail) + chunk)[-TAIL_BYTES:]
             return msg
 
         await self.app(scope, limited, send)
