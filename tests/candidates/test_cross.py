@@ -102,3 +102,34 @@ def test_the_demo_plants_a_strong_interaction_and_offers_lr_cross(tmp_path):
     assert written["evaluation"]["candidates"] == DEMO_CANDIDATES
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
     assert truth["interaction_weight"] == 3.0
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_other_tasks_fit_attribute_and_round_trip(task, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from test_tasks import _cohort
+
+    spec, cohort = _cohort(task)
+    ((tr, te),) = patient_splits(cohort, spec.split)
+    train, test = cohort.subset(tr), cohort.subset(te)
+    model = C.make_candidate(spec, "lr_cross", 0).fit(train)
+    out = model.predict_proba(test)
+    assert np.isfinite(out).all()
+    assert out.shape == ((len(te),) if task == "regression" else (len(te), 3))
+    attr = model.feature_attributions(test)
+    assert set(attr) == {"a", "b"} and attr["a"].shape == (len(te), 6)
+    back = C.load_bundle(model.save(tmp_path / "b"))
+    np.testing.assert_array_equal(back.predict_proba(test), out)
+
+
+def test_one_modality_has_no_products():
+    from holomed.spec import override_spec
+
+    spec, train, test = _data(n_patients=120, seed=2)
+    spec = override_spec(spec, {"modalities": [spec.modalities[1].model_dump()]}, "test")
+    model = C.make_candidate(spec, "lr_cross", 0).fit(train)
+    assert model._pairs() == [] and model.interactions() == []
+    assert np.isfinite(model.predict_proba(test)).all()
