@@ -488,6 +488,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _live(app) -> tuple[object, threading.Thread, str]:
+    """(server, its thread, base URL): ``app`` under uvicorn on a free local port."""
+    import uvicorn
+
+    port = _free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    return srv, thread, f"http://127.0.0.1:{port}"
+
+
+def _wait_started(srv) -> None:
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+
+
 def _shots(tmp_path: Path) -> list[Path]:
     out = [Path(os.environ.get("HOLOMED_ARTIFACTS") or tmp_path) / "web"]
     if os.environ.get("HOLOMED_WEB_SCREENSHOTS"):
@@ -499,17 +520,10 @@ def _shots(tmp_path: Path) -> list[Path]:
 
 def test_browser_sign_in_upload_read_the_result_and_no_admin(bundle, tmp_path):
     exe = _chromium()
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     app, tokens = make_app(bundle, tmp_path)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    srv, thread, base = _live(app)
     folders = _shots(tmp_path)
     dcm = tmp_path / "CT_small.dcm"
     dcm.write_bytes(ct_small())
@@ -521,11 +535,7 @@ def test_browser_sign_in_upload_read_the_result_and_no_admin(bundle, tmp_path):
             shutil.copy(folders[0] / name, d / name)
 
     try:
-        for _ in range(200):
-            if srv.started:
-                break
-            time.sleep(0.05)
-        assert srv.started, "uvicorn did not start"
+        _wait_started(srv)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 headless=True,
@@ -687,26 +697,16 @@ def test_api_docs_render_in_a_browser_with_nothing_from_a_cdn(bundle, tmp_path):
     """/docs is Swagger UI whose script and style the app serves itself: on an offline
     network it renders, and every request the page makes goes to the app."""
     exe = _chromium()
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     app = create_app(
         {"icu": bundle}, ServeSettings(**SETTINGS), db=str(tmp_path / "s.db"), public_docs=True
     )
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
+    srv, thread, base = _live(app)
     urls: list[str] = []
     problems: list[str] = []
     try:
-        for _ in range(200):
-            if srv.started:
-                break
-            time.sleep(0.05)
+        _wait_started(srv)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 headless=True, executable_path=exe, args=["--no-sandbox", "--disable-gpu"]
