@@ -428,4 +428,21 @@ def test_a_survival_fit_report_shows_an_evidence_draft(recwarn):
     html = render_html(res)
     assert "Evidence draft" in html and "could not be rendered" not in html
     assert "risk score (log relative hazard) is" in html
+    assert "Survival: risk groups" in html and "numbers at risk" in html
+    assert not [w for w in recwarn if "could not be rendered" in str(w.message)]
+
+
+def test_a_k_fold_survival_fit_report_draws_the_out_of_fold_survival(recwarn):
+    from holomed.evaluation.fitrun import fit_run
+    from holomed.report.html import render_html
+    from holomed.spec import override_spec
+
+    spec = spec_for(n=160)
+    spec = override_spec(spec, {"split": {"method": "kfold", "n_folds": 3}}, "test")
+    spec.evaluation.n_bootstrap = 20
+    _, res = fit_run(spec, load_cohort(spec), "coxnet", mode="kfold")
+    groups = res["survival"]["risk_groups"]["groups"]
+    assert sum(g["n"] for g in groups) == 160  # every patient, out of fold
+    html = render_html(res)
+    assert "Survival: risk groups" in html and "out of fold for a k-fold fit" in html
     assert not [w for w in recwarn if "could not be rendered" in str(w.message)]

@@ -142,7 +142,7 @@ def render_html(
         (
             "survival",
             "Survival: risk groups, time-dependent AUROC, calibration",
-            lambda: _survival(cmp),
+            lambda: _survival(run),
         ),
         (
             "calibration",
@@ -773,14 +773,24 @@ def _curves(run: Run | None) -> str | None:
     return _figure(fig, "ROC and precision-recall curves", cap)
 
 
-def _survival(run: CompareRecord | None) -> str | None:
-    """Compare runs of a survival task: for the selected entry, Kaplan–Meier curves of its
-    risk tertiles (log-rank p) and calibration at the middle horizon; for the top entries,
-    the time-dependent AUROC at every horizon."""
-    if run is None or run.task != "survival" or run.kind != "compare":
+def _survival(run: Run | None) -> str | None:
+    """Survival tasks: for the selected entry of a comparison (or a fit's one model),
+    Kaplan–Meier curves of its risk tertiles (log-rank p, numbers at risk) and calibration
+    at the middle horizon; for the top entries, the time-dependent AUROC at every
+    horizon."""
+    if run is None or run.task != "survival":
         return None
-    survival = {n: e.survival for n in run.leaderboard or [] if (e := run.entry(n)) and e.survival}
-    sel = run.selected
+    if isinstance(run, FitRecord):
+        if not run.survival:
+            return None
+        sel = str(run.fusion or "model")
+        survival = {sel: run.survival}
+    elif run.kind == "compare":
+        board = run.leaderboard or []
+        survival = {n: e.survival for n in board if (e := run.entry(n)) and e.survival}
+        sel = run.selected
+    else:
+        return None
     board = list(survival)
     if sel not in survival:
         return None
@@ -805,6 +815,15 @@ def _survival(run: CompareRecord | None) -> str | None:
                     label=name + (" ★" if name == sel else ""))  # fmt: skip
     ax_auc.set(xlabel=f"horizon ({unit})", ylabel="cumulative/dynamic AUROC",
                title="time-dependent AUROC")  # fmt: skip
+    aucs = [
+        v["auroc"]
+        for n in board[:MAX_CURVE_ENTRIES]
+        for v in (survival[n].get("per_horizon") or {}).values()
+        if _is_num(v.get("auroc"))
+    ]
+    if aucs:  # from chance (or below) to 1: a small spread is not drawn as a large one
+        ax_auc.set_ylim(min(0.5, min(aucs) - 0.02), 1.0)
+        ax_auc.axhline(0.5, ls=":", color="grey", lw=1)
     cal = surv.get("calibration")
     if cal:
         ax_cal.plot(cal["predicted"], cal["observed"], "o-", label=f"ICI {_num(cal['ici'])}")
@@ -818,10 +837,14 @@ def _survival(run: CompareRecord | None) -> str | None:
     for ax in (ax_km, ax_auc, ax_cal):
         _style(ax)
         ax.legend(fontsize=7)
+    caption = (
+        "The model's outputs on the evaluated patients (the test patients, or every "
+        "patient out of fold for a k-fold fit)."
+        if isinstance(run, FitRecord)
+        else "Seed-mean outputs on the evaluated patients; the selected entry (★) drawn thicker."
+    )
     figure = _figure(
-        fig,
-        "survival curves by risk group, time-dependent AUROC and calibration",
-        "Seed-mean outputs on the evaluated patients; the selected entry (★) drawn thicker.",
+        fig, "survival curves by risk group, time-dependent AUROC and calibration", caption
     )
     ticks = groups.get("at_risk_times") or []
     rows = [
