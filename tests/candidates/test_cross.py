@@ -70,11 +70,47 @@ def test_attributions_are_exact_shap(max_products):
     assert absent.any() and np.isnan(attr["methylation"][absent]).all()
 
 
-def test_caps_lower_the_widest_first():
+def test_caps_lower_the_widest_first_and_always_fit_the_budget():
     assert _caps({"a": 10, "b": 10}, 1000) == {"a": 10, "b": 10}
     caps = _caps({"a": 200, "b": 10, "c": 5}, 1000)
     assert caps["b"] == 10 and caps["c"] == 5
     assert caps["a"] * 15 + 50 <= 1000 < (caps["a"] + 1) * 15 + 50
+    assert _caps({"a": 6, "b": 4}, 1) == {"a": 1, "b": 1}  # down to one product
+    with pytest.raises(ValueError, match="below one product for each of the 6 pairs"):
+        _caps({"a": 6, "b": 4, "c": 3, "d": 2}, 5)
+
+
+def test_a_reduced_modality_with_one_training_patient_gives_no_products():
+    import pandas as pd
+
+    from holomed.candidates.cross import _whitened_pca
+    from holomed.cohort import build_cohort
+
+    mu, w = _whitened_pca(np.ones((1, 5)), 3, "x")
+    assert mu.shape == (5,) and w.shape == (5, 0)
+    rng = np.random.default_rng(0)
+    ids = [f"P{i:03d}" for i in range(120)]
+    a, b = rng.normal(size=(120, 6)), rng.normal(size=(120, 8))
+    frames = {
+        "a": pd.DataFrame(a, index=ids, columns=[f"a{i}" for i in range(6)]),
+        "b": pd.DataFrame(b, index=ids, columns=[f"b{i}" for i in range(8)]).iloc[[0, 1, 2]],
+    }
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "a", "kind": "omics"}, {"name": "b", "kind": "tabular"}],
+            "target": {"column": "y"},
+            "evaluation": {"selection_folds": 3},
+        }
+    )
+    y = pd.DataFrame({"y": (a[:, 0] > 0).astype(int)}, index=ids)
+    cohort = build_cohort(spec, frames, y)
+    train, test = cohort.subset(np.arange(2, 120)), cohort.subset(np.arange(2))
+    assert train.presence()["b"].sum() == 1
+    # b is the widest, so the one reduced: one patient has no spread, so no products
+    model = C.make_candidate(spec, "lr_cross", 0, None, {"max_products": 12}).fit(train)
+    assert model._width("b") == 0
+    assert np.isfinite(model.predict_proba(test)).all()
+    _shap_total_matches_the_logit(model, test)
 
 
 def test_parameters_it_would_ignore_are_refused():

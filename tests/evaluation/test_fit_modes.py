@@ -188,6 +188,11 @@ def test_binary_ece_is_on_the_risk_scale_and_calibration_slope():
     ref = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10).fit(logit, yy)
     assert np.isclose(c["calibration_slope"], ref.coef_[0, 0], atol=1e-4)
     assert np.isclose(c["calibration_intercept"], ref.intercept_[0], atol=1e-4)
+    # risks that separate the outcomes: the slope has no finite value, none is made up
+    sep = np.r_[rng.uniform(0.01, 0.4, 50), rng.uniform(0.6, 0.99, 50)]
+    c = calibration_stats(np.r_[np.zeros(50), np.ones(50)], sep)
+    assert np.isnan(c["calibration_slope"]) and np.isnan(c["calibration_intercept"])
+    assert np.isfinite(c["calibration_in_the_large"])
 
 
 def test_predict_and_explain_do_not_care_which_family_won(tmp_path):

@@ -370,6 +370,50 @@ def test_images_beyond_what_the_model_reads_are_named_not_dropped_silently(serve
     assert r.status_code == 200 and not [w for w in r.json()["warnings"] if "xray" in w]
 
 
+def test_co_acquired_images_as_channels_are_all_read_without_a_warning(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def png(path: Path, bright: float) -> str:
+        a = rng.normal(60, 10, (12, 12))
+        a[3:9, 3:9] += bright * 120
+        PILImage.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path)
+        return str(path)
+
+    ids = [f"P{i:03d}" for i in range(40)]
+    y = np.arange(40) % 2  # channel A is noise, channel B carries the label
+    cells = [[png(tmp_path / f"{p}_A.png", 0), png(tmp_path / f"{p}_B.png", y[i])]
+             for i, p in enumerate(ids)]  # fmt: skip
+    spec = parse_spec(
+        {
+            "modalities": [
+                {
+                    "name": "mr",
+                    "kind": "image",
+                    "preprocessing": {"size": [8, 8], "as_channels": ["A", "B"]},
+                }  # fmt: skip
+            ],
+            "target": {"column": "y"},
+        }
+    )
+    frames = {"mr": pd.DataFrame({"paths": cells}, index=ids)}
+    cohort = build_cohort(spec, frames, pd.DataFrame({"y": y}, index=ids))
+    bundle = make_candidate(spec, "lr_early", 0).fit(cohort).save(tmp_path / "b")
+    app = create_app({"ch": bundle}, ServeSettings(**SETTINGS), db=str(tmp_path / "s.db"))
+    _, token = app.state.holomed.tokens.create("clinician", "t")
+    h = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as c:
+        assert c.get("/v1/models/ch", headers=h).json()["expects"]["mr"]["channels"] == ["A", "B"]
+        a = Path(png(tmp_path / "qa.png", 0)).read_bytes()
+        risk = []
+        for bright in (0, 1):
+            b = Path(png(tmp_path / f"qb{bright}.png", bright)).read_bytes()
+            files = [("mr", ("A.png", a, "image/png")), ("mr", ("B.png", b, "image/png"))]
+            r = c.post("/v1/models/ch/predict", files=files, headers=h)
+            assert r.status_code == 200 and r.json()["warnings"] == [], r.text
+            risk.append(r.json()["probabilities"]["1"])
+    assert risk[1] > risk[0] + 0.5  # the second file (channel B) was read
+
+
 def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(server):
     b = "cut0boundary"
     part = (
@@ -386,6 +430,24 @@ def test_a_multipart_body_cut_before_its_closing_boundary_is_refused(server):
     r = server.post("/v1/models/mm/predict", content=whole.encode(), headers=h)
     assert r.status_code == 200, r.text
     assert "notes" in r.json()["modalities"]["used"]
+    # the boundary as the parser reads it (any case, spaces, quotes); an epilogue may follow
+    for ctype in (f"multipart/form-data; BOUNDARY={b}", f'multipart/form-data; boundary = "{b}"'):
+        cut = server.post(
+            "/v1/models/mm/predict", content=part.encode(), headers={**h, "content-type": ctype}
+        )
+        assert cut.status_code == 400, (ctype, cut.text)
+    epilogue = (whole + "x" * 2000).encode()
+    r = server.post("/v1/models/mm/predict", content=epilogue, headers=h)
+    assert r.status_code == 200, r.text
+
+    def chunks():  # no Content-Length, the delimiter split across two chunks
+        data = whole.encode()
+        cut_at = data.index(f"--{b}--".encode()) + 4
+        yield data[:cut_at]
+        yield data[cut_at:]
+
+    r = server.post("/v1/models/mm/predict", content=chunks(), headers=h)
+    assert r.status_code == 200, r.text
 
 
 def test_json_notes_and_table_without_files(server):

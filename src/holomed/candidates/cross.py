@@ -15,9 +15,13 @@ the widest modalities are first reduced to their leading principal components
 label leaks into the reduction) until the products fit. The main effects always use
 every feature. The reductions are stored as arrays.
 
-Attributions are exact SHAP values with the training mean (0) as the background: a
-main term gives ``coef * x``; a product term ``c * a * b`` gives half to each factor,
-carried back through the reduction to the original features.
+Attributions sum to the logit (without intercept and presence terms). A main term gives
+``coef * x``, the exact SHAP value with the training mean (0 after scaling) as the
+background; a product term ``c * a * b`` of unreduced modalities gives half to each
+factor, again exact. Through a reduction, a product's half-share is carried back to the
+original features along the components, centred at the training mean of the patients
+who have the modality: an exact decomposition of the term, but not the Shapley value of
+a feature whose scaled mean is not 0 (one-hot and missing-indicator columns).
 """
 
 from __future__ import annotations
@@ -37,18 +41,23 @@ from holomed.threads import limit_threads
 MAX_PRODUCTS = 8192
 
 
+def _products(widths: dict[str, int]) -> int:
+    return sum(widths[a] * widths[b] for a, b in itertools.combinations(widths, 2))
+
+
 def _caps(widths: dict[str, int], budget: int) -> dict[str, int]:
     """Per-modality widths after reduction: the widest is lowered (water-filling) until
-    the pairwise products fit ``budget``; a modality is never widened."""
+    the pairwise products fit ``budget``; a modality is never widened. A budget below one
+    product per pair of modalities is an error."""
     caps = dict(widths)
-
-    def total(c: dict[str, int]) -> int:
-        return sum(c[a] * c[b] for a, b in itertools.combinations(c, 2))
-
-    while total(caps) > budget:
+    while _products(caps) > budget:
         widest = max(caps, key=lambda n: caps[n])
-        if caps[widest] <= 2:
-            break
+        if caps[widest] <= 1:
+            pairs = len(caps) * (len(caps) - 1) // 2
+            raise ValueError(
+                f"lr_cross: max_products {budget} is below one product for each of the "
+                f"{pairs} pairs of modalities; give at least {_products(caps)}"
+            )
         caps[widest] -= 1
     return caps
 
@@ -143,9 +152,10 @@ class CrossLinear(Classical):
 
     # -- explanation ------------------------------------------------------------------
     def interactions(self, top: int = 10) -> list[dict[str, Any]]:
-        """The largest product coefficients between unreduced modalities, as
-        ``{"a": "mod:feature", "b": "mod:feature", "coef": c}`` (the first label's for
-        multilabel; class 0's row for multiclass)."""
+        """The largest product coefficients, as ``{"a": "mod:feature", "b":
+        "mod:feature", "coef": c}``; a reduced modality's factor is named by its
+        principal component (``mod:PC1``). The first label's for multilabel; class 0's
+        row for multiclass."""
         lin = self.model_[0] if isinstance(self.model_, list) else self.model_
         coef = lin.coef[0]
         names = self.feature_names()
@@ -230,9 +240,10 @@ class CrossLinear(Classical):
 
 def _whitened_pca(x: np.ndarray, k: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(mean, W): ``(x - mean) @ W`` are the ``k`` leading principal components of the
-    training rows ``x``, each with unit variance (components of zero variance are 0)."""
-    if len(x) < 2:
-        raise ValueError(f"lr_cross: modality {name!r} has fewer than 2 training patients")
+    training rows ``x`` (``name``'s present ones), each with unit variance (components of
+    zero variance are 0); none when fewer than 2 patients have the modality."""
+    if len(x) < 2:  # no spread to reduce: no products from this modality
+        return np.zeros(x.shape[1]), np.zeros((x.shape[1], 0))
     mu = x.mean(0)
     _, s, vt = np.linalg.svd(x - mu, full_matrices=False)
     k = min(k, len(s))

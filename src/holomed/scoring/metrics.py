@@ -135,8 +135,12 @@ def calibration_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
     z = np.log(p / (1 - p))
     out = {"calibration_in_the_large": float(y.mean() - p.mean())}
+    undefined = {**out, "calibration_intercept": float("nan"), "calibration_slope": float("nan")}
     if len(np.unique(y)) < 2 or np.ptp(z) < 1e-9:
-        return {**out, "calibration_intercept": float("nan"), "calibration_slope": float("nan")}
+        return undefined
+    z0, z1 = z[y == 0], z[y == 1]
+    if z0.max() <= z1.min() or z1.max() <= z0.min():
+        return undefined  # the risks separate the outcomes: the slope is infinite
     x = np.stack([np.ones_like(z), z], 1)
 
     def nll(b: np.ndarray) -> float:
@@ -159,6 +163,8 @@ def calibration_stats(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         beta, loss = beta + step, min(loss, new)
         if np.abs(step).max() < 1e-8:
             break
+    else:
+        return undefined  # no convergence: no finite answer to report
     return {
         **out,
         "calibration_intercept": float(beta[0]),

@@ -124,8 +124,7 @@ from holomed.serve.tokens import ROLES, TokenInfo, TokenStore, token_id_of
 log = logging.getLogger("holomed.serve")
 
 AUDIT_KEY = "holomed.audit"
-BODY_TAIL = "holomed.body_tail"  # scope key: the request body's last TAIL_BYTES bytes
-TAIL_BYTES = 512
+BODY_CLOSED = "holomed.body_closed"  # scope key: a multipart body's closing delimiter seen
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ID_CHARS = 256
 ARGON2_AT_ONCE = 2  # token verifications (argon2) running at the same time, at most
@@ -427,6 +426,8 @@ def _expects(model: Any, spec: Any) -> dict[str, dict[str, Any]]:
         elif kind == "image":
             d["input"] = "multipart files: " + ", ".join(sorted(IMAGE_EXT))
             d["max_images"] = int(getattr(pre, "max_images_", 1) or 1)
+            if getattr(pre, "channel_names_", None):  # as_channels: one file per channel
+                d["channels"] = [str(c) for c in pre.channel_names_]
         elif kind == "signal":
             d["input"] = "multipart files: one .edf, or a WFDB .hea with its .dat"
             d["channels"] = [str(c) for c in getattr(pre, "channels_", [])]
@@ -1025,7 +1026,8 @@ class InputReader:
                     paths.append(str(path))
                 item.files[name] = paths
                 most = int(self.m.expects[name].get("max_images") or 1)
-                if len(paths) > most:  # the preprocessor keeps the first ``most``: say so
+                channels = self.m.expects[name].get("channels")
+                if not channels and len(paths) > most:  # the first ``most`` are read: say so
                     item.warnings.append(
                         f"modality {name!r}: the model reads at most {most} image(s) per "
                         f"patient; files {most + 1} to {len(paths)} were not used"
@@ -1488,16 +1490,24 @@ def create_api(
     return app
 
 
+def _closing_delimiter(scope: dict) -> bytes | None:
+    """``--BOUNDARY--`` of a multipart request, the boundary read from ``Content-Type`` by
+    the parser Starlette uses (``python_multipart``); None for other requests."""
+    from python_multipart.multipart import parse_options_header
+
+    ctype = next((v for k, v in scope.get("headers", []) if k == b"content-type"), b"")
+    kind, options = parse_options_header(ctype)
+    boundary = options.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        return None
+    return b"--" + boundary + b"--"
+
+
 def _check_closed(request: Request) -> None:
-    """A multipart body must end with its closing delimiter (``--BOUNDARY--``). The parser
-    drops a last part that never ended, so a body cut short would be read as a request
-    without that file: refused instead."""
-    tail = request.scope.get(BODY_TAIL)
-    found = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', request.headers.get("content-type", ""))
-    if tail is None or found is None:
-        return
-    closing = b"--" + (found.group(1) or found.group(2)).encode("latin-1") + b"--"
-    if closing not in bytes(tail):
+    """A multipart body must contain its closing delimiter (``--BOUNDARY--``; an epilogue
+    may follow). The parser drops a last part that never ended, so a body cut short would
+    be read as a request without that file: refused instead."""
+    if request.scope.get(BODY_CLOSED) is False:
         raise ApiError(
             400,
             "multipart body: it ends before its closing boundary (--BOUNDARY--), so its "
@@ -1519,8 +1529,8 @@ async def _multipart(
         if err.status_code == 400:
             raise ApiError(400, f"multipart body: {err.detail}") from None
         raise
-    _check_closed(request)
     try:
+        _check_closed(request)
         fields: dict[str, Any] = {}
         uploads: dict[str, list[tuple[str, Any]]] = {}
         for key, value in form.multi_items():
@@ -1681,11 +1691,14 @@ class BodyLimit:
                     declared = None
         limit = self.limit
         seen = 0
-        tail = bytearray()  # the body's last bytes: did a multipart body end as it should?
-        scope[BODY_TAIL] = tail
+        # a multipart body: whether its closing delimiter (--BOUNDARY--) went by
+        closing = _closing_delimiter(scope)
+        tail = b""
+        if closing is not None:
+            scope[BODY_CLOSED] = False
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, tail
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
             msg = await receive()
@@ -1694,7 +1707,10 @@ class BodyLimit:
                 seen += len(chunk)
                 if seen > limit:
                     raise BodyTooLarge(limit)
-                tail[:] = (bytes(tail) + chunk)[-TAIL_BYTES:]
+                if closing is not None and not scope[BODY_CLOSED]:
+                    window = tail + chunk  # the delimiter may straddle two chunks
+                    scope[BODY_CLOSED] = closing in window
+                    tail = window[-len(closing) :]
             return msg
 
         await self.app(scope, limited, send)
