@@ -700,3 +700,37 @@ def test_simulated_missingness_names_a_wrong_mask_and_only_hides_data():
     hidden = cohort.with_presence({"expression": np.zeros(n, bool)})
     assert not hidden.modalities["expression"].present.any()
     assert cohort.modalities["expression"].present is have  # the original is untouched
+
+
+def test_a_cohort_built_in_code_with_an_infinite_value_is_refused_by_name():
+    """The readers leave rows with inf out and report them; a Cohort built in Python is
+    checked where every family turns it into arrays (no NaN output, no extreme score)."""
+    import pandas as pd
+
+    import holomed.candidates as C
+    from holomed.cohort import Cohort
+    from holomed.modalities.base import ModalityData
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"P{i}" for i in range(60)])
+    a = pd.DataFrame(rng.normal(size=(60, 3)), index=ids, columns=["w", "x", "z"])
+    y = (a["w"] > 0).astype(int).to_numpy()
+    spec = parse_spec({"modalities": [{"name": "a", "kind": "omics"}], "target": {"column": "y"}})
+
+    def cohort(frame, present=None):
+        present = np.ones(60, bool) if present is None else present
+        mods = {"a": ModalityData("omics", frame, present, list(frame.columns))}
+        return Cohort(ids, mods, y=y, task="binary", classes=["0", "1"])
+
+    bad = a.copy()
+    bad.loc["P7", "x"] = -np.inf
+    for name in ("lr_early", "late"):
+        model = C.make_candidate(spec, name, 0)
+        with pytest.raises(CohortError, match=r"modality 'a', patient 'P7', column 'x'"):
+            model.fit(cohort(bad))
+        model.fit(cohort(a))
+        with pytest.raises(CohortError, match="'P7'.*infinite"):
+            model.predict_proba(cohort(bad))
+        absent = np.ones(60, bool)
+        absent[7] = False  # the row marked absent is never read
+        assert np.isfinite(model.predict_proba(cohort(bad, absent))).all()
