@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -201,6 +202,42 @@ def test_writers_in_parallel_keep_one_chain(db):
     assert report.ok and report.rows == 200, report.message
     a.close()
     b.close()
+
+
+def test_verifying_while_a_server_writes_reports_no_false_break(db):
+    """A row and the head move in one transaction; verify reads the head first, so rows
+    committed while it reads are never taken for deleted or added ones."""
+    trail = AuditTrail(make_engine(db), flush_seconds=0.0005)
+    stop = threading.Event()
+
+    def write() -> None:
+        j = 0
+        while not stop.is_set() and j < 3000:
+            trail.record(time="2026-01-01T00:00:00.000000Z", endpoint="GET /x", status=200,
+                         latency_ms=float(j))  # fmt: skip
+            j += 1
+            time.sleep(0.0005)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        reports = [verify_chain(trail.engine) for _ in range(40)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(r.ok for r in reports), [r.message for r in reports if not r.ok][:3]
+    assert trail.flush(30) and verify_chain(trail.engine).ok
+    # a row added at the end without the head (not as the server writes) is still caught
+    with trail.engine.begin() as conn:
+        last = dict(
+            conn.execute(select(audit_table).order_by(audit_table.c.seq.desc())).mappings().first()
+        )
+        extra = {**last, "seq": last["seq"] + 1}
+        extra["hash"] = row_hash(last["hash"], extra)
+        conn.execute(audit_table.insert().values(**extra))
+    report = verify_chain(trail.engine)
+    assert not report.ok and report.problem == "head"
+    trail.close()
 
 
 def test_rows_written_directly_and_the_summary(db):

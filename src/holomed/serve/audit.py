@@ -324,18 +324,31 @@ class ChainReport:
         }
 
 
+def _head_of(conn: Any) -> tuple[int, str] | None:
+    head = conn.execute(
+        select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)
+    ).first()
+    return None if head is None else (int(head[0]), str(head[1]))
+
+
 def verify_chain(engine: Any) -> ChainReport:
     """Recompute the chain from the first row: the first row whose hash does not match
     its content and its predecessor (``edited``), or the first ``seq`` missing
     (``missing``: deleted), including rows deleted from the end (the head says more
-    rows were written)."""
+    rows were written).
+
+    A server may be writing while this reads: a row and the head move together in one
+    transaction, so the head is read first and the rows up to it are checked; rows
+    written after that are checked against the head as it is then."""
     ensure_tables(engine)
     prev, expected, n = GENESIS, 1, 0
     cols = [audit_table.c[k] for k in (*FIELDS, "hash")]
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=5000).execute(
-            select(*cols).order_by(audit_table.c.seq)
-        )
+        head = _head_of(conn)
+        query = select(*cols).order_by(audit_table.c.seq)
+        if head is not None:
+            query = query.where(audit_table.c.seq <= head[0])
+        result = conn.execution_options(yield_per=5000).execute(query)
         for r in result.mappings():
             seq = int(r["seq"])
             if seq != expected:
@@ -356,16 +369,19 @@ def verify_chain(engine: Any) -> ChainReport:
                     "edited",
                 )
             prev, expected, n = row["hash"], expected + 1, n + 1
-        head = conn.execute(
-            select(head_table.c.seq, head_table.c.hash).where(head_table.c.id == 1)
-        ).first()
+        # rows beyond the head read first: written since (the head has moved with them),
+        # or added without it (tampering)
+        last = conn.execute(select(func.max(audit_table.c.seq))).scalar()
+        now = _head_of(conn)
     if head is None:
-        if n:
+        if n or last is not None:
+            if now is not None:  # the first row was being written: check again
+                return verify_chain(engine)
             return ChainReport(
                 False, n, "audit chain head (table audit_head) is missing", None, "head"
             )
         return ChainReport(True, 0, "audit trail is empty")
-    hseq, hhash = int(head[0]), str(head[1])
+    hseq, hhash = head
     if hseq > n:
         what = f"row {n + 1}" if hseq == n + 1 else f"rows {n + 1} to {hseq}"
         return ChainReport(
@@ -376,7 +392,7 @@ def verify_chain(engine: Any) -> ChainReport:
             n + 1,
             "missing",
         )
-    if hseq < n or hhash != prev:
+    if hhash != prev or (last is not None and last > hseq and (now is None or now[0] < last)):
         return ChainReport(
             False, n, f"audit chain head does not match row {n} (head edited)", n, "head"
         )
