@@ -169,3 +169,17 @@ def test_one_modality_has_no_products():
     model = C.make_candidate(spec, "lr_cross", 0).fit(train)
     assert model._pairs() == [] and model.interactions() == []
     assert np.isfinite(model.predict_proba(test)).all()
+
+
+def test_l1_models_keep_their_intercept():
+    """liblinear's L1 penalty shrinks the intercept with the weights (on the demo it was
+    exactly 0, pulling every risk toward 0.5): it is refitted with the weights fixed, so
+    the training risks average to the training prevalence."""
+    from holomed.candidates.classical import Linear
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 30))
+    y = (rng.random(400) < 1 / (1 + np.exp(-(-2.5 + x[:, 0])))).astype(int)
+    lin = Linear.fit("binary", x, y, 0, 5, l1=True)
+    assert abs(lin.proba_positive(x).mean() - y.mean()) < 1e-6
+    assert lin.intercept[0] < -1.5

@@ -62,6 +62,22 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
+def _refit_intercept(z: np.ndarray, y: np.ndarray) -> float:
+    """The maximum-likelihood intercept of a logistic model whose weights are fixed
+    (linear predictor ``z`` without intercept): the risks then average to the training
+    prevalence. liblinear's L1 solver shrinks the intercept with the weights, which
+    pulls every risk toward 0.5 (on a balanced cohort it set it to exactly 0)."""
+    y = np.asarray(y, dtype=float)
+    b = float(np.log(max(y.mean(), 1e-6) / max(1 - y.mean(), 1e-6)) - np.mean(z))
+    for _ in range(100):
+        p = _sigmoid(z + b)
+        step = float(np.sum(y - p) / max(np.sum(p * (1 - p)), 1e-12))
+        b += float(np.clip(step, -5.0, 5.0))
+        if abs(step) < 1e-10:
+            break
+    return b
+
+
 class Linear:
     """A fitted linear model as arrays: ``coef`` (k, p), ``intercept`` (k,);
     ``kind`` binary (k = 1), multiclass (softmax over k) or regression (k = 1), or a
@@ -118,7 +134,10 @@ class Linear:
                 m = LogisticRegressionCV(Cs=C_GRID, cv=cv, scoring="neg_log_loss", max_iter=5000)
             m.fit(x, y)
         kind = "binary" if len(m.classes_) == 2 else "multiclass"
-        lin = cls(kind, m.coef_, m.intercept_)
+        intercept = m.intercept_
+        if l1 and kind == "binary":  # liblinear penalises the intercept like a weight
+            intercept = np.array([_refit_intercept(x @ m.coef_[0], y)])
+        lin = cls(kind, m.coef_, intercept)
         lin.C = float(np.atleast_1d(m.C_)[0])
         lin.classes = m.classes_.astype(int)
         return lin
