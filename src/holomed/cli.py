@@ -437,6 +437,7 @@ def fit(
             model, res = fit_run(spec, cohort, name, seed, params, mode)
         if from_run is not None:
             res["selected_by"] = str(from_run)
+            res["estimate"] = chosen.get("estimate")
         trust = res
         if rank != 0:
             console.print(f"rank {rank}: trained; rank 0 writes {out}")
@@ -456,7 +457,16 @@ def fit(
     if metrics:
         console.print(t)
     else:
-        console.print(res["evaluation"])
+        console.print(f"evaluation: {res['evaluation']}")
+        est = res.get("estimate")
+        m = (est or {}).get("selection_metric")
+        if est and m in est["metrics"]:
+            v = est["metrics"][m]
+            console.print(
+                f"expected performance, from {res['selected_by']}: held-out {m} "
+                f"{v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] on "
+                f"{est['n_evaluated']} patients (models trained without them)"
+            )
     if "contributions" in trust:
         c = trust["contributions"]
         console.print(
@@ -506,8 +516,9 @@ def robustness(
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Test metrics with 0/20/40/60/80 % of test patients missing each modality (and
-    random modalities); writes robustness.json and robustness.png."""
+    """Test metrics with 0/20/40/60/80 % of test patients losing each modality, and with
+    each of a patient's modalities removed at random with that probability (at least one
+    kept); writes robustness.json and robustness.png."""
     from holomed.evaluation.robustness import robustness as run
     from holomed.report.plots import robustness_plot
 
@@ -540,8 +551,8 @@ def robustness(
         _report(out)
     metric = curve["metrics"][0]
     t = Table(
-        title=f"{metric} with x% of test patients missing (random modalities), "
-        f"mean over {len(curve['seeds'])} seeds"
+        title=f"{metric} when each of a test patient's modalities is removed with probability x "
+        f"(at least one kept), mean over {len(curve['seeds'])} seeds"
     )
     t.add_column("entry")
     sc = "random" if "random" in curve["scenarios"] else curve["scenarios"][0]

@@ -63,6 +63,10 @@ def model_card(res: dict[str, Any], data: dict[str, Any], excluded: int) -> dict
             k: {"value": v["mean"], "ci": v["ci"]} for k, v in res.get("metrics", {}).items()
         },
         "evaluation": res.get("evaluation"),
+        # trained on all patients: the held-out metrics of the run that chose it
+        "estimate": {**res["estimate"], "from": res.get("selected_by")}
+        if res.get("estimate")
+        else None,
         "data": data,
         "excluded": excluded,
         "n_train": res["n_train"],

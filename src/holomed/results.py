@@ -247,6 +247,7 @@ _FIT_SECTIONS = frozenset(
         "test_ids",
         "n_folds",
         "selected_by",
+        "estimate",
         "attribution_plots",
     }
 )
@@ -264,8 +265,9 @@ class FitRecord(Record):
     (per metric), ``survival``, ``per_label``, ``calibration``, ``curves``,
     ``predictions``, ``contributions``, ``attention``, ``features``, ``deletion_curve``,
     ``fairness``, ``explain_seconds`` and ``assess_seconds`` (s), ``evaluation`` (how, in
-    words), ``test_ids``, ``n_folds``, ``selected_by`` (the comparison run it deploys)
-    and ``attribution_plots``."""
+    words), ``test_ids``, ``n_folds``, ``selected_by`` (the comparison run it deploys),
+    ``estimate`` (that run's held-out metrics of the candidate: what a model trained on
+    all patients can be expected to do) and ``attribution_plots``."""
 
     KIND: ClassVar[str | None] = "fit"
     OPTIONAL: ClassVar[frozenset[str]] = _FIT_SECTIONS
@@ -307,6 +309,7 @@ class FitRecord(Record):
     test_ids: list[str] | None = None
     n_folds: int | None = None
     selected_by: str | None = None
+    estimate: dict[str, Any] | None = None
     attribution_plots: list[dict[str, Any]] | None = None
 
 

@@ -148,6 +148,25 @@ def read_selection(run_dir: Path) -> dict[str, Any]:
         "family": res.get("selected_family"),
         "spec_path": res.get("spec_path"),
         "spec": res.get("spec"),
+        "estimate": _estimate(res),
+    }
+
+
+def _estimate(res: dict[str, Any]) -> dict[str, Any] | None:
+    """The selected candidate's evaluation in a compare run: its held-out metrics (mean
+    over seeds with the 95 % CI), on how many patients, and its inner-CV score: what the
+    model deployed from that run can be expected to do."""
+    entry = (res.get("strategies") or {}).get(res["selected"]) or {}
+    metrics = entry.get("metrics") or {}
+    if not metrics:
+        return None
+    return {
+        "run": "compare",
+        "candidate": res["selected"],
+        "metrics": {k: {"value": v.get("mean"), "ci": v.get("ci")} for k, v in metrics.items()},
+        "n_evaluated": res.get("n_evaluated"),
+        "selection_metric": res.get("selection_metric"),
+        "inner_cv": (res.get("selection_cv_mean") or {}).get(res["selected"]),
     }
 
 

@@ -37,6 +37,14 @@ GROUND_TRUTH = {
     "signal_modalities": ["expression", "clinical", "methylation"],
     "no_signal_modalities": ["noise"],
     "interaction": ["expression:g005", "methylation:cg005"],
+    # the label's log-odds per unit of each feature with a main effect (the features are
+    # standard normal, age has sd 12 years); every other feature has none
+    "main_effects": {
+        **{f"expression:g{i:03d}": 1.5 for i in range(4)},
+        **{f"methylation:cg{i:03d}": round(1.5 / np.sqrt(3), 4) for i in range(3)},
+        "clinical:lab0": 0.8,
+        "clinical:age": 0.05,
+    },
 }
 
 

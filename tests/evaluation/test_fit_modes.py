@@ -90,10 +90,24 @@ def test_fit_from_a_comparison_deploys_its_selection(tmp_path):
     assert model.name == res["selected"].removeprefix("baseline:")
     fitres = json.loads((tmp_path / "dep" / "results.json").read_text())
     assert fitres["n_train"] == 140 and fitres["n_test"] == 0
+    # no test patients here: the expected performance is the comparison's held-out one,
+    # in the results, the bundle's card, the console and the report
+    sel = res["strategies"][res["selected"]]["metrics"]["auroc"]
+    est = fitres["estimate"]
+    assert (
+        est["metrics"]["auroc"]["value"] == sel["mean"] and est["n_evaluated"] == res["n_evaluated"]
+    )
+    card = json.loads((tmp_path / "dep" / "bundle" / "card.json").read_text())
+    assert card["estimate"]["metrics"]["auroc"]["ci"] == sel["ci"]
+    assert card["estimate"]["from"] == str(tmp_path / "cmp")
+    assert f"held-out auroc {sel['mean']:.3f}" in " ".join(r.output.split())
+    # what the model learned is shown on the patients it was trained on
+    assert fitres["features"]["on"].startswith("the training patients")
     # the deployable run (no test patients, so no test metrics) has a report too
     r = runner.invoke(app, ["report", str(tmp_path / "dep")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "dep" / "report.html").stat().st_size > 0
+    page = (tmp_path / "dep" / "report.html").read_text()
+    assert f"held-out AUROC {sel['mean']:.3f}" in page and "Top features" in page
     # a classical baseline can be fitted and deployed by name
     r = runner.invoke(
         app,
@@ -227,4 +241,4 @@ def test_the_fit_report_says_how_the_model_was_evaluated():
     assert "candidate" in html and "lr_early (classical)" in html
     assert "green = raises" not in html
     _, res = fit_run(spec, cohort, "lr_early", mode="all")
-    assert "none here: trained on all 150 patients" in render_html(res)
+    assert "not here: trained on all 150 patients" in render_html(res)

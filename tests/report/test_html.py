@@ -396,6 +396,9 @@ def test_minimal_and_robustness_only_inputs_render(tmp_path):
     page = render_report(tmp_path).read_text()
     assert "Missing-modality robustness" in headings(page)
     assert "0.700" in page and "(-0.100)" in page
+    # what 'random' removes, in words: each modality with probability x, one kept
+    assert "each removed with probability x, at least one kept" in page
+    assert "additionally lose" in page
 
 
 def test_compare_report_leaderboard_and_selection():
@@ -424,6 +427,17 @@ def test_compare_report_calibration_of_every_candidate_and_a_reliability_diagram
     assert len(sel) == 1 and "0.014" in sel[0] and "1.100" in sel[0] and "-0.200" in sel[0]
     assert sec.count("data:image/png;base64,") == 1  # selected beside the best baseline
     assert "reliability diagram of the selected candidate and the best baseline" in sec
+
+
+def test_an_ablation_is_never_the_best_candidate_and_ablations_are_explained():
+    res = compare_dict()
+    res["strategies"]["single:a"]["metrics"]["auroc"] = metric(0.95, 0.9, 0.99)
+    res["strategies"]["single:a"]["params"] = [{"candidate": "late", "params": None}]
+    res["leaderboard"] = ["single:a", "baseline:gbm", "late", "early"]
+    page = render_quiet(res)
+    tile = re.search(r'<div class="v">([^<]*)</div><div class="k">best candidate on the test', page)
+    assert tile and tile.group(1) == "baseline:gbm"
+    assert "ablations of late" in page and "never selected" in page
 
 
 def test_older_compare_without_kind_or_curves_renders_as_compare(tmp_path):

@@ -24,7 +24,7 @@ import holomed.candidates  # noqa: F401  (every family registered)
 from holomed.candidate import Candidate
 from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
-from holomed.evaluation.trust import assess, curves, fit_results
+from holomed.evaluation.trust import assess, curves, feature_summary, fit_results
 from holomed.explain.maps import attribution_maps
 from holomed.fairness import audit
 from holomed.provenance import model_card
@@ -114,9 +114,14 @@ def fit_run(
     if mode == "all":
         model = make().fit(cohort)
         trust: dict[str, Any] = {
-            "evaluation": f"none here: trained on all {len(cohort)} labelled patients; the "
+            "evaluation": f"not here: trained on all {len(cohort)} labelled patients; the "
             "comparison or cross-validation run that chose this candidate is its evaluation"
         }
+        if spec.evaluation.explain:  # what the model learned, on the patients it saw
+            attr = model.feature_attributions(cohort)
+            if attr:
+                on = "the training patients (all labelled; no test patients in this run)"
+                trust["features"] = feature_summary(model, attr, on)
         return model, fit_results(spec, cohort, model, len(cohort), 0, trust).to_dict()
     splits = patient_splits(cohort, spec.split, seed=spec.training.seed)
     if mode == "holdout":

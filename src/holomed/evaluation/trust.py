@@ -47,6 +47,22 @@ def curves(y: np.ndarray, proba: np.ndarray, max_points: int = 200) -> dict[str,
     return {"roc": {"fpr": f, "tpr": t}, "pr": {"recall": r, "precision": p}}
 
 
+def feature_summary(model: Any, attr: dict[str, Any], on: str) -> dict[str, Any]:
+    """The top features per modality from ``attr`` (``model.feature_attributions``),
+    the method, which patients (``on``) and, for a model with explicit cross-modal
+    products (``lr_cross``), the products it kept."""
+    out = {
+        "method": "integrated gradients (captum), baseline = training mean"
+        if model.family == "neural"
+        else "SHAP (exact linear / LightGBM TreeSHAP / members' weighted mean)",
+        "on": on,
+        "top": top_features(attr, model.feature_names()),
+    }
+    if callable(getattr(model, "interactions", None)):
+        out["interactions"] = model.interactions(10)
+    return out
+
+
 def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) -> dict[str, Any]:
     """The trust sections of a fit run (see module doc)."""
     ev = spec.evaluation
@@ -102,12 +118,7 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         out["attention"] = attention_readout(model, test) if neural else None
         attr = model.feature_attributions(test)
         if attr:
-            out["features"] = {
-                "method": "integrated gradients (captum), baseline = training mean"
-                if neural
-                else "SHAP (exact linear / LightGBM TreeSHAP / members' weighted mean)",
-                "top": top_features(attr, model.feature_names()),
-            }
+            out["features"] = feature_summary(model, attr, "the test patients")
         out["explain_seconds"] = round(time.perf_counter() - t1, 2)
         if neural and attr and task in ("binary", "multiclass"):
             out["deletion_curve"] = deletion_curve(model, test, attr)

@@ -43,7 +43,7 @@ from holomed.results import (
     read_results,
     results_from_json,
 )
-from holomed.scoring.metrics import LOWER_IS_BETTER
+from holomed.scoring.metrics import CHANCE, LOWER_IS_BETTER
 
 __all__ = ["render_report", "render_html"]
 
@@ -464,8 +464,19 @@ def _fit_evaluation(run: FitRecord) -> str:
             "saved is trained on all of them"
         )
     if not run.n_test:
-        by = f" ({run.selected_by})" if run.selected_by else ""
-        return f"none here: trained on all {run.n_train} patients; the run that chose it{by}"
+        text = f"not here: trained on all {run.n_train} patients"
+        est = run.estimate or {}
+        m = est.get("selection_metric")
+        v = (est.get("metrics") or {}).get(m) or {}
+        if _is_num(v.get("value")):
+            text += (
+                f"; expected from the run that chose it ({run.selected_by}): held-out "
+                f"{_label(m)} {_num(v['value'])} {_ci_text(v.get('ci'))} on "
+                f"{_or_unknown(est.get('n_evaluated'))} patients"
+            )
+        elif run.selected_by:
+            text += f"; its evaluation is the run that chose it ({run.selected_by})"
+        return text
     return f"{run.n_train} training / {run.n_test} test patients"
 
 
@@ -500,9 +511,16 @@ def _summary(run: Run | None) -> str:
         chosen = _metrics_of(run.entry(sel))
         if metric and metric in chosen:
             kpis.append((f"selected: {_label(metric)} (95% CI)", _val_ci_plain(chosen[metric])))
-        if run.leaderboard:
+        strategies = run.strategies or {}
+        candidates = [  # not an ablation nor the per-fold procedure: a model one could deploy
+            n
+            for n in run.leaderboard or []
+            if n != SELECTION_ENTRY
+            and (strategies.get(n) is None or strategies[n].group not in ("single", "without"))
+        ]
+        if candidates:
             kpis.append(
-                ("best on the test patients (shown, never used to choose)", str(run.leaderboard[0]))
+                ("best candidate on the test patients (shown, never used to choose)", candidates[0])
             )
         if run.n_evaluated is not None:
             kpis.append(("patients evaluated", _num(run.n_evaluated)))
@@ -645,6 +663,18 @@ def _leaderboard(run: CompareRecord) -> str | None:
         ),
         _table(heads, rows, set(range(3, 3 + len(cols) + 3)), classes, cls="stack"),
     ]
+    ablations = [n for n in board if strategies[n].group in ("single", "without")]
+    if ablations:
+        p = strategies[ablations[0]].params
+        of = p[0].get("candidate") if isinstance(p, list) and p and isinstance(p[0], dict) else None
+        parts.append(
+            _p(
+                f"single:M and without:M are ablations of {of or 'the best non-ensemble candidate'}"
+                ": refitted on modality M alone, or without it, to show what each modality "
+                "adds; they are not candidates and are never selected.",
+                "note",
+            )
+        )
     if metric:
         parts.append(_leaderboard_figure(run, board, metric))
     if run.selection_detail:
@@ -671,11 +701,15 @@ def _leaderboard_figure(run: CompareRecord, board: list[str], metric: str) -> st
     fig, axes = _new_figure(7.5, 0.3 * len(names) + 1.3)
     ax = axes[0][0]
     colours = [GROUP_COLOURS.get(ent[n].group or "", "#333333") for n in names]
-    ax.barh(range(len(names)), means, xerr=[lo, hi], color=colours, capsize=3)
+    # points with CIs, not bars: a bar's length from an arbitrary axis start misleads
+    for i, (m, a, b, c) in enumerate(zip(means, lo, hi, colours, strict=True)):
+        big = names[i] == run.selected
+        ax.errorbar(m, i, xerr=[[a], [b]], fmt="o", color=c, ms=8 if big else 5, capsize=3)
     ax.set_yticks(range(len(names)), [n + (" ★" if n == run.selected else "") for n in names])
     ax.invert_yaxis()
-    left = min(m - e for m, e in zip(means, lo, strict=True))
-    ax.set_xlim(max(0.0, left - 0.05) if metric not in LOWER_IS_BETTER else 0.0, None)
+    if metric in CHANCE:
+        ax.axvline(CHANCE[metric], ls=":", color="grey", lw=1)
+        ax.text(CHANCE[metric], -0.6, " chance", fontsize=7, color="grey", va="bottom")
     ax.set_xlabel(f"{_label(metric)} (mean, 95% bootstrap CI)", fontsize=9)
     _style(ax)
     handles = [
@@ -684,9 +718,9 @@ def _leaderboard_figure(run: CompareRecord, board: list[str], metric: str) -> st
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     return _figure(
         fig,
-        f"leaderboard bar chart of {metric}",
-        f"{_label(metric)} per entry with 95% bootstrap CIs; colour = group "
-        "(fusion strategy, single modality, leave-one-modality-out, classical baseline).",
+        f"leaderboard chart of {metric}",
+        f"{_label(metric)} per entry (point) with its 95% bootstrap CI (line); colour = group "
+        "(legend); ★ = the selected candidate; dotted = chance.",
     )
 
 
@@ -1026,7 +1060,8 @@ def _robustness(rob: RobustnessRecord | None, run: CompareRecord | None) -> str 
                     alpha=0.12,
                 )
         ax.set_title(f"missing: {sc}", fontsize=9)
-        ax.set_xlabel("% of test patients", fontsize=8)
+        xlabel = "% chance each is removed" if sc == "random" else "% of test patients losing it"
+        ax.set_xlabel(xlabel, fontsize=8)
         _style(ax)
     for ax in flat[len(scenarios) :]:
         ax.set_visible(False)
@@ -1036,8 +1071,9 @@ def _robustness(rob: RobustnessRecord | None, run: CompareRecord | None) -> str 
     fig_html = _figure(
         fig,
         f"{metric} against the share of test patients missing a modality",
-        f"{_label(metric)} as a growing share of test patients lose one modality (panel "
-        "title; 'random' = a random modality per patient); mean ± SD over "
+        f"{_label(metric)} as x% of the test patients additionally lose the modality of the "
+        "panel title (on top of those who never had it); 'random': each patient's "
+        "modalities are each removed with probability x, at least one kept. Mean ± SD over "
         f"{len(rob.seeds or []) or '?'} seed(s), {_or_unknown(rob.n_test)} test "
         "patients. Dashed = classical baselines.",
     )
@@ -1059,8 +1095,9 @@ def _robustness(rob: RobustnessRecord | None, run: CompareRecord | None) -> str 
         heads,
         rows,
         set(range(1, len(heads))),
-        caption=f"{_label(metric)} with {100 * rates[last]:.0f}% of test patients missing the "
-        "modality (change from none missing)",
+        caption=f"{_label(metric)} with {100 * rates[last]:.0f}% of test patients additionally "
+        "losing the modality ('random': each of a patient's modalities removed with probability "
+        f"{rates[last]:.1f}, at least one kept); in brackets, the change from none removed",
     )
     return fig_html + table
 
@@ -1278,8 +1315,9 @@ def _features(run: FitRecord | None, run_dir: Path | str | None = None) -> str |
     if top:
         parts.append(
             _p(
-                f"Per modality, the features with the largest mean |attribution| over the "
-                f"test patients who have it ({feats.get('method', 'method not recorded')}). "
+                f"Per modality, the features with the largest mean |attribution| over "
+                f"{feats.get('on') or 'the test patients'} who have it "
+                f"({feats.get('method', 'method not recorded')}). "
                 "The signed mean is the feature's average push against the average patient, "
                 "not the direction of its effect: for a linear term it is near 0 whatever "
                 "the sign of the coefficient.",
@@ -1306,6 +1344,19 @@ def _features(run: FitRecord | None, run_dir: Path | str | None = None) -> str |
             "<details><summary>The same as tables (mean |attribution| and signed mean)"
             '</summary><div class="grid">' + "".join(tables) + "</div></details>"
         )
+    inter = feats.get("interactions") or []
+    if inter:
+        parts.append("<h3>Cross-modal products the model kept</h3>")
+        parts.append(
+            _p(
+                "The largest coefficients of the model's products of two features from "
+                "different modalities (on the scaled features' log-odds scale; a principal "
+                "component is named PCk when a wide modality was reduced).",
+                "note",
+            )
+        )
+        body = [[d.get("a", "?"), d.get("b", "?"), _signed(d.get("coef"))] for d in inter]
+        parts.append(_table(["feature", "× feature", "coefficient"], body, {2}))
     dc = run.deletion_curve
     if dc and dc.get("k") and dc.get("top_first"):
         fig, axes = _new_figure(6, 3.6)

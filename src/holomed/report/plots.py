@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from holomed.scoring.metrics import CHANCE  # noqa: E402
+
 GROUP_COLOURS = {
     "fusion": "#1f77b4",
     "single": "#2ca02c",
@@ -23,7 +25,6 @@ GROUP_COLOURS = {
 
 
 # the score of a model that ranks at random, for metrics where it is fixed
-CHANCE = {"auroc": 0.5, "c_index": 0.5, "balanced_accuracy": 0.5}
 
 
 def leaderboard_plot(results: dict[str, Any], path: Path, metric: str | None = None) -> Path:
@@ -74,7 +75,8 @@ def robustness_plot(curve: dict[str, Any], path: Path, metric: str | None = None
             style = "--" if name.startswith("baseline") else "-"
             ax.plot(rates, d[sc][metric]["mean"], style, marker="o", ms=3, label=name)
         ax.set_title(f"missing: {sc}", fontsize=9)
-        ax.set_xlabel("% of test patients without it")
+        random = sc == "random"
+        ax.set_xlabel("% chance each is removed" if random else "% of test patients losing it")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
     handles, labels = axes[0][0].get_legend_handles_labels()

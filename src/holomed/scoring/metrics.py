@@ -32,6 +32,8 @@ CLASSIFICATION = (
 REGRESSION = ("mae", "rmse", "r2")
 MULTILABEL = ("auroc", "auprc", "f1_macro", "f1_micro", "subset_accuracy", "hamming_loss", "brier")
 LOWER_IS_BETTER = {"brier", "ece", "mae", "rmse", "log_loss", "hamming_loss", "ibs", "fpr"}
+# what a random score reaches on a metric (the chance line of plots)
+CHANCE = {"auroc": 0.5, "c_index": 0.5, "balanced_accuracy": 0.5}
 
 
 def log_loss(task: str, y: np.ndarray, out: np.ndarray, eps: float = 1e-6) -> float:
