@@ -93,7 +93,20 @@ def save_bundle(model: Any, path: Path, card: dict[str, Any] | None = None) -> P
         spec = model.spec.model_copy(deep=True)
         if "spec" in meta:  # a neural model's own (strategy-resolved) spec
             spec = parse_spec(meta["spec"], where="model spec")
-        (tmp / "spec.yaml").write_text(spec.to_yaml())
+        head = ""
+        family, name = str(meta.get("family", "")), str(meta.get("name", ""))
+        if family and family != "neural":  # the spec's fusion/training are not this model's
+            again = (  # members and weights come from the comparison that chose them
+                "holomed fit spec.yaml --from COMPARE_RUN"
+                if family in ("stacking", "ensemble")
+                else f"holomed fit spec.yaml --fusion {name} --all"
+            )
+            head = (
+                f"# The model in this bundle is the candidate {name!r} ({family}): the fusion\n"
+                "# and training settings below do not apply to it. Train it again with:\n"
+                f"#   {again}\n"
+            )
+        (tmp / "spec.yaml").write_text(head + spec.to_yaml())
         state = {"schema_version": SCHEMA_VERSION, **meta}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=False))
         if texts:

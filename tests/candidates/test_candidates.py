@@ -58,6 +58,15 @@ def test_every_family_round_trips_through_a_bundle(data, name, params, tmp_path,
     q = model.predict_present(test, pres)
     assert np.isfinite(q).all()
     save_bundle(model, tmp_path / "b")
+    # a classical, stacked or ensemble model: the spec's fusion settings are said not to
+    # apply, and how to train it again is given
+    spec_text = (tmp_path / "b" / "spec.yaml").read_text()
+    again = (
+        "holomed fit spec.yaml --from COMPARE_RUN"
+        if model.family in ("stacking", "ensemble")
+        else f"holomed fit spec.yaml --fusion {model.name} --all"
+    )
+    assert (again in spec_text) == (model.family != "neural"), spec_text[:200]
 
     def refuse(*_a, **_k):
         raise AssertionError("a bundle load unpickled something")
