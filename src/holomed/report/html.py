@@ -1292,13 +1292,17 @@ def _contributions_compare(run: CompareRecord) -> str | None:
         classes.append("selected" if n == sel else "")
     parts = [
         _p(
-            "Global modality Shapley values per fusion strategy (first seed), with "
-            "leave-one-out deltas in brackets; the last column is the metric with no "
-            "modality and with all of them.",
+            "Global modality Shapley values per candidate with a modality-level "
+            "explanation (first seed; entries without one, such as ensembles, are not "
+            "listed), with leave-one-out deltas in brackets; the last column is the metric "
+            "with no modality and with all of them, first seed.",
             "note",
         ),
         _table(
-            ["strategy", "metric", *mods, "none → all"], rows, set(range(2, len(mods) + 3)), classes
+            ["candidate", "metric", *mods, "none → all"],
+            rows,
+            set(range(2, len(mods) + 3)),
+            classes,
         ),
     ]
     pick = sel if sel in have else next(iter(have))
