@@ -726,11 +726,20 @@ def test_a_cohort_built_in_code_with_an_infinite_value_is_refused_by_name():
     bad.loc["P7", "x"] = -np.inf
     for name in ("lr_early", "late"):
         model = C.make_candidate(spec, name, 0)
-        with pytest.raises(CohortError, match=r"modality 'a', patient 'P7', column 'x'"):
+        with pytest.raises(CohortError, match=r"modality 'a': patient 'P7', column 'x'"):
             model.fit(cohort(bad))
         model.fit(cohort(a))
-        with pytest.raises(CohortError, match="'P7'.*infinite"):
+        with pytest.raises(CohortError, match="'P7'.*not a finite number"):
             model.predict_proba(cohort(bad))
         absent = np.ones(60, bool)
         absent[7] = False  # the row marked absent is never read
         assert np.isfinite(model.predict_proba(cohort(bad, absent))).all()
+    # a table too, and a number beyond float32's range (inf to the model)
+    tab = parse_spec({"modalities": [{"name": "a", "kind": "tabular"}], "target": {"column": "y"}})
+    huge = a.copy()
+    huge.loc["P3", "z"] = 1e39
+    mods = {"a": ModalityData("tabular", huge, np.ones(60, bool), list(huge.columns))}
+    with pytest.raises(CohortError, match=r"modality 'a': patient 'P3', column 'z'"):
+        C.make_candidate(tab, "lr_early", 0).fit(
+            Cohort(ids, mods, y=y, task="binary", classes=["0", "1"])
+        )

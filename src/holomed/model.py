@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from holomed.candidate import Candidate, Param, register_candidate, require_spec
@@ -51,33 +50,11 @@ def fit_preprocessors(modality_specs: list, cohort: Cohort, seed: int) -> dict[s
             pre = pcls(**opts)
         except TypeError as err:
             raise SpecError(f"modalities.{m.name}.preprocessing: {err}") from None
-        refuse_infinite(m.name, cohort.modalities[m.name], cohort.ids)
         try:
             out[m.name] = pre.fit(cohort.modalities[m.name])
         except ValueError as err:
             raise CohortError(f"modality {m.name!r}: {err}") from None
     return out
-
-
-def refuse_infinite(name: str, data: Any, ids: Any) -> None:
-    """A table or omics modality with an infinite value in a present row is an error
-    naming the patient and column. The file readers already leave such rows out and
-    report them; this catches a cohort built in code, whose infinities would otherwise
-    turn into NaN outputs or extreme scores."""
-    v = data.values
-    if data.kind not in ("tabular", "omics") or not isinstance(v, pd.DataFrame):
-        return
-    num = v.select_dtypes("number")
-    if num.shape[1] == 0 or len(num) != len(data.present):
-        return
-    bad = np.isinf(num.to_numpy(dtype=float)) & np.asarray(data.present, bool)[:, None]
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise CohortError(
-            f"modality {name!r}, patient {str(ids[i])!r}, column {num.columns[j]!r}: an infinite "
-            f"value ({int(bad.sum())} in all); mark the value missing (NaN) or the "
-            "modality absent for that patient"
-        )
 
 
 def transform_cohort(
@@ -95,7 +72,6 @@ def transform_cohort(
     for name, pre in preprocessors.items():
         if name in cohort.modalities:
             data = cohort.modalities[name]
-            refuse_infinite(name, data, cohort.ids)
             try:
                 x[name] = pre.transform(data)
             except ValueError as err:

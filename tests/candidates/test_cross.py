@@ -46,7 +46,7 @@ def test_it_finds_the_planted_interaction_and_beats_the_sparse_linear_model(demo
 def _shap_total_matches_the_logit(model, cohort):
     attr = model.feature_attributions(cohort)
     total = sum(np.nan_to_num(a).sum(1) for a in attr.values())
-    blocks, present = model._blocks(cohort, None)
+    blocks, present = model._blocks(cohort, True)
     x = model._cross_design(blocks, present)
     coef, b = model.model_.coef[0], model.model_.intercept[0]
     start = sum(v.shape[1] for v in blocks.values())

@@ -458,6 +458,19 @@ def test_upload_errors_are_shown_next_to_their_field(server):
         assert message in field_block(r.text, fid), (fid, message)
     r = c.post("/web/models/icu/predict", data={"csrf": csrf}, files=[("m1.file", ("", b""))])
     assert r.status_code == 422 and "Give at least one modality" in r.text
+    # a form whose upload was cut before its closing boundary: said, nothing predicted
+    b = "cutweb0"
+    body = (
+        f'--{b}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n'
+        f'--{b}\r\nContent-Disposition: form-data; name="m0.c0"\r\n\r\n70\r\n'
+        f'--{b}\r\nContent-Disposition: form-data; name="m2.text"\r\n\r\nsep'
+    ).encode()
+    ctype = {"content-type": f"multipart/form-data; boundary={b}"}
+    r = c.post("/web/models/icu/predict", content=body, headers=ctype)
+    assert r.status_code == 422 and "cut short" in r.text, r.text[:300]
+    r = c.post("/web/models/icu/predict", content=body + f"\r\n--{b}--\r\n".encode(),
+               headers=ctype)  # fmt: skip
+    assert r.status_code == 200, r.text[:300]
     r = c.post("/web/models/nope/predict", data={"csrf": csrf})
     assert r.status_code == 404 and "no model named" in r.text
 

@@ -336,18 +336,27 @@ class FeatureDesign:
     def _flat(self, x: dict[str, np.ndarray], name: str) -> np.ndarray:
         return self.preprocessors_[name].flat_features(x[name])[0].astype(float)
 
-    def _design(self, cohort: Cohort, fill: bool, present: dict | None = None) -> np.ndarray:
+    def _blocks(
+        self, cohort: Cohort, fill: bool, present: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Flat features per modality (absent rows NaN, or with ``fill`` the training
+        mean, 0, as are undefined statistics) and the presence masks used."""
         x, pres = transform_cohort(self.preprocessors_, cohort)
         present = pres if present is None else masks_within(present, pres)
-        parts = []
+        blocks = {}
         for n in self.preprocessors_:
             v = self._flat(x, n).copy()
             v[~present[n]] = np.nan
-            if fill:  # absent rows and undefined statistics: the training mean (0)
+            if fill:
                 v = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
-            parts.append(v)
-        parts.append(np.stack([present[n] for n in self.preprocessors_], 1).astype(float))
-        return np.concatenate(parts, 1)
+            blocks[n] = v
+        return blocks, present
+
+    def _design(self, cohort: Cohort, fill: bool, present: dict | None = None) -> np.ndarray:
+        """The modalities' blocks side by side, then one presence indicator each."""
+        blocks, present = self._blocks(cohort, fill, present)
+        pres = np.stack([present[n] for n in self.preprocessors_], 1).astype(float)
+        return np.concatenate([*blocks.values(), pres], 1)
 
     def feature_names(self) -> dict[str, list[str]]:
         out = {}

@@ -35,7 +35,6 @@ import numpy as np
 from holomed.candidate import Param, register_candidate
 from holomed.candidates.classical import Classical, Linear, fit_linear, predict_linear
 from holomed.cohort import Cohort
-from holomed.model import masks_within, transform_cohort
 from holomed.threads import limit_threads
 
 MAX_PRODUCTS = 8192
@@ -95,7 +94,7 @@ class CrossLinear(Classical):
         if budget < 1:
             raise ValueError(f"{self.name}: max_products must be at least 1, got {budget}")
         self._fit_common(cohort)
-        blocks, present = self._blocks(cohort, None)
+        blocks, present = self._blocks(cohort, True)
         caps = _caps({n: b.shape[1] for n, b in blocks.items()}, budget)
         self.reduce_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for n, b in blocks.items():
@@ -109,18 +108,6 @@ class CrossLinear(Classical):
         return self
 
     # -- design ---------------------------------------------------------------------
-    def _blocks(
-        self, cohort: Cohort, present: dict | None
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        x, pres = transform_cohort(self.preprocessors_, cohort)
-        present = pres if present is None else masks_within(present, pres)
-        blocks = {}
-        for n in self.preprocessors_:
-            v = np.nan_to_num(self._flat(x, n), nan=0.0, posinf=0.0, neginf=0.0)
-            v[~present[n]] = 0.0
-            blocks[n] = v
-        return blocks, present
-
     def _factors(self, blocks: dict[str, np.ndarray], present: dict) -> dict[str, np.ndarray]:
         out = {}
         for n, v in blocks.items():
@@ -146,7 +133,7 @@ class CrossLinear(Classical):
         return np.concatenate(parts, 1)
 
     def _predict(self, cohort: Cohort, present: dict | None) -> np.ndarray:
-        blocks, present = self._blocks(cohort, present)
+        blocks, present = self._blocks(cohort, True, present)
         with limit_threads():
             return predict_linear(self.model_, self._cross_design(blocks, present), self.n_classes_)
 
@@ -179,7 +166,7 @@ class CrossLinear(Classical):
         return len(self.feature_names()[name])
 
     def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
-        blocks, present = self._blocks(cohort, None)
+        blocks, present = self._blocks(cohort, True)
         out = self._predict(cohort, None)
         cls_index = 0
         if self.task_name == "multiclass":

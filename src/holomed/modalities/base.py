@@ -299,6 +299,22 @@ def finite32(x: np.ndarray) -> np.ndarray:
         return np.isfinite(np.asarray(x, dtype=float).astype(np.float32))
 
 
+def refuse_nonfinite(x: np.ndarray, ids: Sequence[Any], columns: Sequence[Any]) -> None:
+    """A preprocessor's rows ``x`` (one per id in ``ids``) must hold finite numbers or NaN:
+    the file readers leave other rows out and report them, so this only catches a cohort
+    built in code, whose infinities would turn into NaN outputs or extreme scores. The
+    error names the patient and column (the caller adds the modality)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~finite32(x) & ~np.isnan(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"patient {str(ids[i])!r}, column {str(columns[j])!r}: a value that is not a "
+            f"finite number ({int(bad.sum())} in all); mark it missing (NaN) or the "
+            "modality absent for that patient"
+        )
+
+
 def nonfinite_problems(
     bad: np.ndarray, ids: Sequence[Any], columns: Sequence[str], modality: str, where: str
 ) -> list[dict]:

@@ -30,6 +30,7 @@ from holomed.modalities.base import (
     finite32,
     nonfinite_problems,
     read_sources,
+    refuse_nonfinite,
     register_modality,
     to_numeric,
     with_columns,
@@ -163,7 +164,9 @@ class OmicsPreprocessor(Preprocessor):
             part = df.iloc[at]
             if cols is not None:  # rows first: ``iloc[rows, cols]`` copies whole columns
                 part = part.iloc[:, cols]
-            yield pos, self._base(part.to_numpy(dtype=float))
+            x = part.to_numpy(dtype=float)
+            refuse_nonfinite(x, part.index, part.columns)
+            yield pos, self._base(x)
 
     def fit(self, data: ModalityData) -> OmicsPreprocessor:
         if self.reduce not in (None, "pca", "autoencoder"):

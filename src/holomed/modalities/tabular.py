@@ -25,6 +25,7 @@ from holomed.modalities.base import (
     category_text,
     drop_nonfinite_rows,
     read_sources,
+    refuse_nonfinite,
     register_modality,
     to_numeric,
 )
@@ -102,6 +103,7 @@ class TabularPreprocessor(Preprocessor):
         self.categorical_ = [c for c in df.columns if c in cat]
         self.numeric_ = [c for c in df.columns if c not in self.categorical_]
         x = df[self.numeric_].to_numpy(dtype=float)
+        refuse_nonfinite(x, df.index, self.numeric_)
         with warnings.catch_warnings():  # a column no training patient has: filled with 0
             warnings.simplefilter("ignore", RuntimeWarning)
             center = np.nanmedian(x, 0) if self.impute == "median" else np.nanmean(x, 0)
@@ -142,7 +144,9 @@ class TabularPreprocessor(Preprocessor):
         present = np.asarray(data.present, bool)
         x = np.full((len(df), len(self.numeric_)), np.nan)
         if present.any():  # absent rows are never read (they may hold anything)
-            x[present] = df[self.numeric_].iloc[np.flatnonzero(present)].to_numpy(dtype=float)
+            rows = np.flatnonzero(present)
+            x[present] = df[self.numeric_].iloc[rows].to_numpy(dtype=float)
+            refuse_nonfinite(x[present], df.index[rows], self.numeric_)
         nan = np.isnan(x)
         self.out_of_range_ = self._far(x)
         x = (np.where(nan, self.fill_, x) - self.loc_) / self.scale_

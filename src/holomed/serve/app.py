@@ -1503,10 +1503,11 @@ def _closing_delimiter(scope: dict) -> bytes | None:
     return b"--" + boundary + b"--"
 
 
-def _check_closed(request: Request) -> None:
+def check_closed(request: Request) -> None:
     """A multipart body must contain its closing delimiter (``--BOUNDARY--``; an epilogue
-    may follow). The parser drops a last part that never ended, so a body cut short would
-    be read as a request without that file: refused instead."""
+    may follow; :class:`BodyLimit` watches for it). The parser drops a last part that
+    never ended, so a body cut short would be read as a request without that file:
+    refused instead (the API and the web form alike)."""
     if request.scope.get(BODY_CLOSED) is False:
         raise ApiError(
             400,
@@ -1530,7 +1531,7 @@ async def _multipart(
             raise ApiError(400, f"multipart body: {err.detail}") from None
         raise
     try:
-        _check_closed(request)
+        check_closed(request)
         fields: dict[str, Any] = {}
         uploads: dict[str, list[tuple[str, Any]]] = {}
         for key, value in form.multi_items():
@@ -1672,7 +1673,9 @@ def _handlers(app: FastAPI) -> None:
 
 class BodyLimit:
     """Refuses a request body over ``limit`` bytes: at once when ``Content-Length`` says
-    so (no byte of it is read), else as soon as the streamed bytes pass it."""
+    so (no byte of it is read), else as soon as the streamed bytes pass it. The one
+    reader of the raw stream, it also records whether a multipart body's closing
+    delimiter went by (``scope[BODY_CLOSED]``, see :func:`check_closed`)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app

@@ -74,6 +74,7 @@ from holomed.serve.app import (
     ServedModel,
     ServerState,
     authorize_token,
+    check_closed,
 )
 from holomed.serve.tokens import ROLES, TokenInfo
 
@@ -502,6 +503,11 @@ async def read_form(
         return item, errors, values
     try:
         _check_csrf(form, s)
+        try:
+            check_closed(request)
+        except ApiError:
+            errors[""] = "The upload was cut short before its end; send the form again."
+            return item, errors, values
         for k, v in form.multi_items():
             if isinstance(v, str) and k not in ("csrf", "patient_id"):  # the raw id: never
                 values[k] = v
