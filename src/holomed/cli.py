@@ -235,13 +235,15 @@ def _progress() -> Progress:
     )
 
 
-def _ticker(prog: Progress, task: Any) -> Callable[[str], None]:
-    """Advance the bar; when output is not a terminal (a log file, CI) the bar cannot
-    redraw, so each step is also written as one line with its count and elapsed time."""
+def _ticker(prog: Progress, task: Any) -> Callable[..., None]:
+    """Advance the bar by a step's ``units`` (a comparison counts model fits, so its time
+    estimate weighs a selection step by its inner fits); when output is not a terminal (a
+    log file, CI) the bar cannot redraw, so each step is also written as one line with
+    its count and elapsed time."""
     t0 = time.perf_counter()
 
-    def tick(msg: str) -> None:
-        prog.update(task, advance=1, description=msg)
+    def tick(msg: str, units: int = 1) -> None:
+        prog.update(task, advance=units, description=msg)
         if not console.is_terminal:
             t = next(x for x in prog.tasks if x.id == task)
             done, total = int(t.completed), int(t.total or 0)

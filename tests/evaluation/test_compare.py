@@ -25,7 +25,9 @@ def run():
     spec = tiny_spec(grid={"training.weight_decay": [0.0, 0.01]})
     cohort = load_cohort(spec)
     ticks = []
-    results, outputs = compare(spec, cohort, ["joint", "late"], tick=ticks.append)
+    results, outputs = compare(
+        spec, cohort, ["joint", "late"], tick=lambda msg, units=1: ticks.append((msg, units))
+    )
     return spec, cohort, results, outputs, ticks
 
 
@@ -72,7 +74,11 @@ def test_results_contract(run):
     from holomed.runfiles import clean
 
     json.dumps(clean(results), allow_nan=False)  # strict JSON once written
-    assert len(ticks) == count_fits(spec, ["joint", "late"], 2, 1, True, True)
+    # progress counts model fits: a selection step weighs its inner fits
+    assert sum(u for _, u in ticks) == count_fits(spec, ["joint", "late"], 2, 1, True, True)
+    folds = spec.evaluation.selection_folds * spec.evaluation.selection_repeats
+    assert {u for m, u in ticks if m.startswith("select joint")} == {folds}
+    assert {u for m, u in ticks if m.startswith("fit ")} == {1}
 
 
 def test_every_comparison_has_ablations_and_baselines(run):

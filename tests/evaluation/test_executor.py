@@ -36,7 +36,13 @@ def _run(make_tiny_spec, tiny_cohort, executor):
         evaluation={"seeds": 2, "candidates": ["lr_early", "ensemble"], "ablations": False}
     )
     ticks = []
-    res, outs = compare(spec, tiny_cohort, ["late"], tick=ticks.append, executor=executor)
+    res, outs = compare(
+        spec,
+        tiny_cohort,
+        ["late"],
+        tick=lambda msg, units=1: ticks.append((msg, units)),
+        executor=executor,
+    )
     return res, outs, ticks
 
 

@@ -8,6 +8,7 @@ from holomed.cohort import inner_folds, load_cohort, patient_splits
 from holomed.evaluation.select import (
     choose,
     ensemble_selection,
+    no_tick,
     paired_se,
     repeated_folds,
     repeats_of,
@@ -33,20 +34,23 @@ def test_search_tries_the_defaults_first_and_respects_the_trial_budget():
     spec, train = small(search={"trials": 4})
     folds = inner_folds(train.y, 2, 0, train.task, train.groups)
     ticks = []
-    s = score_candidate(spec, train, "gbm", folds, 0, ticks.append)
+    s = score_candidate(
+        spec, train, "gbm", folds, 0, lambda msg, units=1: ticks.append((msg, units))
+    )
     assert len(s.trials) == 4 and len(ticks) == 4
+    assert all(u == len(folds) for _, u in ticks)  # each trial: one fit per inner fold
     assert s.trials[0]["params"] == {}  # trial 0 = the defaults
     finished = [t["score"] for t in s.trials if not t["pruned"]]
     assert s.score == max(finished)
     assert np.isfinite(s.oof).all() and s.oof.shape == (len(train), 2)
     # the same seed gives the same search
-    again = score_candidate(spec, train, "gbm", folds, 0, lambda _m: None)
+    again = score_candidate(spec, train, "gbm", folds, 0, no_tick)
     assert [t["params"] for t in again.trials] == [t["params"] for t in s.trials]
 
 
 def test_the_best_rule_picks_the_best_mean_inner_score_and_the_ensemble_is_scored_honestly():
     spec, train = small(selection_rule="best")
-    sel = select(spec, train, ["joint", "lr_early", "gbm", "ensemble"], 0, lambda _m: None)
+    sel = select(spec, train, ["joint", "lr_early", "gbm", "ensemble"], 0, no_tick)
     scores = {n: s.score for n, s in sel.scored.items()}
     assert sel.selected == max(scores, key=scores.get)
     assert set(sel.ensemble_weights) <= {"joint", "lr_early", "gbm"}
@@ -93,7 +97,7 @@ def test_one_se_rule_takes_the_simplest_candidate_within_noise_of_the_best():
 def test_one_se_rule_selects_within_its_band_and_best_is_the_default():
     assert small()[0].evaluation.selection_rule == "best"
     spec, train = small(selection_rule="one_se")
-    sel = select(spec, train, ["joint", "lr_early", "gbm"], 0, lambda _m: None)
+    sel = select(spec, train, ["joint", "lr_early", "gbm"], 0, no_tick)
     scores = {n: s.score for n, s in sel.scored.items()}
     best = max(scores, key=scores.get)
     folds = {n: s.fold_scores for n, s in sel.scored.items()}
@@ -115,12 +119,12 @@ def test_log_loss_is_the_mean_negative_log_likelihood_for_every_classification_t
 
 def test_repeated_inner_cv_scores_every_draw_and_averages_out_of_fold_predictions():
     spec, train = small(selection_repeats=2)
-    sel = select(spec, train, ["lr_early", "gbm", "ensemble"], 0, lambda _m: None)
+    sel = select(spec, train, ["lr_early", "gbm", "ensemble"], 0, no_tick)
     for s in sel.scored.values():
         assert len(s.fold_scores) == 4 and len(s.oofs) == 2  # 2 draws x 2 folds
         assert np.allclose(s.oof, np.mean(s.oofs, axis=0))
     # the first draw is the single-draw selection; the second draw differs from it
-    one = select(*small(selection_repeats=1), ["lr_early", "gbm"], 0, lambda _m: None)
+    one = select(*small(selection_repeats=1), ["lr_early", "gbm"], 0, no_tick)
     lr = sel.scored["lr_early"]
     assert np.allclose(lr.oofs[0], one.scored["lr_early"].oof)
     assert lr.fold_scores[:2] == one.scored["lr_early"].fold_scores

@@ -20,7 +20,6 @@ What "selected" means:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +38,12 @@ from holomed.evaluation.baselines import ScoreBaseline
 from holomed.evaluation.resources import Measure
 from holomed.evaluation.select import (
     Selection,
+    Tick,
     build_candidate,
     choose,
     empty_outputs,
     grid_points,
+    no_tick,
     output_columns,
     select,
 )
@@ -62,7 +63,6 @@ from holomed.scoring.metrics import (
 from holomed.scoring.survival import survival_summary
 from holomed.spec import Spec, SpecError, override_spec
 
-Tick = Callable[[str], None]
 _CONTRIB_KEYS = ("metric", "global", "global_loo", "value_all", "value_none")
 
 
@@ -124,7 +124,7 @@ def compare(
     seeds = seeds or ev.seeds
     baselines = ev.baselines if baselines is None else baselines
     ablations = ev.ablations if ablations is None else ablations
-    tick = tick or (lambda _msg: None)
+    tick = tick or no_tick
     task, n = cohort.task, len(cohort)
     k = output_columns(spec, cohort)
     metric = ev.selection_metric
@@ -494,25 +494,29 @@ def _deploy_params(log: list[dict[str, Any]], name: str) -> Any:
 def count_fits(
     spec: Spec, fusions: list[str], seeds: int, n_splits: int, baselines: bool, ablations: bool
 ) -> int:
-    """The number of progress ticks a comparison makes (selection steps and fits)."""
+    """The progress units a comparison makes: model fits, those of the inner CV
+    (``selection_folds`` x ``selection_repeats`` per configuration scored) and the outer
+    fits (one each); the greedy ensemble's selection counts one."""
     m = len(spec.modality_names)
     names = entries_to_select(spec, fusions, baselines)
     fitted = [c for c in names if c != "ensemble"]
     search = spec.evaluation.search
+    ev = spec.evaluation
+    inner = ev.selection_folds * ev.selection_repeats
     per = 0
     if len(names) > 1 or spec.evaluation.grid or search.trials or search.seconds:
         for c in fitted:
             cls = candidate_class(c)
             if cls.family == "neural" and spec.evaluation.grid:
-                per += len(grid_points(spec))
+                per += len(grid_points(spec)) * inner
             elif (
                 search.trials
                 and (search.candidates is None or c in search.candidates)
                 and (cls.search_space(spec))
             ):
-                per += search.trials
+                per += search.trials * inner
             else:
-                per += 1
+                per += inner
         per += "ensemble" in names
     per += len(fitted) * seeds
     if ablations and m > 1:

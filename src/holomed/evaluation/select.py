@@ -40,7 +40,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,7 +51,17 @@ from holomed.executor import Executor
 from holomed.scoring.metrics import oriented
 from holomed.spec import Spec
 
-Tick = Callable[[str], None]
+
+class Tick(Protocol):
+    """Progress: one message per step, with the number of model fits the step made
+    (``units``), so that a time estimate can weigh a selection step of five inner fits
+    five times an outer fit."""
+
+    def __call__(self, msg: str, units: int = 1) -> None: ...
+
+
+def no_tick(msg: str, units: int = 1) -> None:
+    """A :class:`Tick` that shows nothing."""
 
 
 @dataclass
@@ -216,13 +226,13 @@ def search(
             oofs, scores = inner_cv(spec, train, name, params, folds, seed, report)
         except optuna.TrialPruned:
             trials.append({"params": params, "score": None, "pruned": True})
-            tick(f"search {name} trial {trial.number} (pruned)")
+            tick(f"search {name} trial {trial.number} (pruned)", len(folds))
             raise
         score = _mean(scores)
         trials.append({"params": params, "score": score, "pruned": False})
         if not best or score > best["score"]:
             best.update(params=params, score=score, scores=scores, oofs=oofs)
-        tick(f"search {name} trial {trial.number}")
+        tick(f"search {name} trial {trial.number}", len(folds))
         return score
 
     study.optimize(run, n_trials=budget.trials or None, timeout=budget.seconds)
@@ -262,14 +272,14 @@ def score_candidate(
                 best = Scored(
                     name, point or None, _mean(scores), scores, _average(oofs), 0.0, [], oofs
                 )
-            tick(f"select {name} {json.dumps(point, sort_keys=True)}")
+            tick(f"select {name} {json.dumps(point, sort_keys=True)}", len(folds))
         assert best is not None
         best.seconds, best.trials = time.perf_counter() - t0, trials
         return best
     if (budget.trials or budget.seconds) and searchable and cls.search_space(spec):
         return search(spec, train, name, folds, seed, tick)
     oofs, scores = inner_cv(spec, train, name, None, folds, seed)
-    tick(f"select {name}")
+    tick(f"select {name}", len(folds))
     return Scored(
         name, None, _mean(scores), scores, _average(oofs), time.perf_counter() - t0, [], oofs
     )
@@ -347,13 +357,17 @@ class ScoreJob:
     seed: int
 
 
-def score_job(shared: tuple[Spec, Cohort], job: ScoreJob) -> tuple[Scored, list[str]]:
+def score_job(shared: tuple[Spec, Cohort], job: ScoreJob) -> tuple[Scored, list[tuple[str, int]]]:
     """Run one :class:`ScoreJob` (here or in an executor's worker): the score and the
-    progress lines it made."""
+    progress steps it made (message, fits)."""
     spec, cohort = shared
-    lines: list[str] = []
+    lines: list[tuple[str, int]] = []
     train = cohort.subset(job.rows)
-    return score_candidate(spec, train, job.name, job.folds, job.seed, lines.append), lines
+
+    def keep(msg: str, units: int = 1) -> None:
+        lines.append((msg, units))
+
+    return score_candidate(spec, train, job.name, job.folds, job.seed, keep), lines
 
 
 def select(
@@ -378,9 +392,9 @@ def select(
         shared, rows = source
         jobs = [ScoreJob(name, rows, folds, seed) for name in fitted]
 
-        def done(_i: int, res: tuple[Scored, list[str]]) -> None:
-            for line in res[1]:
-                tick(line)
+        def done(_i: int, res: tuple[Scored, list[tuple[str, int]]]) -> None:
+            for line, units in res[1]:
+                tick(line, units)
 
         results = executor.map(score_job, shared, jobs, done)
         scored = {name: res[0] for name, res in zip(fitted, results, strict=True)}
