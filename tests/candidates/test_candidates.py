@@ -351,3 +351,105 @@ def test_python_api_misuse_gets_named_errors(data, tmp_path):
     model = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train)
     with pytest.raises(CohortError, match="no patient"):
         model.evaluate(test.subset([]))
+
+
+def _three_class_cohort():
+    import pandas as pd
+
+    from holomed.cohort import build_cohort
+
+    rng = np.random.default_rng(0)
+    n = 240
+    ids = [f"P{i:03d}" for i in range(n)]
+    a, b = rng.normal(size=(n, 6)), rng.normal(size=(n, 4))
+    label = np.array(["low", "mid", "high"])[np.digitize(a[:, 0] + b[:, 0], [-0.6, 0.6])]
+    keep_b = rng.random(n) > 0.2
+    frames = {
+        "a": pd.DataFrame(a, index=ids, columns=[f"a{i}" for i in range(6)]),
+        "b": pd.DataFrame(b, index=ids, columns=[f"b{i}" for i in range(4)]).loc[keep_b],
+    }
+    spec = parse_spec(
+        {
+            "modalities": [{"name": "a", "kind": "omics"}, {"name": "b", "kind": "omics"}],
+            "target": {"column": "y", "task": "multiclass"},
+            "split": {"method": "holdout", "test_size": 0.3},
+            "fusion": {"name": "joint", "hidden": 16},
+            "training": {"max_epochs": 3, "patience": 2},
+            "evaluation": {"selection_folds": 3},
+        }
+    )
+    return spec, build_cohort(spec, frames, pd.DataFrame({"y": label}, index=ids))
+
+
+@pytest.mark.parametrize("name", ["lr_early", "lr_l1", "gbm", "lr_late", "lr_cross", "stack"])
+def test_a_class_absent_from_training_keeps_every_column_with_its_class(name, tmp_path):
+    """A rare class outside an inner fold's training patients: the other classes keep
+    their own columns (a 'mid' patient must not be scored as 'low'), and it round-trips."""
+    spec, cohort = _three_class_cohort()
+    low = cohort.classes.index("low")
+    train = cohort.subset(np.flatnonzero(cohort.y != low)[:150])
+    test = cohort.subset(np.arange(150, len(cohort)))
+    model = C.make_candidate(spec, name, 0).fit(train)
+    p = model.predict_proba(test)
+    assert p.shape == (len(test), 3)
+    assert np.all(p[:, low] < 0.05)  # never seen: (almost) no probability
+    y = test.y.astype(int)
+    for cls in (cohort.classes.index("mid"), cohort.classes.index("high")):
+        assert (p[y == cls].argmax(1) == cls).mean() > 0.6, cohort.classes[cls]
+    again = load_bundle(save_bundle(model, tmp_path / "b"))
+    np.testing.assert_array_equal(again.predict_proba(test), p)
+
+
+def test_an_ensemble_takes_masks_that_name_some_modalities(data):
+    spec, train, test = data
+    members = [{"name": "lr_early", "weight": 1}, {"name": "lr_late", "weight": 1}]
+    model = C.make_candidate(spec, "ensemble", 0, None, {"members": members}).fit(train)
+    drop = {"expression": np.zeros(len(test), bool)}
+    want = model.predict_proba(test.with_presence(drop))
+    np.testing.assert_allclose(model.predict_present(test, drop), want, atol=1e-9)
+    np.testing.assert_allclose(model.predictor(test)(drop), want, atol=1e-9)
+
+
+def test_edited_bundle_states_are_refused_naming_the_file(data, tmp_path, monkeypatch):
+    """Content that passes the manifest (re-hashed, no site key) but cannot be a model:
+    a BundleError naming state.json, never a raw AttributeError or NaN predictions."""
+    import hashlib
+
+    monkeypatch.delenv("HOLOMED_BUNDLE_KEY", raising=False)
+    spec, train, test = data
+    members = [{"name": "lr_early", "weight": 1}, {"name": "gbm", "weight": 1}]
+    model = C.make_candidate(spec, "ensemble", 0, None, {"members": members}).fit(train)
+
+    def edited(tag, edit):
+        path = save_bundle(model, tmp_path / tag)
+        state = json.loads((path / "state.json").read_text())
+        (path / "state.json").write_text(json.dumps(edit(state)))
+        manifest = json.loads((path / "manifest.json").read_text())
+        digest = hashlib.sha256((path / "state.json").read_bytes()).hexdigest()
+        manifest["files"]["state.json"] = digest
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        return path
+
+    def zero_weights(s):
+        s["weights"] = [0.0, 0.0]
+        return s
+
+    def member_not_dict(s):
+        s["members"][0] = 3
+        return s
+
+    for tag, edit in (
+        ("list", lambda s: [s]),
+        ("zero", zero_weights),
+        ("member", member_not_dict),
+    ):
+        with pytest.raises(BundleError, match="state.json: does not describe a usable model"):
+            load_bundle(edited(tag, edit))
+
+
+def test_ensemble_selection_without_a_defined_objective_gives_no_ensemble():
+    y = np.zeros(20)  # one class: AUROC is undefined for every member
+    preds = {"a": np.c_[np.full(20, 0.4), np.full(20, 0.6)], "b": np.full((20, 2), 0.5)}
+    assert C.caruana(preds, y, "binary", "auroc") == {}
+    with pytest.raises(ValueError, match="ensemble weights"):
+        C.blend([preds["a"], preds["b"]], [0.0, 0.0])

@@ -36,9 +36,11 @@ def load_bundle(path: Path | str) -> Candidate:
     spec, state, arrays, texts = read_bundle(path)
     try:
         return candidate_from_state(spec, state, arrays, texts)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except BundleError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any defect of the saved state is the bundle's
         raise BundleError(
-            f"{path / 'state.json'}: does not describe a usable model ({err})"
+            f"{path / 'state.json'}: does not describe a usable model ({type(err).__name__}: {err})"
         ) from None
 
 

@@ -78,6 +78,18 @@ def _refit_intercept(z: np.ndarray, y: np.ndarray) -> float:
     return b
 
 
+def spread(p: np.ndarray, classes: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """(n, n_classes) probabilities from a model's columns ``p`` over the ``classes`` it
+    saw in training: a multiclass task whose training patients lack a class (a rare class
+    outside an inner fold) gives that class probability 0, and every other column stays
+    with its class. ``classes`` None: the columns are already the task's."""
+    if classes is None or (p.shape[1] == n_classes and len(classes) == n_classes):
+        return p
+    out = np.zeros((len(p), n_classes))
+    out[:, np.asarray(classes, dtype=int)] = p
+    return out
+
+
 class Linear:
     """A fitted linear model as arrays: ``coef`` (k, p), ``intercept`` (k,);
     ``kind`` binary (k = 1), multiclass (softmax over k) or regression (k = 1), or a
@@ -102,12 +114,14 @@ class Linear:
             return cls("regression", m.coef_[None], np.atleast_1d(m.intercept_))
         classes = np.unique(y)
         if len(classes) < 2:
-            return cls("prior", np.zeros((1, x.shape[1])), np.array([float(classes[0])]))
+            lin = cls("prior", np.zeros((1, x.shape[1])), np.array([float(classes[0])]))
+            lin.classes = classes.astype(int)
+            return lin
         counts = np.bincount(y.astype(int))
         if counts[counts > 0].min() < 2:  # a class seen once: no CV of C is possible
             from sklearn.linear_model import LogisticRegression
 
-            if l1 and len(classes) == 2:  # liblinear would shrink the intercept too
+            if l1 and task == "binary":  # liblinear would shrink the intercept too
                 return cls("prior", np.zeros((1, x.shape[1])), np.array([float(np.mean(y))]))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -136,7 +150,8 @@ class Linear:
         kind = "binary" if len(m.classes_) == 2 else "multiclass"
         intercept = m.intercept_
         if l1 and kind == "binary":  # liblinear penalises the intercept like a weight
-            intercept = np.array([_refit_intercept(x @ m.coef_[0], y)])
+            positive = (y == m.classes_[1]).astype(float)  # labels may be {0, 2}
+            intercept = np.array([_refit_intercept(x @ m.coef_[0], positive)])
         lin = cls(kind, m.coef_, intercept)
         lin.C = float(np.atleast_1d(m.C_)[0])
         lin.classes = m.classes_.astype(int)
@@ -153,18 +168,25 @@ class Linear:
     def predict(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         if self.kind == "regression":
             return self.decision(x)[:, 0]
+        classes = getattr(self, "classes", None)
+        if self.kind == "prior" and n_classes > 2 and classes is not None:
+            return spread(np.ones((len(x), 1)), classes[:1], n_classes)  # one class seen
         if self.kind in ("binary", "prior"):
             p = self.proba_positive(x)
-            return np.stack([1 - p, p], 1)
+            two = np.stack([1 - p, p], 1)
+            return two if n_classes <= 2 else spread(two, classes, n_classes)
         z = self.decision(x)
         z = np.exp(z - z.max(1, keepdims=True))
-        p = z / z.sum(1, keepdims=True)
-        out = np.zeros((len(x), n_classes))
-        out[:, getattr(self, "classes", np.arange(p.shape[1]))] = p
-        return out
+        return spread(z / z.sum(1, keepdims=True), classes, n_classes)
 
     def shap(self, x: np.ndarray, cls_index: int = 0) -> np.ndarray:
         """Exact linear SHAP with the training mean (0) as background: coef * x."""
+        classes = getattr(self, "classes", None)
+        if self.kind == "multiclass" and classes is not None:  # rows: the classes seen
+            hit = np.nonzero(np.asarray(classes) == cls_index)[0]
+            if not len(hit):
+                return np.zeros_like(x)
+            cls_index = int(hit[0])
         row = min(cls_index, len(self.coef) - 1)
         return x * self.coef[row][None, :]
 
@@ -178,6 +200,13 @@ class Linear:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Linear:
         lin = cls(meta["kind"], arrays["coef"], arrays["intercept"])
+        if lin.coef.ndim != 2 or lin.intercept.shape != (len(lin.coef),):
+            raise ValueError(
+                f"linear model: coef {lin.coef.shape} and intercept {lin.intercept.shape} "
+                "do not match"
+            )
+        if not (np.isfinite(lin.coef).all() and np.isfinite(lin.intercept).all()):
+            raise ValueError("linear model: non-finite coefficients")
         if "classes" in arrays:
             lin.classes = arrays["classes"].astype(int)
         return lin
@@ -191,10 +220,18 @@ def _check_texts(name: str, text: str) -> str:
 
 class Boosted:
     """LightGBM boosters as text: one for binary / multiclass / regression, one per label
-    for multilabel (a one-class label keeps its training prevalence)."""
+    for multilabel (a one-class label keeps its training prevalence). ``classes``: for
+    multiclass, the classes the training patients had (the booster's columns)."""
 
-    def __init__(self, task: str, boosters: list[Any], priors: list[float | None]) -> None:
+    def __init__(
+        self,
+        task: str,
+        boosters: list[Any],
+        priors: list[float | None],
+        classes: list[int] | None = None,
+    ) -> None:
         self.task, self.boosters, self.priors = task, boosters, priors
+        self.classes = classes
 
     @classmethod
     def fit(
@@ -231,7 +268,8 @@ class Boosted:
                 warnings.simplefilter("ignore")
                 boosters.append(lgb.LGBMClassifier(**kw).fit(x, col.astype(int)).booster_)
             priors.append(None)
-        return cls(task, boosters, priors)
+        classes = [int(c) for c in np.unique(y)] if task == "multiclass" else None
+        return cls(task, boosters, priors, classes)
 
     def predict(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         outs = []
@@ -242,9 +280,11 @@ class Boosted:
         if self.task == "multilabel":
             return np.stack(outs, 1)
         p = outs[0]
+        if self.task == "multiclass" and self.priors[0] is not None:
+            return spread(np.ones((len(x), 1)), self.classes[:1], n_classes)  # one class seen
         if p.ndim == 1:
-            return np.stack([1 - p, p], 1)
-        return p
+            p = np.stack([1 - p, p], 1)
+        return spread(p, self.classes, n_classes) if self.task == "multiclass" else p
 
     def shap(self, x: np.ndarray, cls_index: int = 0) -> np.ndarray:
         """TreeSHAP (LightGBM ``pred_contrib``), on the log-odds scale, without the bias
@@ -259,6 +299,11 @@ class Boosted:
             # (lightgbm-org/LightGBM#6217): scale back to the averaged prediction
             c = c / max(b.current_iteration(), 1)
         p = x.shape[1]
+        if c.shape[1] > p + 1 and self.classes is not None:  # blocks: the classes seen
+            hit = [j for j, k in enumerate(self.classes) if k == cls_index]
+            if not hit:
+                return np.zeros_like(x)
+            cls_index = hit[0]
         if c.shape[1] > p + 1:  # multiclass: K blocks of p + 1
             c = c[:, cls_index * (p + 1) : (cls_index + 1) * (p + 1)]
         return c[:, :p]
@@ -269,7 +314,7 @@ class Boosted:
             for j, b in enumerate(self.boosters)
             if b is not None
         }
-        return {"task": self.task, "priors": self.priors}, texts
+        return {"task": self.task, "priors": self.priors, "classes": self.classes}, texts
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], texts: dict[str, str]) -> Boosted:
@@ -282,7 +327,7 @@ class Boosted:
                 continue
             name = f"lgbm{j}.txt"
             boosters.append(lgb.Booster(model_str=_check_texts(name, texts[name])))
-        return cls(meta["task"], boosters, meta["priors"])
+        return cls(meta["task"], boosters, meta["priors"], meta.get("classes"))
 
 
 def fit_linear(

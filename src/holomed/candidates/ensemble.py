@@ -57,7 +57,8 @@ def caruana(
         total = total + preds[pick]
         if scores[pick] > best_score + 1e-12:
             best_score, best_counts = scores[pick], dict(counts)
-    assert best_counts is not None
+    if best_counts is None:  # the objective is undefined for every member: no ensemble
+        return {}
     k = sum(best_counts.values())
     return {n: c / k for n, c in best_counts.items() if c}
 
@@ -89,9 +90,26 @@ def caruana_bagged(
     return {n: w for n, w in total.items() if w > 0}
 
 
-def blend(outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+def check_weights(weights: list[float]) -> np.ndarray:
+    """Blending weights as an array: finite, non-negative, summing above 0."""
     w = np.asarray(weights, dtype=float)
+    if not len(w) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(
+            f"ensemble weights {list(map(float, w))}: expected finite, non-negative weights "
+            "summing above 0"
+        )
+    return w
+
+
+def blend(outputs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    w = check_weights(weights)
     return sum(wi * o for wi, o in zip(w / w.sum(), outputs, strict=True))
+
+
+def _own(present: dict[str, np.ndarray], member: Candidate) -> dict[str, np.ndarray]:
+    """The masks of ``present`` that name one of ``member``'s modalities (a mask may name
+    only some modalities; the others keep what the cohort has)."""
+    return {k: v for k, v in present.items() if k in member.preprocessors_}
 
 
 @register_candidate("ensemble", "bag")
@@ -150,7 +168,7 @@ class Ensemble(Candidate):
     def predict_present(self, cohort: Any, present: dict[str, np.ndarray]) -> np.ndarray:
         outs = []
         for m in self.members_:
-            outs.append(m.predict_present(cohort, {k: present[k] for k in m.preprocessors_}))
+            outs.append(m.predict_present(cohort, _own(present, m)))
         return blend(outs, self.weights_)
 
     def predictor(self, cohort: Any):
@@ -158,10 +176,7 @@ class Ensemble(Candidate):
 
         def f(present: dict[str, np.ndarray]) -> np.ndarray:
             return blend(
-                [
-                    g({k: present[k] for k in m.preprocessors_})
-                    for g, m in zip(fs, self.members_, strict=True)
-                ],
+                [g(_own(present, m)) for g, m in zip(fs, self.members_, strict=True)],
                 self.weights_,
             )
 
@@ -215,5 +230,6 @@ class Ensemble(Candidate):
         e.weights_ = [float(w) for w in meta["weights"]]
         if len(e.weights_) != len(e.members_) or not e.members_:
             raise ValueError("ensemble: weights do not match members")
+        check_weights(e.weights_)
         e._adopt(e.members_[0])
         return e

@@ -89,6 +89,11 @@ class Stack(Candidate):
                 v = self._votes(base.predict_proba(cohort.subset(rows)))
                 if col is None:
                     col = np.zeros((len(cohort), v.shape[1]))
+                if v.shape[1] != col.shape[1]:  # never broadcast one vote into several
+                    raise ValueError(
+                        f"stack: {learner} on {m!r} gave {v.shape[1]} vote column(s) in one "
+                        f"inner fold and {col.shape[1]} in another"
+                    )
                 col[rows] = v
             oof.append(col)
         self.units_, self.bases_ = [], []
