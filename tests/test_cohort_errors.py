@@ -669,6 +669,13 @@ def test_dataset_specs_name_their_mistakes_and_honour_columns():
 
     with pytest.raises(CohortError, match=r"dataset_options of 'synthetic'.*n_patient"):
         load_cohort(parse_spec(synthetic_spec_dict(n_patient=50)))
+    # a registered dataset's options are its own: another is refused, never ignored
+    rosmap = {"dataset": "rosmap", "dataset_options": {"path": "/elsewhere"}}
+    rosmap["modalities"] = [{"name": "mrna", "kind": "omics"}]
+    rosmap["target"] = {"column": "label", "task": "binary"}
+    refused = r"'rosmap': \['path'\] not understood; it takes download"
+    with pytest.raises(CohortError, match=refused):
+        load_cohort(parse_spec(rosmap))
     d = synthetic_spec_dict(n_patients=50)
     d["dataset"] = "synthetc"
     with pytest.raises(CohortError, match=r"no 'source' file, and spec.dataset 'synthetc'"):

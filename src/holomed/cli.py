@@ -612,6 +612,7 @@ def predict(
     OUT may be an existing folder: the table is then OUT/predictions.csv."""
     from holomed.candidates import load
     from holomed.cohort import dataset_cohort, unlabelled_cohort
+    from holomed.provenance import seen_in_training
 
     with _guard():
         if out.is_dir():
@@ -631,12 +632,18 @@ def predict(
         unused = unused_columns(model)
         far = out_of_range(model)
         metrics = model.evaluate(cohort) if cohort.y is not None else None
+        seen = None
+        if metrics is not None:
+            card_path = Path(bundle) / "card.json"
+            card = json.loads(card_path.read_text()) if card_path.is_file() else None
+            seen = seen_in_training(card, list(cohort.ids))
         df = prediction_table(model, cohort, proba)
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
         mpath = out.with_suffix(".metrics.json")
         if metrics is not None:
             summary = {"n": int(len(cohort)), "metrics": metrics, "excluded": len(cohort.excluded)}
+            summary["training_patients_scored"] = seen
             write_json(mpath, summary)
     console.print(f"{len(df)} patients -> {out}")
     if metrics is not None:
@@ -645,6 +652,12 @@ def predict(
             + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
             + f" -> {mpath}"
         )
+        if seen:
+            console.print(
+                f"[yellow]{seen} of the {len(cohort)} scored patients were training patients "
+                "of this model: these metrics are not held-out[/]",
+                highlight=False,
+            )
     for modality, column, n in unknown:
         console.print(
             f"[yellow]modality {modality!r}, column {column!r}: {n} value(s) of a category "
@@ -973,10 +986,11 @@ def fusions() -> None:
 
 
 @app.command()
-def validate(spec_path: Annotated[Path, typer.Argument()]) -> None:
-    """Check a spec and load its cohort, reporting every exclusion."""
+def validate(spec_path: Annotated[Path, typer.Argument()], set_: SetOpt = None) -> None:
+    """Check a spec (with any --set overrides) and load its cohort, reporting every
+    exclusion."""
     with _guard():
-        _load(spec_path)
+        _load(spec_path, set_)
     console.print("[green]spec and cohort OK[/]")
 
 

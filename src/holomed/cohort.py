@@ -676,8 +676,15 @@ def load_cohort(spec: Spec | str | Path) -> Cohort:
 def dataset_frames(spec: Spec, options: dict[str, Any]) -> tuple[Any, Any]:
     """A registered dataset's frames with ``options``; an option it does not take is an
     error naming ``dataset_options``."""
+    ds = DATASETS.get(spec.dataset)
+    unknown = sorted(set(options) - set(ds.options)) if ds.options is not None else []
+    if unknown:
+        raise CohortError(
+            f"dataset_options of {spec.dataset!r}: {unknown} not understood; it takes "
+            f"{', '.join(ds.options) or 'none'}"
+        )
     try:
-        return DATASETS.get(spec.dataset).frames(**options)
+        return ds.frames(**options)
     except TypeError as err:
         if "argument" not in str(err):
             raise

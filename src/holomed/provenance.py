@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 import holomed
@@ -51,6 +55,36 @@ def run_card(spec: Any) -> dict[str, Any]:
     if spec.description:
         limitations.append(spec.description)
     return {"intended_use": DEFAULT_USE, "limitations": limitations, "synthetic": synthetic}
+
+
+# a bundle records (keyed, truncated digests of) the patients it was trained on, so that
+# scoring them again can be flagged as not held-out; above this many it records none
+MAX_RECORDED_PATIENTS = 200_000
+
+
+def _digests(ids: Sequence[Any], salt: str) -> list[str]:
+    key = bytes.fromhex(salt)
+    return [hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest()[:16] for i in ids]
+
+
+def training_patients(ids: Sequence[Any]) -> dict[str, Any] | None:
+    """What a bundle's card records of its training patients: a random salt and the
+    HMAC-SHA256 of each id under it, cut to 64 bits. Whoever holds an id can test it;
+    the list names nobody. None above :data:`MAX_RECORDED_PATIENTS`."""
+    if len(ids) > MAX_RECORDED_PATIENTS:
+        return None
+    salt = os.urandom(16).hex()
+    return {"n": len(ids), "salt": salt, "hmac64": _digests(ids, salt)}
+
+
+def seen_in_training(card: dict[str, Any] | None, ids: Sequence[Any]) -> int | None:
+    """How many of ``ids`` were training patients of the bundle whose card is ``card``
+    (None: the card records no training patients)."""
+    rec = (card or {}).get("training_patients")
+    if not isinstance(rec, dict) or not rec.get("salt"):
+        return None
+    known = set(rec.get("hmac64") or [])
+    return sum(d in known for d in _digests(ids, str(rec["salt"])))
 
 
 def model_card(res: dict[str, Any], data: dict[str, Any], excluded: int) -> dict[str, Any]:

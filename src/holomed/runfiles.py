@@ -166,8 +166,16 @@ def _estimate(res: dict[str, Any]) -> dict[str, Any] | None:
         "metrics": {k: {"value": v.get("mean"), "ci": v.get("ci")} for k, v in metrics.items()},
         "n_evaluated": res.get("n_evaluated"),
         "selection_metric": res.get("selection_metric"),
-        "inner_cv": (res.get("selection_cv_mean") or {}).get(res["selected"]),
+        "inner_cv": _inner_cv(res.get("selection_cv_mean") or {}, res["selected"]),
     }
+
+
+def _inner_cv(cv: dict[str, Any], selected: str) -> Any:
+    """The selected entry's inner-CV score: inner CV names a baseline by its candidate
+    (``baseline:lr_late`` is scored as ``lr_late``)."""
+    from holomed.candidate import canonical
+
+    return cv[selected] if selected in cv else cv.get(canonical(selected))
 
 
 # spec fields that change how a comparison runs or what it reports, not the model that a

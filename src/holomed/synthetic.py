@@ -230,6 +230,7 @@ class Synthetic(Dataset):
 SYNTHETIC = register_dataset(
     Synthetic(
         name="synthetic",
+        options=None,  # make_synthetic's keywords
         description="SYNTHETIC multimodal cohort with known ground truth (generated, not clinical)",
         synthetic=True,
     )

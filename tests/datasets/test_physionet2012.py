@@ -5,6 +5,7 @@ predict (and evaluate) on another through the CLI."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -172,6 +173,20 @@ def test_fit_on_one_folder_predict_and_evaluate_on_another(set_a, tmp_path):
     pred = pd.read_csv(tmp_path / "pred.csv", dtype={"id": str})
     assert sorted(pred["id"]) == sorted(ids[160:])
     assert (tmp_path / "pred.metrics.json").exists() and "auroc" in res.output
+    assert "training patients" not in res.output
+    assert json.loads((tmp_path / "pred.metrics.json").read_text())["training_patients_scored"] == 0
+    # scoring the training folder again: said plainly, the metrics are not held-out
+    res = runner.invoke(
+        app,
+        ["predict", str(tmp_path / "run" / "bundle"), "-d", f"path={train_set}",
+         "--out", str(tmp_path / "again.csv")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    card = json.loads((tmp_path / "run" / "bundle" / "card.json").read_text())
+    n_train = card["n_train"]
+    assert card["training_patients"]["n"] == n_train and str(ids[0]) not in json.dumps(card)
+    assert f"{n_train} of the 160 scored patients were training patients" in res.output
+    assert "not held-out" in res.output
     # the same folder read directly gives the same cohort
     spec = load_spec(EXAMPLE)
     assert len(dataset_cohort(spec, path=str(other))) == 80

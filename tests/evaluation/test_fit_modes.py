@@ -97,6 +97,12 @@ def test_fit_from_a_comparison_deploys_its_selection(tmp_path):
     assert (
         est["metrics"]["auroc"]["value"] == sel["mean"] and est["n_evaluated"] == res["n_evaluated"]
     )
+    # inner CV names a baseline by its candidate: baseline:gbm was scored as gbm
+    inner = res["selection_cv_mean"][res["selected"].removeprefix("baseline:")]
+    assert est["inner_cv"] == inner is not None
+    # the spec recorded is the one run: --seeds 1 --no-ablations, not the file's
+    assert res["spec"]["evaluation"]["seeds"] == 1
+    assert res["spec"]["evaluation"]["ablations"] is False
     card = json.loads((tmp_path / "dep" / "bundle" / "card.json").read_text())
     assert card["estimate"]["metrics"]["auroc"]["ci"] == sel["ci"]
     assert card["estimate"]["from"] == str(tmp_path / "cmp")

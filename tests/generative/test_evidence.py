@@ -205,6 +205,31 @@ def test_calibration_note_and_metrics():
     assert "not recalibrated" in d.of_kind("calibration")[0].text
 
 
+def test_a_model_trained_on_all_patients_cites_the_comparison_that_chose_it():
+    """``fit --from`` / ``--all`` bundles have no test patients of their own: the draft
+    cites the compare run's held-out estimate, and says so; without either, it says the
+    performance is unknown."""
+    card = {k: v for k, v in CARD.items() if k not in ("metrics_test", "evaluation")}
+    card["estimate"] = {
+        "run": "compare",
+        "candidate": "baseline:lr_late",
+        "metrics": {
+            "auroc": {"value": 0.923, "ci": [0.868, 0.967]},
+            "brier": {"value": 0.151, "ci": [0.132, 0.169]},
+        },
+        "n_evaluated": 106,
+    }
+    d, docs = draft_of(card=card)
+    assert_traced(d, docs)
+    perf = d.of_kind("performance")[0].text
+    assert "trained on all labelled patients" in perf and "106 held-out patients" in perf
+    assert "AUROC 0.923" in perf and "compare" in perf
+    assert "Brier score 0.151" in d.of_kind("calibration")[1].text
+    bare = {k: v for k, v in card.items() if k != "estimate"}
+    d, _ = draft_of(card=bare)
+    assert "performance on new patients is unknown" in d.of_kind("performance")[0].text
+
+
 def test_contributions_largest_first_with_sign():
     d, _ = draft_of()
     s = d.of_kind("contributions")[1].text

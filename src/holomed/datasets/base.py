@@ -72,6 +72,9 @@ class Dataset:
     # where the data ship with an installed package instead of a download (e.g. the
     # clinical survival tables inside scikit-survival)
     bundled: str = ""
+    # the ``dataset_options`` its ``frames`` reads; another is refused, never ignored
+    # (None: the keyword arguments of its ``frames``, which Python checks)
+    options: tuple[str, ...] | None = ("download",)
 
     def candidates(self) -> list[Path]:
         out = []

@@ -348,6 +348,7 @@ def build_frames(
 COVID_CXR = register_dataset(
     CovidCXR(
         name="covid_cxr",
+        options=("path", "download", "verify"),
         description="COVID-19 image data collection: chest X-ray sets (256 px), sparse "
         "clinical variables, clinical notes; COVID-19 vs other findings",
         base_url="https://github.com/ieee8023/covid-chestxray-dataset",

@@ -284,6 +284,7 @@ class PhysioNet2012(Dataset):
 PHYSIONET2012 = register_dataset(
     PhysioNet2012(
         name="physionet2012",
+        options=("path", "outcomes", "manifest", "download", "follow_up_days"),
         description="PhysioNet/CinC 2012 ICU stays: static descriptors + 36 irregular series "
         "(first 48 h), in-hospital death",
         base_url="https://physionet.org/files/challenge-2012/1.0.0/",

@@ -231,6 +231,7 @@ def _start_shift(hyp_start: Any, psg_start: Any) -> float:
 SLEEP_EDF = register_dataset(
     SleepEDF(
         name="sleep_edf",
+        options=("manifest", "download", "verify", "subjects", "records", "trim_wake"),
         description="Sleep-EDF Expanded sleep-cassette: 30-s PSG epochs (Fpz-Cz EEG, horizontal "
         "EOG, submental EMG) -> W/N1/N2/N3/REM",
         base_url="https://physionet.org/files/sleep-edfx/1.0.0/sleep-cassette/",

@@ -70,6 +70,10 @@ for _name, _desc in {
 }.items():
     register_dataset(
         SurvivalTable(
-            name=_name, description=_desc, table=_name, bundled="in scikit-survival (no download)"
+            name=_name,
+            description=_desc,
+            table=_name,
+            bundled="in scikit-survival (no download)",
+            options=("seed",),
         )
     )

@@ -347,7 +347,16 @@ def compare(
         n_bootstrap=ev.n_bootstrap,
         total_seconds=round(time.perf_counter() - t_start, 1),
         versions=versions(),
-        spec=spec.model_dump(mode="json", exclude={"base_dir"}),
+        # the spec as run: the seeds, baselines and ablations of the call, not the file's
+        spec=override_spec(
+            spec,
+            {
+                "evaluation.seeds": seeds,
+                "evaluation.baselines": baselines,
+                "evaluation.ablations": ablations,
+            },
+            "compare",
+        ).model_dump(mode="json", exclude={"base_dir"}),
     )
     return record.to_dict(), final_outputs
 

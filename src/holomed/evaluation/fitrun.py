@@ -27,7 +27,7 @@ from holomed.evaluation.select import build_candidate, empty_outputs, output_col
 from holomed.evaluation.trust import assess, curves, feature_summary, fit_results
 from holomed.explain.maps import attribution_maps
 from holomed.fairness import audit
-from holomed.provenance import model_card
+from holomed.provenance import model_card, training_patients
 from holomed.results import FitRecord, write_results
 from holomed.scoring.calibration import reliability
 from holomed.scoring.metrics import calibration_stats, compute_metrics, summarise
@@ -169,5 +169,7 @@ def save_fit(model: Candidate, res: dict[str, Any], cohort: Cohort, out: Path, m
             rec.attribution_plots = attribution_maps(model, test, out)
             res["attribution_plots"] = rec.attribution_plots  # the caller's copy too
     card = model_card(rec.to_dict(), cohort.summary(), len(cohort.excluded))
+    held_out = set(rec.test_ids or []) if mode == "holdout" else set()
+    card["training_patients"] = training_patients([i for i in cohort.ids if i not in held_out])
     model.save(out / "bundle", card=card)
     write_results(rec, out / "results.json")

@@ -295,35 +295,60 @@ def _calibration(w: _Writer, task: str) -> None:
         w.say("calibration", text)
 
 
+def _held_out(w: _Writer) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Where the card keeps the held-out metrics: its own test evaluation
+    (``metrics_test``), or for a model trained on all patients, the estimate of the
+    comparison that chose it (``estimate.metrics``)."""
+    card = w.docs["card"]
+    if card.get("metrics_test"):
+        return ("card", "metrics_test"), dict(card["metrics_test"])
+    est = card.get("estimate")
+    if isinstance(est, Mapping) and isinstance(est.get("metrics"), Mapping):
+        return ("card", "estimate", "metrics"), dict(est["metrics"])
+    return ("card", "metrics_test"), {}
+
+
+def _metric_parts(w: _Writer, names: Sequence[str]) -> list[str]:
+    path, metrics = _held_out(w)
+    return [
+        f"{PERFORMANCE_WORDS[m]} {w.cite(*path, m, 'value', fmt='.3f')}" + _ci(w, *path, m, "ci")
+        for m in names
+        if num((metrics.get(m) or {}).get("value")) is not None
+    ]
+
+
 def _calibration_metrics(w: _Writer, task: str) -> None:
     if task not in PROBABILITY_TASKS:
         return
-    metrics = w.docs["card"].get("metrics_test") or {}
-    parts = [
-        f"{PERFORMANCE_WORDS[m]} {w.cite('card', 'metrics_test', m, 'value', fmt='.3f')}"
-        + _ci(w, "card", "metrics_test", m, "ci")
-        for m in ("brier", "ece")
-        if num((metrics.get(m) or {}).get("value")) is not None
-    ]
+    parts = _metric_parts(w, ("brier", "ece"))
     if parts:
         w.say(
             "calibration",
-            "On the same test patients, lower being better: " + "; ".join(parts) + ".",
+            "On the same held-out patients, lower being better: " + "; ".join(parts) + ".",
         )
 
 
 def _performance(w: _Writer, task: str) -> None:
-    metrics = w.docs["card"].get("metrics_test") or {}
-    parts = [
-        f"{PERFORMANCE_WORDS[m]} {w.cite('card', 'metrics_test', m, 'value', fmt='.3f')}"
-        + _ci(w, "card", "metrics_test", m, "ci")
-        for m in PERFORMANCE.get(task, ())
-        if num((metrics.get(m) or {}).get("value")) is not None
-    ]
+    parts = _metric_parts(w, PERFORMANCE.get(task, ()))
+    card = w.docs["card"]
     if not parts:
+        w.say(
+            "performance",
+            "No held-out evaluation is recorded with this model: its performance on new "
+            "patients is unknown.",
+        )
         return
-    where = w.docs["card"].get("evaluation")
-    on = f" ({w.cite('card', 'evaluation')})" if where else ""
+    if _held_out(w)[0][1] == "estimate":
+        n = w.cite("card", "estimate", "n_evaluated")
+        w.say(
+            "performance",
+            f"This model was trained on all labelled patients; the comparison that chose it "
+            f"({w.cite('card', 'estimate', 'run')} run) measured, on {n} held-out patients, "
+            + "; ".join(parts)
+            + ".",
+        )
+        return
+    on = f" ({w.cite('card', 'evaluation')})" if card.get("evaluation") else ""
     w.say("performance", f"On its test evaluation{on} the model reached " + "; ".join(parts) + ".")
 
 

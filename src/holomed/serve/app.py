@@ -559,7 +559,9 @@ class ServedModel:
         card = {
             k: v
             for k, v in self.card.items()
-            if k not in ("metrics_test", "evaluation", "calibration", "n_train", "n_test")
+            if k
+            not in ("metrics_test", "evaluation", "calibration", "n_train", "n_test")
+            + ("training_patients",)  # keyed digests: for predict's check, not for display
         }
         out = {**self.summary(), "card": card, "expects": self.expects}
         if self.task == "survival":
