@@ -173,9 +173,8 @@ def _estimate(res: dict[str, Any]) -> dict[str, Any] | None:
 def _inner_cv(cv: dict[str, Any], selected: str) -> Any:
     """The selected entry's inner-CV score: inner CV names a baseline by its candidate
     (``baseline:lr_late`` is scored as ``lr_late``)."""
-    from holomed.candidate import canonical
-
-    return cv[selected] if selected in cv else cv.get(canonical(selected))
+    # a results entry is a candidate's name, or "baseline:" and one (already canonical)
+    return cv[selected] if selected in cv else cv.get(selected.removeprefix("baseline:"))
 
 
 # spec fields that change how a comparison runs or what it reports, not the model that a

@@ -241,14 +241,14 @@ def test_a_forest_averages_trees_and_only_tree_learners_declare_a_search_space(d
     spec, train, test = data
     rf = C.make_candidate(spec, "rf", 0, None, {"n_estimators": 40}).fit(train)
     gbm = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 40}).fit(train)
-    booster = rf.model_.boosters[0]
+    booster = rf.model_.boosters[0][0]  # the first (only) booster of the bag
     assert "[boosting: rf]" in booster.model_to_string()
     assert not np.allclose(rf.predict_proba(test), gbm.predict_proba(test))
     assert rf.describe()["boosting_type"] == "rf"
     # TreeSHAP of a forest adds up to the logit of its (averaged) prediction, as for gbm
     x = rf._design(test, False)
     for model in (rf.model_, type(rf.model_).from_state(*rf.model_.state())):
-        b = model.boosters[0]
+        b = model.boosters[0][0]
         bias = np.asarray(b.predict(x, pred_contrib=True))[:, -1] / b.current_iteration()
         p = model.predict(x, 2)[:, 1]
         np.testing.assert_allclose(model.shap(x).sum(1) + bias, np.log(p / (1 - p)), atol=1e-8)
@@ -453,3 +453,49 @@ def test_ensemble_selection_without_a_defined_objective_gives_no_ensemble():
     assert C.caruana(preds, y, "binary", "auroc") == {}
     with pytest.raises(ValueError, match="ensemble weights"):
         C.blend([preds["a"], preds["b"]], [0.0, 0.0])
+
+
+def test_bagged_trees_average_log_odds_exactly_and_round_trip(data, tmp_path):
+    """``evaluation.tree_bags``: boosters of different seeds, log-odds averaged; TreeSHAP
+    stays exact for the averaged score; the bundle holds every booster."""
+    from holomed.candidates.classical import Boosted, _sigmoid
+    from holomed.spec import override_spec
+
+    spec, train, test = data
+    bagged = override_spec(spec, {"evaluation.tree_bags": 3})
+    for name in ("gbm", "rf"):
+        model = C.make_candidate(bagged, name, 0, None, {"n_estimators": 20}).fit(train)
+        bag = model.model_.boosters[0]
+        assert len(bag) == 3 and len({b.model_to_string() for b in bag}) == 3
+        single = C.make_candidate(spec, name, 0, None, {"n_estimators": 20}).fit(train)
+        p = model.predict_proba(test)
+        assert not np.allclose(p, single.predict_proba(test))
+        again = load_bundle(save_bundle(model, tmp_path / name))
+        np.testing.assert_array_equal(again.predict_proba(test), p)
+        assert model.describe()["bags"] == 3
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] + rng.normal(size=200) > 0).astype(int)
+    m = Boosted.fit("binary", x, y, 0, {"n_estimators": 20}, bags=2)
+    raw = np.mean([Boosted._raw(b, x) for b in m.boosters[0]], axis=0)
+    np.testing.assert_allclose(m.predict(x, 2)[:, 1], _sigmoid(raw))
+    bias = np.mean([b.predict(x, pred_contrib=True)[:, -1] for b in m.boosters[0]], axis=0)
+    np.testing.assert_allclose(m.shap(x).sum(1) + bias, raw, atol=1e-9)
+    z = x[:, 1] * 3 + rng.normal(size=200)
+    r = Boosted.fit("regression", x, z, 0, {"n_estimators": 20}, bags=2)
+    want = np.mean([b.predict(x) for b in r.boosters[0]], axis=0)
+    np.testing.assert_allclose(r.predict(x, 1), want)
+
+
+def test_bagged_trees_keep_classes_of_a_multiclass_task(tmp_path):
+    from holomed.spec import override_spec
+
+    spec, cohort = _three_class_cohort()
+    spec = override_spec(spec, {"evaluation.tree_bags": 2})
+    train, test = cohort.subset(np.arange(150)), cohort.subset(np.arange(150, len(cohort)))
+    model = C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 20}).fit(train)
+    p = model.predict_proba(test)
+    assert p.shape == (len(test), 3) and np.allclose(p.sum(1), 1)
+    assert (p.argmax(1) == test.y.astype(int)).mean() > 0.6
+    again = load_bundle(save_bundle(model, tmp_path / "b"))
+    np.testing.assert_array_equal(again.predict_proba(test), p)

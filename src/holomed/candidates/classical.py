@@ -56,6 +56,9 @@ RF_DEFAULTS: dict[str, Any] = {
     "reg_lambda": 0.0,
 }
 TREES = {"gbm": GBM_DEFAULTS, "rf": RF_DEFAULTS}
+# seeds of a bag of boosters: seed, seed + BAG_STRIDE, ... (apart from the seeds a
+# comparison gives its fits, 0, 1, 2 ...)
+BAG_STRIDE = 104_729
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -221,12 +224,16 @@ def _check_texts(name: str, text: str) -> str:
 class Boosted:
     """LightGBM boosters as text: one for binary / multiclass / regression, one per label
     for multilabel (a one-class label keeps its training prevalence). ``classes``: for
-    multiclass, the classes the training patients had (the booster's columns)."""
+    multiclass, the classes the training patients had (the booster's columns). With
+    ``bags`` > 1 each is a bag of boosters fitted with different seeds (row and column
+    sampling differ), whose raw scores (log-odds) are averaged before the link: on
+    PhysioNet 2012's training patients, five bags gained AUROC +0.0033 ± 0.0006 over one
+    in 15 inner folds (BENCHMARKS)."""
 
     def __init__(
         self,
         task: str,
-        boosters: list[Any],
+        boosters: list[list[Any] | None],
         priors: list[float | None],
         classes: list[int] | None = None,
     ) -> None:
@@ -242,23 +249,28 @@ class Boosted:
         seed: int,
         params: dict,
         defaults: dict[str, Any] = GBM_DEFAULTS,
+        bags: int = 1,
     ) -> Boosted:
         import lightgbm as lgb
 
-        kw = {
-            **defaults,
-            **params,
-            "random_state": seed,
-            "n_jobs": cores(),
-            "deterministic": True,
-            "force_row_wise": True,
-            "subsample_freq": 1,
-            "verbose": -1,
-        }
+        def kw(k: int) -> dict[str, Any]:
+            return {
+                **defaults,
+                **params,
+                "random_state": seed + BAG_STRIDE * k,
+                "n_jobs": cores(),
+                "deterministic": True,
+                "force_row_wise": True,
+                "subsample_freq": 1,
+                "verbose": -1,
+            }
+
         if task == "regression":
-            return cls(task, [lgb.LGBMRegressor(**kw).fit(x, y).booster_], [None])
+            fitted = [lgb.LGBMRegressor(**kw(k)).fit(x, y).booster_ for k in range(bags)]
+            return cls(task, [fitted], [None])
         cols = [y] if task != "multilabel" else [y[:, j] for j in range(y.shape[1])]
-        boosters, priors = [], []
+        boosters: list[list[Any] | None] = []
+        priors: list[float | None] = []
         for col in cols:
             if len(np.unique(col)) < 2:
                 boosters.append(None)
@@ -266,38 +278,66 @@ class Boosted:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                boosters.append(lgb.LGBMClassifier(**kw).fit(x, col.astype(int)).booster_)
+                boosters.append(
+                    [
+                        lgb.LGBMClassifier(**kw(k)).fit(x, col.astype(int)).booster_
+                        for k in range(bags)
+                    ]
+                )
             priors.append(None)
         classes = [int(c) for c in np.unique(y)] if task == "multiclass" else None
         return cls(task, boosters, priors, classes)
 
+    @staticmethod
+    def _forest(b: Any) -> bool:
+        params = getattr(b, "params", None) or {}
+        return "rf" in (params.get("boosting_type"), params.get("boosting"))
+
+    @classmethod
+    def _raw(cls, b: Any, x: np.ndarray) -> np.ndarray:
+        """A booster's score before the link; a forest's is the mean of its trees, where
+        LightGBM's ``raw_score`` sums them (its predictions average them)."""
+        raw = np.asarray(b.predict(x, raw_score=True))
+        return raw / max(b.current_iteration(), 1) if cls._forest(b) else raw
+
+    @classmethod
+    def _bag_predict(cls, bag: list[Any], x: np.ndarray) -> np.ndarray:
+        if len(bag) == 1:
+            return bag[0].predict(x)
+        raw = np.mean([cls._raw(b, x) for b in bag], axis=0)
+        objective = str((getattr(bag[0], "params", None) or {}).get("objective", ""))
+        if raw.ndim == 2:  # multiclass: softmax of the averaged scores
+            z = np.exp(raw - raw.max(1, keepdims=True))
+            return z / z.sum(1, keepdims=True)
+        return raw if objective.startswith("regression") else _sigmoid(raw)
+
     def predict(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         outs = []
-        for b, prior in zip(self.boosters, self.priors, strict=True):
-            outs.append(np.full(len(x), prior) if b is None else b.predict(x))
+        for bag, prior in zip(self.boosters, self.priors, strict=True):
+            outs.append(np.full(len(x), prior) if bag is None else self._bag_predict(bag, x))
         if self.task == "regression":
             return outs[0]
         if self.task == "multilabel":
             return np.stack(outs, 1)
         p = outs[0]
         if self.task == "multiclass" and self.priors[0] is not None:
-            return spread(np.ones((len(x), 1)), self.classes[:1], n_classes)  # one class seen
+            return spread(np.ones((len(x), 1)), (self.classes or [0])[:1], n_classes)
         if p.ndim == 1:
             p = np.stack([1 - p, p], 1)
         return spread(p, self.classes, n_classes) if self.task == "multiclass" else p
 
     def shap(self, x: np.ndarray, cls_index: int = 0) -> np.ndarray:
         """TreeSHAP (LightGBM ``pred_contrib``), on the log-odds scale, without the bias
-        column; for multiclass, the contributions to class ``cls_index``."""
-        b = next((b for b in self.boosters if b is not None), None)
-        if b is None:
+        column, averaged over a bag (exact for its averaged scores); for multiclass, the
+        contributions to class ``cls_index``."""
+        bag = next((b for b in self.boosters if b is not None), None)
+        if bag is None:
             return np.zeros_like(x)
-        c = np.asarray(b.predict(x, pred_contrib=True))
-        params = getattr(b, "params", None) or {}
-        if "rf" in (params.get("boosting_type"), params.get("boosting")):
+        c = np.mean([np.asarray(b.predict(x, pred_contrib=True)) for b in bag], axis=0)
+        if self._forest(bag[0]):
             # a forest averages its trees, but LightGBM's pred_contrib sums them
             # (lightgbm-org/LightGBM#6217): scale back to the averaged prediction
-            c = c / max(b.current_iteration(), 1)
+            c = c / max(bag[0].current_iteration(), 1)
         p = x.shape[1]
         if c.shape[1] > p + 1 and self.classes is not None:  # blocks: the classes seen
             hit = [j for j, k in enumerate(self.classes) if k == cls_index]
@@ -308,25 +348,40 @@ class Boosted:
             c = c[:, cls_index * (p + 1) : (cls_index + 1) * (p + 1)]
         return c[:, :p]
 
+    @staticmethod
+    def _text_name(j: int, k: int) -> str:
+        return f"lgbm{j}.txt" if k == 0 else f"lgbm{j}.bag{k}.txt"
+
     def state(self) -> tuple[dict[str, Any], dict[str, str]]:
         texts = {
-            f"lgbm{j}.txt": b.model_to_string()
-            for j, b in enumerate(self.boosters)
-            if b is not None
+            self._text_name(j, k): b.model_to_string()
+            for j, bag in enumerate(self.boosters)
+            if bag is not None
+            for k, b in enumerate(bag)
         }
-        return {"task": self.task, "priors": self.priors, "classes": self.classes}, texts
+        bags = max((len(b) for b in self.boosters if b is not None), default=1)
+        meta = {"task": self.task, "priors": self.priors, "classes": self.classes, "bags": bags}
+        return meta, texts
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], texts: dict[str, str]) -> Boosted:
         import lightgbm as lgb
 
-        boosters = []
+        bags = int(meta.get("bags", 1))
+        if bags < 1:
+            raise ValueError(f"bags: {bags}; expected >= 1")
+        boosters: list[list[Any] | None] = []
         for j, prior in enumerate(meta["priors"]):
             if prior is not None:
                 boosters.append(None)
                 continue
-            name = f"lgbm{j}.txt"
-            boosters.append(lgb.Booster(model_str=_check_texts(name, texts[name])))
+            bag = []
+            for k in range(bags):
+                name = cls._text_name(j, k)
+                if name not in texts:
+                    raise ValueError(f"models/{name}: missing from the bundle")
+                bag.append(lgb.Booster(model_str=_check_texts(name, texts[name])))
+            boosters.append(bag)
         return cls(meta["task"], boosters, meta["priors"], meta.get("classes"))
 
 
@@ -484,6 +539,7 @@ class Classical(FeatureDesign, Candidate):
                     self.seed,
                     self.params or {},
                     TREES[self.name],
+                    bags=self.spec.evaluation.tree_bags,
                 )
             else:
                 x = self._design(cohort, True)
@@ -517,7 +573,12 @@ class Classical(FeatureDesign, Candidate):
 
     def describe(self) -> dict[str, Any]:
         if self.trees:
-            return {**TREES[self.name], **(self.params or {})}
+            bags = (
+                {"bags": self.spec.evaluation.tree_bags}
+                if self.spec.evaluation.tree_bags > 1
+                else {}
+            )
+            return {**TREES[self.name], **(self.params or {}), **bags}
         m = self.model_[0] if isinstance(self.model_, list) else self.model_
         return {"C": getattr(m, "C", None)}
 
