@@ -320,7 +320,14 @@ def test_omics_transform_needs_the_fitted_features():
     pre = OmicsPreprocessor().fit(omics())
     data = omics()
     data.values = data.values.drop(columns=["g3"])
-    with pytest.raises(ValueError, match="lacks 1 fitted features"):
+    with pytest.raises(ValueError, match=r"omics input: lacks 1 column\(s\) .*\['g3'\]"):
+        pre.transform(data)
+    # a file without an id column: its first feature was read as the id, and said so
+    data = omics()
+    first = data.values.columns[0]
+    data.values = data.values.set_index(first)
+    data.values.attrs["source"] = "new_mrna.csv"
+    with pytest.raises(ValueError, match=rf"new_mrna.csv: .*first column '{first}' was read as"):
         pre.transform(data)
 
 

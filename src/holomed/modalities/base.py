@@ -299,6 +299,25 @@ def finite32(x: np.ndarray) -> np.ndarray:
         return np.isfinite(np.asarray(x, dtype=float).astype(np.float32))
 
 
+def refuse_missing_columns(df: Any, missing: Sequence[Any], what: str) -> None:
+    """An input table without columns the model was fitted on: an error naming the file
+    (when the reader recorded it), a few of the columns and, when the first of them was
+    read as the patient id (a file without an id column), that too."""
+    if not missing:
+        return
+    where = df.attrs.get("source") or f"{what} input"
+    why = ""
+    if df.index.name is not None and str(df.index.name) in {str(c) for c in missing}:
+        why = (
+            f"; its first column {str(df.index.name)!r} was read as the patient id: put an "
+            "id column first (or name it in the spec's id_column)"
+        )
+    raise ValueError(
+        f"{where}: lacks {len(missing)} column(s) the model was trained on, e.g. "
+        f"{[str(c) for c in missing[:3]]} (a value may be empty, the column must be there)" + why
+    )
+
+
 def refuse_nonfinite(x: np.ndarray, ids: Sequence[Any], columns: Sequence[Any]) -> None:
     """A preprocessor's rows ``x`` (one per id in ``ids``) must hold finite numbers or NaN:
     the file readers leave other rows out and report them, so this only catches a cohort

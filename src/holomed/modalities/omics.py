@@ -30,6 +30,7 @@ from holomed.modalities.base import (
     finite32,
     nonfinite_problems,
     read_sources,
+    refuse_missing_columns,
     refuse_nonfinite,
     register_modality,
     to_numeric,
@@ -259,11 +260,7 @@ class OmicsPreprocessor(Preprocessor):
 
     def transform(self, data: ModalityData) -> np.ndarray:
         df: pd.DataFrame = data.values
-        missing = [c for c in self.columns_ if c not in df.columns]
-        if missing:
-            raise ValueError(
-                f"omics input lacks {len(missing)} fitted features, e.g. {missing[:3]}"
-            )
+        refuse_missing_columns(df, [c for c in self.columns_ if c not in df.columns], "omics")
         out = np.full((len(df), len(self.feature_names_out_)), np.nan, np.float32)
         rows = np.flatnonzero(np.asarray(data.present, bool))
         if not len(rows):

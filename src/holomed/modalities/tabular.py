@@ -25,6 +25,7 @@ from holomed.modalities.base import (
     category_text,
     drop_nonfinite_rows,
     read_sources,
+    refuse_missing_columns,
     refuse_nonfinite,
     register_modality,
     to_numeric,
@@ -134,13 +135,8 @@ class TabularPreprocessor(Preprocessor):
 
     def transform(self, data: ModalityData) -> np.ndarray:
         df: pd.DataFrame = data.values
-        missing_cols = [c for c in self.numeric_ + self.categorical_ if c not in df.columns]
-        if missing_cols:
-            where = df.attrs.get("source") or "tabular input"
-            raise ValueError(
-                f"{where}: lacks columns the model was trained on: {missing_cols} (a value "
-                "may be empty, the column must be there)"
-            )
+        cols = self.numeric_ + self.categorical_
+        refuse_missing_columns(df, [c for c in cols if c not in df.columns], "tabular")
         present = np.asarray(data.present, bool)
         x = np.full((len(df), len(self.numeric_)), np.nan)
         if present.any():  # absent rows are never read (they may hold anything)
