@@ -155,9 +155,11 @@ def test_robustness_writes_curve(files, tmp_path):
 
 def test_unknown_fusion_is_a_clear_error(files):
     _, spec_path = files
-    r = runner.invoke(app, ["compare", str(spec_path), "--fusion", "erly"])
-    assert r.exit_code == 2
-    assert "unknown candidate 'erly'" in r.output and "early" in r.output
+    for cmd in ("compare", "fit", "robustness"):
+        r = runner.invoke(app, [cmd, str(spec_path), "--fusion", "erly"])
+        assert r.exit_code == 2, cmd
+        assert "unknown candidate 'erly' (did you mean 'early'?)" in " ".join(r.output.split())
+        assert "loading cohort" not in r.output and "patients, task" not in r.output  # at once
 
 
 def test_bad_spec_names_the_field(tmp_path):

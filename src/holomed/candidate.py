@@ -278,8 +278,13 @@ def candidate_class(name: str) -> type[Candidate]:
         neural = [c for c in CANDIDATES.values() if c.family == "neural"]
         if neural and name in fusion_names():
             return neural[0]
+        import difflib
+
+        known = sorted({*CANDIDATES, *fusion_names()})
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"unknown candidate {name!r}; expected one of {', '.join(sorted(CANDIDATES))}"
+            f"unknown candidate {name!r}{hint}; expected one of {', '.join(sorted(CANDIDATES))}"
         )
     return CANDIDATES[name]
 

@@ -151,7 +151,14 @@ def _sources(items: list[str]) -> dict[str, list[str]]:
     return sources
 
 
-def _load(spec_path: Path | None, overrides: list[str] | None = None):
+def _load(
+    spec_path: Path | None,
+    overrides: list[str] | None = None,
+    check: Callable[[Any], Any] | None = None,
+):
+    """The spec (with overrides) and its cohort; ``check(spec)`` runs before the cohort is
+    loaded, so that a mistake in the command line (a misspelt candidate) is named at once,
+    not after minutes of loading."""
     from holomed.cohort import load_cohort
     from holomed.spec import load_spec, parse_spec
     from holomed.synthetic import demo_spec_dict
@@ -177,6 +184,8 @@ def _load(spec_path: Path | None, overrides: list[str] | None = None):
     from holomed.candidate import check_spec_candidates
 
     check_spec_candidates(spec)
+    if check is not None:
+        check(spec)
     n = set_threads(spec.training.threads)
     console.print(f"threads: {n} (BLAS/OpenMP and torch; small networks train on one)")
     with console.status(f"loading cohort {spec.dataset!r} ..."):
@@ -329,7 +338,9 @@ def compare(
         if v is not None
     ]
     with _guard(), run_lock(out):
-        spec, cohort = _load(spec_path, [*(set_ or []), *extra] or None)
+        spec, cohort = _load(
+            spec_path, [*(set_ or []), *extra] or None, lambda sp: _fusions(fusion, sp)
+        )
         names = _fusions(fusion, spec)
         n_seeds = seeds or spec.evaluation.seeds
         total = count_fits(
@@ -430,7 +441,7 @@ def fit(
                 f"deploying [bold]{fusion}[/] selected in {from_run} "
                 f"(family {chosen.get('family')}), trained on all labelled patients"
             )
-        spec, cohort = _load(spec_path, set_)
+        spec, cohort = _load(spec_path, set_, lambda sp: _fusions(fusion or "", sp))
         if from_run is not None:
             _same_spec(from_run, chosen, spec)
         name = fusion or spec.fusion.name
@@ -525,7 +536,8 @@ def robustness(
     from holomed.report.plots import robustness_plot
 
     with _guard(), run_lock(out):
-        spec, cohort = _load(spec_path, set_)
+        check = None if from_run is not None else (lambda sp: _fusions(fusion, sp))
+        spec, cohort = _load(spec_path, set_, check)
         params = None
         if from_run is not None:
             chosen = read_selection(from_run)
