@@ -109,7 +109,7 @@ def model_card(res: dict[str, Any], data: dict[str, Any], excluded: int) -> dict
             k: cal.get(k) for k in ("method", "temperature", "calibration_in_the_large")
         }
         if cal
-        else None,
+        else {"method": "none"},  # not recalibrated: the card says so, as every answer
         "limitations": res["limitations"],
         # the subgroup audit of the test evaluation: the deployed model's caveats
         # (evidence drafts name the patient's subgroup when the audit flags it)
