@@ -31,7 +31,7 @@ set_threads(1)
 from holomed.candidate import make_candidate  # noqa: E402
 from holomed.cohort import inner_folds, load_cohort, patient_splits  # noqa: E402
 from holomed.evaluation.compare import apply_overrides  # noqa: E402
-from holomed.evaluation.select import search  # noqa: E402
+from holomed.evaluation.select import no_tick, search  # noqa: E402
 from holomed.scoring.metrics import oriented  # noqa: E402
 from holomed.spec import load_spec  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> None:
             fit_idx, test_idx = tr[fa], tr[fb]
             sub = cohort.subset(fit_idx)
             folds = inner_folds(sub.y, k_in, 0, cohort.task)
-            found = search(spec, sub, a.candidate, folds, 0, lambda _m: None)
+            found = search(spec, sub, a.candidate, folds, 0, no_tick)
             row = {
                 "split": s,
                 "fold": f,

@@ -169,3 +169,27 @@ def test_keys_are_checked_and_never_shown(tmp_path, monkeypatch):
     assert key.pseudonym("P1") != PrivacyKey(b"y" * 40).pseudonym("P1")
     assert -365 <= key.date_shift_days("P1") <= -1
     assert key.uid("1.2.3").startswith("2.25.") and key.uid("1.2.3") == key.uid("1.2.3")
+
+
+def test_the_training_sketch_counts_a_group_but_names_nobody():
+    """A bundle's sketch of its training patients: scoring them again is flagged with an
+    estimate of how many; other patients are not; enumerating the whole id space finds
+    members at little better than the base rate."""
+    from holomed.provenance import seen_in_training, training_patients
+
+    space = [f"{i:06d}" for i in range(20_000)]  # short record numbers: enumerable
+    train = space[:2_000]
+    card = {"training_patients": training_patients(train)}
+    again = seen_in_training(card, train[:500])
+    assert again["flag"] and again["ci"][0] <= 500 <= again["ci"][1]
+    other = seen_in_training(card, space[10_000:10_500])
+    assert not other["flag"] and other["ci"][0] <= 0 <= other["ci"][1]
+    mixed = seen_in_training(card, train[:200] + space[10_000:10_300])
+    assert mixed["ci"][0] <= 200 <= mixed["ci"][1]
+    # an attacker testing every id one by one: a hit is a member with probability about
+    # the base rate / the chance rate, far from a disclosure
+    hits = [i for i in space if seen_in_training(card, [i])["hits"]]
+    members = len(set(hits) & set(train))
+    assert members == len(train)  # every member hits ...
+    assert members / len(hits) < 0.25  # ... and so do thousands of others
+    assert "000123" not in str(card)

@@ -500,7 +500,16 @@ def _same_spec(from_run: Path, chosen: dict[str, Any], spec: Any) -> None:
     settings of how a comparison runs (:data:`holomed.runfiles.RUN_ONLY`)."""
     if chosen.get("spec") is None:
         return
-    diff = spec_differences(chosen["spec"], spec.model_dump(mode="json", exclude={"base_dir"}))
+    from holomed.spec import SpecError, parse_spec
+
+    recorded = chosen["spec"]
+    try:  # a run of an earlier version lacks newer fields: they take their defaults
+        recorded = parse_spec(recorded, where=f"{from_run}").model_dump(
+            mode="json", exclude={"base_dir"}
+        )
+    except (SpecError, ValueError, TypeError):
+        pass  # compared as recorded: the differences then name what does not parse
+    diff = spec_differences(recorded, spec.model_dump(mode="json", exclude={"base_dir"}))
     if diff:
         raise ValueError(
             f"--from {from_run}: this spec differs from the one that run compared "
@@ -664,10 +673,12 @@ def predict(
             + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
             + f" -> {mpath}"
         )
-        if seen:
+        if seen and seen["flag"]:
+            lo, hi = seen["ci"]
             console.print(
-                f"[yellow]{seen} of the {len(cohort)} scored patients were training patients "
-                "of this model: these metrics are not held-out[/]",
+                f"[yellow]about {seen['estimate']} of the {seen['scored']} scored patients "
+                f"(95 % interval {lo}-{hi}) look like training patients of this model: "
+                "these metrics are not held-out[/]",
                 highlight=False,
             )
     for modality, column, n in unknown:

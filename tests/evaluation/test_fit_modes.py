@@ -86,6 +86,17 @@ def test_fit_from_a_comparison_deploys_its_selection(tmp_path):
     assert r.exit_code != 0 and "disagree" in r.output
     r = runner.invoke(app, [*deploy, *common])  # n_bootstrap may differ: run-only
     assert r.exit_code == 0, r.output
+    # a run written before a spec field existed lacks it: the field's default is compared
+    older = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    del older["spec"]["evaluation"]["tree_bags"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(older))
+    r = runner.invoke(
+        app,
+        ["fit", str(spec_path), "--from", str(tmp_path / "old"), "--out",
+         str(tmp_path / "dep_old"), *common],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
     model = load(tmp_path / "dep" / "bundle")
     assert model.name == res["selected"].removeprefix("baseline:")
     fitres = json.loads((tmp_path / "dep" / "results.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from holomed.cohort import inner_folds, load_cohort, patient_splits
 from holomed.evaluation.select import (
@@ -46,6 +47,27 @@ def test_search_tries_the_defaults_first_and_respects_the_trial_budget():
     # the same seed gives the same search
     again = score_candidate(spec, train, "gbm", folds, 0, no_tick)
     assert [t["params"] for t in again.trials] == [t["params"] for t in s.trials]
+
+
+@pytest.mark.parametrize("budget", [{"seconds": 2}, {"trials": 40, "seconds": 1}])
+def test_a_search_under_a_time_budget_makes_the_progress_it_planned(budget):
+    """The progress a search makes is what count_fits planned (the trial budget, or one
+    configuration under a time budget), however many trials the clock allows."""
+    spec, train = small(search=budget)
+    folds = inner_folds(train.y, 2, 0, train.task, train.groups)
+    ticks = []
+    score_candidate(spec, train, "gbm", folds, 0, lambda m, units=1: ticks.append(units))
+    assert sum(ticks) == (budget.get("trials") or 1) * len(folds)
+
+
+def test_ensemble_selection_with_an_undefined_objective_selects_nothing():
+    from holomed.evaluation.select import Scored
+
+    y = np.zeros(30)  # one class: AUROC undefined everywhere
+    folds = inner_folds(np.r_[np.zeros(15), np.ones(15)], 3, 0, "binary")
+    oof = np.c_[np.full(30, 0.4), np.full(30, 0.6)]
+    scored = {n: Scored(n, None, 0.5, [0.5], oof, 0.0, [], [oof]) for n in ("a", "b")}
+    assert ensemble_selection(scored, y, folds, "binary", "auroc", "metric") == ({}, [])
 
 
 def test_the_best_rule_picks_the_best_mean_inner_score_and_the_ensemble_is_scored_honestly():

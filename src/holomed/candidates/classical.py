@@ -182,16 +182,24 @@ class Linear:
         z = np.exp(z - z.max(1, keepdims=True))
         return spread(z / z.sum(1, keepdims=True), classes, n_classes)
 
-    def shap(self, x: np.ndarray, cls_index: int = 0) -> np.ndarray:
-        """Exact linear SHAP with the training mean (0) as background: coef * x."""
+    def class_coef(self, cls_index: int = 0, multiclass: bool = False) -> np.ndarray:
+        """The coefficients whose terms explain class ``cls_index`` of the task. In a
+        multiclass task the model's rows are the classes its training patients had: an
+        absent class gets zeros, and a model that saw two classes (a binary one) explains
+        the second with its coefficients and the first with their negation."""
         classes = getattr(self, "classes", None)
-        if self.kind == "multiclass" and classes is not None:  # rows: the classes seen
-            hit = np.nonzero(np.asarray(classes) == cls_index)[0]
-            if not len(hit):
-                return np.zeros_like(x)
-            cls_index = int(hit[0])
-        row = min(cls_index, len(self.coef) - 1)
-        return x * self.coef[row][None, :]
+        if not multiclass or classes is None:
+            return self.coef[min(cls_index, len(self.coef) - 1)]
+        seen = [int(c) for c in classes]
+        if self.kind == "multiclass" and cls_index in seen:
+            return self.coef[seen.index(cls_index)]
+        if self.kind == "binary" and len(seen) == 2 and cls_index in seen:
+            return self.coef[0] if cls_index == seen[1] else -self.coef[0]
+        return np.zeros(self.coef.shape[1])
+
+    def shap(self, x: np.ndarray, cls_index: int = 0, multiclass: bool = False) -> np.ndarray:
+        """Exact linear SHAP with the training mean (0) as background: coef * x."""
+        return x * self.class_coef(cls_index, multiclass)[None, :]
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"kind": self.kind, "C": getattr(self, "C", None)}
@@ -300,16 +308,19 @@ class Boosted:
         raw = np.asarray(b.predict(x, raw_score=True))
         return raw / max(b.current_iteration(), 1) if cls._forest(b) else raw
 
-    @classmethod
-    def _bag_predict(cls, bag: list[Any], x: np.ndarray) -> np.ndarray:
+    def _bag_predict(self, bag: list[Any], x: np.ndarray) -> np.ndarray:
+        """One column's prediction from its bag: classification averages the boosters'
+        log-odds (softmax for multiclass), regression their predictions (on the response
+        scale, whatever the objective's link)."""
         if len(bag) == 1:
             return bag[0].predict(x)
-        raw = np.mean([cls._raw(b, x) for b in bag], axis=0)
-        objective = str((getattr(bag[0], "params", None) or {}).get("objective", ""))
+        if self.task == "regression":
+            return np.mean([b.predict(x) for b in bag], axis=0)
+        raw = np.mean([self._raw(b, x) for b in bag], axis=0)
         if raw.ndim == 2:  # multiclass: softmax of the averaged scores
             z = np.exp(raw - raw.max(1, keepdims=True))
             return z / z.sum(1, keepdims=True)
-        return raw if objective.startswith("regression") else _sigmoid(raw)
+        return _sigmoid(raw)
 
     def predict(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         outs = []
@@ -321,7 +332,8 @@ class Boosted:
             return np.stack(outs, 1)
         p = outs[0]
         if self.task == "multiclass" and self.priors[0] is not None:
-            return spread(np.ones((len(x), 1)), (self.classes or [0])[:1], n_classes)
+            seen = self.classes or [int(round(float(self.priors[0] or 0)))]  # an old bundle
+            return spread(np.ones((len(x), 1)), seen[:1], n_classes)
         if p.ndim == 1:
             p = np.stack([1 - p, p], 1)
         return spread(p, self.classes, n_classes) if self.task == "multiclass" else p
@@ -339,6 +351,12 @@ class Boosted:
             # (lightgbm-org/LightGBM#6217): scale back to the averaged prediction
             c = c / max(bag[0].current_iteration(), 1)
         p = x.shape[1]
+        if self.task == "multiclass" and self.classes is not None and c.shape[1] == p + 1:
+            # a binary booster in a multiclass task (two classes seen): it explains the
+            # second class; the first is its negation, any other class nothing
+            if cls_index not in self.classes[:2]:
+                return np.zeros_like(x)
+            return c[:, :p] if cls_index == self.classes[1] else -c[:, :p]
         if c.shape[1] > p + 1 and self.classes is not None:  # blocks: the classes seen
             hit = [j for j, k in enumerate(self.classes) if k == cls_index]
             if not hit:
@@ -568,7 +586,10 @@ class Classical(FeatureDesign, Candidate):
         if self.task_name == "binary":
             cls_index = 0
         model = self.model_[0] if isinstance(self.model_, list) else self.model_
-        v = model.shap(x, cls_index)
+        if self.trees:
+            v = model.shap(x, cls_index)
+        else:
+            v = model.shap(x, cls_index, self.task_name == "multiclass")
         return self._split_attr(v, transform_cohort(self.preprocessors_, cohort)[1])
 
     def describe(self) -> dict[str, Any]:
@@ -731,6 +752,10 @@ class LateLinear(FeatureDesign, Candidate):
 
     def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
         x, present = transform_cohort(self.preprocessors_, cohort)
+        multiclass = self.task_name == "multiclass"
+        cls_index = 0  # multiclass: the class predicted most often, as lr_early
+        if multiclass:
+            cls_index = int(np.bincount(self.predict_proba(cohort).argmax(1)).argmax())
         out = {}
         for name in self.preprocessors_:
             f = np.nan_to_num(self._flat(x, name))
@@ -738,7 +763,7 @@ class LateLinear(FeatureDesign, Candidate):
             if m is None:
                 v = np.zeros_like(f)
             else:
-                v = (m[0] if isinstance(m, list) else m).shap(f)
+                v = (m[0] if isinstance(m, list) else m).shap(f, cls_index, multiclass)
             v[~present[name]] = np.nan
             out[name] = v
         return out

@@ -172,7 +172,7 @@ class CrossLinear(Classical):
         if self.task_name == "multiclass":
             cls_index = int(np.bincount(out.argmax(1)).argmax())
         lin: Linear = self.model_[0] if isinstance(self.model_, list) else self.model_
-        coef = lin.coef[min(cls_index, len(lin.coef) - 1)]
+        coef = lin.class_coef(cls_index, self.task_name == "multiclass")
         u = self._factors(blocks, present)
         attr, start = {}, 0
         for n in self.preprocessors_:

@@ -213,6 +213,15 @@ def search(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     trials: list[dict[str, Any]] = []
+    # progress: the fits planned (count_fits: the trial budget, or one configuration under
+    # a time budget), ticked as trials end and made whole when the search stops
+    left = (budget.trials or 1) * len(folds)
+
+    def step(msg: str) -> None:
+        nonlocal left
+        used = min(len(folds), left)
+        left -= used
+        tick(msg, used)
 
     def run(trial: Any) -> float:
         params = {} if trial.number == 0 else {k: p.suggest(trial, k) for k, p in space.items()}
@@ -226,16 +235,18 @@ def search(
             oofs, scores = inner_cv(spec, train, name, params, folds, seed, report)
         except optuna.TrialPruned:
             trials.append({"params": params, "score": None, "pruned": True})
-            tick(f"search {name} trial {trial.number} (pruned)", len(folds))
+            step(f"search {name} trial {trial.number} (pruned)")
             raise
         score = _mean(scores)
         trials.append({"params": params, "score": score, "pruned": False})
         if not best or score > best["score"]:
             best.update(params=params, score=score, scores=scores, oofs=oofs)
-        tick(f"search {name} trial {trial.number}", len(folds))
+        step(f"search {name} trial {trial.number}")
         return score
 
     study.optimize(run, n_trials=budget.trials or None, timeout=budget.seconds)
+    if left:
+        tick(f"search {name}: {len(trials)} trials", left)
     return Scored(
         name,
         best["params"] or None,
@@ -314,6 +325,8 @@ def ensemble_selection(
     if len(ok) < 2:
         return {}, []
     weights = ensemble_weights({n: s.oof for n, s in ok.items()}, y, task, objective, bags, seed)
+    if not weights:  # the objective is undefined for every candidate: no ensemble
+        return {}, []
     fold_scores = []
     for r, rep in enumerate(repeats_of(folds, len(y))):
         preds = {n: s.oofs[r] for n, s in ok.items()}
@@ -323,6 +336,9 @@ def ensemble_selection(
             w = ensemble_weights(
                 {n: p[rest] for n, p in preds.items()}, y[rest], task, objective, bags, seed
             )
+            if not w:  # undefined on this fold's training rows: the fold has no score
+                fold_scores.append(float("nan"))
+                continue
             out = blend([preds[n][b] for n in w], list(w.values()))
             fold_scores.append(oriented(task, metric, y[b], out))
     return weights, fold_scores
