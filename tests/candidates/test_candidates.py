@@ -413,8 +413,6 @@ def test_an_ensemble_takes_masks_that_name_some_modalities(data):
 def test_edited_bundle_states_are_refused_naming_the_file(data, tmp_path, monkeypatch):
     """Content that passes the manifest (re-hashed, no site key) but cannot be a model:
     a BundleError naming state.json, never a raw AttributeError or NaN predictions."""
-    import hashlib
-
     monkeypatch.delenv("HOLOMED_BUNDLE_KEY", raising=False)
     spec, train, test = data
     members = [{"name": "lr_early", "weight": 1}, {"name": "gbm", "weight": 1}]
@@ -422,12 +420,7 @@ def test_edited_bundle_states_are_refused_naming_the_file(data, tmp_path, monkey
 
     def edited(tag, edit):
         path = save_bundle(model, tmp_path / tag)
-        state = json.loads((path / "state.json").read_text())
-        (path / "state.json").write_text(json.dumps(edit(state)))
-        manifest = json.loads((path / "manifest.json").read_text())
-        digest = hashlib.sha256((path / "state.json").read_bytes()).hexdigest()
-        manifest["files"]["state.json"] = digest
-        (path / "manifest.json").write_text(json.dumps(manifest))
+        _rewrite_state(path, edit(json.loads((path / "state.json").read_text())))
         return path
 
     def zero_weights(s):
@@ -499,3 +492,41 @@ def test_bagged_trees_keep_classes_of_a_multiclass_task(tmp_path):
     assert (p.argmax(1) == test.y.astype(int)).mean() > 0.6
     again = load_bundle(save_bundle(model, tmp_path / "b"))
     np.testing.assert_array_equal(again.predict_proba(test), p)
+
+
+def _rewrite_state(path, state):
+    """Replace a bundle's state.json, re-hashing it in the (unsigned) manifest."""
+    import hashlib
+
+    (path / "state.json").write_text(json.dumps(state))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["state.json"] = hashlib.sha256((path / "state.json").read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_late_linear_recalibrates_its_mean_without_changing_the_ranking(
+    data, tmp_path, monkeypatch
+):
+    """lr_late (binary): the mean of per-modality probabilities is recalibrated on
+    cross-fitted means of the training patients; monotone, so the ranking is the plain
+    mean's; it round-trips, and a bundle from before (no recalibration) still loads."""
+    monkeypatch.delenv("HOLOMED_BUNDLE_KEY", raising=False)
+    spec, train, test = data
+    model = C.make_candidate(spec, "lr_late", 0).fit(train)
+    plain = C.make_candidate(spec, "lr_late", 0, None, {"calibrate": False}).fit(train)
+    a, b = model.recalibration_
+    assert b > 0 and plain.recalibration_ is None
+    p, q = model.predict_proba(test)[:, 1], plain.predict_proba(test)[:, 1]
+    np.testing.assert_array_equal(np.argsort(p, kind="stable"), np.argsort(q, kind="stable"))
+    np.testing.assert_allclose(model.predict_proba(test, calibrated=False)[:, 1], q)
+    z = np.log(q / (1 - q))
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a + b * z))))
+    assert model.describe()["recalibration"] == {"intercept": a, "slope": b}
+    path = save_bundle(model, tmp_path / "b")
+    np.testing.assert_array_equal(load_bundle(path).predict_proba(test), model.predict_proba(test))
+    state = json.loads((path / "state.json").read_text())
+    del state["recalibration"]  # as saved before recalibration existed
+    _rewrite_state(path, state)
+    np.testing.assert_allclose(load_bundle(path).predict_proba(test)[:, 1], q)
+    with pytest.raises(ValueError, match="takes only 'calibrate'"):
+        C.make_candidate(spec, "lr_late", 0, None, {"C": 1}).fit(train)

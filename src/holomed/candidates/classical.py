@@ -700,44 +700,51 @@ class Forest(Trees):
 
 @register_candidate("lr_late")
 class LateLinear(FeatureDesign, Candidate):
-    """One logistic regression per modality; the mean of the present ones' probabilities."""
+    """One logistic regression per modality; the mean of the present ones' probabilities.
+    Binary: the mean is then recalibrated, ``logit p' = a + b logit(mean)``, with ``a``
+    and ``b`` fitted on cross-fitted means of the training patients (each from models
+    that did not see the patient; ``params={"calibrate": False}`` to skip). A mean of
+    probabilities is under-confident where the modalities agree: on ROSMAP it had ECE
+    0.20 where the single learners had 0.07-0.10 (BENCHMARKS). A monotone map: the
+    ranking (AUROC) is unchanged."""
 
     family = "classical_late"
     complexity = 0
     tasks = ("binary", "multiclass", "multilabel", "regression")
 
-    def fit(self, cohort: Cohort) -> LateLinear:
-        t0 = time.perf_counter()
-        _known_params(self.name, self.params, False)
-        self._fit_common(cohort)
+    def _fit_models(
+        self,
+        task: str,
+        x: dict[str, np.ndarray],
+        present: dict[str, np.ndarray],
+        y: np.ndarray,
+        rows: np.ndarray,
+    ) -> dict[str, Any]:
+        """Each modality's learner on the patients ``rows`` that have it."""
         folds = self.spec.evaluation.selection_folds
-        x, present = transform_cohort(self.preprocessors_, cohort)
-        self.models_: dict[str, Any] = {}
-        y = cohort.y
-        with limit_threads():
-            for n in self.preprocessors_:
-                rows = present[n]
-                if cohort.task in ("binary", "multiclass") and len(np.unique(y[rows])) < 2:
-                    continue  # too few patients with this modality to learn from
-                if not rows.any():
-                    continue
-                f = np.nan_to_num(self._flat(x, n)[rows])
-                self.models_[n] = fit_linear(cohort.task, f, y[rows], self.seed, folds)
-        self.fit_seconds_ = time.perf_counter() - t0
-        return self
+        models: dict[str, Any] = {}
+        for n in self.preprocessors_:
+            use = rows[present[n][rows]]
+            if not len(use) or (task in ("binary", "multiclass") and len(np.unique(y[use])) < 2):
+                continue  # too few patients with this modality to learn from
+            f = np.nan_to_num(self._flat(x, n)[use])
+            models[n] = fit_linear(task, f, y[use], self.seed, folds)
+        return models
 
-    def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
-        return self.predict_present(cohort, transform_cohort(self.preprocessors_, cohort)[1])
-
-    def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
-        x, known = transform_cohort(self.preprocessors_, cohort)
-        present = masks_within(present, known)
+    def _mean(
+        self,
+        models: dict[str, Any],
+        x: dict[str, np.ndarray],
+        present: dict[str, np.ndarray],
+        prior: np.ndarray,
+        n: int,
+    ) -> np.ndarray:
+        """The mean of the present modalities' outputs (``prior`` where none is)."""
         reg = self.task_name == "regression"
-        n = len(cohort)
         k = self.n_classes_
         total = np.zeros(n) if reg else np.zeros((n, k))
         count = np.zeros(n)
-        for name, m in self.models_.items():
+        for name, m in models.items():
             rows = present[name]
             if rows.any():
                 f = np.nan_to_num(self._flat(x, name)[rows])
@@ -747,7 +754,74 @@ class LateLinear(FeatureDesign, Candidate):
         count[none] = 1
         out = total / (count if reg else count[:, None])
         if none.any():
-            out[none] = self.prior_[0] if reg else self.prior_
+            out[none] = prior[0] if reg else prior
+        return out
+
+    def fit(self, cohort: Cohort) -> LateLinear:
+        t0 = time.perf_counter()
+        params = dict(self.params or {})
+        unknown = sorted(set(params) - {"calibrate"})
+        if unknown:
+            raise ValueError(f"lr_late: takes only 'calibrate' (true/false); got {unknown}")
+        self._fit_common(cohort)
+        x, present = transform_cohort(self.preprocessors_, cohort)
+        y, everyone = cohort.y, np.arange(len(cohort))
+        self.recalibration_: list[float] | None = None
+        with limit_threads():
+            self.models_ = self._fit_models(cohort.task, x, present, y, everyone)
+            if cohort.task == "binary" and params.get("calibrate", True):
+                self.recalibration_ = self._cross_fit(cohort, x, present)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _cross_fit(
+        self, cohort: Cohort, x: dict[str, np.ndarray], present: dict[str, np.ndarray]
+    ) -> list[float] | None:
+        """``[a, b]`` of the recalibration, from out-of-fold means over the spec's
+        ``selection_folds``; None when it cannot be fitted or would reverse the ranking."""
+        from holomed.cohort import inner_folds
+        from holomed.scoring.metrics import calibration_stats
+
+        y = cohort.y
+        k = self.spec.evaluation.selection_folds
+        if np.bincount(y.astype(int), minlength=2).min() < k:
+            return None
+        oof = np.full(len(y), np.nan)
+        for a, b in inner_folds(y, k, self.seed, cohort.task, cohort.groups):
+            models = self._fit_models(cohort.task, x, present, y, a)
+            prior = np.bincount(y[a].astype(int), minlength=2) / len(a)
+            sub_x = {n: v[b] for n, v in x.items()}
+            sub_p = {n: v[b] for n, v in present.items()}
+            oof[b] = self._mean(models, sub_x, sub_p, prior, len(b))[:, 1]
+        stats = calibration_stats(y, oof)
+        a, b = stats["calibration_intercept"], stats["calibration_slope"]
+        if not (np.isfinite(a) and np.isfinite(b)) or b <= 0:
+            return None
+        return [float(a), float(b)]
+
+    def predict_proba(self, cohort: Cohort, calibrated: bool = True) -> np.ndarray:
+        present = transform_cohort(self.preprocessors_, cohort)[1]
+        return self._predict(cohort, present, calibrated)
+
+    def predict_both(self, cohort: Cohort) -> tuple[np.ndarray, np.ndarray]:
+        """Recalibrated and plain means (for the calibration report's before/after)."""
+        present = transform_cohort(self.preprocessors_, cohort)[1]
+        return self._predict(cohort, present, True), self._predict(cohort, present, False)
+
+    def predict_present(self, cohort: Cohort, present: dict[str, np.ndarray]) -> np.ndarray:
+        return self._predict(cohort, present, True)
+
+    def _predict(
+        self, cohort: Cohort, present: dict[str, np.ndarray], calibrated: bool
+    ) -> np.ndarray:
+        x, known = transform_cohort(self.preprocessors_, cohort)
+        present = masks_within(present, known)
+        out = self._mean(self.models_, x, present, self.prior_, len(cohort))
+        rec = getattr(self, "recalibration_", None)
+        if rec is not None and calibrated:
+            p = np.clip(out[:, 1], 1e-9, 1 - 1e-9)
+            q = _sigmoid(rec[0] + rec[1] * np.log(p / (1 - p)))
+            out = np.stack([1 - q, q], 1)
         return out
 
     def feature_attributions(self, cohort: Cohort) -> dict[str, np.ndarray]:
@@ -769,16 +843,21 @@ class LateLinear(FeatureDesign, Candidate):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             n: getattr(m[0] if isinstance(m, list) else m, "C", None)
             for n, m in self.models_.items()
         }
+        rec = getattr(self, "recalibration_", None)
+        if rec is not None:
+            out["recalibration"] = {"intercept": rec[0], "slope": rec[1]}
+        return out
 
     def to_state(self):
         meta = self._common_meta()
         _, arrays = self._pre_state()
         arrays["prior"] = np.asarray(self.prior_, dtype=float)
         meta["models"] = {}
+        meta["recalibration"] = getattr(self, "recalibration_", None)
         for n, m in self.models_.items():
             models = m if isinstance(m, list) else [m]
             meta["models"][n] = {"per_label": isinstance(m, list), "linear": []}
@@ -803,4 +882,10 @@ class LateLinear(FeatureDesign, Candidate):
                     )
                 )
             c.models_[n] = lins if d["per_label"] else lins[0]
+        rec = meta.get("recalibration")  # absent in bundles saved before it existed
+        if rec is not None:
+            rec = [float(v) for v in rec]
+            if len(rec) != 2 or not np.isfinite(rec).all() or rec[1] <= 0:
+                raise ValueError(f"lr_late: recalibration {rec}; expected [a, b > 0]")
+        c.recalibration_ = rec
         return c
