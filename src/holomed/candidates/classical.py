@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from holomed.candidate import Candidate, Param, canonical, register_candidate
-from holomed.cohort import Cohort
+from holomed.cohort import Cohort, inner_folds
 from holomed.modalities import get_modality
 from holomed.model import fit_preprocessors, masks_within, transform_cohort
+from holomed.scoring.metrics import calibration_stats
 from holomed.tasks import Task
 from holomed.threads import cores, limit_threads
 
@@ -779,9 +780,6 @@ class LateLinear(FeatureDesign, Candidate):
     ) -> list[float] | None:
         """``[a, b]`` of the recalibration, from out-of-fold means over the spec's
         ``selection_folds``; None when it cannot be fitted or would reverse the ranking."""
-        from holomed.cohort import inner_folds
-        from holomed.scoring.metrics import calibration_stats
-
         y = cohort.y
         k = self.spec.evaluation.selection_folds
         if np.bincount(y.astype(int), minlength=2).min() < k:
