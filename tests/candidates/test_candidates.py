@@ -530,3 +530,22 @@ def test_late_linear_recalibrates_its_mean_without_changing_the_ranking(
     np.testing.assert_allclose(load_bundle(path).predict_proba(test)[:, 1], q)
     with pytest.raises(ValueError, match="takes only 'calibrate'"):
         C.make_candidate(spec, "lr_late", 0, None, {"C": 1}).fit(train)
+
+
+def test_a_missing_package_is_named_not_blamed_on_the_bundle(data, tmp_path, monkeypatch):
+    import builtins
+
+    spec, train, _ = data
+    path = save_bundle(
+        C.make_candidate(spec, "gbm", 0, None, {"n_estimators": 5}).fit(train), tmp_path / "b"
+    )
+    real = builtins.__import__
+
+    def no_lightgbm(name, *args, **kwargs):
+        if name == "lightgbm" or name.startswith("lightgbm."):
+            raise ModuleNotFoundError("No module named 'lightgbm'", name="lightgbm")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_lightgbm)
+    with pytest.raises(BundleError, match="needs the package lightgbm"):
+        load_bundle(path)

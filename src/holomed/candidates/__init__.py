@@ -38,6 +38,11 @@ def load_bundle(path: Path | str) -> Candidate:
         return candidate_from_state(spec, state, arrays, texts)
     except BundleError:
         raise
+    except ImportError as err:  # this installation lacks what the model needs, not the bundle
+        raise BundleError(
+            f"{path}: loading this model needs the package {err.name or err} (install it, "
+            "e.g. with pip); the bundle itself was not read as damaged"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any defect of the saved state is the bundle's
         raise BundleError(
             f"{path / 'state.json'}: does not describe a usable model ({type(err).__name__}: {err})"
