@@ -75,11 +75,8 @@ SKETCH_Z = 4.0  # a group is flagged when the estimate is this many SDs above no
 
 def _buckets(ids: Sequence[Any], salt: str, m: int) -> np.ndarray:
     key = bytes.fromhex(salt)
-    return np.array(
-        [int(hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest()[:16], 16) % m
-         for i in ids],
-        dtype=np.int64,
-    )  # fmt: skip
+    digests = (hmac.new(key, str(i).encode(), hashlib.sha256).digest() for i in ids)
+    return np.array([int.from_bytes(d[:8], "big") % m for d in digests], dtype=np.int64)
 
 
 def training_patients(ids: Sequence[Any]) -> dict[str, Any]:

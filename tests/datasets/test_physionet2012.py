@@ -164,28 +164,27 @@ def test_fit_on_one_folder_predict_and_evaluate_on_another(set_a, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(
-        app,
-        ["predict", str(tmp_path / "run" / "bundle"), "-d", f"path={other}",
-         "--out", str(tmp_path / "pred.csv")],
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+
+    def predict(folder, name):  # the bundle on a set folder: the output, the scored share
+        res = runner.invoke(
+            app,
+            ["predict", str(tmp_path / "run" / "bundle"), "-d", f"path={folder}",
+             "--out", str(tmp_path / f"{name}.csv")],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        metrics = json.loads((tmp_path / f"{name}.metrics.json").read_text())
+        return res, metrics["training_patients_scored"]
+
+    res, seen = predict(other, "pred")
     pred = pd.read_csv(tmp_path / "pred.csv", dtype={"id": str})
     assert sorted(pred["id"]) == sorted(ids[160:])
     assert (tmp_path / "pred.metrics.json").exists() and "auroc" in res.output
     assert "training patients" not in res.output
-    seen = json.loads((tmp_path / "pred.metrics.json").read_text())["training_patients_scored"]
     assert not seen["flag"] and seen["ci"][0] <= 0 <= seen["ci"][1]
     # scoring the training folder again: said plainly, the metrics are not held-out
-    res = runner.invoke(
-        app,
-        ["predict", str(tmp_path / "run" / "bundle"), "-d", f"path={train_set}",
-         "--out", str(tmp_path / "again.csv")],
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+    res, seen = predict(train_set, "again")
     card = json.loads((tmp_path / "run" / "bundle" / "card.json").read_text())
     n_train = card["n_train"]  # the holdout split's training part of the 160
-    seen = json.loads((tmp_path / "again.metrics.json").read_text())["training_patients_scored"]
     assert seen["flag"] and seen["ci"][0] <= n_train <= seen["ci"][1]
     assert "look like training patients of this model" in " ".join(res.output.split())
     assert "not held-out" in res.output

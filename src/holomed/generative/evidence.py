@@ -308,19 +308,20 @@ def _held_out(w: _Writer) -> tuple[tuple[str, ...], dict[str, Any]]:
     return ("card", "metrics_test"), {}
 
 
-def _metric_parts(w: _Writer, names: Sequence[str]) -> list[str]:
+def _metric_parts(w: _Writer, names: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
+    """The cited phrases of the held-out metrics ``names`` the card has, and where."""
     path, metrics = _held_out(w)
     return [
         f"{PERFORMANCE_WORDS[m]} {w.cite(*path, m, 'value', fmt='.3f')}" + _ci(w, *path, m, "ci")
         for m in names
         if num((metrics.get(m) or {}).get("value")) is not None
-    ]
+    ], path
 
 
 def _calibration_metrics(w: _Writer, task: str) -> None:
     if task not in PROBABILITY_TASKS:
         return
-    parts = _metric_parts(w, ("brier", "ece"))
+    parts, _ = _metric_parts(w, ("brier", "ece"))
     if parts:
         w.say(
             "calibration",
@@ -329,7 +330,7 @@ def _calibration_metrics(w: _Writer, task: str) -> None:
 
 
 def _performance(w: _Writer, task: str) -> None:
-    parts = _metric_parts(w, PERFORMANCE.get(task, ()))
+    parts, path = _metric_parts(w, PERFORMANCE.get(task, ()))
     card = w.docs["card"]
     if not parts:
         w.say(
@@ -338,7 +339,7 @@ def _performance(w: _Writer, task: str) -> None:
             "patients is unknown.",
         )
         return
-    if _held_out(w)[0][1] == "estimate":
+    if path[1] == "estimate":
         n = w.cite("card", "estimate", "n_evaluated")
         w.say(
             "performance",

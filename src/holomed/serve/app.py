@@ -559,10 +559,13 @@ class ServedModel:
         card = {
             k: v
             for k, v in self.card.items()
+            # training_patients: the sketch predict checks scored patients against
             if k
-            not in ("metrics_test", "evaluation", "calibration", "n_train", "n_test")
-            + ("training_patients",)  # keyed digests: for predict's check, not for display
-        }
+            not in (
+                "metrics_test", "evaluation", "calibration", "n_train", "n_test",
+                "training_patients",
+            )
+        }  # fmt: skip
         out = {**self.summary(), "card": card, "expects": self.expects}
         if self.task == "survival":
             out["horizons"] = list(self.spec.target.horizons)

@@ -445,7 +445,7 @@ class EvaluationSpec(_Strict):
     bag: int = Field(1, ge=1)
     # the boosted trees (gbm, rf) are fitted as bags of this many seeds, their log-odds
     # averaged (1 = one booster). On PhysioNet 2012's training patients five gained
-    # AUROC +0.0033 +- 0.0006 over one (BENCHMARKS); each costs one more booster fit
+    # AUROC +0.0032 +- 0.0008 over one (BENCHMARKS); each costs one more booster fit
     tree_bags: int = Field(1, ge=1)
 
     @field_validator("missing_rates")
