@@ -446,3 +446,21 @@ def test_a_k_fold_survival_fit_report_draws_the_out_of_fold_survival(recwarn):
     html = render_html(res)
     assert "Survival: risk groups" in html and "out of fold for a k-fold fit" in html
     assert not [w for w in recwarn if "could not be rendered" in str(w.message)]
+
+
+@pytest.mark.parametrize("metric", ["ibs", "td_auroc"])
+def test_selection_on_a_horizon_metric_scores_every_candidate(metric):
+    """The integrated Brier score and time-dependent AUROC need the horizons: selection,
+    the greedy ensemble and its honest fold scores all pass them (they were NaN, and the
+    first candidate listed was chosen whatever its score)."""
+    from holomed.evaluation.select import no_tick, select
+
+    d = synthetic_survival_spec_dict(n_patients=240, seed=3)
+    d["evaluation"].update(selection_metric=metric, selection_folds=3)
+    spec = parse_spec(d)
+    cohort = load_cohort(spec)
+    sel = select(spec, cohort, ["km", "coxnet", "ensemble"], 0, no_tick)
+    scores = {n: s.score for n, s in sel.scored.items()}
+    assert all(np.isfinite(v) for v in scores.values()), scores
+    assert scores["coxnet"] > scores["km"]  # the null model is worse on both metrics
+    assert sel.selected != "km" and sel.ensemble_weights

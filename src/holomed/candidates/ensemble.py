@@ -33,17 +33,25 @@ from holomed.candidate import (
 from holomed.scoring.metrics import oriented
 
 
-def _objective(task: str, metric: str, y: np.ndarray, out: np.ndarray) -> float:
-    v = oriented(task, metric, y, out)
+def _objective(
+    task: str, metric: str, y: np.ndarray, out: np.ndarray, context: dict | None = None
+) -> float:
+    v = oriented(task, metric, y, out, **(context or {}))
     return v if np.isfinite(v) else -np.inf
 
 
 def caruana(
-    preds: dict[str, np.ndarray], y: np.ndarray, task: str, metric: str, rounds: int = 40
+    preds: dict[str, np.ndarray],
+    y: np.ndarray,
+    task: str,
+    metric: str,
+    rounds: int = 40,
+    context: dict | None = None,
 ) -> dict[str, float]:
     """Weights (summing to 1) of greedy ensemble selection with replacement over the
     out-of-fold predictions ``preds`` of ``y``; members with non-finite predictions are
-    left out. Ties go to the member listed first."""
+    left out. Ties go to the member listed first. ``context``: what the metric needs
+    beyond ``y`` (survival: horizons and the reference targets)."""
     names = [n for n, p in preds.items() if np.isfinite(p).all()]
     if not names:
         return {}
@@ -51,7 +59,9 @@ def caruana(
     total = np.zeros_like(preds[names[0]], dtype=float)
     best_score, best_counts = -np.inf, None
     for r in range(rounds):
-        scores = {n: _objective(task, metric, y, (total + preds[n]) / (r + 1)) for n in names}
+        scores = {
+            n: _objective(task, metric, y, (total + preds[n]) / (r + 1), context) for n in names
+        }
         pick = max(names, key=lambda n: scores[n])
         counts[pick] += 1
         total = total + preds[pick]
@@ -71,6 +81,7 @@ def caruana_bagged(
     bags: int = 20,
     fraction: float = 0.5,
     seed: int = 0,
+    context: dict | None = None,
 ) -> dict[str, float]:
     """Bagged ensemble selection (Caruana et al., 2006, "Getting the most out of ensemble
     selection", section 2.3): greedy selection (:func:`caruana`) in each of ``bags``
@@ -79,13 +90,14 @@ def caruana_bagged(
     round, which is what overfits when few patients choose the weights. Seeded."""
     names = [n for n, p in preds.items() if np.isfinite(p).all()]
     if len(names) < 3:
-        return caruana(preds, y, task, metric)
+        return caruana(preds, y, task, metric, context=context)
     rng = np.random.default_rng(seed)
     k = max(2, round(fraction * len(names)))
     total = dict.fromkeys(names, 0.0)
     for _ in range(bags):
         pick = sorted(rng.choice(len(names), k, replace=False))
-        for n, w in caruana({names[i]: preds[names[i]] for i in pick}, y, task, metric).items():
+        subset = {names[i]: preds[names[i]] for i in pick}
+        for n, w in caruana(subset, y, task, metric, context=context).items():
             total[n] += w / bags
     return {n: w for n, w in total.items() if w > 0}
 

@@ -49,6 +49,7 @@ from holomed.candidates.ensemble import blend, caruana, caruana_bagged
 from holomed.cohort import Cohort, inner_folds
 from holomed.executor import Executor
 from holomed.scoring.metrics import oriented
+from holomed.scoring.survival import metric_context
 from holomed.spec import Spec
 
 
@@ -175,7 +176,9 @@ def inner_cv(
             a, b = folds[i]
             c = build_candidate(spec, name, seed, None, params).fit(train.subset(a))
             oof[b] = c.predict_proba(train.subset(b))
-            scores.append(oriented(train.task, ev.selection_metric, train.y[b], oof[b]))
+            # survival metrics read horizons and the fold's training targets (censoring)
+            ctx = metric_context(train.task, spec.target.horizons, train.y[a])
+            scores.append(oriented(train.task, ev.selection_metric, train.y[b], oof[b], **ctx))
             if report is not None:
                 report(i, float(np.nanmean(scores)) if np.isfinite(scores).any() else -np.inf)
         oofs.append(oof)
@@ -297,12 +300,20 @@ def score_candidate(
 
 
 def ensemble_weights(
-    preds: dict[str, np.ndarray], y: np.ndarray, task: str, objective: str, bags: int, seed: int
+    preds: dict[str, np.ndarray],
+    y: np.ndarray,
+    task: str,
+    objective: str,
+    bags: int,
+    seed: int,
+    horizons: list[float] | None = None,
 ) -> dict[str, float]:
-    """Greedy ensemble weights on ``objective``: bagged (``bags`` > 0) or plain."""
+    """Greedy ensemble weights on ``objective``: bagged (``bags`` > 0) or plain.
+    ``horizons``: survival metrics' horizons (``y`` is then their reference)."""
+    ctx = metric_context(task, horizons or [], y)
     if bags > 0:
-        return caruana_bagged(preds, y, task, objective, bags=bags, seed=seed)
-    return caruana(preds, y, task, objective)
+        return caruana_bagged(preds, y, task, objective, bags=bags, seed=seed, context=ctx)
+    return caruana(preds, y, task, objective, context=ctx)
 
 
 def ensemble_selection(
@@ -314,6 +325,7 @@ def ensemble_selection(
     objective: str = "log_loss",
     bags: int = 0,
     seed: int = 0,
+    horizons: list[float] | None = None,
 ) -> tuple[dict[str, float], list[float]]:
     """Ensemble weights (:func:`ensemble_weights`, greedy on ``objective``: ``log_loss``
     or ``metric``) over all candidates' out-of-fold predictions (the mean over repeats),
@@ -324,7 +336,8 @@ def ensemble_selection(
     ok = {n: s for n, s in scored.items() if all(np.isfinite(o).all() for o in s.oofs)}
     if len(ok) < 2:
         return {}, []
-    weights = ensemble_weights({n: s.oof for n, s in ok.items()}, y, task, objective, bags, seed)
+    oof = {n: s.oof for n, s in ok.items()}
+    weights = ensemble_weights(oof, y, task, objective, bags, seed, horizons)
     if not weights:  # the objective is undefined for every candidate: no ensemble
         return {}, []
     fold_scores = []
@@ -334,13 +347,15 @@ def ensemble_selection(
             b = folds[i][1]
             rest = np.setdiff1d(np.arange(len(y)), b)
             w = ensemble_weights(
-                {n: p[rest] for n, p in preds.items()}, y[rest], task, objective, bags, seed
-            )
+                {n: p[rest] for n, p in preds.items()},
+                y[rest], task, objective, bags, seed, horizons,
+            )  # fmt: skip
             if not w:  # undefined on this fold's training rows: the fold has no score
                 fold_scores.append(float("nan"))
                 continue
             out = blend([preds[n][b] for n in w], list(w.values()))
-            fold_scores.append(oriented(task, metric, y[b], out))
+            ctx = metric_context(task, horizons or [], y[rest])
+            fold_scores.append(oriented(task, metric, y[b], out, **ctx))
     return weights, fold_scores
 
 
@@ -421,7 +436,7 @@ def select(
         t0 = time.perf_counter()
         weights, fold_scores = ensemble_selection(
             scored, train.y, folds, train.task, ev.selection_metric, ev.ensemble_objective,
-            ev.ensemble_bags, seed,
+            ev.ensemble_bags, seed, spec.target.horizons,
         )  # fmt: skip
         if weights:
             w = list(weights.values())
