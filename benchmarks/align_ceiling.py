@@ -124,7 +124,7 @@ def image_reads_sex(spec, data, facts, tr) -> dict[str, float]:
 
 def main() -> None:
     from holomed.cohort import patient_splits
-    from holomed.generative.align import load_pairs, same_text
+    from holomed.generative.align import load_pairs, random_recall_at, same_text
     from holomed.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "covid_cxr.yaml")
@@ -135,7 +135,7 @@ def main() -> None:
     facts = patient_facts(meta, cohort.ids).reset_index(drop=True)
     splits = patient_splits(cohort, spec.split, seed=0)
     out: dict[str, dict[str, float]] = {}
-    gallery_sizes = []
+    gallery_sizes, matches = [], []
     for name, keys in FACTS.items():
         recalls = []
         for _tr, te in splits:
@@ -146,9 +146,9 @@ def main() -> None:
                 recalls.append(expected_recall(score, qi, same[qi], 5))
                 if name == next(iter(FACTS)):
                     gallery_sizes.append(len(te_p))
+                    matches.append(int(same[qi].sum()))
         out[name] = {"recall@5": float(np.mean(recalls)), "queries": len(recalls)}
-    g = np.asarray(gallery_sizes, float)
-    rnd = float(np.mean(np.minimum(5, g) / g))
+    rnd = random_recall_at(np.asarray(gallery_sizes), 5, np.asarray(matches))
     for v in out.values():
         v["ratio_to_random"] = v["recall@5"] / rnd
     probe = image_reads_sex(spec, data, facts, splits[0][0])

@@ -598,7 +598,7 @@ def impute(
     samples: Annotated[
         int, typer.Option(min=1, help="draws per patient (mean and sd written)")
     ] = 20,
-    epochs: Annotated[int, typer.Option(help="training epochs of the generator")] = 300,
+    epochs: Annotated[int, typer.Option(min=1, help="training epochs of the generator")] = 300,
     seed: Annotated[int, typer.Option()] = 0,
     set_: SetOpt = None,
 ) -> None:
@@ -618,6 +618,10 @@ def impute(
             f"{name}: {r['generated']} patients generated, {r['measured']} measured"
             + (f", {lost} with no modality to generate from" if lost else "")
         )
+        if r["skipped_columns"]:
+            console.print(f"  {name}: columns not numeric, not generated: {r['skipped_columns']}")
+    for name, why in report.get("skipped_modalities", {}).items():
+        console.print(f"{name}: not generated ({why})")
     console.print(f"wrote {out}")
 
 

@@ -155,6 +155,26 @@ def test_ranks_recall_and_median_rank_on_a_hand_made_ranking():
         retrieval_ranks(np.zeros((2, 3)))
 
 
+def test_random_ranking_chance_counts_every_identical_note():
+    """Where notes repeat, every copy is a true match, so chance is above k / N: a
+    ranking by noise must score what the "random" entry says (it gave 0.25 for 0.72)."""
+    from math import comb
+
+    keys = np.repeat(np.arange(5), 4)  # 20 patients, 5 distinct notes, 4 copies each
+    pos = keys[:, None] == keys[None, :]
+    g, m = np.full(20, 20), pos.sum(1)
+    assert random_recall_at(g, 5, m) == pytest.approx(1 - comb(16, 5) / comb(20, 5))
+    rng = np.random.default_rng(0)
+    ranks = np.concatenate([retrieval_ranks(rng.random((20, 20)), pos) for _ in range(500)])
+    s = retrieval_summary(ranks, np.tile(g, 500), ks=(1, 5), n_boot=20, matches=np.tile(m, 500))
+    for k in (1, 5):
+        assert s[f"recall@{k}"]["mean"] == pytest.approx(s[f"recall@{k}"]["random"], abs=0.02)
+    assert s["mean_rank"]["mean"] == pytest.approx(s["mean_rank"]["random"], abs=0.1)
+    # one match per query: the usual k / N and (N + 1) / 2
+    assert random_recall_at(g, 5) == pytest.approx(0.25)
+    assert retrieval_summary(ranks[:20], g, ks=(5,), n_boot=5)["mean_rank"]["random"] == 10.5
+
+
 def test_info_nce_prefers_matched_pairs_and_duplicates_are_positives():
     import torch
 
@@ -216,10 +236,17 @@ def test_heads_round_trip_through_safetensors(fitted, tmp_path):
     notes = [data["texts"][i] for i in te]
     np.testing.assert_array_equal(again.embed_texts(notes), model.embed_texts(notes))
     assert again.logit_scale_ == pytest.approx(model.logit_scale_)
-    meta["image_weights"]["sha256"] = "0" * 64
+    sha, meta["image_weights"]["sha256"] = meta["image_weights"]["sha256"], "0" * 64
     (folder / "aligned_heads.json").write_text(json.dumps(meta))
     with pytest.raises(AlignError, match="weights file"):
         ImageTextAligner.load(folder)
+    # a field missing from a hand-edited file: the folder named, no bare KeyError
+    meta["image_weights"]["sha256"] = sha
+    for field in ("params", "preprocessor"):
+        broken = {k: v for k, v in meta.items() if k != field}
+        (folder / "aligned_heads.json").write_text(json.dumps(broken))
+        with pytest.raises(AlignError, match=rf"heads: damaged or incomplete.*'{field}'"):
+            ImageTextAligner.load(folder)
 
 
 @pytest.mark.parametrize("tune", ["conv_head", "last_block"])

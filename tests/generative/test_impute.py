@@ -56,6 +56,10 @@ def test_generated_values_follow_the_shared_factors_and_noise_is_not_invented():
     assert a["truth_corr"] > 0.6 and b["truth_corr"] > 0.6  # predictable from the other view
     assert a["r2"] > 0.3 and b["r2"] > 0.3
     assert abs(c["mean_corr"]) < 0.2 and c["r2"] < 0.05  # nothing to predict: the mean
+    # the written sd is a predictive one: about 95 % of held-out measured values fall
+    # inside mean +- 1.96 sd (the draws' spread alone covered about 60 %)
+    for m in (a, b, c):
+        assert 0.85 <= m["coverage_95"] <= 0.99, m
 
 
 def test_impute_writes_flagged_files_apart_from_measured_values(tmp_path):
@@ -73,14 +77,25 @@ def test_impute_writes_flagged_files_apart_from_measured_values(tmp_path):
     assert rep["modalities"]["a"]["absent_everywhere"] == int((~a.present & ~has_b).sum())
     assert "P0" not in (tmp_path / "impute_report.json").read_text()  # counts, not ids
     json.loads((tmp_path / "impute_report.json").read_text())
-    # --samples is honoured: one draw has no spread; a rerun leaves no earlier file behind
+    # --samples is honoured: one draw has no latent spread, only the noise measured on
+    # the training patients (the same for every patient); a rerun leaves no earlier file
     (tmp_path / "old.generated.csv").write_text("id,generated\nX,1\n")
     impute(cohort, tmp_path, ["a", "b"], samples=1, epochs=20)
-    sd1 = pd.read_csv(tmp_path / "a.generated_sd.csv", dtype={"id": str})
-    assert (sd1.iloc[:, 2:].to_numpy() == 0).all() and (sd.iloc[:, 2:].to_numpy() > 0).any()
+    sd1 = pd.read_csv(tmp_path / "a.generated_sd.csv", dtype={"id": str}).iloc[:, 2:].to_numpy()
+    assert np.allclose(sd1, sd1[0]) and (sd1 > 0).any()
+    assert (sd.iloc[:, 2:].to_numpy() >= sd1[0] - 1e-9).all()
+    assert not np.allclose(sd.iloc[:, 2:].to_numpy(), sd1[0])
     assert not (tmp_path / "old.generated.csv").exists()
     with pytest.raises(ImputeError, match="at least 1 draw"):
         impute(cohort, tmp_path, ["a", "b"], samples=0)
+    with pytest.raises(ImputeError, match="at least 1 epoch"):  # not an untrained decoder
+        impute(cohort, tmp_path, ["a", "b"], epochs=0)
+    # a tabular modality without a numeric column is named in the report, not dropped
+    ids = cohort.ids
+    text = pd.DataFrame({"sex": ["F"] * len(ids)}, index=ids)
+    cohort.modalities["d"] = ModalityData("tabular", text, np.ones(len(ids), bool), ["sex"])
+    rep = impute(cohort, tmp_path, None, samples=2, epochs=5)
+    assert rep["skipped_modalities"] == {"d": "no numeric column"}
 
 
 def test_impute_writes_the_sources_id_column_and_refuses_a_repeated_header(tmp_path):

@@ -8,9 +8,14 @@ add), so one model generates any modality from whichever others are present. Tra
 masks modalities at random (each present one is hidden from the encoder with probability
 ``mask_rate``, at least one kept), and reconstructs every present modality from the
 posterior of the visible ones: a hidden modality is thus learned from the others, the
-way it will be asked for. The loss is the Gaussian negative log-likelihood with unit
-variance (mean squared error per value, summed over a modality's dimensions and averaged
-over modalities) plus ``beta`` times the KL divergence to the prior.
+way it will be asked for. The loss is a per-value form of the ELBO: the squared error
+per value (a unit-variance Gaussian; a modality's error summed over its values and divided
+by their number, then averaged over modalities) plus ``beta`` times the KL divergence to
+the prior per latent dimension (summed and divided by ``latent``). Against the summed
+ELBO this weighs the KL by about ``d / latent`` more for a ``d``-value modality, which
+pulls generated values towards the mean: on ROSMAP's training patients the summed form
+overfitted (every held-out R² negative; BENCHMARKS, cross-modal generation), so the
+per-value form is the default and ``beta`` lightens it where modalities are predictable.
 
 ``generate`` draws ``samples`` latent codes per patient and returns the mean and the
 standard deviation of the decoded values (the uncertainty of a generated modality).

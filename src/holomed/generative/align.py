@@ -797,7 +797,6 @@ class ImageTextAligner:
     def load(cls, folder: str | Path, check_text_model: bool = True) -> ImageTextAligner:
         """An aligner saved by :meth:`save`; the EfficientNet weights file and (with
         ``check_text_model``) the sentence model must be those it was trained with."""
-        from safetensors.torch import load_file
 
         folder = Path(folder)
         mpath, hpath = folder / META_FILE, folder / HEADS_FILE
@@ -813,6 +812,21 @@ class ImageTextAligner:
                 f"{mpath}: format {meta.get('format')!r} version {meta.get('version')!r}; "
                 f"expected {FORMAT!r} version {FORMAT_VERSION}"
             )
+        try:
+            return cls._restore(meta, mpath, hpath, check_text_model)
+        except AlignError:
+            raise
+        except Exception as err:  # a damaged or hand-edited file: named, no traceback
+            raise AlignError(
+                f"{folder}: damaged or incomplete aligner ({type(err).__name__}: {err})"
+            ) from None
+
+    @classmethod
+    def _restore(
+        cls, meta: dict[str, Any], mpath: Path, hpath: Path, check_text_model: bool
+    ) -> ImageTextAligner:
+        from safetensors.torch import load_file
+
         params = meta["params"]
         want = meta["image_weights"]["sha256"]
         if weights_sha256(params.get("weights")) != want:
@@ -877,11 +891,24 @@ def recall_at(ranks: np.ndarray, k: int) -> float:
     return float(np.mean(np.asarray(ranks) <= k))
 
 
-def random_recall_at(gallery: np.ndarray, k: int) -> float:
-    """Expected recall@k of a random ranking, each query over a gallery of
-    ``gallery[i]`` items: ``mean(min(k, N) / N)``."""
+def random_recall_at(gallery: np.ndarray, k: int, matches: np.ndarray | None = None) -> float:
+    """Expected recall@k of a random ranking, each query over a gallery of ``gallery[i]``
+    items of which ``matches[i]`` (default 1) are true matches: the chance that at least
+    one match is among the first ``k``, ``1 - C(N - P, k) / C(N, k)``."""
     g = np.asarray(gallery, dtype=float)
-    return float(np.mean(np.minimum(k, g) / g))
+    p = np.ones_like(g) if matches is None else np.asarray(matches, dtype=float)
+    miss = np.ones_like(g)  # P(no match in the first k) = prod_{j<k} (N - P - j) / (N - j)
+    for j in range(k):
+        miss *= np.clip((g - p - j) / np.maximum(g - j, 1), 0, 1)
+    return float(np.mean(1 - miss))
+
+
+def random_rank(gallery: np.ndarray, matches: np.ndarray | None = None) -> np.ndarray:
+    """Expected rank of a query's first true match under a random ranking:
+    ``1 + (N - P) / (P + 1)`` (``(N + 1) / 2`` for one match)."""
+    g = np.asarray(gallery, dtype=float)
+    p = np.ones_like(g) if matches is None else np.asarray(matches, dtype=float)
+    return 1 + (g - p) / (p + 1)
 
 
 def retrieval_summary(
@@ -890,9 +917,11 @@ def retrieval_summary(
     ks: Sequence[int] = RECALL_AT,
     n_boot: int = 1000,
     seed: int = 0,
+    matches: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """recall@k and median / mean rank with bootstrap 95 % CIs (resampling queries),
-    and the random ranking's expectation on the same galleries."""
+    and the random ranking's expectation on the same galleries with the same number of
+    true matches per query (``matches``: identical notes all count as matches)."""
     ranks, gallery = np.asarray(ranks), np.asarray(gallery)
     n = len(ranks)
     out: dict[str, Any] = {"queries": int(n)}
@@ -900,14 +929,15 @@ def retrieval_summary(
         out[f"recall@{k}"] = {
             "mean": recall_at(ranks, k),
             "ci": list(bootstrap_ci(lambda i, k=k: recall_at(ranks[i], k), n, n_boot, seed)),
-            "random": random_recall_at(gallery, k),
+            "random": random_recall_at(gallery, k, matches),
         }
+    chance = random_rank(gallery, matches)
     out["median_rank"] = {
         "mean": float(np.median(ranks)),
         "ci": list(bootstrap_ci(lambda i: float(np.median(ranks[i])), n, n_boot, seed)),
-        "random": float(np.median((gallery + 1) / 2)),
+        "random": float(np.median(chance)),
     }
-    out["mean_rank"] = {"mean": float(np.mean(ranks)), "random": float(np.mean((gallery + 1) / 2))}
+    out["mean_rank"] = {"mean": float(np.mean(ranks)), "random": float(np.mean(chance))}
     return out
 
 
@@ -1106,6 +1136,7 @@ def evaluate_alignment(
     imgs = cohort.modalities[img_name]
     groups = cohort.groups
     rank_it, rank_ti, gal, ridge_it, ridge_ti = [], [], [], [], []
+    hits: list[np.ndarray] = []
     zs_y, zs_p, probe_p = [], [], []
     drafts_real, drafts_top, drafts_rand = [], [], []
     examples: list[dict[str, Any]] = []
@@ -1146,6 +1177,7 @@ def evaluate_alignment(
         rank_it.append(r_it)
         rank_ti.append(r_ti)
         gal.append(np.full(len(te_p), len(te_p)))
+        hits.append(same.sum(1))  # true matches per query (symmetric: both directions)
         # baseline: TF-IDF ridge to the frozen image vectors
         frozen = model.frozen_image_vectors(feats_all)
         fz = {int(p): frozen[i] for i, p in enumerate(both)}
@@ -1170,7 +1202,7 @@ def evaluate_alignment(
             "logit_scale": model.logit_scale_,
             "image_to_text_recall@5": recall_at(r_it, 5),
             "text_to_image_recall@5": recall_at(r_ti, 5),
-            "random_recall@5": min(5, len(te_p)) / len(te_p),
+            "random_recall@5": random_recall_at(gal[-1], 5, hits[-1]),
         }
         # zero-shot vs linear probe, every held-out patient with an image
         if classify:
@@ -1222,7 +1254,7 @@ def evaluate_alignment(
             f"{rec['random_recall@5']:.2f}), best epoch {rec['best_epoch']}, {rec['seconds']} s"
         )
     ranks_it, ranks_ti = np.concatenate(rank_it), np.concatenate(rank_ti)
-    gallery = np.concatenate(gal)
+    gallery, matches = np.concatenate(gal), np.concatenate(hits)
     res: dict[str, Any] = {
         "kind": "image_text_alignment",
         "dataset": spec.dataset,
@@ -1245,15 +1277,19 @@ def evaluate_alignment(
         },
         "retrieval": {
             "image_to_text": {
-                "aligned": retrieval_summary(ranks_it, gallery, n_boot=n_boot, seed=seed),
+                "aligned": retrieval_summary(
+                    ranks_it, gallery, n_boot=n_boot, seed=seed, matches=matches
+                ),
                 "tfidf_ridge": retrieval_summary(
-                    np.concatenate(ridge_it), gallery, n_boot=n_boot, seed=seed
+                    np.concatenate(ridge_it), gallery, n_boot=n_boot, seed=seed, matches=matches
                 ),
             },
             "text_to_image": {
-                "aligned": retrieval_summary(ranks_ti, gallery, n_boot=n_boot, seed=seed),
+                "aligned": retrieval_summary(
+                    ranks_ti, gallery, n_boot=n_boot, seed=seed, matches=matches
+                ),
                 "tfidf_ridge": retrieval_summary(
-                    np.concatenate(ridge_ti), gallery, n_boot=n_boot, seed=seed
+                    np.concatenate(ridge_ti), gallery, n_boot=n_boot, seed=seed, matches=matches
                 ),
             },
             "gallery_sizes": sorted({int(g) for g in gallery}),
@@ -1263,6 +1299,7 @@ def evaluate_alignment(
                 "tfidf_ridge_image_to_text": np.concatenate(ridge_it).tolist(),
                 "tfidf_ridge_text_to_image": np.concatenate(ridge_ti).tolist(),
                 "gallery": gallery.tolist(),
+                "matches": matches.tolist(),
             },
         },
     }

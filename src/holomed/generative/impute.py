@@ -5,14 +5,18 @@ modality masking) is fitted to the numeric columns of a cohort's tabular and omi
 modalities, each column standardised by its mean and standard deviation over the
 patients who have it (a value missing inside a present row counts as the mean and is
 left out of the loss). For a patient without a modality it draws ``samples`` values from
-the posterior of the modalities the patient has, and writes their mean and standard
-deviation. Generated values are never mixed with measured ones: they go to files of
-their own, each row flagged ``generated = 1``.
+the posterior of the modalities the patient has, and writes their mean and a standard
+deviation: the draws' spread (what the latent code leaves open) combined with the noise
+around the generated mean that the training patients show (the decoder gives a mean, so
+the draws alone understate how far a measured value may fall). Generated values are
+never mixed with measured ones: they go to files of their own, each row flagged
+``generated = 1``.
 
 :func:`evaluate` measures the generator honestly: it is fitted on training patients
 only, then each modality of held-out patients who have it is hidden and generated from
 the others, and compared with the measured values (R² over all values against the
-training mean, the mean per-column correlation, and with a known truth, its error).
+training mean, the mean per-column correlation, the share of measured values inside the
+generated mean ± 1.96 sd, and with a known truth, its error).
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ class Table:
     x: np.ndarray
     present: np.ndarray
     skipped: list[str] = field(default_factory=list)
+
+
+def unusable(cohort: Any, names: list[str] | None = None) -> dict[str, str]:
+    """Tabular/omics modalities (of ``names``, default all) left out, with the reason."""
+    out = {}
+    for name, m in cohort.modalities.items():
+        if m.kind in KINDS and (names is None or name in names):
+            if m.values.select_dtypes(include=[np.number]).shape[1] == 0:
+                out[name] = "no numeric column"
+    return out
 
 
 def tables(cohort: Any, names: list[str] | None = None) -> dict[str, Table]:
@@ -91,7 +105,9 @@ class Generator:
         seed: int = 0,
         beta: float = 1.0,
     ) -> None:
-        self.latent, self.hidden, self.epochs = latent, hidden, epochs
+        if int(epochs) < 1:
+            raise ImputeError(f"epochs: {epochs}; the generator needs at least 1 epoch")
+        self.latent, self.hidden, self.epochs = latent, hidden, int(epochs)
         self.lr, self.batch_size, self.seed, self.beta = lr, batch_size, seed, beta
 
     def fit(self, data: dict[str, Table], rows: np.ndarray) -> Generator:
@@ -126,7 +142,31 @@ class Generator:
                 loss.backward()
                 opt.step()
         self.vae.eval()
+        self.noise_sd = self._noise_sd(data, rows)
         return self
+
+    def _noise_sd(self, data: dict[str, Table], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per column (original scale), the spread of measured values around the
+        generated mean that the draws do not show: the decoder returns a mean, so the
+        draws' sd is only the latent uncertainty. On the training rows that have the
+        modality and another one, the modality is hidden and generated; the mean
+        squared residual minus the draws' mean variance is the noise variance (0 where
+        the draws already cover it, and where no such row exists)."""
+        out = {}
+        for n, t in data.items():
+            others = np.zeros(len(rows), bool)
+            for m, u in data.items():
+                if m != n:
+                    others |= u.present[rows]
+            fit_rows = rows[t.present[rows] & others]
+            if len(fit_rows) < 2:
+                out[n] = np.zeros(t.x.shape[1])
+                continue
+            mean, sd = self._draws(data, fit_rows, n, 8)[n]
+            with np.errstate(all="ignore"):
+                msr = np.nanmean((t.x[fit_rows] - mean) ** 2, 0)
+            out[n] = np.sqrt(np.clip(np.nan_to_num(msr - np.mean(sd**2, 0)), 0, None))
+        return out
 
     def _tensors(self, data: dict[str, Table], rows: np.ndarray):
         x, obs, present = {}, {}, {}
@@ -146,7 +186,16 @@ class Generator:
         samples: int = 20,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{modality: (mean, sd)}`` on the original scale for ``rows``, each from the
-        posterior of the modalities present (without ``hide``)."""
+        posterior of the modalities present (without ``hide``). ``sd`` is the predictive
+        spread of a generated value: the draws' spread (latent uncertainty) and the noise
+        around the generated mean measured on the training patients, combined."""
+        out = self._draws(data, rows, hide, samples)
+        return {n: (m, np.sqrt(s**2 + self.noise_sd[n] ** 2)) for n, (m, s) in out.items()}
+
+    def _draws(
+        self, data: dict[str, Table], rows: np.ndarray, hide: str | None, samples: int
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Mean and sd of the decoded means of ``samples`` latent draws."""
         x, _, present = self._tensors(data, rows)
         if hide is not None:
             present[hide] = torch.zeros_like(present[hide])
@@ -163,6 +212,13 @@ def _r2(truth: np.ndarray, guess: np.ndarray, reference: np.ndarray) -> float:
     ok = np.isfinite(truth)
     ss = float((((truth - reference) ** 2)[ok]).sum())
     return 1.0 - float((((truth - guess) ** 2)[ok]).sum()) / ss if ss > 0 else float("nan")
+
+
+def _coverage(measured: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> float:
+    """Share of finite measured values within ``mean ± 1.96 sd`` (0.95 if calibrated)."""
+    ok = np.isfinite(measured)
+    inside = np.abs(measured - mean) <= 1.96 * sd
+    return float(inside[ok].mean()) if ok.any() else float("nan")
 
 
 def _mean_corr(truth: np.ndarray, guess: np.ndarray) -> float:
@@ -207,6 +263,7 @@ def evaluate(
             "r2": _r2(measured, mean, gen.mean[n]),
             "mean_corr": _mean_corr(measured, mean),
             "mean_sd": float(np.mean(sd)),
+            "coverage_95": _coverage(measured, mean, sd),
             "skipped_columns": t.skipped,
         }
         if truth is not None and n in truth:
@@ -247,7 +304,11 @@ def impute(
         old.unlink()  # an earlier run's outputs: none may stand beside this run's report
     everyone = np.arange(len(cohort))
     gen = Generator(**options).fit(data, everyone)
-    report: dict[str, Any] = {"samples": samples, "modalities": {}}
+    report: dict[str, Any] = {
+        "samples": samples,
+        "modalities": {},
+        "skipped_modalities": unusable(cohort, names),
+    }
     for n, t in data.items():
         others = np.zeros(len(cohort), bool)
         for m, u in data.items():
