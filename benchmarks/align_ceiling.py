@@ -9,7 +9,7 @@ every patient with an X-ray and a note held out once.
 
 Writes ``benchmarks/results/generative/align_ceiling.json``. No model is trained: this is
 a bound on what a ranker that reads only those facts can reach, to set the aligned
-model's recall@5 (0.445) and the 3x-random target (0.68) against.
+model's recall@5 (0.445) and the 3x-random target (0.69) against.
 """
 
 from __future__ import annotations
