@@ -92,6 +92,15 @@ def tables(cohort: Any, names: list[str] | None = None) -> dict[str, Table]:
     return out
 
 
+def with_other(data: dict[str, Table], name: str, rows: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` have a modality other than ``name`` to generate it from."""
+    others = np.zeros(len(rows), bool)
+    for m, u in data.items():
+        if m != name:
+            others |= u.present[rows]
+    return others
+
+
 class Generator:
     """Fit on some patients' tables, generate any modality from the others."""
 
@@ -154,11 +163,7 @@ class Generator:
         the draws already cover it, and where no such row exists)."""
         out = {}
         for n, t in data.items():
-            others = np.zeros(len(rows), bool)
-            for m, u in data.items():
-                if m != n:
-                    others |= u.present[rows]
-            fit_rows = rows[t.present[rows] & others]
+            fit_rows = rows[t.present[rows] & with_other(data, n, rows)]
             if len(fit_rows) < 2:
                 out[n] = np.zeros(t.x.shape[1])
                 continue
@@ -248,11 +253,7 @@ def evaluate(
     fit_s = time.perf_counter() - t0
     report: dict[str, Any] = {"fit_seconds": round(fit_s, 2), "modalities": {}}
     for n, t in data.items():
-        others = np.zeros(len(test), bool)
-        for m, u in data.items():
-            if m != n:
-                others |= u.present[test]
-        rows = test[t.present[test] & others]
+        rows = test[t.present[test] & with_other(data, n, test)]
         if len(rows) < 3:
             report["modalities"][n] = {"n": int(len(rows)), "note": "too few held-out patients"}
             continue
@@ -310,10 +311,7 @@ def impute(
         "skipped_modalities": unusable(cohort, names),
     }
     for n, t in data.items():
-        others = np.zeros(len(cohort), bool)
-        for m, u in data.items():
-            if m != n:
-                others |= u.present
+        others = with_other(data, n, everyone)
         rows = everyone[~t.present & others]
         report["modalities"][n] = {
             "generated": int(len(rows)),
