@@ -504,3 +504,30 @@ def test_holomed_draft_writes_traceable_drafts(tmp_path):
     for f, why in (("other.json", "another model's evaluation"), ("cmp.json", "holomed fit")):
         r = runner.invoke(app, [*args, "--results", str(tmp_path / f), "-o", str(tmp_path / "d3")])
         assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output
+
+
+def test_a_whole_number_attribute_names_the_audits_group_however_it_was_read(tmp_path):
+    """The audit names the groups of a column with one empty cell from decimals ("1.0"
+    before), and a patient's row read beside a decimal column turned site 1 into 1.0:
+    the draft then said no test patient had the site the audit measured."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from holomed.fairness import attribute_groups
+    from holomed.generative.evidence import attributes_from_files, patient_group
+
+    f = tmp_path / "attributes.csv"
+    f.write_text("id,age,site\na,63.5,1\nb,70.0,2\n")
+    spec = SimpleNamespace(
+        attributes=["age", "site"],
+        target=SimpleNamespace(id_column="id"),
+        privacy=SimpleNamespace(pseudonymise=False),
+    )
+    attrs = attributes_from_files(spec, {}, str(f))
+    assert attrs["a"]["site"] == 1 and patient_group(attrs["a"]["site"], None) == "1"
+    audit_groups = attribute_groups(pd.Series([1.0, 2.0, np.nan]), None)  # read as decimals
+    assert list(audit_groups) == ["1", "2", "unknown"]
+    audit = {"attributes": {"site": {"groups": {"1": {"n": 40}, "2": {"n": 40}}}}}
+    d, _ = draft_of(audit={**AUDIT, **audit}, attributes={"site": attrs["a"]["site"]})
+    assert not any("no test patient had" in c for c in caveats(d))

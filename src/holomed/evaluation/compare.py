@@ -277,9 +277,11 @@ def compare(
         )
         y = cohort.y[evaluated]
         final_outputs = {name: [o[evaluated] for o in outs] for name, outs in outputs.items()}
-        # the bootstrap CIs of every entry, on the executor's workers too (about 1 s each)
+        # the bootstrap CIs of every entry, on the executor's workers too (about 1 s each);
+        # with split.group, whole persons are resampled
+        groups = None if cohort.groups is None else cohort.groups[evaluated]
         jobs = [
-            MetricsJob(task, y, outs, ev.n_bootstrap, spec.training.seed, ctx)
+            MetricsJob(task, y, outs, ev.n_bootstrap, spec.training.seed, ctx, groups)
             for outs in final_outputs.values()
         ]
         metrics_of = dict(zip(final_outputs, executor.map(metrics_job, shared, jobs), strict=True))
@@ -461,11 +463,20 @@ class MetricsJob:
     n_bootstrap: int
     seed: int
     context: dict[str, Any]
+    groups: np.ndarray | None = None  # one id per row (split.group): persons resampled
 
 
 def metrics_job(_shared: Any, job: MetricsJob) -> dict[str, Any]:
     """Run one :class:`MetricsJob` (here or in an executor's worker)."""
-    return summarise(job.task, job.y, job.outputs, job.n_bootstrap, seed=job.seed, **job.context)
+    return summarise(
+        job.task,
+        job.y,
+        job.outputs,
+        job.n_bootstrap,
+        seed=job.seed,
+        groups=job.groups,
+        **job.context,
+    )
 
 
 def deployable_choice(

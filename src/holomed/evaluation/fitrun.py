@@ -6,9 +6,9 @@ Three modes:
   assess on the test patients, save that model;
 - ``kfold`` (a ``kfold`` split): one model per fold; every patient is predicted once by
   a model that never saw it, and metrics, calibration and the subgroup audit are
-  computed on these pooled out-of-fold predictions (explanations come from the first
-  fold's model on its test patients). The saved model is then trained on all labelled
-  patients;
+  computed on these pooled out-of-fold predictions (explanations, and the threshold
+  mitigation of a binary audit, come from the first fold's model on its test patients).
+  The saved model is then trained on all labelled patients;
 - ``all``: train on all labelled patients and save (no test patients are left; the
   evaluation is the comparison or CV run that chose the candidate).
 """
@@ -26,7 +26,7 @@ from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
 from holomed.evaluation.trust import assess, curves, feature_summary, fit_results
 from holomed.explain.maps import attribution_maps
-from holomed.fairness import audit
+from holomed.fairness import audit, survival_audit
 from holomed.provenance import model_card, training_patients
 from holomed.results import FitRecord, write_results
 from holomed.scoring.calibration import reliability
@@ -46,13 +46,14 @@ def fit_mode(spec: Spec, all_patients: bool) -> str:
 def _pooled(
     spec: Spec, cohort: Cohort, out: np.ndarray, raw: np.ndarray, trust: dict[str, Any]
 ) -> dict[str, Any]:
-    """Replace the test-set sections of ``trust`` by their out-of-fold versions."""
+    """Replace the test-set sections of ``trust`` by their out-of-fold versions (the
+    threshold mitigation, fitted on one fold's validation patients, stays fold 0's and
+    says so)."""
     ev, task, y = spec.evaluation, cohort.task, cohort.y
     ctx = metric_context(task, spec.target.horizons, y)
-    trust["metrics"] = summarise(task, y, [out], ev.n_bootstrap, spec.training.seed, **ctx)
-    trust["metrics_uncalibrated"] = summarise(
-        task, y, [raw], ev.n_bootstrap, spec.training.seed, **ctx
-    )
+    seed, groups = spec.training.seed, cohort.groups  # groups: whole persons resampled
+    trust["metrics"] = summarise(task, y, [out], ev.n_bootstrap, seed, groups, **ctx)
+    trust["metrics_uncalibrated"] = summarise(task, y, [raw], ev.n_bootstrap, seed, groups, **ctx)
     if task == "survival":
         trust["survival"] = survival_summary(y, out, spec.target.horizons, y)
     if task in ("binary", "multiclass") and "calibration" in trust:
@@ -78,7 +79,20 @@ def _pooled(
             "y": y.tolist(),
             "score": (out[:, 1] if out.shape[1] == 2 else out.max(1)).round(5).tolist(),
         }
+    on = f"out-of-fold predictions of all {len(y)} patients"
+    if spec.attributes and cohort.attributes is not None and task == "survival":
+        trust["fairness"] = survival_audit(
+            y,
+            out[:, 0],
+            cohort.attributes,
+            ev.attribute_bins,
+            n_boot=min(ev.n_bootstrap, 200),
+            min_group=ev.min_group,
+            seed=spec.training.seed,
+        )
+        trust["fairness"]["on"] = on
     if spec.attributes and cohort.attributes is not None and task == "binary":
+        fold0 = (trust.get("fairness") or {}).get("mitigation")
         trust["fairness"] = audit(
             y,
             out[:, 1],
@@ -88,6 +102,16 @@ def _pooled(
             min_group=ev.min_group,
             seed=spec.training.seed,
         )
+        trust["fairness"]["on"] = on
+        if fold0:  # group thresholds need one model's validation patients: fold 0's
+            note = (
+                "fold 0 only: thresholds fitted on fold 0's validation patients and applied "
+                "to fold 0's test patients (not the pooled out-of-fold predictions)"
+            )
+            for entry in fold0.values():
+                if isinstance(entry, dict):
+                    entry["on"] = note
+            trust["fairness"]["mitigation"] = fold0
     return trust
 
 

@@ -15,7 +15,7 @@ from holomed.cohort import Cohort, count_reasons
 from holomed.explain.attention import attention_readout
 from holomed.explain.features import deletion_curve, top_features
 from holomed.explain.modality import modality_shapley
-from holomed.fairness import audit, mitigate_thresholds, survival_audit
+from holomed.fairness import attribute_groups, audit, mitigate_thresholds, survival_audit
 from holomed.provenance import run_card, versions
 from holomed.results import FitRecord
 from holomed.scoring.calibration import reliability
@@ -72,11 +72,10 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
     neural = getattr(model, "family", "neural") == "neural"
     ref = train.y if train is not None and train.y is not None else None
     ctx = metric_context(task, spec.target.horizons, ref)
+    seed, groups = spec.training.seed, test.groups  # groups: whole persons resampled
     out: dict[str, Any] = {
-        "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, spec.training.seed, **ctx),
-        "metrics_uncalibrated": summarise(
-            task, test.y, [raw], ev.n_bootstrap, spec.training.seed, **ctx
-        ),
+        "metrics": summarise(task, test.y, [proba], ev.n_bootstrap, seed, groups, **ctx),
+        "metrics_uncalibrated": summarise(task, test.y, [raw], ev.n_bootstrap, seed, groups, **ctx),
     }
     if task == "survival":
         out["survival"] = survival_summary(test.y, proba, spec.target.horizons, ref)
@@ -146,15 +145,18 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         if ev.mitigation == "threshold" and train is not None and getattr(model, "val_ids_", None):
             val = train.subset(np.asarray(model.val_ids_))
             sv = model.predict_proba(val)[:, 1]
+            # the audit's group names; groups too small or of one outcome in validation
+            # keep the plain threshold (reported as not mitigated)
             out["fairness"]["mitigation"] = {
                 attr: mitigate_thresholds(
                     val.y,
                     sv,
-                    val.attributes[attr].astype(str).to_numpy(),
+                    attribute_groups(val.attributes[attr], None),
                     test.y,
                     score,
-                    test.attributes[attr].astype(str).to_numpy(),
+                    attribute_groups(test.attributes[attr], None),
                     seed=spec.training.seed,
+                    min_group=ev.min_group,
                 )
                 for attr in test.attributes.columns
                 if attr not in ev.attribute_bins

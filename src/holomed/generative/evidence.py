@@ -830,7 +830,9 @@ def attributes_from_files(
     out: dict[str, dict[str, Any]] = {}
     for df in frames:
         cols = [a for a in wanted if a in df.columns]
-        for pid, row in df[cols].iterrows():
+        # object columns: a row keeps each column's own type (iterrows would turn a whole
+        # number into a decimal beside a decimal column, naming another audit group)
+        for pid, row in df[cols].astype(object).iterrows():
             rec = out.setdefault(str(pid), {})
             for a in cols:
                 v = _plain(row[a])

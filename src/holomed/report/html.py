@@ -1475,8 +1475,10 @@ def _subgroups(fair: dict[str, Any] | None) -> str | None:
             f"{where} "
             f"with 95% bootstrap CIs. Groups with fewer than {min_group if min_group else '?'} "
             "patients or only one outcome class are shown as too small, not as numbers. "
-            "Gaps are the largest difference between adequate groups; highlighted rows have "
-            "a CI that excludes zero.",
+            "Gaps are the largest difference between adequate groups, with a bootstrap CI of "
+            "that pair; highlighted rows are flagged by a permutation test of the largest "
+            "gap (p < 0.05; the pair was chosen after looking, so its CI alone would flag "
+            "gaps that chance made).",
             "note",
         )
     ]
@@ -1518,15 +1520,16 @@ def _subgroups(fair: dict[str, Any] | None) -> str | None:
                         _num(gp.get("value")),
                         " vs ".join(str(b) for b in between),
                         _ci_text(gp.get("ci")) or "—",
-                        "⚠ CI excludes 0" if flag else "",
+                        _num(gp.get("p_value")),
+                        "⚠ flagged" if flag else "",
                     ]
                 )
                 gclass.append("flag" if flag else "")
             parts.append(
                 _table(
-                    ["metric", "largest gap", "between (high vs low)", "95% CI", "flag"],
+                    ["metric", "largest gap", "between (high vs low)", "95% CI", "p", "flag"],
                     grows,
-                    {1, 3},
+                    {1, 3, 4},
                     gclass,
                 )
             )

@@ -13,10 +13,11 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
 from holomed.scoring.strata import strata as class_strata
-from holomed.scoring.survival import SURVIVAL, survival_metrics
+from holomed.scoring.survival import SURVIVAL, horizons_inside, survival_metrics
 
 CLASSIFICATION = (
     "accuracy",
@@ -293,10 +294,22 @@ def _multiclass(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
 
 
 def resamples(
-    n: int, n_boot: int, seed: int = 0, strata: np.ndarray | None = None
+    n: int,
+    n_boot: int,
+    seed: int = 0,
+    strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
-    """``n_boot`` bootstrap index sets of 0..n-1, drawn within each stratum if given."""
+    """``n_boot`` bootstrap index sets of 0..n-1, drawn within each stratum if given.
+
+    ``groups`` (one id per row: the person of ``split.group``, whose rows are not
+    independent): a cluster bootstrap, whole groups drawn with replacement, so a person
+    with several rows counts once; stratified by the set of strata among a group's rows
+    (a group's class when its rows share one). A resample then has about ``n`` rows."""
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        yield from _cluster_resamples(n, n_boot, rng, strata, groups)
+        return
     groups = (
         [np.arange(n)]
         if strata is None
@@ -306,6 +319,39 @@ def resamples(
         yield np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
 
 
+def _cluster_resamples(
+    n: int,
+    n_boot: int,
+    rng: np.random.Generator,
+    strata: np.ndarray | None,
+    groups: np.ndarray,
+) -> Iterator[np.ndarray]:
+    """:func:`resamples` by whole groups (see there)."""
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries for {n} rows")
+    gid, _ = pd.factorize(np.asarray(groups, dtype=object), use_na_sentinel=False)
+    order = np.argsort(gid, kind="stable")  # rows of group c: order[start[c]:start[c]+size[c]]
+    size = np.bincount(gid)
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    if strata is None:
+        kinds = [np.arange(len(size))]
+    else:  # a group's stratum: the set of strata among its rows
+        st, _ = pd.factorize(np.asarray(strata, dtype=object), use_na_sentinel=False)
+        present: list[tuple[int, ...]] = [() for _ in size]
+        for c, v in np.unique(np.c_[gid, st], axis=0):  # sorted: each tuple ascending
+            present[c] = (*present[c], int(v))
+        kind: dict[tuple[int, ...], list[int]] = {}
+        for c, key in enumerate(present):
+            kind.setdefault(key, []).append(c)
+        kinds = [np.array(v) for v in kind.values()]
+    for _ in range(n_boot):
+        chosen = np.concatenate([rng.choice(g, len(g), replace=True) for g in kinds])
+        lengths = size[chosen]
+        ends = np.cumsum(lengths)
+        offsets = np.arange(int(lengths.sum())) - np.repeat(ends - lengths, lengths)
+        yield order[np.repeat(start[chosen], lengths) + offsets]
+
+
 def bootstrap_ci(
     fn: Callable[[np.ndarray], float],
     n: int,
@@ -313,12 +359,15 @@ def bootstrap_ci(
     seed: int = 0,
     alpha: float = 0.05,
     strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Percentile CI of ``fn(idx)`` over ``n_boot`` resamples of 0..n-1 (stratified by
-    ``strata`` if given, so each resample keeps the class balance)."""
+    ``strata`` if given, so each resample keeps the class balance; whole ``groups`` if
+    given, see :func:`resamples`)."""
     if n_boot <= 0:
         return (float("nan"), float("nan"))
-    vals = [v for idx in resamples(n, n_boot, seed, strata) if np.isfinite(v := fn(idx))]
+    draws = resamples(n, n_boot, seed, strata, groups)
+    vals = [v for idx in draws if np.isfinite(v := fn(idx))]
     if not vals:
         return (float("nan"), float("nan"))
     lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
@@ -331,10 +380,12 @@ def summarise(
     outputs: list[np.ndarray],
     n_boot: int = 1000,
     seed: int = 0,
+    groups: np.ndarray | None = None,
     **context,
 ) -> dict[str, dict[str, float | list[float]]]:
     """Per metric: mean and sd over seeds (one output per seed, same patients) and a
-    bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class).
+    bootstrap 95 % CI of the seed-mean, resampling patients (stratified by class; with
+    ``groups``, one id per row, whole groups: :func:`resamples`).
     Survival: ``mean`` and the CI are of the seed-averaged output (risks and curves
     averaged, as an ensemble of the seeds; see :func:`bootstrap_metrics`), ``sd`` and
     ``per_seed`` of each seed's own output.
@@ -347,7 +398,7 @@ def summarise(
     )
     names = metric_names(task)
     boots = bootstrap_metrics(
-        task, y, outputs, n_boot, seed, class_strata(np.asarray(y), task), **context
+        task, y, outputs, n_boot, seed, class_strata(np.asarray(y), task), groups, **context
     )
     out: dict[str, dict[str, float | list[float]]] = {}
     for m in names:
@@ -371,19 +422,25 @@ def bootstrap_metrics(
     n_boot: int,
     seed: int = 0,
     strata: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
     **context,
 ) -> dict[str, np.ndarray]:
     """Seed-mean of every metric on ``n_boot`` resamples of the patients: {metric: (n_boot,)}
-    (survival: the metric of the seed-mean output, to bound the cost of IPCW metrics)."""
+    (survival: the metric of the seed-mean output, to bound the cost of IPCW metrics, with
+    the horizons of ``td_auroc`` and ``ibs`` those of the whole sample in every resample).
+    ``groups``: whole groups resampled (:func:`resamples`)."""
     names = metric_names(task)
     res = {m: np.full(n_boot, np.nan) for m in names}
     mean = np.mean(outputs, 0) if task == "survival" else None
+    if task == "survival":  # one estimand: the horizons of the original sample
+        horizons, reference = context.get("horizons"), context.get("reference")
+        fixed = horizons_inside(y, horizons, reference)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for b, idx in enumerate(resamples(len(y), n_boot, seed, strata)):
+        for b, idx in enumerate(resamples(len(y), n_boot, seed, strata, groups)):
             if task == "survival":  # IPCW metrics are costly: one evaluation of the
                 # seed-mean output per resample (risks and curves averaged, as an ensemble)
-                per = [compute_metrics(task, y[idx], mean[idx], **context)]
+                per = [survival_metrics(y[idx], mean[idx], horizons, reference, fixed=fixed)]
             else:
                 per = [compute_metrics(task, y[idx], o[idx], **context) for o in outputs]
             for m in names:

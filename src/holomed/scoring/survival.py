@@ -10,7 +10,10 @@
 
 A metric that cannot be defined on a sample (no comparable pair, no horizon inside the
 follow-up, a model without curves) is NaN. Without a ``reference``, the censoring
-distribution is estimated on the evaluated patients themselves.
+distribution is estimated on the evaluated patients themselves. A bootstrap fixes the
+horizons of ``td_auroc`` and ``ibs`` on the original sample (:func:`horizons_inside`,
+``survival_metrics(..., fixed=...)``): a resample whose follow-up does not reach them
+is NaN, not an average over fewer horizons.
 """
 
 from __future__ import annotations
@@ -35,7 +38,22 @@ def _truncate(y: np.ndarray, limit: float) -> np.ndarray:
 
 def _inside(y: np.ndarray, horizons: list[float] | None) -> np.ndarray:
     h = np.asarray(horizons or [], dtype=float)
+    if len(y) == 0:
+        return np.zeros(len(h), dtype=bool)
     return (h >= y[:, 0].min()) & (h < y[:, 0].max())
+
+
+def horizons_inside(
+    y: np.ndarray, horizons: list[float] | None, reference: np.ndarray | None = None
+) -> np.ndarray:
+    """Which ``horizons`` :func:`survival_metrics` evaluates ``td_auroc`` and ``ibs`` at
+    on the patients ``y`` (those inside their follow-up, cut at the reference's): the
+    ``fixed`` horizons of every bootstrap resample of ``y``."""
+    y = np.asarray(y, dtype=float)
+    ref = y if reference is None else np.asarray(reference, dtype=float)
+    if len(y) == 0 or len(ref) == 0:
+        return np.zeros(len(horizons or []), dtype=bool)
+    return _inside(_truncate(y, ref[:, 0].max()), horizons)
 
 
 def _before_counts(v: np.ndarray, *queries: np.ndarray) -> list[np.ndarray]:
@@ -122,10 +140,15 @@ def survival_metrics(
     horizons: list[float] | None = None,
     reference: np.ndarray | None = None,
     only: str | None = None,
+    fixed: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Every metric of ``SURVIVAL`` (NaN where undefined); with ``only``, that one alone
     (the others NaN): selection and greedy ensembles score thousands of blends on one
-    metric, and the IPCW ones cost far more than Harrell's C."""
+    metric, and the IPCW ones cost far more than Harrell's C.
+
+    ``fixed`` (a mask over ``horizons``, a bootstrap's :func:`horizons_inside` of the
+    original sample): ``td_auroc`` and ``ibs`` over exactly those horizons, NaN when one
+    of them is outside this sample's follow-up (by default: the horizons inside it)."""
     from sksurv.metrics import (
         concordance_index_ipcw,
         cumulative_dynamic_auc,
@@ -159,6 +182,11 @@ def survival_metrics(
             except (ValueError, ZeroDivisionError):
                 pass
         ok = _inside(yt, horizons)
+        if fixed is not None:
+            fixed = np.asarray(fixed, dtype=bool)
+            if (fixed & ~ok).any():  # a fixed horizon beyond this sample's follow-up
+                return res
+            ok = fixed
         if not ok.any():
             return res
         h = np.asarray(horizons, dtype=float)[ok]
@@ -221,7 +249,10 @@ def per_horizon(
             except (ValueError, ZeroDivisionError):
                 row["auroc"] = float("nan")
             if np.isfinite(surv[:, j]).all():
-                row["brier"] = brier_at(ref, yt, surv[:, j], float(h))
+                try:  # undefined without an event (sksurv: "all samples are censored")
+                    row["brier"] = brier_at(ref, yt, surv[:, j], float(h))
+                except (ValueError, ZeroDivisionError):
+                    row["brier"] = float("nan")
                 row["predicted_event_rate"] = float(1 - surv[:, j].mean())
         res[f"{h:g}"] = row
     return res
@@ -233,15 +264,27 @@ def calibration_at(
     """Calibration at horizon ``h``: patients grouped by deciles (``bins``) of predicted
     event probability 1 - S(h); in each group the mean prediction against the
     Kaplan–Meier event probability observed by ``h``. ``ici``: the mean absolute gap,
-    weighted by group size."""
+    weighted by group size (NaN without a group).
+
+    A group whose follow-up ends before ``h`` with its Kaplan–Meier curve above 0 (the
+    last patients censored) has no observed rate at ``h``: Kaplan–Meier would carry its
+    last value forward, an event probability too low. Such groups are left out of
+    ``predicted``, ``observed``, ``n`` and the ICI, and counted in ``unobserved``
+    (``groups``, ``n`` patients, their mean ``predicted`` risks)."""
     y = np.asarray(y, dtype=float)
     p = 1 - np.asarray(surv_h, dtype=float)
     order = np.argsort(p, kind="stable")
-    groups = [g for g in np.array_split(order, min(bins, len(p))) if len(g)]
+    groups = [g for g in np.array_split(order, max(1, min(bins, len(p)))) if len(g)]
     pred, obs, n = [], [], []
+    unknown: dict[str, list] = {"n": [], "predicted": []}
     for g in groups:
+        km = float(kaplan_meier(y[g], [h])[0])
+        if y[g, 0].max() < h and km > 0:  # nobody followed to h: the rate there is unknown
+            unknown["n"].append(int(len(g)))
+            unknown["predicted"].append(float(p[g].mean()))
+            continue
         pred.append(float(p[g].mean()))
-        obs.append(float(1 - kaplan_meier(y[g], [h])[0]))
+        obs.append(1 - km)
         n.append(int(len(g)))
     gap = np.abs(np.array(pred) - np.array(obs))
     return {
@@ -249,26 +292,31 @@ def calibration_at(
         "predicted": pred,
         "observed": obs,
         "n": n,
-        "ici": float(np.average(gap, weights=n)),
+        "ici": float(np.average(gap, weights=n)) if n else float("nan"),
+        "unobserved": {"groups": len(unknown["n"]), **unknown},
     }
 
 
 def risk_groups(y: np.ndarray, risk: np.ndarray, k: int = 3) -> dict[str, object]:
-    """Patients split into ``k`` groups by predicted risk (tertiles by default): each
-    group's Kaplan–Meier curve and the log-rank test across groups."""
+    """Patients split into ``k`` groups by predicted risk (tertiles by default; fewer
+    groups when there are fewer than ``k`` patients): each group's Kaplan–Meier curve
+    and the log-rank test across groups."""
     from sksurv.compare import compare_survival
     from sksurv.nonparametric import kaplan_meier_estimator
 
     y = np.asarray(y, dtype=float)
+    k = max(0, min(k, len(y)))  # never an empty group (Kaplan–Meier needs a patient)
     order = np.argsort(np.asarray(risk, dtype=float), kind="stable")
     label = np.empty(len(y), dtype=int)
-    for i, g in enumerate(np.array_split(order, k)):
+    for i, g in enumerate(np.array_split(order, k) if k else []):
         label[g] = i
     # numbers at risk (still followed, no event or censoring before t) at 5 even times
     ticks = np.linspace(0.0, float(y[:, 0].max()), 5) if len(y) else np.zeros(0)
     curves = []
     for i in range(k):
         sel = label == i
+        if not sel.any():
+            continue
         t, s = kaplan_meier_estimator(y[sel, 1] > 0, y[sel, 0])
         at_risk = [int((y[sel, 0] >= tick).sum()) for tick in ticks]
         curves.append(
@@ -294,15 +342,18 @@ def survival_summary(
     y: np.ndarray, out: np.ndarray, horizons: list[float], reference: np.ndarray | None = None
 ) -> dict[str, object]:
     """Per-horizon AUROC and Brier, calibration at the middle horizon (predicted vs
-    Kaplan–Meier observed, by risk decile) and Kaplan–Meier curves by risk tertile with
-    the log-rank p, for one model's output."""
+    Kaplan–Meier observed, by risk decile; None when no decile is followed to it) and
+    Kaplan–Meier curves by risk tertile with the log-rank p, for one model's output."""
     mid = len(horizons) // 2
     surv = curves_of(out)
+    cal = None
+    if len(y) and np.isfinite(surv[:, mid]).all():
+        cal = calibration_at(y, surv[:, mid], horizons[mid])
+        if not cal["n"]:
+            cal = None
     return {
         "per_horizon": per_horizon(y, out, horizons, reference),
-        "calibration": calibration_at(y, surv[:, mid], horizons[mid])
-        if np.isfinite(surv[:, mid]).all()
-        else None,
+        "calibration": cal,
         "risk_groups": risk_groups(y, risk_of(out)),
     }
 
