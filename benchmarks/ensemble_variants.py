@@ -13,7 +13,16 @@ Ways:
   runs in each bag, and the weights are averaged over the bags;
 - ``mean_all``: the plain mean of every candidate;
 - ``best``: the best single candidate by the other folds' scores (selection alone);
-- ``caruana_per_label`` (multilabel only): greedy selection per label.
+- ``caruana_per_label`` (multilabel only): greedy selection per label;
+- ``caruana_rows``: bagging ensemble selection over patients (Sun and Pfahringer, 2011,
+  "Bagging ensemble selection"): greedy selection with every candidate in each of 20
+  bootstrap resamples of the selection patients, the weights averaged, so no candidate is
+  ever left out of a bag;
+- ``*+recal`` (binary only): the way's blend recalibrated, ``logit p' = a + b logit(p)``
+  with ``a, b`` fitted on the blend of the other folds (a monotone map: the same ranking,
+  different Brier and log loss).
+
+Binary runs also report the log loss and Brier of each way (lower is better).
 
     python benchmarks/ensemble_variants.py runs/bench/cpsc_sf5 [more run folders] \\
         --out benchmarks/results/ensemble_variants.json
@@ -28,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from holomed.candidates.ensemble import blend, caruana
-from holomed.scoring.metrics import oriented
+from holomed.candidates.ensemble import blend, caruana, caruana_rows
+from holomed.scoring.metrics import calibration_stats, log_loss, oriented
 
 BAGS, BAG_FRACTION = 20, 0.5
 
@@ -68,6 +77,22 @@ def combine(way: str, preds: dict, y: np.ndarray, task: str, metric: str, seed: 
     if way == "caruana_bagged":
         w = bagged(preds, y, task, np.random.default_rng(seed))
         return lambda p: blend([p[n] for n in w], list(w.values()))
+    if way == "caruana_rows":  # the library's evaluation.ensemble_bagging: patients
+        w = caruana_rows(preds, y, task, "log_loss", bags=BAGS, seed=seed)
+        return lambda p: blend([p[n] for n in w], list(w.values()))
+    if way.endswith("+recal"):
+        f = combine(way[: -len("+recal")], preds, y, task, metric, seed)
+        st = calibration_stats(y, f(preds)[:, 1])
+        a, b = st["calibration_intercept"], st["calibration_slope"]
+        if not (np.isfinite(a) and np.isfinite(b) and b > 0):
+            return f
+
+        def recal(p):
+            q = np.clip(f(p)[:, 1], 1e-6, 1 - 1e-6)
+            r = 1 / (1 + np.exp(-(a + b * np.log(q / (1 - q)))))
+            return np.stack([1 - r, r], 1)
+
+        return recal
     if way == "mean_all":
         return lambda p: np.mean([p[n] for n in preds], axis=0)
     if way == "best":
@@ -96,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     for run in a.runs:
         res = json.loads((run / "results.json").read_text())
         task, metric = res["task"], res["selection_metric"]
-        ways = ["best", "caruana", "caruana_bagged", "mean_all"]
+        ways = ["best", "caruana", "caruana_bagged", "caruana_rows", "mean_all"]
         if task == "multilabel":
             ways.append("caruana_per_label")
+        if task == "binary":
+            ways += ["caruana_bagged+recal", "caruana_rows+recal"]
         scores: dict[str, list[float]] = defaultdict(list)
+        losses: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for k, sp in enumerate(splits_of(run / "inner_predictions.npz")):
             y = sp["y"]
             preds = {n: o for n, o in sp["oof"].items() if n != "ensemble" and np.isfinite(o).all()}
@@ -109,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                 for way in ways:
                     f = combine(way, {n: p[rest] for n, p in preds.items()}, y[rest], task,
                                 metric, seed=1000 * k + i)  # fmt: skip
-                    scores[way].append(
-                        oriented(task, metric, y[te], f({n: p[te] for n, p in preds.items()}))
-                    )
+                    out = f({n: p[te] for n, p in preds.items()})
+                    scores[way].append(oriented(task, metric, y[te], out))
+                    if task == "binary":
+                        losses[way]["log_loss"].append(log_loss(task, y[te], out))
+                        losses[way]["brier"].append(float(((out[:, 1] - y[te]) ** 2).mean()))
         summary = {
             w: {
                 "mean": float(np.nanmean(v)),
@@ -120,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             }
             for w, v in scores.items()
         }
+        for w, d in losses.items():
+            for k, v in d.items():
+                diff = np.asarray(v) - np.asarray(losses["caruana"][k])
+                summary[w][k] = float(np.mean(v))
+                summary[w][f"{k}_paired_diff_vs_caruana"] = float(np.mean(diff))
+                summary[w][f"{k}_paired_se"] = float(np.std(diff) / np.sqrt(len(diff)))
         base = np.asarray(scores["caruana"])
         for w, v in scores.items():
             d = np.asarray(v) - base
@@ -129,7 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{res['dataset']} ({metric}, inner folds x outer splits = {len(base)})")
         for w, s in summary.items():
             d, se = s["paired_diff_vs_caruana"], s["paired_se"]
-            print(f"  {w:18s} {s['mean']:.4f} ± {s['se']:.4f}   vs caruana {d:+.4f} ± {se:.4f}")
+            extra = "".join(
+                f"   {k} {s[k]:.4f} ({s[k + '_paired_diff_vs_caruana']:+.4f} ± "
+                f"{s[k + '_paired_se']:.4f})"
+                for k in ("log_loss", "brier")
+                if k in s
+            )
+            print(
+                f"  {w:20s} {s['mean']:.4f} ± {s['se']:.4f}   vs caruana {d:+.4f} ± {se:.4f}"
+                + extra
+            )
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(report, indent=1))

@@ -69,7 +69,7 @@ def outputs_of(pred: pd.DataFrame, res: dict) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def reblend(run: Path, bags: int) -> dict:
+def reblend(run: Path, bags: int, bagging: str = "candidates") -> dict:
     res = json.loads((run / "results.json").read_text())
     ev, seed = res["spec"]["evaluation"], res["spec"]["training"]["seed"]
     task, metric = res["task"], res["selection_metric"]
@@ -87,12 +87,13 @@ def reblend(run: Path, bags: int) -> dict:
     ens = [np.full_like(outs[next(iter(outs))][0], np.nan) for _ in range(seeds)]
     proc = [np.full_like(ens[0], np.nan) for _ in range(seeds)]
     picks, weights = [], []
+    pooled: dict[str, list[float]] = {}
     for k, (sp, detail) in enumerate(zip(inner, res["selection_detail"], strict=True)):
         te = np.searchsorted(evaluated, tests[k])  # positions in eval_ids order
         scored = {nm: _Scored(o) for nm, o in sp["oofs"].items() if nm != "ensemble"}
         w, fold_scores = ensemble_selection(
             scored, sp["y"], sp["folds"], task, metric,
-            ev.get("ensemble_objective", "log_loss"), bags, seed,
+            ev.get("ensemble_objective", "log_loss"), bags, seed, None, bagging,
         )  # fmt: skip
         weights.append(w)
         members = {m: f"baseline:{m}" if f"baseline:{m}" in outs else m for m in w}
@@ -102,6 +103,8 @@ def reblend(run: Path, bags: int) -> dict:
         scores["ensemble"] = fold_scores
         pick = choose(scores, ev.get("selection_rule", "best"))
         picks.append(pick)
+        for nm, v in scores.items():  # every split's inner folds: the deployable choice
+            pooled.setdefault(nm, []).extend(v)
         src = (
             ens
             if pick == "ensemble"
@@ -111,7 +114,13 @@ def reblend(run: Path, bags: int) -> dict:
             proc[s][te] = src[s][te]
     y = np.asarray(res["y"])
     boot = res.get("n_bootstrap", 1000)
-    out = {"bags": bags, "per_fold_choice": picks, "weights": weights}
+    out = {
+        "bags": bags,
+        "bagging": bagging,
+        "per_fold_choice": picks,
+        "deployable_choice": choose(pooled, ev.get("selection_rule", "best")),
+        "weights": weights,
+    }
     for name, o in (("ensemble", ens), ("selection (per fold)", proc)):
         m = summarise(task, y, o, boot, seed=seed)
         out[name] = {k: m[k]["mean"] for k in ("auroc", "auprc", "brier") if k in m}
@@ -122,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--bags", type=int, nargs="+", default=[0, 20])
+    ap.add_argument("--bagging", choices=["candidates", "patients"], default="candidates")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
     res = json.loads((a.run / "results.json").read_text())
@@ -130,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         m = res["strategies"][name]["metrics"]
         report[f"run: {name}"] = {k: m[k]["mean"] for k in ("auroc", "auprc", "brier") if k in m}
     for b in a.bags:
-        r = reblend(a.run, b)
+        r = reblend(a.run, b, a.bagging)
         report["settings"].append(r)
         print(f"{res['dataset']} bags={b}: ensemble {r['ensemble']}, procedure "
-              f"{r['selection (per fold)']}, choices {r['per_fold_choice']}")  # fmt: skip
+              f"{r['selection (per fold)']}, choices {r['per_fold_choice']}, deployable "
+              f"{r['deployable_choice']}")  # fmt: skip
     print("run as recorded:", {k: v for k, v in report.items() if k.startswith("run")})
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -115,11 +115,17 @@ def fit_table(res: dict) -> str:
             lines.append(f"| {g} | {r['n']} | {cells} |")
         flagged = [
             f"{k} {gp['value']:.3f} ({gp['between'][0]} vs {gp['between'][1]}, CI "
-            f"[{gp['ci'][0]:.3f}, {gp['ci'][1]:.3f}])"
+            f"[{gp['ci'][0]:.3f}, {gp['ci'][1]:.3f}], permutation p "
+            f"{gp.get('p_value', float('nan')):.3f})"
             for k, gp in (a.get("gaps") or {}).items()
             if gp.get("flag")
         ]
-        lines += ["", "Flagged gaps (CI excludes 0): " + ("; ".join(flagged) or "none") + "."]
+        lines += [
+            "",
+            "Flagged gaps (permutation test of the largest gap, p < 0.05): "
+            + ("; ".join(flagged) or "none")
+            + ".",
+        ]
     return "\n".join(lines)
 
 

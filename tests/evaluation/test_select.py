@@ -179,3 +179,31 @@ def test_bagged_ensemble_selection_averages_greedy_weights_over_random_halves():
     assert max(w.values()) < 1
     two = {n: preds[n] for n in ("c0", "c1")}
     assert caruana_bagged(two, y, "binary", "log_loss") == caruana(two, y, "binary", "log_loss")
+
+
+def test_bagging_over_patients_keeps_a_dominant_candidate_in_every_bag():
+    """``evaluation.ensemble_bagging: patients``: every bag holds every candidate, so a
+    candidate far better than the rest keeps (nearly) all the weight, where random halves
+    of the candidates leave it out of about half the bags."""
+    from holomed.candidates.ensemble import caruana_bagged, caruana_rows
+    from holomed.evaluation.select import ensemble_weights
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    strong = np.clip(0.5 + 0.8 * (y - 0.5) + rng.normal(0, 0.15, 400), 0.01, 0.99)
+    preds = {"strong": strong} | {
+        f"weak{i}": np.clip(0.5 + 0.1 * (y - 0.5) + rng.normal(0, 0.2, 400), 0.01, 0.99)
+        for i in range(5)
+    }
+    preds = {n: np.stack([1 - p, p], 1) for n, p in preds.items()}
+    halves = caruana_bagged(preds, y, "binary", "log_loss", bags=20, seed=0)
+    rows = caruana_rows(preds, y, "binary", "log_loss", bags=20, seed=0)
+    assert np.isclose(sum(rows.values()), 1.0) and set(rows) <= set(preds)
+    assert rows["strong"] > 0.9 > halves["strong"]
+    assert rows == caruana_rows(preds, y, "binary", "log_loss", bags=20, seed=0)  # seeded
+    # the spec's switch reaches it, and 0 bags is plain greedy selection either way
+    args = (preds, y, "binary", "log_loss", 20, 0)
+    assert ensemble_weights(*args, bagging="patients") == rows
+    assert ensemble_weights(*args) == halves
+    plain = ensemble_weights(preds, y, "binary", "log_loss", 0, 0, bagging="patients")
+    assert plain == ensemble_weights(preds, y, "binary", "log_loss", 0, 0)

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from holomed.candidate import candidate_class, make_candidate
-from holomed.candidates.ensemble import blend, caruana, caruana_bagged
+from holomed.candidates.ensemble import blend, caruana, caruana_bagged, caruana_rows
 from holomed.cohort import Cohort, inner_folds
 from holomed.executor import Executor
 from holomed.scoring.metrics import oriented
@@ -307,10 +307,15 @@ def ensemble_weights(
     bags: int,
     seed: int,
     horizons: list[float] | None = None,
+    bagging: str = "candidates",
 ) -> dict[str, float]:
-    """Greedy ensemble weights on ``objective``: bagged (``bags`` > 0) or plain.
-    ``horizons``: survival metrics' horizons (``y`` is then their reference)."""
+    """Greedy ensemble weights on ``objective``: bagged (``bags`` > 0, bags of random
+    halves of the candidates or, ``bagging="patients"``, bootstrap resamples of the
+    patients) or plain. ``horizons``: survival metrics' horizons (``y`` is then their
+    reference)."""
     ctx = metric_context(task, horizons or [], y)
+    if bags > 0 and bagging == "patients":
+        return caruana_rows(preds, y, task, objective, bags=bags, seed=seed, context=ctx)
     if bags > 0:
         return caruana_bagged(preds, y, task, objective, bags=bags, seed=seed, context=ctx)
     return caruana(preds, y, task, objective, context=ctx)
@@ -326,6 +331,7 @@ def ensemble_selection(
     bags: int = 0,
     seed: int = 0,
     horizons: list[float] | None = None,
+    bagging: str = "candidates",
 ) -> tuple[dict[str, float], list[float]]:
     """Ensemble weights (:func:`ensemble_weights`, greedy on ``objective``: ``log_loss``
     or ``metric``) over all candidates' out-of-fold predictions (the mean over repeats),
@@ -337,7 +343,7 @@ def ensemble_selection(
     if len(ok) < 2:
         return {}, []
     oof = {n: s.oof for n, s in ok.items()}
-    weights = ensemble_weights(oof, y, task, objective, bags, seed, horizons)
+    weights = ensemble_weights(oof, y, task, objective, bags, seed, horizons, bagging)
     if not weights:  # the objective is undefined for every candidate: no ensemble
         return {}, []
     fold_scores = []
@@ -348,7 +354,7 @@ def ensemble_selection(
             rest = np.setdiff1d(np.arange(len(y)), b)
             w = ensemble_weights(
                 {n: p[rest] for n, p in preds.items()},
-                y[rest], task, objective, bags, seed, horizons,
+                y[rest], task, objective, bags, seed, horizons, bagging,
             )  # fmt: skip
             if not w:  # undefined on this fold's training rows: the fold has no score
                 fold_scores.append(float("nan"))
@@ -436,7 +442,7 @@ def select(
         t0 = time.perf_counter()
         weights, fold_scores = ensemble_selection(
             scored, train.y, folds, train.task, ev.selection_metric, ev.ensemble_objective,
-            ev.ensemble_bags, seed, spec.target.horizons,
+            ev.ensemble_bags, seed, spec.target.horizons, ev.ensemble_bagging,
         )  # fmt: skip
         if weights:
             w = list(weights.values())
