@@ -75,9 +75,14 @@ def _v(m: dict | None) -> str:
 def fit_table(res: dict) -> str:
     """Test metrics of one fit run, calibration before/after, and its subgroup audit."""
     m, mu = res["metrics"], res["metrics_uncalibrated"]
+    where = (
+        f"{res['evaluation']}; seed {res['seed']}"
+        if res.get("evaluation")
+        else f"{res['n_train']} training / {res['n_test']} test patients (first outer fold, "
+        f"seed {res['seed']})"
+    )
     lines = [
-        f"`{res['fusion']}`, {res['n_train']} training / {res['n_test']} test patients "
-        f"(first outer fold, seed {res['seed']}); 95 % bootstrap CIs.",
+        f"`{res['fusion']}`, {where}; 95 % bootstrap CIs.",
         "",
         "| metric | uncalibrated | calibrated |",
         "|---|---|---|",
