@@ -24,9 +24,14 @@ import holomed.candidates  # noqa: F401  (every family registered)
 from holomed.candidate import Candidate
 from holomed.cohort import Cohort, patient_splits
 from holomed.evaluation.select import build_candidate, empty_outputs, output_columns
-from holomed.evaluation.trust import assess, curves, feature_summary, fit_results
+from holomed.evaluation.trust import (
+    assess,
+    curves,
+    feature_summary,
+    fit_results,
+    subgroup_audit,
+)
 from holomed.explain.maps import attribution_maps
-from holomed.fairness import audit, survival_audit
 from holomed.provenance import model_card, training_patients
 from holomed.results import FitRecord, write_results
 from holomed.scoring.calibration import reliability
@@ -80,28 +85,10 @@ def _pooled(
             "score": (out[:, 1] if out.shape[1] == 2 else out.max(1)).round(5).tolist(),
         }
     on = f"out-of-fold predictions of all {len(y)} patients"
-    if spec.attributes and cohort.attributes is not None and task == "survival":
-        trust["fairness"] = survival_audit(
-            y,
-            out[:, 0],
-            cohort.attributes,
-            ev.attribute_bins,
-            n_boot=min(ev.n_bootstrap, 200),
-            min_group=ev.min_group,
-            seed=spec.training.seed,
-        )
-        trust["fairness"]["on"] = on
-    if spec.attributes and cohort.attributes is not None and task == "binary":
-        fold0 = (trust.get("fairness") or {}).get("mitigation")
-        trust["fairness"] = audit(
-            y,
-            out[:, 1],
-            cohort.attributes,
-            ev.attribute_bins,
-            n_boot=min(ev.n_bootstrap, 200),
-            min_group=ev.min_group,
-            seed=spec.training.seed,
-        )
+    fold0 = (trust.get("fairness") or {}).get("mitigation")
+    audited = subgroup_audit(spec, task, y, out, cohort.attributes)
+    if audited is not None:
+        trust["fairness"] = audited
         trust["fairness"]["on"] = on
         if fold0:  # group thresholds need one model's validation patients: fold 0's
             note = (

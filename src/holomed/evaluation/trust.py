@@ -63,6 +63,27 @@ def feature_summary(model: Any, attr: dict[str, Any], on: str) -> dict[str, Any]
     return out
 
 
+def subgroup_audit(
+    spec: Spec, task: str, y: np.ndarray, out: np.ndarray, attributes: Any
+) -> dict[str, Any] | None:
+    """The subgroup audit of outputs ``out`` of ``y`` over the spec's attributes: of the
+    risk score on Harrell's C (survival) or of P(positive) (binary); None for other tasks
+    or without attributes."""
+    if not spec.attributes or attributes is None or task not in ("binary", "survival"):
+        return None
+    ev = spec.evaluation
+    run = survival_audit if task == "survival" else audit
+    return run(
+        y,
+        out[:, 0] if task == "survival" else out[:, 1],
+        attributes,
+        ev.attribute_bins,
+        n_boot=min(ev.n_bootstrap, 200),
+        min_group=ev.min_group,
+        seed=spec.training.seed,
+    )
+
+
 def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) -> dict[str, Any]:
     """The trust sections of a fit run (see module doc)."""
     ev = spec.evaluation
@@ -121,28 +142,13 @@ def assess(model: Any, test: Cohort, spec: Spec, train: Cohort | None = None) ->
         out["explain_seconds"] = round(time.perf_counter() - t1, 2)
         if neural and attr and task in ("binary", "multiclass"):
             out["deletion_curve"] = deletion_curve(model, test, attr)
-    if spec.attributes and test.attributes is not None and task == "survival":
-        out["fairness"] = survival_audit(
-            test.y,
-            proba[:, 0],
-            test.attributes,
-            ev.attribute_bins,
-            n_boot=min(ev.n_bootstrap, 200),
-            min_group=ev.min_group,
-            seed=spec.training.seed,
-        )
-    if spec.attributes and test.attributes is not None and task == "binary":
+    audited = subgroup_audit(spec, task, test.y, proba, test.attributes)
+    if audited is not None:
+        out["fairness"] = audited
+    mitigate = ev.mitigation == "threshold" and train is not None
+    if audited is not None and task == "binary" and mitigate:
         score = proba[:, 1]
-        out["fairness"] = audit(
-            test.y,
-            score,
-            test.attributes,
-            ev.attribute_bins,
-            n_boot=min(ev.n_bootstrap, 200),
-            min_group=ev.min_group,
-            seed=spec.training.seed,
-        )
-        if ev.mitigation == "threshold" and train is not None and getattr(model, "val_ids_", None):
+        if getattr(model, "val_ids_", None):
             val = train.subset(np.asarray(model.val_ids_))
             sv = model.predict_proba(val)[:, 1]
             # the audit's group names; groups too small or of one outcome in validation
