@@ -64,6 +64,34 @@ def test_six_equal_binary_groups_are_rarely_flagged():
     assert max(flags.values()) <= 5, flags  # nominal 5 % of 30: 1.5
 
 
+def test_a_rare_outcome_site_with_the_same_discrimination_is_rarely_flagged():
+    """One site with 4 % prevalence, five with 35 %, the score the same function of the
+    outcome everywhere: AUROC, TPR and FPR are equal. A null that mixed outcomes gave
+    every shuffled group the overall prevalence, and the rare site's noisier AUROC / TPR
+    was flagged in about a quarter of audits; shuffling within each outcome class keeps
+    each site's prevalence."""
+    flags = {"auroc": 0, "tpr": 0, "fpr": 0}
+    for seed in range(30):
+        rng = np.random.default_rng(100 + seed)
+        site = rng.choice(SITES, 1200)
+        y = (rng.random(1200) < np.where(site == "A", 0.04, 0.35)).astype(int)
+        score = np.clip(0.3 * y + 0.35 + rng.normal(0, 0.15, 1200), 0, 1)
+        for m, g in _gaps(y, score, site, SITES, 0.5, 40, seed).items():
+            if m in flags:
+                flags[m] += g["flag"]
+    assert max(flags.values()) <= 4, flags  # nominal 1.5 of 30; mixed outcomes: ~7-8
+
+
+def test_few_bootstrap_draws_still_give_a_test_that_can_flag():
+    """The smallest permutation p is 1 / (n + 1): with n_boot 10 a test of 10 shuffles
+    could never flag; the test takes at least 199."""
+    y, score, site = _binary(0, n=600)
+    score = np.where(site == "B", np.clip(score + 0.2, 0, 1), score)
+    gaps = _gaps(y, score, site, SITES, 0.5, 10, 0)
+    assert gaps["fpr"]["flag"] and gaps["fpr"]["p_value"] <= 0.01
+    assert "199 times" in gaps["fpr"]["test"]
+
+
 def test_a_real_binary_gap_is_flagged_and_says_how():
     y, score, site = _binary(0, n=600)
     score = np.where(site == "B", np.clip(score + 0.2, 0, 1), score)  # over-predicts at B

@@ -7,10 +7,15 @@ predicted minus observed risk). Groups smaller than ``min_group`` patients, or w
 single class, are reported as too small, never as zero gaps. The largest gap per
 metric (max - min over adequate groups) comes with a bootstrap CI of the difference
 between its two groups, and is flagged by a permutation test of the largest gap itself
-(group labels shuffled among the adequate groups' patients, the max - min recomputed
-each time; flagged when p < 0.05): the pair with the largest observed gap is chosen
-after looking, so a CI of that pair alone excludes 0 far more often than 5 % of the time
-when the groups do not differ.
+(group labels shuffled among the adequate groups' patients within each outcome class, so
+each group keeps its prevalence; the max - min recomputed each time, at least 199 times;
+flagged when p < 0.05): the pair with the largest observed gap is chosen after looking,
+so a CI of that pair alone excludes 0 far more often than 5 % of the time when the
+groups do not differ. The null is "the metric does not depend on the group beyond its
+prevalence": AUROC, TPR and FPR are tested as they are, while PPV, ECE and the
+calibration gap, which move with prevalence, are tested for a difference beyond it.
+The audit works on rows: with ``split.group`` (several rows per person) its counts,
+CIs and shuffles treat rows as patients.
 Optional mitigation: fairlearn's ``ThresholdOptimizer`` (group-specific thresholds,
 equalised odds) fitted on validation patients, with before/after; groups with too few
 validation patients or one outcome class keep the plain threshold ("not mitigated").
@@ -33,13 +38,23 @@ GAP_METRICS = ("auroc", "tpr", "fpr", "ppv", "ece", "calibration_gap")
 ALPHA = 0.05
 
 
-def gap_test(n_perm: int) -> str:
+MIN_PERMUTATIONS = 199  # the smallest p is 1 / (n + 1): 0.005, below ALPHA
+
+
+def gap_test(n_perm: int, within: str) -> str:
     """What the ``flag`` of a gap means (written next to it)."""
     return (
-        f"permutation of the largest gap: group labels shuffled among the compared "
-        f"groups' patients {n_perm} times, max - min recomputed each time; flagged when "
-        f"p < {ALPHA:g} (the CI is of the difference between the two named groups)"
+        f"permutation of the largest gap: group labels shuffled {n_perm} times among the "
+        f"compared groups' patients, within {within} (each group keeps its own count of "
+        f"them), max - min recomputed each time; flagged when p < {ALPHA:g} (the CI is of "
+        "the difference between the two named groups)"
     )
+
+
+def n_permutations(n_boot: int) -> int:
+    """Relabellings of a gap test: ``n_boot``, at least :data:`MIN_PERMUTATIONS` (fewer
+    could never reach p < 0.05); none without a bootstrap."""
+    return max(n_boot, MIN_PERMUTATIONS) if n_boot > 0 else 0
 
 
 def _p_value(observed: float, null: list[float]) -> float | None:
@@ -51,16 +66,24 @@ def _p_value(observed: float, null: list[float]) -> float | None:
 
 
 def _shuffled(
-    idx: dict[str, np.ndarray], n_perm: int, seed: int
+    idx: dict[str, np.ndarray], n_perm: int, seed: int, strata: np.ndarray
 ) -> Iterator[dict[str, np.ndarray]]:
-    """``n_perm`` relabellings of the patients of ``idx`` ({group: rows}): the same group
-    sizes, the rows dealt at random (a stream of its own, so seeded CIs do not move)."""
+    """``n_perm`` relabellings of the patients of ``idx`` ({group: rows}), dealt at random
+    within each stratum of ``strata`` (per cohort row: the outcome, or the event
+    indicator), so every group keeps its size and its count of each stratum. A null
+    that mixed outcomes would give every group the overall prevalence, and a real group
+    with few positives, whose AUROC or TPR is noisier, would be flagged too often. A
+    stream of its own, so seeded CIs do not move."""
     keys = list(idx)
     rows = np.concatenate([idx[g] for g in keys])
-    cuts = np.cumsum([len(idx[g]) for g in keys])[:-1]
+    label = np.repeat(np.arange(len(keys)), [len(idx[g]) for g in keys])
+    kinds = [np.nonzero(strata[rows] == v)[0] for v in np.unique(strata[rows])]
     rng = np.random.default_rng([seed, 1])
     for _ in range(n_perm):
-        yield dict(zip(keys, np.split(rng.permutation(rows), cuts), strict=True))
+        dealt = label.copy()
+        for k in kinds:
+            dealt[k] = rng.permutation(label[k])
+        yield {g: rows[dealt == j] for j, g in enumerate(keys)}
 
 
 def _safe(fn):
@@ -226,7 +249,8 @@ def _gaps(y, score, groups, adequate, threshold, n_boot, seed) -> dict[str, Any]
             a, b = sel[hi_g], sel[lo_g]
             boots[m].append(fns[m](y[a], score[a]) - fns[m](y[b], score[b]))
     null: dict[str, list[float]] = {m: [] for m in point}
-    for sel in _shuffled(idx, n_boot, seed):
+    n_perm = n_permutations(n_boot)
+    for sel in _shuffled(idx, n_perm, seed, y):
         # the groups that would be compared: both classes (sizes are kept as they are)
         sel = {g: i for g, i in sel.items() if len(np.unique(y[i])) == 2}
         perm = spreads(sel)
@@ -242,7 +266,7 @@ def _gaps(y, score, groups, adequate, threshold, n_boot, seed) -> dict[str, Any]
             "between": [str(hi_g), str(lo_g)],
             "ci": ci,
             "p_value": p,
-            "test": gap_test(n_boot),
+            "test": gap_test(n_perm, "outcome classes"),
             "flag": bool(p is not None and p < ALPHA),
         }
     return out
@@ -413,14 +437,16 @@ def survival_audit(
             b = np.array([v for v in b if np.isfinite(v)])
             ci = np.quantile(b, [0.025, 0.975]).tolist() if len(b) else [None, None]
             value = float(vals[hi] - vals[lo])
-            p = _p_value(value, [spread(sel) for sel in _shuffled(adequate, n_boot, seed)])
+            n_perm = n_permutations(n_boot)
+            shuffles = _shuffled(adequate, n_perm, seed, y[:, 1])
+            p = _p_value(value, [spread(sel) for sel in shuffles])
             gaps = {
                 "c_index": {
                     "value": value,
                     "between": [hi, lo],
                     "ci": ci,
                     "p_value": p,
-                    "test": gap_test(n_boot),
+                    "test": gap_test(n_perm, "events and censored patients"),
                     "flag": bool(p is not None and p < ALPHA),
                 }
             }

@@ -531,3 +531,7 @@ def test_a_whole_number_attribute_names_the_audits_group_however_it_was_read(tmp
     audit = {"attributes": {"site": {"groups": {"1": {"n": 40}, "2": {"n": 40}}}}}
     d, _ = draft_of(audit={**AUDIT, **audit}, attributes={"site": attrs["a"]["site"]})
     assert not any("no test patient had" in c for c in caveats(d))
+    # an audit written before (groups "1.0", "2.0") still finds the patient's group
+    old = {"attributes": {"site": {"groups": {"1.0": {"n": 40}, "2.0": {"n": 40}}}}}
+    d, _ = draft_of(audit={**AUDIT, **old}, attributes={"site": 1})
+    assert not any("no test patient had" in c for c in caveats(d))

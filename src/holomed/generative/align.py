@@ -41,7 +41,9 @@ Evaluation (:func:`evaluate_alignment`), on held-out patients only, over the spe
 patient-level split (every fold of a k-fold split; patients of one person never on both
 sides): recall@1/5/10 and median rank of the true note (image -> text) and of the true
 image set (text -> image) within the fold's held-out patients, against a random ranking
-(analytic: recall@k = k / N, expected rank (N + 1) / 2) and against a TF-IDF -> ridge
+(analytic, with every note identical to the query's own a match: recall@k =
+1 - C(N - P, k) / C(N, k), expected rank 1 + (N - P) / (P + 1); k / N and (N + 1) / 2
+for unique notes) and against a TF-IDF -> ridge
 map from notes to the frozen image features (fitted on the training patients, ranked by
 cosine); zero-shot classification of the spec's target from text prompts against a
 logistic-regression probe on the same aligned image embeddings (AUROC, bootstrap CIs);

@@ -26,8 +26,9 @@ value found there and, for a number, the text it is shown as. The draft starts w
 
 A subgroup caveat is written only where the audit says so for a group the patient
 belongs to: the group was too small (or had a single class) to judge, the patient's group
-was not among the test patients, or the audit flagged a gap (95 % bootstrap CI excluding
-0) on which the patient's group is the worse side (lower AUROC / TPR / PPV / C-index,
+was not among the test patients, or the audit flagged a gap (a permutation test of the
+largest gap; in audits written before it, a 95 % bootstrap CI excluding 0) on which the
+patient's group is the worse side (lower AUROC / TPR / PPV / C-index,
 higher FPR / ECE; either side for a flagged calibration gap).
 """
 
@@ -503,6 +504,20 @@ def _missing(w: _Writer) -> None:
         )
 
 
+def audit_group_name(group: str, groups: Mapping[str, Any]) -> str:
+    """``group`` as the audit spells it: audits written before whole numbers were named
+    without a decimal part call group ``1`` ``1.0``."""
+    if group in groups:
+        return group
+    for name in groups:
+        try:
+            if float(name) == float(group) and float(group).is_integer():
+                return name
+        except ValueError:
+            continue
+    return group
+
+
 def patient_group(value: Any, edges: Sequence[float] | None) -> str:
     """The audit group of one attribute value (binned with ``edges`` as the audit was)."""
     import pandas as pd
@@ -540,8 +555,8 @@ def _subgroups(w: _Writer, bins: Mapping[str, Sequence[float]]) -> None:
             unmatched.append(attr)
             continue
         edges = bins.get(attr) if a.get("binned") else None
-        group = patient_group(value, edges)
         groups = a.get("groups") or {}
+        group = audit_group_name(patient_group(value, edges), groups)
 
         def label(attr: str = attr, group: str = group) -> str:
             shown = w.cite("attributes", attr)

@@ -1478,7 +1478,8 @@ def _subgroups(fair: dict[str, Any] | None) -> str | None:
             "Gaps are the largest difference between adequate groups, with a bootstrap CI of "
             "that pair; highlighted rows are flagged by a permutation test of the largest "
             "gap (p < 0.05; the pair was chosen after looking, so its CI alone would flag "
-            "gaps that chance made).",
+            "gaps that chance made; results written before the test have no p and were "
+            "flagged by that CI).",
             "note",
         )
     ]
